@@ -1,0 +1,203 @@
+"""Every setting of ES4R in one place: frozen dataclasses, one per component, composed
+into `ES4RConfig`, saved with every checkpoint and printable in the UI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+# Component status words used throughout results and the UI.
+TRAINED = "trained"  # real pretrained / trained weights
+FALLBACK = "fallback"  # a substitute for the paper's component (said in words)
+RANDOM = "random"  # random weights: output is not meaningful
+UNTRAINED = "untrained"  # ES4R-specific modules at initialisation (identity paths)
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    sample_rate: int = 16_000  # Whisper's rate; every input is resampled to it
+    min_seconds: float = 0.3  # shorter turns are refused
+    max_seconds: float = 30.0  # longer turns are refused (one Whisper window)
+    silence_rms: float = 1e-3  # below this RMS a turn is "silent"
+    clip_fraction: float = 0.05  # fraction of samples at full scale that counts as clipped
+    max_upload_bytes: int = 50 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class DualAttentionConfig:
+    """Stage 1, steps 2-5: downsampling and intra-/inter-turn self-attention."""
+
+    downsample: int = 2  # keep every k-th mel frame (official code subsamples frames)
+    intra_heads: int = 8
+    inter_heads: int = 8
+    dropout: float = 0.1
+    enabled: bool = True  # ablation switch: "without dual-level attention"
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """Stage 1, step 6: 3 x Conv1d(kernel 5, stride 2) -> x8 shorter, hidden 512."""
+
+    hidden: int = 512
+    kernel: int = 5
+    stride: int = 2
+    layers: int = 3
+
+
+@dataclass(frozen=True)
+class CrossModalConfig:
+    heads: int = 8
+    dropout: float = 0.1
+    enabled: bool = True  # ablation switch: "without cross-modal attention"
+
+
+@dataclass(frozen=True)
+class PLoRAConfig:
+    r: int = 16
+    alpha: int = 16
+    dropout: float = 0.1
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    system_prompt: str = (
+        "You are a warm, empathetic listener. Reply to the user in one or two short "
+        "sentences: acknowledge how they feel, then offer support or a gentle question."
+    )
+    max_new_tokens: int = 48
+    do_sample: bool = False
+    temperature: float = 0.7
+    top_p: float = 0.9
+    repetition_penalty: float = 1.2
+    no_repeat_ngram_size: int = 3
+    max_sentences: int = 2  # reply is cut at a sentence end after this many
+    max_context_tokens: int = 2048  # LLM context budget for history + reply
+
+
+@dataclass(frozen=True)
+class StrategyParams:
+    """Voice settings of one speaking strategy (DESIGN.md step 14).
+
+    alpha/beta/diffusion_steps/embedding_scale are StyleTTS2's sampler settings
+    (alpha: acoustic-style mix, which the paper reads as duration/pace, smaller = slower;
+    beta: prosody expressiveness). `speed` and `gain_db` are engine-neutral equivalents
+    that voices without a diffusion sampler (Piper, espeak-ng) map onto their own knobs.
+    """
+
+    name: str
+    alpha: float
+    beta: float
+    speed: float  # speaking-rate multiplier, 1.0 = the voice's usual pace
+    expressiveness: float  # 0..1, prosody variability for voices that take it
+    gain_db: float  # loudness relative to neutral
+    diffusion_steps: int = 5
+    embedding_scale: float = 1.0
+
+
+def default_strategy_table() -> dict[str, StrategyParams]:
+    """Comfort: slower and softer. Encourage: brighter, a little faster.
+    Neutral: StyleTTS2's usual alpha=0.3, beta=0.7."""
+    return {
+        "comfort": StrategyParams("comfort", alpha=0.2, beta=0.5, speed=0.85, expressiveness=0.35, gain_db=-4.0),
+        "neutral": StrategyParams("neutral", alpha=0.3, beta=0.7, speed=1.0, expressiveness=0.6, gain_db=0.0),
+        "encourage": StrategyParams("encourage", alpha=0.4, beta=0.9, speed=1.12, expressiveness=0.9, gain_db=2.0),
+    }
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """Stage 3, step 13: energy trend -> strategy."""
+
+    tolerance: float = 0.05  # relative change below this counts as "no change"
+    table: dict[str, StrategyParams] = field(default_factory=default_strategy_table)
+    fusion_eps: float = 1e-3  # epsilon of w_i ~ 1 / (E_i + eps)
+    empathetic_tts: bool = True  # ablation switch: False = neutral params, no fusion
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Which pretrained parts to load: hub ids or local folders, through one code path."""
+
+    whisper: str = "openai/whisper-large-v3"
+    llm: str = "Qwen/Qwen3-8B"
+    tts: str | None = "yl4579/StyleTTS2-LibriTTS"  # None = offline voice
+    voice: str = "auto"  # auto | styletts2 | piper | espeak
+    es4r_checkpoint: str | None = None  # trained ES4R parts; None = text path
+    dtype: str = "auto"  # auto = bf16 on GPU, fp32 on CPU
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class ES4RConfig:
+    preset: str = "paper"
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    dual: DualAttentionConfig = field(default_factory=DualAttentionConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    cross: CrossModalConfig = field(default_factory=CrossModalConfig)
+    plora: PLoRAConfig = field(default_factory=PLoRAConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    backbones: BackboneConfig = field(default_factory=BackboneConfig)
+    seed: int = 42
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ES4RConfig":
+        """Rebuild from `to_dict` output (e.g. a checkpoint's saved config)."""
+        kinds = {f.name: f.type for f in dataclasses.fields(cls)}
+        sub = {
+            "audio": AudioConfig, "dual": DualAttentionConfig, "adapter": AdapterConfig,
+            "cross": CrossModalConfig, "plora": PLoRAConfig, "generation": GenerationConfig,
+            "backbones": BackboneConfig,
+        }
+        kwargs: dict[str, Any] = {}
+        for name, value in data.items():
+            if name not in kinds:
+                raise ValueError(f"unknown ES4R config field {name!r}; expected one of {sorted(kinds)}")
+            if name in sub:
+                if "target_modules" in value:
+                    value = {**value, "target_modules": tuple(value["target_modules"])}
+                kwargs[name] = sub[name](**value)
+            elif name == "strategy":
+                table = {k: StrategyParams(**v) for k, v in value.get("table", {}).items()}
+                kwargs[name] = StrategyConfig(**{**value, "table": table or default_strategy_table()})
+            else:
+                kwargs[name] = value
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> "ES4RConfig":
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS = ("paper", "embedded", "tiny")
+
+
+def preset_config(name: str) -> ES4RConfig:
+    """The config of a named preset. Backbone paths of `embedded` and `tiny` are filled in
+    by their builders (es4r.embedded / es4r.backbones.make_tiny_backbones)."""
+    if name == "paper":
+        return ES4RConfig(preset="paper")
+    if name == "embedded":
+        return ES4RConfig(
+            preset="embedded",
+            backbones=BackboneConfig(whisper="", llm="", tts=None, voice="auto"),
+        )
+    if name == "tiny":
+        return ES4RConfig(
+            preset="tiny",
+            dual=DualAttentionConfig(intra_heads=2, inter_heads=2),
+            adapter=AdapterConfig(hidden=32),
+            cross=CrossModalConfig(heads=2),
+            plora=PLoRAConfig(r=4, alpha=4),
+            generation=GenerationConfig(max_new_tokens=8, max_context_tokens=512),
+            backbones=BackboneConfig(whisper="", llm="", tts="", voice="styletts2"),
+        )
+    raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")

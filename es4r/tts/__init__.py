@@ -1,0 +1,1 @@
+"""Speech synthesis engines behind one small interface (see base.py)."""
