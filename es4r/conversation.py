@@ -1,0 +1,94 @@
+"""The conversation a pipeline answers, and the typed result of one turn.
+
+A Conversation is immutable: adding a turn returns a new one, so a failed turn can never
+leave a half-updated history behind."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+USER, ASSISTANT = "user", "assistant"
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: str  # USER or ASSISTANT
+    text: str  # transcript (user) or reply text (assistant)
+    audio: np.ndarray | None = None  # user: 16 kHz float32 mono; assistant: reply audio
+    sample_rate: int | None = None
+    energy: float | None = None  # user turns: mean mel-frame norm (DESIGN step 12)
+    notes: tuple[str, ...] = ()  # e.g. "downmixed 2 channels to mono"
+
+
+@dataclass(frozen=True)
+class Conversation:
+    turns: tuple[Turn, ...] = ()
+
+    def with_turn(self, turn: Turn) -> "Conversation":
+        return replace(self, turns=self.turns + (turn,))
+
+    @property
+    def user_turns(self) -> list[Turn]:
+        return [t for t in self.turns if t.role == USER]
+
+    def history_text(self) -> str:
+        """The transcribed history as the LLM reads it (text path; cross-modal keys)."""
+        if len(self.turns) == 1:
+            return self.turns[0].text
+        names = {USER: "User", ASSISTANT: "You"}
+        return "\n".join(f"{names[t.role]}: {t.text}" for t in self.turns)
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    status: str  # es4r.config.TRAINED | FALLBACK | RANDOM | UNTRAINED
+    description: str  # what it is, in words ("Whisper tiny.en (converted from CTranslate2)")
+
+
+@dataclass(frozen=True)
+class AttentionMaps:
+    intra: list[np.ndarray]  # per user turn in the window: (heads, L_i, L_i)
+    inter: np.ndarray | None  # (heads, L, L) over the concatenated history
+    turn_boundaries: list[int]  # frame index where each turn starts in `inter`
+    cross: np.ndarray | None  # (speech segments, history tokens)
+    history_tokens: list[str]  # tick labels of `cross`
+    meaningful: bool  # False when the ES4R modules are untrained or random
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    transcripts: list[str]  # every user turn, oldest first
+    reply_text: str
+    reply_audio: np.ndarray  # (samples,) float32
+    sample_rate: int
+    energies: list[float]  # per user turn
+    strategy: str  # comfort | encourage | neutral
+    strategy_reason: str
+    strategy_params: dict
+    fusion_weights: list[float]  # per user turn, sums to 1 (empty when fusion is off)
+    attention: AttentionMaps
+    timings: dict[str, float]  # stage -> seconds
+    components: dict[str, ComponentStatus]
+    path: str  # "speech" or "text"
+    voice: str  # which engine spoke
+    seed: int
+    dropped_turns: int = 0  # oldest user turns outside the speech encoder window
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def summary(self) -> dict:
+        """Everything but arrays, for JSON output and logs."""
+        return {
+            "transcripts": self.transcripts, "reply_text": self.reply_text,
+            "reply_seconds": round(len(self.reply_audio) / self.sample_rate, 3),
+            "sample_rate": self.sample_rate, "energies": [round(e, 5) for e in self.energies],
+            "strategy": self.strategy, "strategy_reason": self.strategy_reason,
+            "strategy_params": self.strategy_params,
+            "fusion_weights": [round(w, 5) for w in self.fusion_weights],
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "components": {k: {"status": v.status, "description": v.description} for k, v in self.components.items()},
+            "path": self.path, "voice": self.voice, "seed": self.seed,
+            "dropped_turns": self.dropped_turns, "attention_meaningful": self.attention.meaningful,
+            "notes": list(self.notes),
+        }

@@ -1,0 +1,109 @@
+"""Stage 1, steps 2-5: dual-level attention over the speech features of a dialogue.
+
+Intra-turn attention sees one turn at a time (affect within an utterance); inter-turn
+attention sees the whole concatenated history (how affect moves across turns). Both are
+residual blocks whose output projection starts at zero, so before training the frozen
+Whisper encoder receives exactly the original log-mel features."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from es4r.config import DualAttentionConfig
+
+
+class ResidualSelfAttention(nn.Module):
+    """Pre-norm multi-head self-attention with a zero-initialised output projection:
+    y = x + W_o · MHA(LN(x)). Returns the per-head attention weights too."""
+
+    def __init__(self, width: int, heads: int, dropout: float):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"feature width {width} is not divisible by {heads} heads; pick a divisor")
+        self.norm = nn.LayerNorm(width)
+        self.attention = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
+        nn.init.zeros_(self.attention.out_proj.weight)
+        nn.init.zeros_(self.attention.out_proj.bias)
+
+    def forward(
+        self, features: torch.Tensor, padding_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """features (B, L, D); padding_mask (B, L) True = padding.
+        Returns (B, L, D) and weights (B, heads, L, L)."""
+        normed = self.norm(features)
+        attended, weights = self.attention(
+            normed, normed, normed, key_padding_mask=padding_mask,
+            need_weights=True, average_attn_weights=False,
+        )
+        return features + attended, weights
+
+
+@dataclass(frozen=True)
+class DualAttentionOutput:
+    features: torch.Tensor  # (B, D, frames) dialogue-level affective sequence, Whisper layout
+    lengths: torch.Tensor  # (B,) valid frames per dialogue
+    turn_lengths: list[list[int]]  # frames per turn after downsampling, per dialogue
+    intra_weights: list[list[torch.Tensor]]  # [dialogue][turn] -> (heads, L_i, L_i)
+    inter_weights: list[torch.Tensor]  # [dialogue] -> (heads, L, L)
+
+
+class DualLevelAttention(nn.Module):
+    """Downsample each turn, attend within it, concatenate in time order, attend across."""
+
+    def __init__(self, n_mels: int, config: DualAttentionConfig):
+        super().__init__()
+        self.config = config
+        self.intra = ResidualSelfAttention(n_mels, config.intra_heads, config.dropout)
+        self.inter = ResidualSelfAttention(n_mels, config.inter_heads, config.dropout)
+
+    def downsample(self, turn_features: torch.Tensor) -> torch.Tensor:
+        """(D, frames) -> (D, ceil(frames / k)): keep every k-th frame, as the official code."""
+        return turn_features[:, :: self.config.downsample]
+
+    def forward(self, dialogues: list[list[torch.Tensor]]) -> DualAttentionOutput:
+        """dialogues: per dialogue, per turn, a log-mel (D, frames_i) tensor, oldest first."""
+        device = next(self.parameters()).device
+        turns = [[self.downsample(t.to(device)) for t in dialogue] for dialogue in dialogues]
+        turn_lengths = [[t.shape[1] for t in dialogue] for dialogue in turns]
+        flat = [t.transpose(0, 1) for dialogue in turns for t in dialogue]  # each (L_i, D)
+
+        # Intra-turn: every turn is its own sequence, so attention cannot cross turns.
+        padded = nn.utils.rnn.pad_sequence(flat, batch_first=True)  # (N_turns, L_max, D)
+        lengths = torch.tensor([t.shape[0] for t in flat], device=device)
+        pad_mask = torch.arange(padded.shape[1], device=device)[None, :] >= lengths[:, None]
+        if self.config.enabled:
+            intra_out, intra_w = self.intra(padded, pad_mask)
+        else:
+            intra_out, intra_w = padded, None
+
+        # Concatenate each dialogue's turns in time order.
+        attended_turns = [intra_out[i, : lengths[i]] for i in range(len(flat))]
+        dialogue_seqs, intra_weights, cursor = [], [], 0
+        for dialogue_lengths in turn_lengths:
+            count = len(dialogue_lengths)
+            dialogue_seqs.append(torch.cat(attended_turns[cursor : cursor + count], dim=0))
+            intra_weights.append(
+                [intra_w[cursor + j, :, :n, :n].detach() for j, n in enumerate(dialogue_lengths)]
+                if intra_w is not None else []
+            )
+            cursor += count
+
+        # Inter-turn: attention over the whole history.
+        history = nn.utils.rnn.pad_sequence(dialogue_seqs, batch_first=True)  # (B, L, D)
+        history_lengths = torch.tensor([s.shape[0] for s in dialogue_seqs], device=device)
+        history_mask = torch.arange(history.shape[1], device=device)[None, :] >= history_lengths[:, None]
+        if self.config.enabled:
+            inter_out, inter_w = self.inter(history, history_mask)
+            inter_weights = [inter_w[b, :, :n, :n].detach() for b, n in enumerate(history_lengths.tolist())]
+        else:
+            inter_out, inter_weights = history, []
+        return DualAttentionOutput(
+            features=inter_out.transpose(1, 2),  # (B, D, L)
+            lengths=history_lengths,
+            turn_lengths=turn_lengths,
+            intra_weights=intra_weights,
+            inter_weights=inter_weights,
+        )

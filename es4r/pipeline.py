@@ -1,0 +1,277 @@
+"""ES4RPipeline: one object that hears a spoken conversation and answers it in speech.
+
+`add_user_turn` validates and transcribes audio; `respond` runs stages 1-3 on the whole
+history and returns a typed TurnResult; `converse` does both and returns the new
+conversation only when the whole turn succeeded."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from es4r.audio import AudioError, Waveform, load_audio, log_mel, prepare_waveform, turn_energy
+from es4r.backbones import is_random, load_llm, load_whisper
+from es4r.config import FALLBACK, RANDOM, TRAINED, UNTRAINED, ES4RConfig, preset_config
+from es4r.conversation import ASSISTANT, USER, AttentionMaps, ComponentStatus, Conversation, Turn, TurnResult
+from es4r.model import ES4RModel
+from es4r.strategy import select_strategy
+from es4r.style_fusion import fuse_styles, fusion_weights
+
+logger = logging.getLogger(__name__)
+
+STYLETTS2_ENV = "ES4R_STYLETTS2"  # folder or hub id of a StyleTTS2 checkpoint
+TEXT_PATH_NOTE = "text path — no trained ES4R speech checkpoint"
+ProgressFn = Callable[[float, str], None]
+
+
+class PipelineError(RuntimeError):
+    """A turn could not be answered; the message is for the user, the conversation is intact."""
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("ES4R_CACHE", Path.home() / ".cache" / "es4r"))
+
+
+class ES4RPipeline:
+    def __init__(self, config: ES4RConfig, model: ES4RModel, voice, components: dict[str, ComponentStatus],
+                 speech_path: bool):
+        self.config = config
+        self.model = model
+        self.voice = voice
+        self.components = components
+        self.speech_path = speech_path
+
+    # ---------------------------------------------------------------- building
+    @classmethod
+    def from_preset(cls, name: str = "embedded", **backbone_overrides) -> "ES4RPipeline":
+        """tiny (random, tests), embedded (offline packaged weights), paper (hub backbones)."""
+        config = preset_config(name)
+        backbones = config.backbones
+        if name == "tiny":
+            backbones = replace(backbones, **_tiny_paths())
+        elif name == "embedded":
+            from es4r.embedded.setup import prepare_embedded
+
+            paths = prepare_embedded()
+            checkpoint = _shipped_checkpoint()
+            backbones = replace(backbones, whisper=str(paths.whisper), llm=str(paths.llm),
+                                es4r_checkpoint=str(checkpoint) if checkpoint else None,
+                                tts=os.environ.get(STYLETTS2_ENV) or None)
+            if getattr(paths, "generation", None) is not None:
+                config = replace(config, generation=paths.generation)
+        if name == "paper" and os.environ.get(STYLETTS2_ENV):
+            backbones = replace(backbones, tts=os.environ[STYLETTS2_ENV])
+        backbones = replace(backbones, **backbone_overrides)
+        return cls.from_config(replace(config, backbones=backbones))
+
+    @classmethod
+    def from_config(cls, config: ES4RConfig) -> "ES4RPipeline":
+        from es4r.tts.voices import load_voice
+
+        torch.manual_seed(config.seed)
+        b = config.backbones
+        whisper = load_whisper(b.whisper, b.device, b.dtype)
+        llm = load_llm(b.llm, b.device, b.dtype)
+        model = ES4RModel(whisper, llm, config).eval()
+        speech_path = False
+        if b.es4r_checkpoint:
+            from es4r.checkpoint import load_es4r_parts
+
+            load_es4r_parts(model, b.es4r_checkpoint)
+            speech_path = True
+        voice = load_voice(b.voice, styletts2_path=b.tts or None)
+        components = {
+            "asr": _status_of(b.whisper, f"Whisper ASR ({b.whisper})"),
+            "speech_encoder": _status_of(b.whisper, f"Whisper encoder, frozen ({b.whisper})"),
+            "llm": _status_of(b.llm, f"LLM ({b.llm})"),
+            "es4r_modules": ComponentStatus(TRAINED, f"trained ES4R checkpoint ({b.es4r_checkpoint})") if speech_path
+            else ComponentStatus(UNTRAINED, "dual-level attention, adapter, cross-modal attention and PLoRA at "
+                                 "initialisation; heatmaps illustrate the mechanism only; " + TEXT_PATH_NOTE),
+            "voice": ComponentStatus(voice.status, voice.name),
+        }
+        for key, value in components.items():
+            log = logger.warning if value.status in (FALLBACK, RANDOM, UNTRAINED) else logger.info
+            log("%s: %s — %s", key, value.status, value.description)
+        return cls(config, model, voice, components, speech_path)
+
+    # ---------------------------------------------------------------- turns
+    def add_user_turn(self, conversation: Conversation, audio: str | Path | bytes | Waveform | tuple,
+                      transcript: str | None = None) -> Conversation:
+        """Validate + transcribe one recording; returns a new conversation. AudioError on bad input.
+        audio: a path, file bytes, a Waveform, or (sample_rate, samples) as Gradio gives it."""
+        if isinstance(audio, tuple):
+            rate, samples = audio
+            waveform = prepare_waveform(samples, rate, self.config.audio)
+        elif isinstance(audio, Waveform):
+            waveform = audio
+        else:
+            waveform = load_audio(audio, self.config.audio)
+        text = transcript if transcript is not None else self.transcribe(waveform.samples)
+        if not text.strip():
+            raise AudioError("No speech was recognised in this recording. Please try again, a little closer to the microphone.")
+        energy = turn_energy(waveform.samples, self.model.whisper.n_mels)
+        return conversation.with_turn(Turn(USER, text.strip(), waveform.samples, self.config.audio.sample_rate,
+                                           energy, waveform.notes))
+
+    @torch.no_grad()
+    def transcribe(self, samples: np.ndarray) -> str:
+        whisper = self.model.whisper
+        features = whisper.processor.feature_extractor(
+            samples, sampling_rate=self.config.audio.sample_rate, return_tensors="pt").input_features
+        features = features.to(self.model.device, next(whisper.model.parameters()).dtype)
+        ids = whisper.model.generate(features, max_new_tokens=_ASR_MAX_TOKENS)
+        return whisper.processor.batch_decode(ids, skip_special_tokens=True)[0].strip()
+
+    def converse(self, conversation: Conversation, audio, transcript: str | None = None,
+                 progress: ProgressFn | None = None) -> tuple[Conversation, TurnResult]:
+        """Add a user turn and answer it. On any failure the given conversation is unchanged."""
+        started = time.perf_counter()
+        _report(progress, 0.05, "transcribing")
+        extended = self.add_user_turn(conversation, audio, transcript)
+        asr_seconds = time.perf_counter() - started
+        result = self.respond(extended, progress)
+        result = replace(result, timings={"asr": asr_seconds, **result.timings})
+        reply = Turn(ASSISTANT, result.reply_text, result.reply_audio, result.sample_rate)
+        return extended.with_turn(reply), result
+
+    def respond(self, conversation: Conversation, progress: ProgressFn | None = None) -> TurnResult:
+        """Answer a conversation whose last turn is the user's (stages 1-3)."""
+        if not conversation.turns or conversation.turns[-1].role != USER:
+            raise PipelineError("There is no new user turn to answer.")
+        timings: dict[str, float] = {}
+        notes: list[str] = []
+        users = conversation.user_turns
+        config = self.config
+
+        with _timed(timings, "features"):
+            features = [torch.from_numpy(log_mel(t.audio, self.model.whisper.n_mels)) for t in users]
+        _report(progress, 0.2, "listening (dual-level attention, Whisper encoder)")
+        with _timed(timings, "es4r_encoder"):
+            encoding = self.model.encode_speech([features])
+        dropped = encoding.dropped_turns[0]
+        if dropped:
+            notes.append(f"{dropped} oldest turn(s) fell outside the 30 s speech window and were left out of the speech encoding")
+
+        _report(progress, 0.4, "thinking (LLM)")
+        with _timed(timings, "llm"):
+            generated, _ = self.model.generate(
+                conversation.history_text(), features[dropped:] if self.speech_path else None, config.generation)
+        reply_text = trim_reply(generated.text, config.generation.max_sentences)
+        if not reply_text:
+            reply_text = "I'm here with you. Could you tell me a little more?"
+            notes.append("the LLM produced no text; a fixed acknowledgement was spoken instead")
+        if not self.speech_path:
+            notes.append(TEXT_PATH_NOTE)
+        cross, history_tokens = generated.cross_weights, generated.history_tokens
+        if cross is None:  # text path: still show what the untrained cross-modal block attends to
+            with _timed(timings, "cross_modal"):
+                parts = self.model.prompt_parts(conversation.history_text(), config.generation)
+                speech = encoding.embeddings[0, : int(encoding.lengths[0])]
+                _, weights = self.model.speech_with_context(speech, parts.history_ids)
+                cross = weights.detach().cpu()
+
+        _report(progress, 0.7, "choosing strategy and voice style")
+        with _timed(timings, "strategy_fusion"):
+            energies = [float(t.energy) for t in users]
+            decision = select_strategy(energies, config.strategy)
+            weights = fusion_weights(energies, config.strategy.fusion_eps) if config.strategy.empathetic_tts else None
+            style = None
+            if weights is not None and self.voice.accepts_style:
+                styles = [self.voice.extract_style(t.audio, t.sample_rate) for t in users]
+                style = fuse_styles(styles, weights)
+            elif weights is not None:
+                notes.append(f"the voice ({self.voice.name}) cannot take a style vector: fusion weights are computed "
+                             "and shown, strategy pace/expressiveness are applied")
+
+        _report(progress, 0.8, "speaking (TTS)")
+        with _timed(timings, "tts"):
+            synthesis = self.voice.synthesize(reply_text, style, decision.params, seed=config.seed)
+        notes.extend(synthesis.notes)
+        timings["tts_rtf"] = timings["tts"] / max(synthesis.seconds, 1e-6)
+        _report(progress, 1.0, "done")
+
+        dual = encoding.dual
+        boundaries = list(np.cumsum([0] + dual.turn_lengths[0][:-1]).astype(int))
+        attention = AttentionMaps(
+            intra=[w.float().cpu().numpy() for w in dual.intra_weights[0]],
+            inter=dual.inter_weights[0].float().cpu().numpy() if dual.inter_weights else None,
+            turn_boundaries=[int(b) for b in boundaries],
+            cross=cross.float().numpy() if cross is not None and cross.numel() else None,
+            history_tokens=history_tokens,
+            meaningful=self.speech_path,
+        )
+        return TurnResult(
+            transcripts=[t.text for t in users], reply_text=reply_text,
+            reply_audio=synthesis.waveform.astype(np.float32), sample_rate=synthesis.sample_rate,
+            energies=energies, strategy=decision.name, strategy_reason=decision.reason,
+            strategy_params={**decision.params.__dict__, "engine": synthesis.params},
+            fusion_weights=[float(w) for w in weights] if weights is not None else [],
+            attention=attention, timings=timings, components=self.components,
+            path="speech" if self.speech_path else "text", voice=synthesis.engine, seed=synthesis.seed,
+            dropped_turns=dropped, notes=tuple(notes),
+        )
+
+
+_ASR_MAX_TOKENS = 128  # one 30 s turn of speech is well under this
+_SENTENCE_END = ".!?"
+
+
+def trim_reply(text: str, max_sentences: int) -> str:
+    """Keep the first `max_sentences` sentences; drop a trailing unfinished one when a
+    complete sentence exists (small LLMs ramble and stop mid-sentence at the token cap)."""
+    text = " ".join(text.split())
+    ends = [i for i, ch in enumerate(text) if ch in _SENTENCE_END and (i + 1 == len(text) or text[i + 1] == " ")]
+    if not ends:
+        return text
+    cut = ends[min(max_sentences, len(ends)) - 1]
+    return text[: cut + 1]
+
+
+def _status_of(path_or_id: str, description: str) -> ComponentStatus:
+    if is_random(path_or_id):
+        return ComponentStatus(RANDOM, description + " — random weights, output not meaningful")
+    return ComponentStatus(TRAINED, description)
+
+
+def _tiny_paths() -> dict[str, str]:
+    """Tiny random backbones, built once per cache dir (they are deterministic)."""
+    from es4r.backbones import make_tiny_llm, make_tiny_whisper
+    from es4r.tts.styletts2 import make_tiny_styletts2_checkpoint
+
+    root = default_cache_dir() / "tiny"
+    paths = {"whisper": root / "whisper", "llm": root / "llm", "tts": root / "styletts2"}
+    if not (paths["whisper"] / "config.json").exists():
+        make_tiny_whisper(paths["whisper"])
+    if not (paths["llm"] / "config.json").exists():
+        make_tiny_llm(paths["llm"])
+    if not (paths["tts"] / "config.yml").exists():
+        make_tiny_styletts2_checkpoint(paths["tts"])
+    return {k: str(v) for k, v in paths.items()}
+
+
+def _shipped_checkpoint() -> Path | None:
+    candidate = Path(__file__).resolve().parent.parent / "assets" / "es4r_embedded"
+    return candidate if (candidate / "es4r_config.json").exists() else None
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+
+
+def _report(progress: ProgressFn | None, fraction: float, message: str) -> None:
+    logger.debug("progress %.0f%%: %s", 100 * fraction, message)
+    if progress is not None:
+        progress(fraction, message)

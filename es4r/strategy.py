@@ -1,0 +1,43 @@
+"""Stage 3, step 13: the speaking strategy from the energy trend of the user's turns.
+
+Sustained decrease (E_{t-2} > E_{t-1} > E_t) -> comfort; increase (E_t > E_{t-1}) ->
+encourage; otherwise neutral. A relative tolerance keeps noise from flipping it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from es4r.config import StrategyConfig, StrategyParams
+
+COMFORT, ENCOURAGE, NEUTRAL = "comfort", "encourage", "neutral"
+
+
+@dataclass(frozen=True)
+class StrategyDecision:
+    name: str
+    params: StrategyParams
+    reason: str  # one line in words, shown in the UI
+
+
+def _falls(earlier: float, later: float, tolerance: float) -> bool:
+    return later < earlier * (1.0 - tolerance)
+
+
+def _rises(earlier: float, later: float, tolerance: float) -> bool:
+    return later > earlier * (1.0 + tolerance)
+
+
+def select_strategy(energies: list[float], config: StrategyConfig = StrategyConfig()) -> StrategyDecision:
+    """energies: per user turn, oldest first (E_1..E_t)."""
+    table, tol = config.table, config.tolerance
+    if not config.empathetic_tts:
+        return StrategyDecision(NEUTRAL, table[NEUTRAL], "empathetic TTS is switched off (ablation) → neutral")
+    if len(energies) < 2:
+        return StrategyDecision(NEUTRAL, table[NEUTRAL], "only one turn so far → neutral")
+    last, previous = energies[-1], energies[-2]
+    if len(energies) >= 3 and _falls(energies[-3], previous, tol) and _falls(previous, last, tol):
+        return StrategyDecision(COMFORT, table[COMFORT], "energy fell over the last 3 turns → comfort")
+    if _rises(previous, last, tol):
+        change = (last - previous) / max(previous, 1e-12)
+        return StrategyDecision(ENCOURAGE, table[ENCOURAGE], f"energy rose {change:.0%} since the last turn → encourage")
+    return StrategyDecision(NEUTRAL, table[NEUTRAL], f"no sustained fall or rise (within {tol:.0%}) → neutral")
