@@ -201,3 +201,38 @@ def preset_config(name: str) -> ES4RConfig:
             backbones=BackboneConfig(whisper="", llm="", tts="", voice="styletts2"),
         )
     raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Two-path training (DESIGN.md step 11). Defaults are the paper's where it gives them."""
+
+    manifest: str = ""  # training JSONL
+    val_manifest: str | None = None
+    output_dir: str = "runs/es4r"
+    preset: str = "paper"  # backbones to train on (paper | embedded | tiny)
+    epochs: int = 2
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    kl_temperature: float = 2.0
+    seed: int = 42
+    max_steps: int | None = None  # stop early (smoke runs, time-boxed CPU runs)
+    log_every: int = 1
+    save_every: int = 100  # optimizer steps between resumable checkpoints
+    num_workers: int = 0
+
+    @classmethod
+    def from_file(cls, path: str) -> "TrainConfig":
+        """Read a YAML or JSON file; unknown keys are an error that lists the valid ones."""
+        import yaml
+
+        with open(path) as handle:
+            data = yaml.safe_load(handle) or {}
+        valid = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - valid)
+        if unknown:
+            raise ValueError(f"{path}: unknown training settings {unknown}; valid: {sorted(valid)}")
+        return cls(**data)

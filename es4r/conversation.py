@@ -35,10 +35,16 @@ class Conversation:
 
     def history_text(self) -> str:
         """The transcribed history as the LLM reads it (text path; cross-modal keys)."""
-        if len(self.turns) == 1:
-            return self.turns[0].text
-        names = {USER: "User", ASSISTANT: "You"}
-        return "\n".join(f"{names[t.role]}: {t.text}" for t in self.turns)
+        return format_history([(t.role, t.text) for t in self.turns])
+
+
+def format_history(turns: list[tuple[str, str]]) -> str:
+    """One layout for app, training and evaluation: a lone turn is its text; longer
+    histories are "User: ..." / "You: ..." lines (the LLM is the listener, "You")."""
+    if len(turns) == 1:
+        return turns[0][1]
+    names = {USER: "User", ASSISTANT: "You"}
+    return "\n".join(f"{names[role]}: {text}" for role, text in turns)
 
 
 @dataclass(frozen=True)

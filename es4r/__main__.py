@@ -1,0 +1,3 @@
+from es4r.cli import main
+
+raise SystemExit(main())

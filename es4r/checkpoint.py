@@ -1,0 +1,78 @@
+"""ES4R checkpoints: only the trained parts (dual-level attention, adapter, cross-modal
+attention, PLoRA) plus the config and a fingerprint of the backbones they belong to.
+
+Loading is strict and refuses a checkpoint trained for other backbones."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from es4r.config import ES4RConfig
+from es4r.plora import load_plora_state_dict, plora_state_dict
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "es4r_config.json"
+WEIGHTS_FILE = "es4r_parts.safetensors"
+
+
+def backbone_fingerprint(model) -> dict:
+    """What must match for trained parts to fit: architecture and sizes, not paths."""
+    whisper = model.whisper.model.config
+    llm = model.llm.get_base_model().config
+    return {
+        "whisper_type": whisper.model_type, "whisper_width": whisper.d_model,
+        "whisper_layers": whisper.encoder_layers, "n_mels": whisper.num_mel_bins,
+        "llm_type": llm.model_type, "llm_width": llm.hidden_size,
+        "llm_layers": llm.num_hidden_layers, "llm_vocab": llm.vocab_size,
+    }
+
+
+def es4r_state_dict(model) -> dict[str, torch.Tensor]:
+    state = {}
+    for prefix, module in model.trainable_modules().items():
+        state.update({f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
+    state.update({f"plora.{k}": v.contiguous() for k, v in plora_state_dict(model.llm).items()})
+    return state
+
+
+def save_es4r_parts(model, folder: str | Path, extra: dict | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(es4r_state_dict(model), str(folder / WEIGHTS_FILE))
+    meta = {"config": model.config.to_dict(), "backbones": backbone_fingerprint(model),
+            "whisper_source": model.whisper.source, **(extra or {})}
+    (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return folder
+
+
+def read_checkpoint_config(folder: str | Path) -> ES4RConfig:
+    meta = json.loads((Path(folder) / CONFIG_FILE).read_text())
+    return ES4RConfig.from_dict(meta["config"])
+
+
+def load_es4r_parts(model, folder: str | Path) -> None:
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not (folder / CONFIG_FILE).exists() or not (folder / WEIGHTS_FILE).exists():
+        raise FileNotFoundError(f"{folder} is not an ES4R checkpoint: expected {CONFIG_FILE} and {WEIGHTS_FILE}")
+    meta = json.loads((folder / CONFIG_FILE).read_text())
+    expected, found = backbone_fingerprint(model), meta.get("backbones", {})
+    mismatched = {k: (found.get(k), v) for k, v in expected.items() if found.get(k) != v}
+    if mismatched:
+        details = ", ".join(f"{k}: checkpoint {a} vs loaded {b}" for k, (a, b) in mismatched.items())
+        raise ValueError(f"the ES4R checkpoint {folder} was trained for other backbones ({details}); "
+                         "load the backbones it names or train a checkpoint for these")
+    state = load_file(str(folder / WEIGHTS_FILE))
+    for prefix, module in model.trainable_modules().items():
+        part = {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}
+        module.load_state_dict(part, strict=True)
+    load_plora_state_dict(model.llm, {k[len("plora."):]: v for k, v in state.items() if k.startswith("plora.")})
+    logger.info("loaded trained ES4R parts from %s", folder)

@@ -1,0 +1,86 @@
+"""Command line: `python -m es4r respond|train|evaluate|bench|study ...`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from es4r.config import PRESETS
+
+logger = logging.getLogger("es4r")
+
+
+def _add_respond(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "respond", help="answer a spoken conversation with an empathetic spoken reply",
+        description="Each WAV is one user turn, oldest first; ES4R answers the last one. "
+                    "Prints the result as JSON (no arrays) and writes the reply audio.",
+    )
+    parser.add_argument("turns", nargs="+", type=Path, help="audio files of the user's turns, oldest first")
+    parser.add_argument("--preset", choices=PRESETS, default="embedded",
+                        help="embedded: offline packaged weights (default); paper: hub backbones (GPU); tiny: random test models")
+    parser.add_argument("--out", type=Path, default=Path("reply.wav"), help="where to write the reply audio (WAV)")
+    parser.add_argument("--transcripts", nargs="*", default=None,
+                        help="known transcripts, one per turn, instead of running ASR")
+    parser.add_argument("--styletts2", default=None,
+                        help="StyleTTS2 checkpoint folder or hub id (config.yml + .pth); default: $ES4R_STYLETTS2 or the best offline voice")
+    parser.add_argument("--checkpoint", default=None, help="trained ES4R checkpoint folder (enables the speech path)")
+    parser.set_defaults(handler=_respond)
+
+
+def _respond(args: argparse.Namespace) -> int:
+    import soundfile as sf
+
+    from es4r.audio import AudioError
+    from es4r.conversation import Conversation
+    from es4r.pipeline import ES4RPipeline, PipelineError
+
+    if args.transcripts is not None and len(args.transcripts) != len(args.turns):
+        print(f"error: {len(args.turns)} turns but {len(args.transcripts)} transcripts", file=sys.stderr)
+        return 2
+    overrides = {}
+    if args.styletts2:
+        overrides.update(tts=args.styletts2, voice="styletts2")
+    if args.checkpoint:
+        overrides["es4r_checkpoint"] = args.checkpoint
+    pipeline = ES4RPipeline.from_preset(args.preset, **overrides)
+    conversation = Conversation()
+    try:
+        for index, path in enumerate(args.turns):
+            transcript = args.transcripts[index] if args.transcripts else None
+            conversation = pipeline.add_user_turn(conversation, path, transcript)
+        result = pipeline.respond(conversation)
+    except (AudioError, PipelineError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    sf.write(str(args.out), result.reply_audio, result.sample_rate)
+    print(json.dumps({**result.summary(), "reply_audio": str(args.out)}, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m es4r", description="ES4R: empathetic spoken replies to spoken conversations")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_respond(subparsers)
+    for module_name, function in (("es4r.training", "add_train_subparser"),
+                                  ("es4r.evaluation.cli", "add_evaluation_subparsers"),
+                                  ("es4r.study.cli", "add_study_subparsers")):
+        try:
+            module = __import__(module_name, fromlist=[function])
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            continue
+        getattr(module, function)(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    return int(args.handler(args) or 0)

@@ -1,0 +1,163 @@
+"""Training and evaluation data: the ES4R JSONL manifest (DESIGN.md, "Data contract").
+
+One sample per line: conversation_id, turn_id, dialogue_history = [{index, role:
+speaker|listener, utterance, audio_path}], speaker_emotion (optional), response =
+{utterance, audio_path?}. Audio paths are relative to the manifest. Speaker turns carry
+the speech ES4R listens to; listener turns are text history (the model is the listener)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from es4r.audio import AudioError, load_audio, log_mel, turn_energy
+from es4r.config import AudioConfig
+from es4r.conversation import ASSISTANT, USER, format_history
+
+logger = logging.getLogger(__name__)
+
+SPEAKER, LISTENER = "speaker", "listener"
+ROLE_TO_CHAT = {SPEAKER: USER, LISTENER: ASSISTANT}
+
+
+class ManifestError(ValueError):
+    """A bad manifest row; the message names file and line."""
+
+
+@dataclass(frozen=True)
+class HistoryTurn:
+    index: int
+    role: str  # speaker | listener
+    utterance: str
+    audio_path: Path | None
+
+
+@dataclass(frozen=True)
+class Sample:
+    conversation_id: str
+    turn_id: int
+    history: tuple[HistoryTurn, ...]
+    response: str
+    response_audio: Path | None = None
+    speaker_emotion: str | None = None
+    source: str = ""  # "file:line", for error messages
+
+    @property
+    def speaker_turns(self) -> list[HistoryTurn]:
+        return [t for t in self.history if t.role == SPEAKER]
+
+    def history_text(self) -> str:
+        return format_history([(ROLE_TO_CHAT[t.role], t.utterance) for t in self.history])
+
+
+def _require(row: dict, key: str, kind: type, where: str):
+    if key not in row:
+        raise ManifestError(f"{where}: missing field {key!r}")
+    if not isinstance(row[key], kind):
+        raise ManifestError(f"{where}: field {key!r} should be {kind.__name__}, found {type(row[key]).__name__}")
+    return row[key]
+
+
+def parse_row(row: dict, base: Path, where: str, check_audio: bool = True) -> Sample:
+    if not isinstance(row, dict):
+        raise ManifestError(f"{where}: expected a JSON object, found {type(row).__name__}")
+    history_rows = _require(row, "dialogue_history", list, where)
+    if not history_rows:
+        raise ManifestError(f"{where}: dialogue_history is empty")
+    history = []
+    for position, turn in enumerate(history_rows):
+        at = f"{where} (dialogue_history[{position}])"
+        if not isinstance(turn, dict):
+            raise ManifestError(f"{at}: expected an object")
+        role = _require(turn, "role", str, at)
+        if role not in ROLE_TO_CHAT:
+            raise ManifestError(f"{at}: role {role!r} is not one of {sorted(ROLE_TO_CHAT)}")
+        audio = turn.get("audio_path")
+        audio_path = (base / audio) if audio else None
+        if role == SPEAKER and audio_path is None:
+            raise ManifestError(f"{at}: speaker turns need an audio_path")
+        if check_audio and audio_path is not None and not audio_path.is_file():
+            raise ManifestError(f"{at}: audio file {audio_path} does not exist")
+        history.append(HistoryTurn(int(turn.get("index", position)), role, _require(turn, "utterance", str, at), audio_path))
+    if not any(t.role == SPEAKER for t in history):
+        raise ManifestError(f"{where}: dialogue_history has no speaker turn")
+    response = _require(row, "response", dict, where)
+    text = _require(response, "utterance", str, f"{where} (response)")
+    if not text.strip():
+        raise ManifestError(f"{where}: response utterance is empty")
+    response_audio = (base / response["audio_path"]) if response.get("audio_path") else None
+    return Sample(str(_require(row, "conversation_id", (str, int), where)), int(row.get("turn_id", 0)),
+                  tuple(history), text.strip(), response_audio, row.get("speaker_emotion"), where)
+
+
+def load_manifest(path: str | Path, check_audio: bool = True) -> list[Sample]:
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest {path} does not exist")
+    samples = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ManifestError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
+            samples.append(parse_row(row, path.parent, where, check_audio))
+    if not samples:
+        raise ManifestError(f"manifest {path} has no samples")
+    return samples
+
+
+@dataclass(frozen=True)
+class PreparedSample:
+    sample: Sample
+    features: list[torch.Tensor]  # per speaker turn: log-mel (n_mels, frames)
+    energies: list[float]
+
+
+def prepare_sample(sample: Sample, n_mels: int, audio: AudioConfig = AudioConfig()) -> PreparedSample:
+    """Load and featurise the speaker turns; bad audio becomes a ManifestError naming the row."""
+    features, energies = [], []
+    for turn in sample.speaker_turns:
+        try:
+            wave = load_audio(turn.audio_path, audio)
+        except AudioError as error:
+            raise ManifestError(f"{sample.source}: {turn.audio_path}: {error}") from None
+        features.append(torch.from_numpy(log_mel(wave.samples, n_mels)))
+        energies.append(turn_energy(wave.samples, n_mels))
+    return PreparedSample(sample, features, energies)
+
+
+class ManifestDataset(torch.utils.data.Dataset):
+    """Featurised samples, computed once and cached in memory (features are small)."""
+
+    def __init__(self, samples: list[Sample], n_mels: int, audio: AudioConfig = AudioConfig()):
+        self.samples, self.n_mels, self.audio = samples, n_mels, audio
+        self._cache: dict[int, PreparedSample] = {}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> PreparedSample:
+        if index not in self._cache:
+            self._cache[index] = prepare_sample(self.samples[index], self.n_mels, self.audio)
+        return self._cache[index]
+
+
+def collate(items: list[PreparedSample]) -> list[PreparedSample]:
+    """Batches stay lists: the model builds both paths' padded inputs itself (build_path)."""
+    return list(items)
+
+
+def energy_trend(energies: list[float]) -> float:
+    """Slope of energy over turns (for data cards)."""
+    if len(energies) < 2:
+        return 0.0
+    return float(np.polyfit(np.arange(len(energies)), energies, 1)[0])

@@ -1,0 +1,218 @@
+"""Two-path training (DESIGN.md step 11): CE on the speech path's response tokens plus
+KL(speech ‖ text) at temperature 2 over response positions, the text path a frozen teacher.
+
+Trainable: dual-level attention, adapter, cross-modal attention, PLoRA. Frozen: Whisper
+and the LLM base. Runs under Hugging Face Accelerate, so `accelerate launch` makes the same
+command data-parallel on several GPUs, machines or CPU processes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from es4r.config import TrainConfig
+from es4r.data import ManifestDataset, PreparedSample, collate, load_manifest
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.pt"
+LOG_FILE = "train_log.jsonl"
+
+
+@dataclass(frozen=True)
+class TwoPathLoss:
+    loss: torch.Tensor  # ce + kl
+    ce: torch.Tensor
+    kl: torch.Tensor
+    response_tokens: int
+
+
+def response_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits that predict each response token (position p-1 predicts label p), flattened in
+    (batch, position) order so the two paths line up token by token. -> (N, V), (N,)"""
+    shifted_logits, shifted_labels = logits[:, :-1], labels[:, 1:]
+    keep = shifted_labels != -100
+    return shifted_logits[keep], shifted_labels[keep]
+
+
+def kl_speech_text(speech_logits: torch.Tensor, text_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(P_speech ‖ P_text) with both softened by `temperature`, mean over response tokens."""
+    log_p_speech = F.log_softmax(speech_logits.float() / temperature, dim=-1)
+    log_p_text = F.log_softmax(text_logits.float() / temperature, dim=-1)
+    return (log_p_speech.exp() * (log_p_speech - log_p_text)).sum(-1).mean()
+
+
+def two_path_loss(model, batch: list[PreparedSample], temperature: float) -> TwoPathLoss:
+    """Build both paths for a batch, run the teacher without gradient, return CE + KL."""
+    tokenizer = model.tokenizer
+    parts = [model.prompt_parts(item.sample.history_text()) for item in batch]
+    responses = [tokenizer(item.sample.response, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+                 for item in batch]
+    encoding = model.encode_speech([item.features for item in batch])
+    speech_middles = []
+    for b, part in enumerate(parts):
+        speech = encoding.embeddings[b, : int(encoding.lengths[b])]
+        attended, _ = model.speech_with_context(speech, part.history_ids)
+        speech_middles.append(attended)
+    speech_batch = model.build_path(parts, speech_middles, responses, speech=True, pad_left=False)
+    with torch.no_grad():
+        text_batch = model.build_path(parts, [model.embed(p.history_ids) for p in parts], responses,
+                                      speech=False, pad_left=False)
+        text_logits, _ = response_logits(model.path_logits(text_batch), text_batch.labels)
+    speech_logits, labels = response_logits(model.path_logits(speech_batch), speech_batch.labels)
+    ce = F.cross_entropy(speech_logits.float(), labels)
+    kl = kl_speech_text(speech_logits, text_logits.detach(), temperature)
+    return TwoPathLoss(ce + kl, ce.detach(), kl.detach(), int(labels.numel()))
+
+
+def trainable_parameters(model) -> list[torch.nn.Parameter]:
+    params = [p for m in model.trainable_modules().values() for p in m.parameters()]
+    params += [p for n, p in model.llm.named_parameters() if "lora_" in n]
+    return params
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class _Wrapper(torch.nn.Module):
+    """What Accelerate/DDP wraps: the trainable modules, and a forward that is the loss."""
+
+    def __init__(self, model, temperature: float):
+        super().__init__()
+        self.model = model
+        self.temperature = temperature
+
+    def forward(self, batch: list[PreparedSample]) -> TwoPathLoss:
+        return two_path_loss(self.model, batch, self.temperature)
+
+
+def train(config: TrainConfig, model=None) -> Path:
+    """Train and write checkpoints to config.output_dir; resumes from its trainer state.
+    Returns the folder of the final ES4R checkpoint."""
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    from es4r.checkpoint import load_es4r_parts, save_es4r_parts
+
+    seed_everything(config.seed)
+    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum,
+                              mixed_precision="bf16" if torch.cuda.is_available() else "no")
+    if model is None:
+        from es4r.pipeline import ES4RPipeline
+
+        model = ES4RPipeline.from_preset(config.preset).model
+    model.train()
+    for module in (model.whisper.model, model.llm):
+        module.eval()  # frozen backbones stay in eval mode (no dropout)
+    output = Path(config.output_dir)
+    samples = load_manifest(config.manifest)
+    dataset = ManifestDataset(samples, model.whisper.n_mels)
+    generator = torch.Generator().manual_seed(config.seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=True,
+                                         collate_fn=collate, generator=generator, num_workers=config.num_workers)
+    wrapper = _Wrapper(model, config.kl_temperature)
+    optimizer = torch.optim.AdamW(trainable_parameters(model), lr=config.lr, weight_decay=config.weight_decay)
+    wrapper, optimizer, loader = accelerator.prepare(wrapper, optimizer, loader)
+
+    steps_per_epoch = math.ceil(len(loader) / config.grad_accum)
+    total_steps = steps_per_epoch * config.epochs
+    if config.max_steps:
+        total_steps = min(total_steps, config.max_steps)
+    step, start_epoch = 0, 0
+    state_path = output / "last" / STATE_FILE
+    if state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        load_es4r_parts(model, output / "last")
+        optimizer.load_state_dict(state["optimizer"])
+        step, start_epoch = state["step"], state["epoch"]
+        torch.set_rng_state(state["torch_rng"])
+        logger.info("resumed from %s at step %d", output / "last", step)
+
+    def save(folder: Path, epoch: int) -> None:
+        if accelerator.is_main_process:
+            save_es4r_parts(model, folder, {"train_config": asdict(config), "step": step})
+            torch.save({"optimizer": optimizer.state_dict(), "step": step, "epoch": epoch,
+                        "torch_rng": torch.get_rng_state()}, folder / STATE_FILE)
+
+    output.mkdir(parents=True, exist_ok=True)
+    log = (output / LOG_FILE).open("a")
+    bar = tqdm(total=total_steps, initial=step, disable=not accelerator.is_main_process, desc="training")
+    started, tokens_seen = time.perf_counter(), 0
+    for epoch in range(start_epoch, config.epochs):
+        skip = step * config.grad_accum - epoch * len(loader) if epoch == start_epoch else 0
+        for index, batch in enumerate(loader):
+            if index < skip:
+                continue
+            with accelerator.accumulate(wrapper):
+                result = wrapper(batch)
+                accelerator.backward(result.loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(trainable_parameters(model), config.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad()
+            tokens_seen += result.response_tokens
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            elapsed = time.perf_counter() - started
+            record = {"step": step, "epoch": epoch, "loss": float(result.loss.detach()), "ce": float(result.ce),
+                      "kl": float(result.kl), "tokens_per_s": tokens_seen / max(elapsed, 1e-9),
+                      "elapsed_s": elapsed}
+            if accelerator.is_main_process and step % config.log_every == 0:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            bar.set_postfix(loss=f"{record['loss']:.3f}", kl=f"{record['kl']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+            bar.update(1)
+            if step % config.save_every == 0:
+                save(output / "last", epoch)
+            if step >= total_steps:
+                break
+        if step >= total_steps:
+            break
+    bar.close()
+    log.close()
+    accelerator.wait_for_everyone()
+    save(output / "last", config.epochs)
+    save(output / "final", config.epochs)
+    return output / "final"
+
+
+def add_train_subparser(subparsers) -> None:
+    parser = subparsers.add_parser("train", help="train ES4R's speech path (two-path CE+KL with PLoRA)",
+                                   description="Train on a JSONL manifest. Settings come from --config (YAML/JSON "
+                                               "with TrainConfig fields); flags override them.")
+    parser.add_argument("--config", help="YAML or JSON file of TrainConfig fields (see configs/)")
+    parser.add_argument("--manifest", help="training manifest (JSONL)")
+    parser.add_argument("--output-dir", help="where checkpoints and train_log.jsonl go")
+    parser.add_argument("--preset", choices=["paper", "embedded", "tiny"], help="backbones to train on")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--grad-accum", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    parser.set_defaults(handler=_train_command)
+
+
+def _train_command(args: argparse.Namespace) -> int:
+    config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    overrides = {k: v for k, v in vars(args).items()
+                 if k in TrainConfig.__dataclass_fields__ and v is not None}
+    config = TrainConfig(**{**asdict(config), **overrides})
+    if not config.manifest:
+        raise SystemExit("error: no training manifest: pass --manifest or set manifest in --config")
+    final = train(config)
+    print(json.dumps({"checkpoint": str(final)}))
+    return 0

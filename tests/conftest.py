@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny random backbones (built once per session) and real speech clips."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+CLIPS = {
+    "0880": (DATA / "librivox_0880.wav", "he was not an ill disposed young man"),
+    "0890": (DATA / "librivox_0890.wav", "unless to be rather cold hearted and rather selfish is to be ill disposed"),
+    "0930": (DATA / "librivox_0930.wav", "he might even have been made amiable himself"),
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _offline(tmp_path_factory):
+    """Nothing may download in tests; caches go to a temp dir."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ.setdefault("ES4R_CACHE", str(tmp_path_factory.mktemp("es4r_cache")))
+    yield
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
+    from es4r.backbones import make_tiny_llm, make_tiny_whisper
+
+    root = tmp_path_factory.mktemp("tiny")
+    return {"whisper": make_tiny_whisper(root / "whisper"), "llm": make_tiny_llm(root / "llm")}
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_dirs):
+    import torch
+
+    from es4r.backbones import load_llm, load_whisper
+    from es4r.config import preset_config
+    from es4r.model import ES4RModel
+
+    torch.manual_seed(0)
+    whisper = load_whisper(str(tiny_dirs["whisper"]), "cpu")
+    llm = load_llm(str(tiny_dirs["llm"]), "cpu")
+    return ES4RModel(whisper, llm, preset_config("tiny")).eval()
+
+
+@pytest.fixture(scope="session")
+def speech_paths() -> list[Path]:
+    return [CLIPS[k][0] for k in ("0880", "0890", "0930")]

@@ -1,0 +1,114 @@
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from es4r.audio import SAMPLE_RATE, AudioError, load_audio, log_mel, prepare_waveform, turn_energy
+from es4r.config import AudioConfig
+
+
+def _tone(seconds=1.0, rate=SAMPLE_RATE, level=0.3):
+    t = np.arange(int(seconds * rate)) / rate
+    return (level * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+def test_real_clip_loads(speech_paths):
+    wave = load_audio(speech_paths[0])
+    assert wave.samples.dtype == np.float32 and 1.0 < wave.seconds < 10.0
+    assert wave.notes == ()
+
+
+@pytest.mark.parametrize("data, message", [
+    (np.zeros(0, np.float32), "empty"),
+    (np.zeros(SAMPLE_RATE, np.float32), "silent"),
+    (_tone(0.1), "too short"),
+    (np.full(SAMPLE_RATE, np.nan, np.float32), "NaN"),
+])
+def test_bad_samples_are_refused(data, message):
+    with pytest.raises(AudioError, match=message):
+        prepare_waveform(data, SAMPLE_RATE)
+
+
+def test_too_long_states_the_limit():
+    with pytest.raises(AudioError, match="limit is 2 s"):
+        prepare_waveform(_tone(3.0), SAMPLE_RATE, AudioConfig(max_seconds=2.0))
+
+
+def test_infinite_samples_refused():
+    data = _tone()
+    data[10] = np.inf
+    with pytest.raises(AudioError, match="infinity"):
+        prepare_waveform(data, SAMPLE_RATE)
+
+
+def test_stereo_is_downmixed_both_layouts():
+    stereo = np.stack([_tone(), _tone() * 0.5], axis=1)  # (n, 2)
+    a = prepare_waveform(stereo, SAMPLE_RATE)
+    b = prepare_waveform(stereo.T, SAMPLE_RATE)  # (2, n)
+    assert a.samples.shape == (SAMPLE_RATE,) and np.allclose(a.samples, b.samples)
+    assert "downmixed" in a.notes[0]
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
+def test_any_rate_is_resampled(rate):
+    wave = prepare_waveform(_tone(1.0, rate), rate)
+    assert abs(len(wave.samples) - SAMPLE_RATE) <= 2
+    assert any("resampled" in n for n in wave.notes)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.uint8])
+def test_int_pcm(dtype):
+    info = np.iinfo(dtype)
+    tone = _tone()
+    if info.min < 0:
+        data = (tone * info.max).astype(dtype)
+    else:
+        data = ((tone + 1) / 2 * info.max).astype(dtype)
+    wave = prepare_waveform(data, SAMPLE_RATE)
+    assert np.corrcoef(wave.samples, tone)[0, 1] > 0.99
+
+
+def test_clipped_audio_is_noted():
+    wave = prepare_waveform(np.clip(_tone(level=3.0), -1, 1), SAMPLE_RATE)
+    assert any("clipped" in n for n in wave.notes)
+
+
+def test_corrupt_and_non_audio_files(tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF\x00\x00garbage" * 20)
+    with pytest.raises(AudioError, match="corrupt"):
+        load_audio(bad)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(AudioError):
+        load_audio(text)
+    with pytest.raises(AudioError, match="not found"):
+        load_audio(tmp_path / "missing.wav")
+
+
+def test_huge_upload_refused(tmp_path):
+    path = tmp_path / "big.wav"
+    sf.write(path, _tone(2.0), SAMPLE_RATE)
+    with pytest.raises(AudioError, match="too large"):
+        load_audio(path, AudioConfig(max_upload_bytes=1000))
+
+
+def test_bytes_input(speech_paths):
+    wave = load_audio(speech_paths[0].read_bytes())
+    assert wave.seconds > 1.0
+    buffer = io.BytesIO()
+    sf.write(buffer, _tone(), SAMPLE_RATE, format="FLAC")
+    assert load_audio(buffer.getvalue()).seconds == pytest.approx(1.0, abs=0.01)
+
+
+def test_log_mel_shape_follows_bins_and_length(speech_paths):
+    samples = load_audio(speech_paths[0]).samples
+    for bins in (80, 128):
+        mel = log_mel(samples, bins)
+        assert mel.shape == (bins, len(samples) // 160)
+
+
+def test_energy_tracks_loudness(speech_paths):
+    samples = load_audio(speech_paths[0]).samples
+    assert turn_energy(samples * 0.25) < turn_energy(samples * 0.5) < turn_energy(samples)

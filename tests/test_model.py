@@ -1,0 +1,89 @@
+import pytest
+import torch
+
+from es4r.audio import load_audio, log_mel
+from es4r.checkpoint import load_es4r_parts, save_es4r_parts
+
+
+@pytest.fixture(scope="module")
+def features(speech_paths):
+    return [torch.from_numpy(log_mel(load_audio(p).samples, 80)) for p in speech_paths]
+
+
+def test_encode_speech_shapes(tiny_model, features):
+    enc = tiny_model.encode_speech([features])
+    frames = sum(-(-f.shape[1] // 2) for f in features)
+    assert enc.lengths.tolist() == [tiny_model.adapter.output_length(-(-frames // 2))]
+    assert enc.embeddings.shape[-1] == 64 and enc.dropped_turns == [0]
+    assert len(enc.dual.intra_weights[0]) == 3
+
+
+def test_untrained_encoder_sees_original_features(tiny_model, features):
+    """Zero-initialised attention outputs: the Whisper encoder gets the real log-mels."""
+    tiny_model.eval()
+    enc = tiny_model.encode_speech([features[:1]])
+    expected = torch.cat([f[:, ::2] for f in features[:1]], dim=1)
+    assert torch.equal(enc.dual.features[0], expected)
+
+
+def test_window_drops_oldest_turns_never_crashes(tiny_model):
+    long_turn = torch.zeros(80, 2900)  # 29 s of frames -> 1450 after downsampling
+    kept, dropped = tiny_model.fit_window([long_turn, long_turn, long_turn])
+    assert dropped == 1 and len(kept) == 2
+    enc = tiny_model.encode_speech([[long_turn] * 3])
+    assert enc.dropped_turns == [1]
+
+
+def test_generate_both_paths(tiny_model, features):
+    out, enc = tiny_model.generate("User: hello\nYou: hi\nUser: i feel sad", features)
+    assert out.speech_path and enc is not None
+    assert out.cross_weights.shape == (int(enc.lengths[0]), len(out.history_tokens))
+    assert torch.allclose(out.cross_weights.sum(-1), torch.ones(out.cross_weights.shape[0]), atol=1e-5)
+    text_out, no_enc = tiny_model.generate("i feel sad", None)
+    assert not text_out.speech_path and no_enc is None and text_out.cross_weights is None
+
+
+def test_two_path_layout(tiny_model):
+    parts = tiny_model.prompt_parts("i feel sad")
+    middle = tiny_model.embed(parts.history_ids)
+    speech = torch.randn(5, 64)
+    response = [5, 6, 7]
+    text_batch = tiny_model.build_path([parts], [middle], [response], speech=False, pad_left=False)
+    speech_batch = tiny_model.build_path([parts], [speech], [response], speech=True, pad_left=False)
+    assert not text_batch.speech_mask.any()
+    assert speech_batch.speech_mask.sum() == 5
+    start = len(parts.prefix_ids)
+    assert speech_batch.speech_mask[0, start:start + 5].all()
+    for batch in (text_batch, speech_batch):
+        labels = batch.labels[0][batch.labels[0] != -100].tolist()
+        assert labels == response  # response tokens are the only labels, in both paths
+
+
+def test_checkpoint_round_trip_and_refusal(features, tmp_path, tiny_dirs):
+    from es4r.backbones import load_llm, load_whisper
+    from es4r.config import preset_config
+    from es4r.model import ES4RModel
+
+    tiny_model = ES4RModel(load_whisper(str(tiny_dirs["whisper"]), "cpu"), load_llm(str(tiny_dirs["llm"]), "cpu"),
+                           preset_config("tiny")).eval()
+    for module in tiny_model.trainable_modules().values():
+        for param in module.parameters():
+            torch.nn.init.normal_(param, std=0.05)
+    for name, param in tiny_model.llm.named_parameters():
+        if "lora_" in name:
+            torch.nn.init.normal_(param, std=0.05)
+    before = tiny_model.encode_speech([features]).embeddings
+    save_es4r_parts(tiny_model, tmp_path / "ckpt")
+    for module in tiny_model.trainable_modules().values():
+        for param in module.parameters():
+            torch.nn.init.zeros_(param)
+    load_es4r_parts(tiny_model, tmp_path / "ckpt")
+    assert torch.equal(tiny_model.encode_speech([features]).embeddings, before)
+
+    import json
+    meta_path = tmp_path / "ckpt" / "es4r_config.json"
+    meta = json.loads(meta_path.read_text())
+    meta["backbones"]["llm_width"] = 4096
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="other backbones"):
+        load_es4r_parts(tiny_model, tmp_path / "ckpt")

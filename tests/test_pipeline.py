@@ -1,0 +1,86 @@
+"""Full pipeline on the tiny preset and on the paper preset pointed at local tiny folders."""
+
+import numpy as np
+import pytest
+
+from es4r.audio import AudioError
+from es4r.config import RANDOM, UNTRAINED
+from es4r.conversation import Conversation
+from es4r.pipeline import TEXT_PATH_NOTE, ES4RPipeline, PipelineError, trim_reply
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    return ES4RPipeline.from_preset("tiny")
+
+
+def test_three_turn_conversation_on_real_speech(pipeline, speech_paths):
+    conversation = Conversation()
+    stages = []
+    for index, path in enumerate(speech_paths):
+        conversation, result = pipeline.converse(conversation, path, progress=lambda f, m: stages.append(m))
+        assert len(result.transcripts) == index + 1 and len(result.energies) == index + 1
+    assert len(conversation.turns) == 6
+    assert result.reply_text and result.reply_audio.ndim == 1 and len(result.reply_audio) > 0
+    assert np.all(np.isfinite(result.reply_audio)) and result.sample_rate > 0
+    assert result.strategy in {"comfort", "neutral", "encourage"} and result.strategy_reason
+    assert sum(result.fusion_weights) == pytest.approx(1.0)
+    assert len(result.attention.intra) == 3 and result.attention.inter is not None
+    assert result.attention.turn_boundaries[0] == 0 and len(result.attention.turn_boundaries) == 3
+    assert result.attention.cross.shape[1] == len(result.attention.history_tokens)
+    assert not result.attention.meaningful and result.path == "text" and TEXT_PATH_NOTE in result.notes
+    assert {"asr", "features", "es4r_encoder", "llm", "tts", "tts_rtf"} <= set(result.timings)
+    assert result.components["llm"].status == RANDOM
+    assert result.components["es4r_modules"].status == UNTRAINED
+    assert "transcribing" in stages and "done" in stages
+    assert "reply_audio" not in result.summary()
+
+
+def test_same_turn_renders_identically(pipeline, speech_paths):
+    conversation = pipeline.add_user_turn(Conversation(), speech_paths[0], transcript="i feel sad")
+    a, b = pipeline.respond(conversation), pipeline.respond(conversation)
+    assert a.reply_text == b.reply_text and np.array_equal(a.reply_audio, b.reply_audio)
+
+
+def test_failed_turn_keeps_the_conversation(pipeline, speech_paths):
+    conversation, _ = pipeline.converse(Conversation(), speech_paths[0])
+    with pytest.raises(AudioError, match="silent"):
+        pipeline.converse(conversation, (16_000, np.zeros(16_000, np.float32)))
+    assert len(conversation.turns) == 2
+    conversation, result = pipeline.converse(conversation, speech_paths[1])
+    assert len(result.transcripts) == 2
+
+
+def test_respond_needs_a_user_turn(pipeline):
+    with pytest.raises(PipelineError):
+        pipeline.respond(Conversation())
+
+
+def test_energy_trend_drives_strategy(pipeline, speech_paths):
+    from es4r.audio import load_audio
+
+    samples = load_audio(speech_paths[0]).samples
+    conversation = Conversation()
+    for gain in (1.0, 0.5, 0.25):  # the user gets quieter and quieter
+        conversation = pipeline.add_user_turn(conversation, (16_000, samples * gain), transcript="i am tired")
+    result = pipeline.respond(conversation)
+    assert result.strategy == "comfort"
+    assert result.fusion_weights[2] > result.fusion_weights[0]  # quieter turns weigh more
+
+
+def test_paper_preset_loads_local_folders(tiny_dirs, speech_paths):
+    from es4r.tts.styletts2 import make_tiny_styletts2_checkpoint
+
+    tts = make_tiny_styletts2_checkpoint(tiny_dirs["whisper"].parent / "styletts2")
+    paper = ES4RPipeline.from_preset("paper", whisper=str(tiny_dirs["whisper"]), llm=str(tiny_dirs["llm"]),
+                                     tts=str(tts), voice="styletts2")
+    assert paper.config.preset == "paper" and paper.config.plora.r == 16
+    conversation, result = paper.converse(Conversation(), speech_paths[2], transcript="hello there")
+    assert result.reply_text and len(result.reply_audio) > 0
+
+
+def test_trim_reply():
+    assert trim_reply("I hear you. That is hard. Do you want to talk? More", 2) == "I hear you. That is hard."
+    assert trim_reply("I hear you. And then", 2) == "I hear you."
+    assert trim_reply("no sentence end", 2) == "no sentence end"
+    assert trim_reply("Dr.Who is 3.5 m tall. Yes.", 1) == "Dr.Who is 3.5 m tall."
