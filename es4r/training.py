@@ -108,8 +108,9 @@ def train(config: TrainConfig, model=None) -> Path:
     from es4r.checkpoint import load_es4r_parts, save_es4r_parts
 
     seed_everything(config.seed)
-    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum,
-                              mixed_precision="bf16" if torch.cuda.is_available() else "no")
+    on_gpu = torch.cuda.is_available()
+    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, cpu=not on_gpu,
+                              mixed_precision="bf16" if on_gpu else "no")
     if model is None:
         from es4r.pipeline import ES4RPipeline
 

@@ -104,3 +104,28 @@ def test_loss_falls_frozen_stays_frozen_checkpoint_reproduces(tiny_dirs, tmp_pat
     load_es4r_parts(fresh, final)
     with torch.no_grad():
         assert torch.equal(two_path_loss(fresh, [sample], 2.0).loss, expected)
+
+
+def test_two_processes_under_accelerate_sync_gradients(tiny_dirs, tmp_path):
+    """`accelerate launch --multi_gpu` with 2 processes (gloo on CPU): each sees a different sample, and after a
+    step both hold identical parameters (gradients were all-reduced)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    manifest = _write_manifest(tmp_path, _rows(tmp_path)[:2])
+    worker = Path(__file__).parent / "accelerate_worker.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+         str(worker), str(tiny_dirs["whisper"]), str(tiny_dirs["llm"]), str(manifest), str(tmp_path)],
+        capture_output=True, text=True, timeout=400, env=env,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world"] == "2" for r in ranks)
+    assert ranks[0]["before"] == ranks[1]["before"]
+    assert ranks[0]["after"] != ranks[0]["before"]  # the step changed the weights
+    assert ranks[0]["after"] == ranks[1]["after"]  # and identically on both processes

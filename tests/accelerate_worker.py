@@ -1,0 +1,42 @@
+"""Run by test_training_distributed under `accelerate launch`: one training step on tiny
+backbones, then each process writes a digest of its trainable parameters."""
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from es4r.backbones import load_llm, load_whisper  # noqa: E402
+from es4r.config import TrainConfig, preset_config  # noqa: E402
+from es4r.model import ES4RModel  # noqa: E402
+from es4r.training import train, trainable_parameters  # noqa: E402
+
+
+def digest(model) -> str:
+    hasher = hashlib.sha256()
+    for param in trainable_parameters(model):
+        hasher.update(param.detach().cpu().numpy().tobytes())
+    return hasher.hexdigest()
+
+
+def main() -> None:
+    whisper_dir, llm_dir, manifest, out = sys.argv[1:5]
+    torch.manual_seed(0)
+    model = ES4RModel(load_whisper(whisper_dir, "cpu"), load_llm(llm_dir, "cpu"), preset_config("tiny"))
+    before = digest(model)
+    config = TrainConfig(manifest=manifest, output_dir=str(Path(out) / "run"), preset="tiny", epochs=1,
+                         batch_size=1, lr=1e-2, max_steps=1, save_every=1000)
+    train(config, model=model)
+    from accelerate import PartialState
+
+    state = PartialState()
+    (Path(out) / f"rank{state.process_index}.json").write_text(
+        json.dumps({"before": before, "after": digest(model), "world": str(state.num_processes)}))
+
+
+if __name__ == "__main__":
+    main()
