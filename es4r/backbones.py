@@ -133,9 +133,12 @@ def _tiny_bpe(vocab_size: int, specials: list[str]):
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
+    # Printable ASCII only (byte-level symbols for 33..126, space "Ġ", newline "Ċ"): random
+    # weights then decode to readable fragments instead of broken UTF-8.
+    ascii_alphabet = [chr(c) for c in range(33, 127)] + ["\u0120", "\u010a"]
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=ascii_alphabet,
+        limit_alphabet=len(ascii_alphabet), show_progress=False,
     )
     tokenizer.train_from_iterator([_TINY_CORPUS] * 4, trainer=trainer)
     return tokenizer

@@ -83,4 +83,5 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    return int(args.handler(args) or 0)
+    handler = getattr(args, "handler", None) or args.func  # study subcommands use `func`
+    return int(handler(args) or 0)

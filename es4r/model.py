@@ -7,6 +7,7 @@ generation. Only the ES4R modules (dual, adapter, cross, PLoRA) are trainable.""
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import torch
@@ -61,6 +62,19 @@ class GenerationOutput:
     speech_path: bool
 
 
+class _StageClock:
+    """Adds elapsed seconds per named stage into a dict (no-op without one)."""
+
+    def __init__(self, timings: dict[str, float] | None):
+        self.timings, self.last = timings, time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        if self.timings is not None:
+            self.timings[stage] = self.timings.get(stage, 0.0) + now - self.last
+        self.last = now
+
+
 class ES4RModel(nn.Module):
     def __init__(self, whisper: WhisperBackbone, llm: LLMBackbone, config: ES4RConfig):
         super().__init__()
@@ -100,10 +114,13 @@ class ES4RModel(nn.Module):
             raise ValueError(f"the latest turn alone exceeds the encoder window of {self.max_frames} frames")
         return kept, len(turn_features) - len(kept)
 
-    def encode_speech(self, dialogues: list[list[torch.Tensor]]) -> SpeechEncoding:
-        """dialogues: per dialogue, per turn, log-mel (n_mels, frames). Returns S (B, S, W_llm)."""
+    def encode_speech(self, dialogues: list[list[torch.Tensor]], timings: dict[str, float] | None = None) -> SpeechEncoding:
+        """dialogues: per dialogue, per turn, log-mel (n_mels, frames). Returns S (B, S, W_llm).
+        `timings`, when given, receives seconds per sub-stage (for the benchmark)."""
+        clock = _StageClock(timings)
         fitted = [self.fit_window(turns) for turns in dialogues]
         dual = self.dual([turns for turns, _ in fitted])
+        clock.lap("dual_attention")
         encoder = self.whisper.model.get_encoder()
         dtype = next(encoder.parameters()).dtype
         batch, n_mels, length = dual.features.shape
@@ -114,10 +131,12 @@ class ES4RModel(nn.Module):
             window[b] = floor
             window[b, :, :valid] = dual.features[b, :, :valid]
         encoded = encoder(window.to(dtype)).last_hidden_state  # (B, max_frames / 2, W_enc)
+        clock.lap("whisper_encoder")
         encoded_lengths = (dual.lengths + ENCODER_STRIDE - 1) // ENCODER_STRIDE
         encoded = encoded[:, : int(encoded_lengths.max())].to(self.adapter.layers[0].weight.dtype)
         speech = self.adapter(encoded)  # (B, ~S/8, W_llm)
         lengths = self.adapter.output_length(encoded_lengths)
+        clock.lap("adapter")
         return SpeechEncoding(speech, lengths, dual, [dropped for _, dropped in fitted])
 
     # -------------------------------------------------------------- prompt layout

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 STYLETTS2_ENV = "ES4R_STYLETTS2"  # folder or hub id of a StyleTTS2 checkpoint
 TEXT_PATH_NOTE = "text path — no trained ES4R speech checkpoint"
+FALLBACK_REPLY = "I'm here with you. Could you tell me a little more?"
 ProgressFn = Callable[[float, str], None]
 
 
@@ -127,7 +128,8 @@ class ES4RPipeline:
         features = whisper.processor.feature_extractor(
             samples, sampling_rate=self.config.audio.sample_rate, return_tensors="pt").input_features
         features = features.to(self.model.device, next(whisper.model.parameters()).dtype)
-        ids = whisper.model.generate(features, max_new_tokens=_ASR_MAX_TOKENS)
+        limit = min(_ASR_MAX_TOKENS, whisper.model.config.max_target_positions // 2)
+        ids = whisper.model.generate(features, max_new_tokens=limit)
         return whisper.processor.batch_decode(ids, skip_special_tokens=True)[0].strip()
 
     def converse(self, conversation: Conversation, audio, transcript: str | None = None,
@@ -155,7 +157,7 @@ class ES4RPipeline:
             features = [torch.from_numpy(log_mel(t.audio, self.model.whisper.n_mels)) for t in users]
         _report(progress, 0.2, "listening (dual-level attention, Whisper encoder)")
         with _timed(timings, "es4r_encoder"):
-            encoding = self.model.encode_speech([features])
+            encoding = self.model.encode_speech([features], timings)
         dropped = encoding.dropped_turns[0]
         if dropped:
             notes.append(f"{dropped} oldest turn(s) fell outside the 30 s speech window and were left out of the speech encoding")
@@ -164,10 +166,12 @@ class ES4RPipeline:
         with _timed(timings, "llm"):
             generated, _ = self.model.generate(
                 conversation.history_text(), features[dropped:] if self.speech_path else None, config.generation)
+        timings["llm_tokens_per_s"] = len(generated.token_ids) / max(timings["llm"], 1e-9)
         reply_text = trim_reply(generated.text, config.generation.max_sentences)
-        if not reply_text:
-            reply_text = "I'm here with you. Could you tell me a little more?"
-            notes.append("the LLM produced no text; a fixed acknowledgement was spoken instead")
+        if not any(ch.isalpha() for ch in reply_text):
+            notes.append(f"the LLM produced no speakable text ({reply_text[:40]!r}); a fixed acknowledgement "
+                         "was used instead")
+            reply_text = FALLBACK_REPLY
         if not self.speech_path:
             notes.append(TEXT_PATH_NOTE)
         cross, history_tokens = generated.cross_weights, generated.history_tokens

@@ -1,0 +1,289 @@
+"""ES4R Studio: talk to ES4R turn by turn and see why it answered the way it did.
+
+This file only builds the UI, calls `es4r.pipeline.ES4RPipeline` and formats its results
+(figures and text live in es4r/ui). The model is loaded once per process, lazily; each
+visitor's conversation lives in `gr.State`, so browser sessions never share a history.
+
+Run: `python app.py --preset embedded` (or ES4R_PRESET=tiny|embedded|paper)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+
+from es4r.audio import FRAMES_PER_SECOND, AudioError
+from es4r.config import PRESETS
+from es4r.conversation import ASSISTANT, Turn
+from es4r.pipeline import ES4RPipeline, PipelineError
+from es4r.tts.base import TTSError
+from es4r.ui import plots
+from es4r.ui.archive import write_archive
+from es4r.ui.format import (SYNTHETIC_VOICE_NOTE, ContextUsage, chat_messages, context_markdown, latency_table,
+                            status_line, status_markdown, strategy_markdown)
+from es4r.ui.session import Session
+
+logger = logging.getLogger(__name__)
+
+PRESET_ENV = "ES4R_PRESET"
+DEFAULT_PRESET = "embedded"
+EXAMPLES_DIR = Path(__file__).resolve().parent / "assets" / "examples"
+GENERIC_ERROR = ("Something went wrong on our side while answering this turn. "
+                 "Your conversation so far is kept; please try again.")
+INT16_SCALE = 32767
+CHAT_HEIGHT = 430
+
+_pipeline: ES4RPipeline | None = None
+_pipeline_lock = threading.Lock()
+_preset_override: str | None = None  # set by --preset
+
+
+def current_preset() -> str:
+    return _preset_override or os.environ.get(PRESET_ENV, DEFAULT_PRESET)
+
+
+def get_pipeline() -> ES4RPipeline:
+    """The one model of this process, loaded on first use (not at import)."""
+    global _pipeline
+    with _pipeline_lock:
+        if _pipeline is None:
+            preset = current_preset()
+            logger.info("loading ES4R preset %r", preset)
+            _pipeline = ES4RPipeline.from_preset(preset)
+        return _pipeline
+
+
+# ------------------------------------------------------------------ formatting helpers
+def _context_usage(pipeline: ES4RPipeline, session: Session) -> ContextUsage:
+    config = pipeline.config
+    users = session.conversation.user_turns
+    tokens = len(pipeline.model.tokenizer(session.conversation.history_text()).input_ids) if users else 0
+    return ContextUsage(
+        turn_seconds=[len(t.audio) / t.sample_rate for t in users],
+        window_seconds=pipeline.model.max_frames * config.dual.downsample / FRAMES_PER_SECOND,
+        history_tokens=tokens, max_tokens=config.generation.max_context_tokens,
+        reply_tokens=config.generation.max_new_tokens,
+        dropped_turns=session.latest.dropped_turns if session.latest else 0)
+
+
+def _int16(samples: np.ndarray) -> np.ndarray:
+    return (np.clip(samples, -1.0, 1.0) * INT16_SCALE).astype(np.int16)
+
+
+def _turn_choices(session: Session) -> list[tuple[str, int]]:
+    return [(f"Turn {n}", n - 1) for n in range(1, len(session.results) + 1)]
+
+
+def _window_choices(session: Session, shown: int) -> list[tuple[str, int]]:
+    result = session.results[shown]
+    return [(f"Turn {result.dropped_turns + i + 1}", i) for i in range(len(result.attention.intra))]
+
+
+def _heads(result) -> int:
+    return int(result.attention.intra[0].shape[0]) if result.attention.intra else 1
+
+
+def _attention_plots(session: Session, shown: int, window_turn: int, head: int):
+    result = session.results[shown]
+    maps, dropped = result.attention, result.dropped_turns
+    window_turn = min(int(window_turn or 0), len(maps.intra) - 1)
+    head = min(int(head or 1), _heads(result)) - 1
+    return (plots.intra_figure(maps, window_turn, head, dropped), plots.inter_figure(maps, head, dropped),
+            plots.cross_figure(maps))
+
+
+def _views(pipeline: ES4RPipeline, session: Session, shown: int) -> tuple:
+    """Every per-turn view of answered turn `shown` (0-based), in VIEW_OUTPUTS order."""
+    result = session.results[shown]
+    window = _window_choices(session, shown)
+    intra, inter, cross = _attention_plots(session, shown, len(window) - 1, 1)
+    headers, rows = latency_table(session.results)
+    return (
+        gr.update(choices=_turn_choices(session), value=shown, interactive=True),
+        plots.energy_figure(result.energies, result.strategy, pipeline.config.strategy.tolerance),
+        strategy_markdown(result, shown + 1),
+        plots.fusion_figure(result.fusion_weights),
+        gr.update(choices=window, value=len(window) - 1, interactive=True),
+        gr.update(maximum=_heads(result), value=1, interactive=True),
+        intra, inter, cross,
+        gr.update(value=rows, headers=headers),
+    )
+
+
+def _empty_views() -> tuple:
+    return (gr.update(choices=[], value=None, interactive=False), None, "*No turn yet.*", None,
+            gr.update(choices=[], value=None, interactive=False), gr.update(value=1, interactive=False),
+            None, None, None, gr.update(value=[], headers=["turn"]))
+
+
+# ------------------------------------------------------------------ event handlers
+def load_page(session: Session):
+    """Page load: say what is running (loads the model on the first visit)."""
+    try:
+        pipeline = get_pipeline()
+    except Exception:
+        logger.exception("model failed to load")
+        return ("**The model could not be loaded;** see the server log.", "", "", context_markdown(None))
+    preset, components, voice = pipeline.config.preset, pipeline.components, pipeline.voice.name
+    return (status_line(preset, components, voice), status_markdown(preset, components, voice),
+            pipeline.config.to_json(), context_markdown(_context_usage(pipeline, session)))
+
+
+def converse(audio_path: str | None, session: Session, progress=gr.Progress()):
+    """One turn, streamed: the transcript first, then reply text and views, then the audio."""
+    if not audio_path:
+        raise gr.Error("Record or upload a turn first.", print_exception=False)
+    pipeline = get_pipeline()
+
+    def report(fraction: float, message: str) -> None:
+        progress(fraction, desc=message)
+
+    def fail(message: str):
+        return {chatbot: chat_messages(session.conversation)}, gr.Error(message, print_exception=False)
+
+    try:
+        report(0.05, "transcribing")
+        started = time.perf_counter()
+        extended = pipeline.add_user_turn(session.conversation, audio_path)
+        asr_seconds = time.perf_counter() - started
+        yield {chatbot: chat_messages(extended, pending_reply=True)}
+        result = pipeline.respond(extended, report)
+    except (AudioError, PipelineError) as error:
+        restore, problem = fail(str(error))
+        yield restore
+        raise problem from None
+    except TTSError as error:
+        logger.warning("the reply could not be spoken: %s", error)
+        restore, problem = fail(f"The reply could not be spoken ({error}). Please try the turn again.")
+        yield restore
+        raise problem from None
+    except Exception:
+        logger.exception("unexpected failure while answering a turn")
+        restore, problem = fail(GENERIC_ERROR)
+        yield restore
+        raise problem from None
+    result = replace(result, timings={"asr": asr_seconds, **result.timings})
+    conversation = extended.with_turn(Turn(ASSISTANT, result.reply_text, result.reply_audio, result.sample_rate))
+    new_session = session.answered(conversation, result)
+    shown = len(new_session.results) - 1
+    yield {state: new_session, chatbot: chat_messages(conversation), audio_in: None,
+           context: context_markdown(_context_usage(pipeline, new_session)),
+           **dict(zip(VIEW_OUTPUTS, _views(pipeline, new_session, shown)))}
+    archive = write_archive(conversation, new_session.results, pipeline.config.to_json(), pipeline.config.preset,
+                            Path(tempfile.mkdtemp(prefix="es4r_")) / "es4r_conversation.zip")
+    yield {reply_audio: (result.sample_rate, _int16(result.reply_audio)),
+           download: gr.update(value=str(archive), visible=True)}
+
+
+def new_conversation():
+    session = Session()
+    return (session, [], None, None, gr.update(value=None, visible=False), context_markdown(None), *_empty_views())
+
+
+def show_turn(session: Session, shown: int):
+    if shown is None or not session.results:
+        return _empty_views()
+    return _views(get_pipeline(), session, int(shown))
+
+
+def show_attention(session: Session, shown: int, window_turn: int, head: int):
+    if shown is None or not session.results:
+        return None, None, None
+    return _attention_plots(session, int(shown), window_turn, head)
+
+
+def submit_state(audio_path: str | None):
+    """Send is clickable only once a recording or upload has fully arrived."""
+    return gr.update(interactive=bool(audio_path))
+
+
+# ------------------------------------------------------------------ layout
+def _examples() -> list[list[str]]:
+    return [[str(path)] for path in sorted(EXAMPLES_DIR.glob("*.wav"))]
+
+
+with gr.Blocks(title="ES4R Studio") as demo:
+    state = gr.State(Session())
+    gr.Markdown("# ES4R Studio\nSpeak a few turns about how you feel; ES4R listens to *how* you say it, "
+                "answers in speech, and shows why it answered that way.")
+    status = gr.Markdown("Loading the model…", elem_id="status")
+    with gr.Accordion("Details: what each component is", open=False):
+        status_details = gr.Markdown()
+    gr.Markdown(SYNTHETIC_VOICE_NOTE, elem_id="voice-note")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=5, min_width=380):
+            chatbot = gr.Chatbot(label="Conversation", height=CHAT_HEIGHT, elem_id="chat", buttons=["copy_all"],
+                                 feedback_options=None, placeholder="Record a turn below to start.")
+            reply_audio = gr.Audio(label="Reply (synthetic voice)", autoplay=True, interactive=False,
+                                   elem_id="reply-audio")
+            audio_in = gr.Audio(sources=["microphone", "upload"], type="filepath", format="wav",
+                                label="Your turn: record, then press Send", elem_id="mic")
+            with gr.Row():
+                send = gr.Button("Send turn", variant="primary", interactive=False, elem_id="send")
+                reset = gr.Button("New conversation", elem_id="new-conversation")
+            context = gr.Markdown(context_markdown(None), elem_id="context-meter")
+            download = gr.DownloadButton("Download conversation (.zip)", visible=False, size="md", elem_id="download")
+            if _examples():
+                gr.Examples(_examples(), inputs=[audio_in], label="No microphone? Load an example turn, then Send")
+        with gr.Column(scale=6, min_width=480):
+            view_turn = gr.Dropdown(label="Show views for", choices=[], interactive=False, elem_id="view-turn")
+            with gr.Tabs():
+                with gr.Tab("Energy & strategy", elem_id="tab-strategy", render_children=True):
+                    energy_plot = gr.Plot(label="Energy per turn", elem_id="energy-plot")
+                    strategy = gr.Markdown("*No turn yet.*", elem_id="strategy")
+                    fusion_plot = gr.Plot(label="Style fusion", elem_id="fusion-plot")
+                with gr.Tab("Attention", elem_id="tab-attention", render_children=True):
+                    with gr.Row():
+                        window_turn = gr.Dropdown(label="Intra-turn: turn", choices=[], interactive=False)
+                        head = gr.Slider(1, 8, value=1, step=1, label="Attention head", interactive=False)
+                    intra_plot = gr.Plot(label="Intra-turn attention", elem_id="intra-plot")
+                    inter_plot = gr.Plot(label="Inter-turn attention", elem_id="inter-plot")
+                    cross_plot = gr.Plot(label="Cross-modal attention", elem_id="cross-plot")
+                with gr.Tab("Latency", elem_id="tab-latency", render_children=True):
+                    latency = gr.Dataframe(headers=["turn"], label="Seconds per pipeline stage, per turn",
+                                           interactive=False, elem_id="latency")
+                with gr.Tab("Settings", elem_id="tab-settings", render_children=True):
+                    settings = gr.Code(label="Settings of this run (ES4RConfig, seeds included)", language="json")
+
+    VIEW_OUTPUTS = [view_turn, energy_plot, strategy, fusion_plot, window_turn, head,
+                    intra_plot, inter_plot, cross_plot, latency]
+    ATTENTION_OUTPUTS = [intra_plot, inter_plot, cross_plot]
+
+    demo.load(load_page, [state], [status, status_details, settings, context])
+    audio_in.change(submit_state, [audio_in], [send], queue=False)
+    audio_in.start_recording(lambda: gr.update(interactive=False), None, [send], queue=False)
+    send.click(lambda: gr.update(interactive=False), None, [send], queue=False).then(
+        converse, [audio_in, state],
+        [state, chatbot, audio_in, reply_audio, context, download, *VIEW_OUTPUTS],
+    ).then(submit_state, [audio_in], [send], queue=False)
+    reset.click(new_conversation, None,
+                [state, chatbot, reply_audio, audio_in, download, context, *VIEW_OUTPUTS], queue=False)
+    view_turn.input(show_turn, [state, view_turn], VIEW_OUTPUTS)
+    window_turn.input(show_attention, [state, view_turn, window_turn, head], ATTENTION_OUTPUTS)
+    head.release(show_attention, [state, view_turn, window_turn, head], ATTENTION_OUTPUTS)
+
+demo.queue(default_concurrency_limit=1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    global _preset_override
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=PRESETS, default=None,
+                        help=f"model preset (default: ${PRESET_ENV} or {DEFAULT_PRESET})")
+    args = parser.parse_args(argv)
+    _preset_override = args.preset
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    get_pipeline()  # load before the first visitor arrives
+    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""`python -m es4r bench`: what each stage costs, ES4R against the cascade of the same
+backbones in the same run, and how cost grows with history length. Every figure is the
+median of several runs after a warm-up; speech is real (the bundled LibriVox clips)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from es4r.audio import load_audio
+from es4r.conversation import ASSISTANT, Conversation, Turn
+
+logger = logging.getLogger(__name__)
+
+CLIP_DIR = Path(__file__).resolve().parent.parent / "tests" / "data"
+STAGES = ("features", "dual_attention", "whisper_encoder", "adapter", "cross_modal", "llm", "strategy_fusion", "tts")
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    turns: int
+    asr_s: float  # transcribing the newest turn
+    es4r_s: float  # respond(): stages 1-3
+    cascade_s: float  # LLM + TTS of the cascade (ASR shared)
+    ratio: float  # (asr + es4r) / (asr + cascade)
+    stages: dict[str, float]
+    llm_tokens_per_s: float
+    tts_rtf: float
+    peak_rss_mb: float
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def _conversation(pipeline, clips, turns: int) -> tuple[Conversation, float]:
+    """A history of `turns` user turns (assistant replies as text between them); returns it
+    and the ASR seconds of its newest turn."""
+    conversation = Conversation()
+    asr = 0.0
+    for index in range(turns):
+        start = time.perf_counter()
+        conversation = pipeline.add_user_turn(conversation, clips[index % len(clips)])
+        asr = time.perf_counter() - start
+        if index < turns - 1:
+            conversation = conversation.with_turn(Turn(ASSISTANT, "I hear you. Tell me more."))
+    return conversation, asr
+
+
+def run_bench(pipeline, history_lengths=(1, 3, 5, 8), repeats: int = 3, clips: list[Path] | None = None) -> list[BenchRow]:
+    from es4r.systems import cascade_respond
+
+    clips = [load_audio(p) for p in (clips or sorted(CLIP_DIR.glob("*.wav")))]
+    warm, _ = _conversation(pipeline, clips, 1)
+    pipeline.respond(warm)
+    cascade_respond(pipeline, warm)
+    rows = []
+    for turns in history_lengths:
+        asr_runs, es4r_runs, cascade_runs, stage_runs, tps, rtf = [], [], [], [], [], []
+        for _ in range(repeats):
+            conversation, asr = _conversation(pipeline, clips, turns)
+            start = time.perf_counter()
+            result = pipeline.respond(conversation)
+            es4r_runs.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            cascade_respond(pipeline, conversation)
+            cascade_runs.append(time.perf_counter() - start)
+            asr_runs.append(asr)
+            stage_runs.append(result.timings)
+            tps.append(result.timings.get("llm_tokens_per_s", 0.0))
+            rtf.append(result.timings.get("tts_rtf", 0.0))
+        asr, es4r, cascade = (statistics.median(v) for v in (asr_runs, es4r_runs, cascade_runs))
+        stages = {s: statistics.median(t.get(s, 0.0) for t in stage_runs) for s in STAGES}
+        rows.append(BenchRow(turns, asr, es4r, cascade, (asr + es4r) / max(asr + cascade, 1e-9), stages,
+                             statistics.median(tps), statistics.median(rtf), _peak_rss_mb()))
+        logger.info("bench: %d turns done", turns)
+    return rows
+
+
+def format_table(rows: list[BenchRow]) -> str:
+    head = ["turns", "ASR s", "ES4R s", "cascade s", "ratio", *STAGES, "tok/s", "TTS RTF", "peak MB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        values = [str(r.turns), f"{r.asr_s:.2f}", f"{r.es4r_s:.2f}", f"{r.cascade_s:.2f}", f"{r.ratio:.2f}",
+                  *(f"{r.stages[s]:.3f}" for s in STAGES), f"{r.llm_tokens_per_s:.1f}", f"{r.tts_rtf:.2f}",
+                  f"{r.peak_rss_mb:.0f}"]
+        lines.append("| " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
+def growth_check(rows: list[BenchRow]) -> str:
+    """Is cost from the fewest to the most turns at most linear in the number of turns?"""
+    first, last = rows[0], rows[-1]
+    factor = (last.asr_s + last.es4r_s) / max(first.asr_s + first.es4r_s, 1e-9)
+    linear = last.turns / max(first.turns, 1)
+    verdict = "within" if factor <= linear else "ABOVE"
+    return f"{first.turns}->{last.turns} turns: time x{factor:.2f} (linear would be x{linear:.0f}): {verdict} linear"
+
+
+def write_json(rows: list[BenchRow], path: str | Path, meta: dict) -> None:
+    Path(path).write_text(json.dumps({"meta": meta, "rows": [r.__dict__ for r in rows]}, indent=2))

@@ -1,0 +1,89 @@
+"""`python -m es4r evaluate ...` and `python -m es4r bench ...`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+
+from es4r.config import PRESETS
+
+logger = logging.getLogger(__name__)
+
+
+def add_evaluation_subparsers(subparsers) -> None:
+    from es4r.systems import SYSTEMS
+
+    evaluate = subparsers.add_parser(
+        "evaluate", help="the paper's metrics for several systems on a manifest",
+        description="Systems: " + "; ".join(f"{k} = {v}" for k, v in SYSTEMS.items()))
+    evaluate.add_argument("--manifest", required=True, help="JSONL manifest with reference responses")
+    evaluate.add_argument("--systems", nargs="+", default=["es4r_text", "cascade"], choices=list(SYSTEMS))
+    evaluate.add_argument("--preset", choices=PRESETS, default="embedded")
+    evaluate.add_argument("--checkpoint", help="trained ES4R checkpoint (needed by the speech-path systems)")
+    evaluate.add_argument("--out", default="runs/evaluation", help="folder for results.md/.csv and samples")
+    evaluate.add_argument("--limit", type=int, help="evaluate only the first N samples")
+    evaluate.add_argument("--manifest-transcripts", action="store_true",
+                          help="use the manifest's utterances as transcripts instead of running ASR")
+    evaluate.add_argument("--bertscore-model", default="auto",
+                          help="auto = the offline all-MiniLM-L6-v2 package; a folder or hub id; 'none' to skip")
+    evaluate.add_argument("--judge", help="LLM judge: a local model folder, or an OpenAI-compatible URL "
+                                          "as openai:URL#MODEL")
+    evaluate.set_defaults(handler=_evaluate)
+
+    bench = subparsers.add_parser("bench", help="per-stage latency, ES4R vs cascade, growth with history")
+    bench.add_argument("--preset", choices=PRESETS, default="embedded")
+    bench.add_argument("--checkpoint", help="trained ES4R checkpoint (benchmarks the speech path)")
+    bench.add_argument("--turns", nargs="+", type=int, default=[1, 3, 5, 8], help="history lengths to measure")
+    bench.add_argument("--repeats", type=int, default=3, help="runs per history length (median reported)")
+    bench.add_argument("--out", default="bench.json", help="JSON file for the figures")
+    bench.set_defaults(handler=_bench)
+
+
+def _pipeline(args):
+    from es4r.pipeline import ES4RPipeline
+
+    overrides = {"es4r_checkpoint": args.checkpoint} if args.checkpoint else {}
+    return ES4RPipeline.from_preset(args.preset, **overrides)
+
+
+def _judge(spec: str | None):
+    if not spec:
+        return None
+    from es4r.evaluation.judge import OpenAIJudge, TransformersJudge
+
+    if spec.startswith("openai:"):
+        url, _, model = spec[len("openai:"):].partition("#")
+        if not model:
+            raise SystemExit("error: --judge openai:URL#MODEL needs a model name after '#'")
+        return OpenAIJudge(url, model)
+    return TransformersJudge(spec)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from es4r.evaluation.run import evaluate
+
+    bertscore = None if args.bertscore_model == "none" else args.bertscore_model
+    output = evaluate(_pipeline(args), args.manifest, args.systems, args.out, args.limit,
+                      args.manifest_transcripts, bertscore, _judge(args.judge))
+    print(output.markdown.read_text())
+    print(json.dumps({"results": str(output.csv), "samples": str(output.samples_file)}))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from es4r.bench import format_table, growth_check, run_bench, write_json
+
+    pipeline = _pipeline(args)
+    rows = run_bench(pipeline, tuple(args.turns), args.repeats)
+    meta = {"preset": args.preset, "path": "speech" if pipeline.speech_path else "text",
+            "voice": pipeline.voice.name, "repeats": args.repeats, "torch_threads": torch.get_num_threads(),
+            "machine": platform.platform(), "processor": platform.processor()}
+    write_json(rows, args.out, meta)
+    print(format_table(rows))
+    print(growth_check(rows))
+    print(json.dumps({"figures": args.out, **meta}))
+    return 0

@@ -1,0 +1,407 @@
+"""The study's durable state: one SQLite file in WAL mode, every answer committed the moment
+it is given, so a crash or restart loses nothing that was submitted.
+
+Each call opens its own connection (safe across Gradio's worker threads and across
+processes); writes that must not race run inside ``BEGIN IMMEDIATE``, and unique keys make
+a second answer to the same item by the same annotator impossible. The blinding key (which
+system is "A") lives in ``assignments`` and is only read by the export.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+from es4r.study.design import (CHOICES, Criterion, ItemLoad, annotator_seed, balanced_coins,
+                               pick_samples, plan_annotator)
+from es4r.study.stimuli import TARGET_LUFS, load_pairs, normalise_clip
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 30_000  # wait this long for another writer before giving up
+ANNOTATOR_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+SIDES = ("A", "B")
+PLAY_EVENTS = ("play", "pause", "ended")
+ORGANISER_CODE_BYTES = 9  # 12 url-safe characters
+MIN_LISTEN_FRACTION = 0.8  # of a reply's duration that must pass between play and its end
+LISTEN_SLACK_SECONDS = 0.3  # allowance for the two events reaching the server at different delays
+
+SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE items (
+    item_id      INTEGER PRIMARY KEY,
+    sample_id    TEXT NOT NULL UNIQUE,
+    context_json TEXT NOT NULL,          -- [{role, utterance, audio}]; audio: normalised file
+    replies_json TEXT NOT NULL,          -- {system: {text, audio, seconds}}; audio: ditto
+    gold_json    TEXT,                   -- {criterion: choice of systems[0] over systems[1]}
+    coin         INTEGER NOT NULL);      -- study-level side coin (design.balanced_coins)
+CREATE TABLE annotators (
+    annotator_id TEXT PRIMARY KEY,
+    slot         INTEGER NOT NULL UNIQUE, -- arrival order, drives counterbalancing
+    seed         INTEGER NOT NULL,        -- shuffles this annotator's items (logged)
+    consented_at REAL NOT NULL);
+CREATE TABLE assignments (
+    annotator_id TEXT NOT NULL REFERENCES annotators,
+    position     INTEGER NOT NULL,
+    item_id      INTEGER NOT NULL REFERENCES items,
+    system_a     TEXT NOT NULL,           -- the blinding key
+    system_b     TEXT NOT NULL,
+    shown_at     REAL,                    -- last time the item was put on screen
+    PRIMARY KEY (annotator_id, position),
+    UNIQUE (annotator_id, item_id));
+CREATE TABLE responses (
+    annotator_id   TEXT NOT NULL,
+    item_id        INTEGER NOT NULL,
+    submitted_at   REAL NOT NULL,
+    seconds_on_item REAL,
+    plays_a        INTEGER NOT NULL,
+    plays_b        INTEGER NOT NULL,
+    PRIMARY KEY (annotator_id, item_id),
+    FOREIGN KEY (annotator_id, item_id) REFERENCES assignments (annotator_id, item_id));
+CREATE TABLE judgements (
+    annotator_id TEXT NOT NULL,
+    item_id      INTEGER NOT NULL,
+    criterion    TEXT NOT NULL,
+    choice       TEXT NOT NULL CHECK (choice IN ('win', 'tie', 'lose')),  -- A over B
+    PRIMARY KEY (annotator_id, item_id, criterion),
+    FOREIGN KEY (annotator_id, item_id) REFERENCES responses (annotator_id, item_id));
+CREATE TABLE play_events (
+    event_id     INTEGER PRIMARY KEY,
+    annotator_id TEXT NOT NULL,
+    item_id      INTEGER NOT NULL,
+    side         TEXT NOT NULL CHECK (side IN ('A', 'B')),
+    event        TEXT NOT NULL CHECK (event IN ('play', 'pause', 'ended')),
+    at           REAL NOT NULL);
+"""
+
+
+class StudyError(ValueError):
+    """A request the study cannot honour; the message is meant for the person who made it."""
+
+
+class StudyFull(StudyError):
+    """Every item already has the annotators it needs."""
+
+
+class NotListened(StudyError):
+    """An answer arrived before both replies had been played to the end."""
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    systems: tuple[str, str]  # compared systems; results are systems[0] over systems[1]
+    criteria: tuple[Criterion, ...]
+    per_item: int  # annotators per item
+    per_annotator: int  # regular items per annotator
+    seed: int  # study seed: sample choice, side coins, annotator seeds
+    target_lufs: float
+    organiser_code: str  # unlocks the organiser tab
+    pairs_dir: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "StudySpec":
+        raw = json.loads(text)
+        raw["systems"] = tuple(raw["systems"])
+        raw["criteria"] = tuple(Criterion(**c) for c in raw["criteria"])
+        return cls(**raw)
+
+
+@dataclass(frozen=True)
+class NewItem:
+    sample_id: str
+    context: list[dict]  # [{role, utterance, audio: str | None}]
+    replies: dict[str, dict]  # system -> {text, audio}
+    gold: dict[str, str] | None
+    coin: bool
+
+
+@dataclass(frozen=True)
+class PresentedItem:
+    """What the browser may see: no system names, only "A" and "B"."""
+
+    item_id: int
+    position: int  # 0-based
+    total: int
+    context: list[dict]
+    text_a: str
+    audio_a: str
+    text_b: str
+    audio_b: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int
+    total: int
+
+
+class StudyStore:
+    """Handle on a study database; holds only its path and immutable spec (safe to share)."""
+
+    def __init__(self, db_path: str | Path):
+        self.db_path = Path(db_path)
+        if not self.db_path.is_file():
+            raise StudyError(f"no study database at {self.db_path}; create one with "
+                             "`python -m es4r study create`")
+        with self._connect() as db:
+            meta = dict(db.execute("SELECT key, value FROM meta"))
+        if int(meta.get("schema_version", -1)) != SCHEMA_VERSION:
+            raise StudyError(f"{self.db_path} has schema {meta.get('schema_version')}, expected "
+                             f"{SCHEMA_VERSION}; export it with the version that created it")
+        self.spec = StudySpec.from_json(meta["spec"])
+
+    @classmethod
+    def create(cls, db_path: str | Path, spec: StudySpec, items: list[NewItem]) -> "StudyStore":
+        db_path = Path(db_path)
+        if db_path.exists():
+            raise StudyError(f"{db_path} already exists; choose another --out or delete it")
+        db = sqlite3.connect(db_path, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript("BEGIN;" + SCHEMA + "COMMIT;")
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("INSERT INTO meta VALUES (?, ?)",
+                           [("schema_version", str(SCHEMA_VERSION)), ("spec", spec.to_json()),
+                            ("created_at", str(time.time()))])
+            db.executemany(
+                "INSERT INTO items (sample_id, context_json, replies_json, gold_json, coin) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(item.sample_id, json.dumps(item.context), json.dumps(item.replies),
+                  None if item.gold is None else json.dumps(item.gold), int(item.coin))
+                 for item in items])
+            db.execute("COMMIT")
+        finally:
+            db.close()
+        return cls(db_path)
+
+    @property
+    def stimuli_dir(self) -> Path:
+        """Where the loudness-normalised copies live (beside the database)."""
+        return stimuli_dir_for(self.db_path)
+
+    def _audio(self, name: str | None) -> str | None:
+        return None if name is None else str(self.stimuli_dir / name)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.db_path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            yield db
+        finally:
+            db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that takes the lock up front (no upgrade deadlocks)."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def register(self, annotator_id: str) -> Progress:
+        """Enrol a new annotator (slot, seed, item plan in one transaction) or find a
+        returning one; either way report their progress."""
+        if not ANNOTATOR_ID.match(annotator_id or ""):
+            raise StudyError(f"annotator id {annotator_id!r} is not valid; use 1-64 letters, "
+                             "digits or . _ @ -")
+        with self._write() as db:
+            if not db.execute("SELECT 1 FROM annotators WHERE annotator_id = ?",
+                              (annotator_id,)).fetchone():
+                slot = db.execute("SELECT COUNT(*) FROM annotators").fetchone()[0]
+                seed = annotator_seed(self.spec.seed, slot)
+                loads = [ItemLoad(item_id, bool(coin), assigned, gold is not None)
+                         for item_id, coin, assigned, gold in db.execute(
+                             "SELECT i.item_id, i.coin, COUNT(a.annotator_id), i.gold_json "
+                             "FROM items i LEFT JOIN assignments a USING (item_id) "
+                             "GROUP BY i.item_id ORDER BY i.item_id")]
+                plan = plan_annotator(loads, self.spec.systems, self.spec.per_item,
+                                      self.spec.per_annotator, seed)
+                if not plan:
+                    raise StudyFull("this study already has all the answers it needs; thank you")
+                db.execute("INSERT INTO annotators VALUES (?, ?, ?, ?)",
+                           (annotator_id, slot, seed, time.time()))
+                db.executemany("INSERT INTO assignments VALUES (?, ?, ?, ?, ?, NULL)",
+                               [(annotator_id, a.position, a.item_id, a.system_a, a.system_b)
+                                for a in plan])
+                logger.info("annotator %s enrolled: slot %d, seed %d, %d items",
+                            annotator_id, slot, seed, len(plan))
+        return self.progress(annotator_id)
+
+    def progress(self, annotator_id: str) -> Progress:
+        with self._connect() as db:
+            total, done = db.execute(
+                "SELECT COUNT(*), COUNT(r.item_id) FROM assignments a LEFT JOIN responses r "
+                "USING (annotator_id, item_id) WHERE a.annotator_id = ?", (annotator_id,)).fetchone()
+        return Progress(done, total)
+
+    def next_item(self, annotator_id: str) -> PresentedItem | None:
+        """The first item this annotator has not answered, marked as shown now; None when done."""
+        with self._write() as db:
+            row = db.execute(
+                "SELECT a.position, a.item_id, a.system_a, a.system_b, i.context_json, "
+                "i.replies_json FROM assignments a JOIN items i USING (item_id) "
+                "LEFT JOIN responses r USING (annotator_id, item_id) "
+                "WHERE a.annotator_id = ? AND r.item_id IS NULL ORDER BY a.position LIMIT 1",
+                (annotator_id,)).fetchone()
+            if row is None:
+                return None
+            position, item_id, system_a, system_b, context_json, replies_json = row
+            db.execute("UPDATE assignments SET shown_at = ? WHERE annotator_id = ? AND item_id = ?",
+                       (time.time(), annotator_id, item_id))
+            total = db.execute("SELECT COUNT(*) FROM assignments WHERE annotator_id = ?",
+                               (annotator_id,)).fetchone()[0]
+        replies = json.loads(replies_json)
+        context = [dict(turn, audio=self._audio(turn["audio"])) for turn in json.loads(context_json)]
+        return PresentedItem(item_id, position, total, context,
+                             replies[system_a]["text"], self._audio(replies[system_a]["audio"]),
+                             replies[system_b]["text"], self._audio(replies[system_b]["audio"]))
+
+    def log_play(self, annotator_id: str, item_id: int, side: str, event: str,
+                 at: float | None = None) -> None:
+        """Record a player event (`at` defaults to now; tests and replays may give it)."""
+        if side not in SIDES or event not in PLAY_EVENTS:
+            raise StudyError(f"play event {side!r}/{event!r}; expected side in {SIDES} and "
+                             f"event in {PLAY_EVENTS}")
+        with self._write() as db:
+            db.execute("INSERT INTO play_events (annotator_id, item_id, side, event, at) "
+                       "VALUES (?, ?, ?, ?, ?)", (annotator_id, item_id, side, event,
+                                                    time.time() if at is None else at))
+
+    def listened(self, annotator_id: str, item_id: int) -> set[str]:
+        """Sides this annotator has played to the end on this item."""
+        with self._connect() as db:
+            return self._heard(db, annotator_id, item_id)
+
+    @staticmethod
+    def _heard(db: sqlite3.Connection, annotator_id: str, item_id: int) -> set[str]:
+        """A side counts as heard once an 'ended' event comes at least MIN_LISTEN_FRACTION of
+        the clip's duration (less the slack) after its first 'play', so seeking to the end
+        does not count."""
+        assigned = db.execute(
+            "SELECT a.system_a, a.system_b, i.replies_json FROM assignments a JOIN items i "
+            "USING (item_id) WHERE a.annotator_id = ? AND a.item_id = ?",
+            (annotator_id, item_id)).fetchone()
+        if assigned is None:
+            return set()
+        replies = json.loads(assigned[2])
+        seconds = dict(zip(SIDES, (replies[assigned[0]]["seconds"], replies[assigned[1]]["seconds"])))
+        first_play: dict[str, float] = {}
+        heard = set()
+        for side, event, at in db.execute(
+                "SELECT side, event, at FROM play_events WHERE annotator_id = ? AND item_id = ? "
+                "ORDER BY event_id", (annotator_id, item_id)):
+            if event == "play":
+                first_play.setdefault(side, at)
+            elif event == "ended" and side in first_play and \
+                    at - first_play[side] >= MIN_LISTEN_FRACTION * seconds[side] - LISTEN_SLACK_SECONDS:
+                heard.add(side)
+        return heard
+
+    def submit(self, annotator_id: str, item_id: int, choices: dict[str, str],
+               require_listening: bool = True) -> bool:
+        """Commit one item's answers (A over B per criterion). Returns False when this
+        annotator had already answered the item (the first answer stands)."""
+        names = [criterion.name for criterion in self.spec.criteria]
+        if sorted(choices) != sorted(names) or any(c not in CHOICES for c in choices.values()):
+            raise StudyError(f"answers {choices} must give one of {CHOICES} for each of {names}")
+        with self._write() as db:
+            shown = db.execute("SELECT shown_at FROM assignments WHERE annotator_id = ? AND "
+                               "item_id = ?", (annotator_id, item_id)).fetchone()
+            if shown is None:
+                raise StudyError(f"item {item_id} is not assigned to annotator {annotator_id}")
+            if db.execute("SELECT 1 FROM responses WHERE annotator_id = ? AND item_id = ?",
+                          (annotator_id, item_id)).fetchone():
+                return False
+            plays = dict(db.execute(
+                "SELECT side, SUM(event = 'play') FROM play_events WHERE annotator_id = ? AND "
+                "item_id = ? GROUP BY side", (annotator_id, item_id)))
+            if require_listening and self._heard(db, annotator_id, item_id) != set(SIDES):
+                raise NotListened("please listen to both replies to the end before answering")
+            now = time.time()
+            db.execute("INSERT INTO responses VALUES (?, ?, ?, ?, ?, ?)",
+                       (annotator_id, item_id, now, None if shown[0] is None else now - shown[0],
+                        plays.get("A", 0), plays.get("B", 0)))
+            db.executemany("INSERT INTO judgements VALUES (?, ?, ?, ?)",
+                           [(annotator_id, item_id, name, choices[name]) for name in names])
+        return True
+
+    def rows(self, sql: str, parameters: tuple = ()) -> list[sqlite3.Row]:
+        """Read-only query for the export (which alone sees the blinding key)."""
+        with self._connect() as db:
+            db.row_factory = sqlite3.Row
+            return db.execute(sql, parameters).fetchall()
+
+
+def stimuli_dir_for(db_path: str | Path) -> Path:
+    db_path = Path(db_path).resolve()
+    return db_path.with_name(f"{db_path.stem}_stimuli")
+
+
+def build_study(pairs_dir: str | Path, db_path: str | Path, systems: tuple[str, str],
+                criteria: tuple[Criterion, ...], samples: int, per_item: int,
+                per_annotator: int | None = None, seed: int = 0,
+                target_lufs: float = TARGET_LUFS) -> StudyStore:
+    """Create a study from the evaluate command's per-sample outputs: pick `samples` of
+    them (plus every gold sample), loudness-normalise every clip, and write the database."""
+    if Path(db_path).exists():
+        raise StudyError(f"{db_path} already exists; choose another --out or delete it")
+    if len(set(systems)) != 2:
+        raise StudyError(f"--systems needs two different names, found {list(systems)}")
+    pairs = load_pairs(pairs_dir)
+    for pair in pairs:
+        missing = [name for name in systems if name not in pair.replies]
+        if missing:
+            raise StudyError(f"{Path(pairs_dir) / 'samples.jsonl'}:{pair.line}: no reply from "
+                             f"{missing}; this sample has {sorted(pair.replies)}")
+        unknown = sorted(set(pair.gold or {}) - {c.name for c in criteria})
+        if unknown:
+            raise StudyError(f"{Path(pairs_dir) / 'samples.jsonl'}:{pair.line}: gold answers for "
+                             f"{unknown}, which are not criteria of this study")
+    regular = [pair.sample_id for pair in pairs if pair.gold is None]
+    chosen = set(pick_samples(regular, samples, seed)) | {p.sample_id for p in pairs if p.gold}
+    if per_item < 1:
+        raise StudyError(f"--annotators-per-item must be at least 1, found {per_item}")
+    stimuli = stimuli_dir_for(db_path)
+    kept = [pair for pair in pairs if pair.sample_id in chosen]
+    coins = balanced_coins(len(kept), seed)
+
+    def normalised(path: Path | None) -> str | None:
+        return None if path is None else normalise_clip(path, stimuli, target_lufs).path.name
+
+    def reply(path: Path, text: str) -> dict:
+        clip = normalise_clip(path, stimuli, target_lufs)
+        return {"text": text, "audio": clip.path.name, "seconds": clip.seconds}
+
+    items = [NewItem(pair.sample_id,
+                     [{"role": t.role, "utterance": t.utterance, "audio": normalised(t.audio_path)}
+                      for t in pair.context],
+                     {name: reply(pair.replies[name].audio_path, pair.replies[name].text)
+                      for name in systems},
+                     pair.gold, coin)
+             for pair, coin in zip(kept, coins)]
+    spec = StudySpec(tuple(systems), tuple(criteria), per_item, per_annotator or samples, seed,
+                     target_lufs, secrets.token_urlsafe(ORGANISER_CODE_BYTES),
+                     str(Path(pairs_dir).resolve()))
+    logger.info("study %s: %d items (%d gold), %d stimuli normalised to %.1f LUFS", db_path,
+                len(items), sum(p.gold is not None for p in kept), len(list(stimuli.glob("*.wav"))),
+                target_lufs)
+    return StudyStore.create(db_path, spec, items)

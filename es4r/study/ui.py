@@ -1,0 +1,293 @@
+"""The study in the browser: a consent screen, then one blinded item at a time (the
+conversation so far, reply A and reply B, Win/Tie/Lose per criterion), and an organiser
+tab behind a code for tallies, chart and downloads.
+
+Everything per annotator lives in ``gr.State`` and the database; the page only ever gets
+text and loudness-normalised audio for "A" and "B" (files named by content hash), never
+which system is which. Answers unlock once both replies have played to the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from es4r.study.design import LOSE, TIE, WIN
+from es4r.study.export import export_study, summarise, tally_table
+from es4r.study.store import (SIDES, NotListened, PresentedItem, StudyError, StudyStore,
+                              stimuli_dir_for)
+
+logger = logging.getLogger(__name__)
+
+CHOICE_LABELS = [("A is better", WIN), ("Tie", TIE), ("B is better", LOSE)]
+ROLE_NAMES = {"speaker": "user", "listener": "assistant"}  # chat bubbles: left/right
+CONSENT = """
+### Welcome to this listening study
+
+You will read and hear short conversations, each followed by **two possible replies, A and B**.
+For each question, choose whether **A is better**, they are **tied**, or **B is better**.
+
+* **All voices in this study are synthetic** — produced by computer text-to-speech, not recorded
+  from real people.
+* Please use headphones in a quiet place. Each reply must be played **to the end** before the
+  questions unlock; you may replay as often as you like.
+* Your answers are saved the moment you submit each item, under the ID you enter below. Do not
+  use your name or e-mail. You can stop at any time and come back later with the same ID.
+* Taking part is voluntary. By continuing you agree that your anonymous answers may be used for
+  research.
+"""
+KEYS_HELP = ("Keyboard: **1** A is better · **2** Tie · **3** B is better (fills the next open "
+             "question) · **J** / **K** play A / B · **Enter** save and next")
+LOCKED_NOTE = "**Locked:** play **both** replies to the end to unlock the questions."
+UNLOCKED_NOTE = "**Unlocked:** both replies heard — answer every question, then save."
+CSS = """
+#study-context button[aria-label="Clear"], #study-context button[aria-label="Share"] {display: none}
+#study-replies button.skip, #study-replies button.rewind, #study-replies button.playback {display: none}
+#study-replies .reply-text {min-height: 3.5em; font-size: 1.1em}
+.study-criterion .wrap {gap: 0.5em}
+#study-progress {font-size: 1.05em}
+"""
+SHORTCUTS_JS = """
+if (!window.es4rStudyKeys) {
+  window.es4rStudyKeys = true;
+  const choiceForKey = {"1": "win", "2": "tie", "3": "lose"};
+  document.addEventListener("keydown", (event) => {
+    const target = event.target;
+    if (target && (target.tagName === "TEXTAREA" ||
+        (target.tagName === "INPUT" && target.type !== "radio"))) return;
+    const key = event.key.toLowerCase();
+    if (key in choiceForKey) {
+      const open = [...document.querySelectorAll(".study-criterion")]
+        .find((group) => !group.querySelector("input:checked"));
+      const input = open && open.querySelector(`input[value="${choiceForKey[key]}"]`);
+      if (input && !input.disabled) { input.click(); event.preventDefault(); }
+    } else if (key === "j" || key === "k") {
+      const side = key === "j" ? "a" : "b";
+      const button = document.querySelector(`#study-audio-${side} button.play-pause-button`);
+      if (button) { button.click(); event.preventDefault(); }
+    } else if (key === "enter") {
+      const next = document.querySelector("#study-next");
+      if (next && !next.disabled) { next.click(); event.preventDefault(); }
+    }
+  });
+}
+"""
+
+
+@dataclass(frozen=True)
+class Session:
+    """One browser's place in the study (kept in gr.State, never shared)."""
+
+    annotator_id: str = ""
+    item_id: int | None = None
+    heard: frozenset[str] = frozenset()  # sides played to the end on this item
+
+
+def study_allowed_paths(db_path: str | Path) -> list[str]:
+    """Folders the server must be allowed to serve (the normalised stimuli)."""
+    return [str(stimuli_dir_for(db_path))]
+
+
+def _updates(count: int, **changes) -> list[dict]:
+    """`count` separate update dicts (Gradio consumes each one, so never repeat one object)."""
+    return [gr.update(**changes) for _ in range(count)]
+
+
+def _chat(item: PresentedItem) -> list[dict]:
+    messages = []
+    for turn in item.context:
+        role = ROLE_NAMES[turn["role"]]
+        messages.append({"role": role, "content": turn["utterance"]})
+        if turn["audio"]:
+            messages.append({"role": role, "content": gr.Audio(turn["audio"], show_label=False,
+                                                               buttons=[])})
+    return messages
+
+
+def build_study_tab(db_path: str | Path) -> None:
+    """Add the annotator view and the organiser view inside the current gr.Blocks."""
+    store = StudyStore(db_path)
+    gr.set_static_paths(study_allowed_paths(db_path))
+    criteria = store.spec.criteria
+    session = gr.State(Session())
+    gr.HTML("", js_on_load=SHORTCUTS_JS, head=f"<style>{CSS}</style>", elem_id="study-shortcuts")
+
+    with gr.Tab("Annotate"):
+        with gr.Column(visible=True) as consent_view:
+            gr.Markdown(CONSENT)
+            annotator_box = gr.Textbox(label="Annotator ID", placeholder="e.g. rater07",
+                                       elem_id="study-annotator-id", max_lines=1)
+            agree = gr.Checkbox(label="I have read the above and agree to take part",
+                                elem_id="study-consent")
+            start = gr.Button("Start / resume", variant="primary", elem_id="study-start")
+        with gr.Column(visible=False) as task_view:
+            progress = gr.Markdown(elem_id="study-progress")
+            context = gr.Chatbot(label="The conversation so far", height=None, min_height=120,
+                                 max_height=420, buttons=[], allow_file_downloads=False,
+                                 feedback_options=None, elem_id="study-context")
+            with gr.Row(elem_id="study-replies", equal_height=True):
+                with gr.Column(variant="panel"):
+                    gr.Markdown("### Reply A")
+                    text_a = gr.Markdown(elem_classes="reply-text", elem_id="study-text-a")
+                    audio_a = gr.Audio(type="filepath", interactive=False, buttons=[],
+                                       show_label=False, elem_id="study-audio-a")
+                with gr.Column(variant="panel"):
+                    gr.Markdown("### Reply B")
+                    text_b = gr.Markdown(elem_classes="reply-text", elem_id="study-text-b")
+                    audio_b = gr.Audio(type="filepath", interactive=False, buttons=[],
+                                       show_label=False, elem_id="study-audio-b")
+            note = gr.Markdown(LOCKED_NOTE, elem_id="study-lock-note")
+            radios = []
+            with gr.Row():
+                for kind, title in (("text", "About the words"), ("speech", "About the voice")):
+                    with gr.Column():
+                        gr.Markdown(f"#### {title}")
+                        for index, criterion in enumerate(criteria):
+                            if criterion.kind == kind:
+                                radios.append((index, gr.Radio(
+                                    CHOICE_LABELS, label=criterion.name, info=criterion.question,
+                                    interactive=False, elem_classes="study-criterion",
+                                    elem_id=f"study-crit-{index}")))
+            radios = [radio for _, radio in sorted(radios, key=lambda pair: pair[0])]
+            gr.Markdown(KEYS_HELP)
+            with gr.Row():
+                pause = gr.Button("Take a break", elem_id="study-pause")
+                next_button = gr.Button("Save and next", variant="primary", interactive=False,
+                                        elem_id="study-next")
+        with gr.Column(visible=False) as done_view:
+            done_text = gr.Markdown(elem_id="study-done")
+
+    views = [consent_view, task_view, done_view]
+    item_outputs = [session, *views, progress, context, text_a, audio_a, text_b, audio_b, note,
+                    next_button, done_text, *radios]
+
+    def show(who: str, message: str = "") -> list:
+        """Everything on screen for this annotator's next unanswered item (or the end)."""
+        item = store.next_item(who)
+        done = store.progress(who)
+        if item is None:
+            finished = (f"### Thank you, {who}!\n\nYou have answered all {done.total} items; "
+                        "your answers are saved. You can close this page.")
+            return [Session(who), gr.update(visible=False), gr.update(visible=False),
+                    gr.update(visible=True)] + _updates(8) + [finished] + \
+                _updates(len(radios))
+        status = (f"**Item {done.done + 1} of {done.total}** · annotator `{who}`"
+                  + (f" · {message}" if message else ""))
+        return ([Session(who, item.item_id), gr.update(visible=False), gr.update(visible=True),
+                 gr.update(visible=False), status, _chat(item), item.text_a, item.audio_a,
+                 item.text_b, item.audio_b, LOCKED_NOTE, gr.update(interactive=False), ""]
+                + _updates(len(radios), choices=CHOICE_LABELS, value=None, interactive=False))
+
+    def on_start(who: str, agreed: bool) -> list:
+        who = (who or "").strip()
+        if not agreed:
+            raise gr.Error("Please tick the consent box to take part.")
+        try:
+            done = store.register(who)
+        except StudyError as error:
+            raise gr.Error(str(error)) from error
+        return show(who, f"welcome back — resuming after {done.done} saved" if done.done else "")
+
+    def on_play(state: Session, side: str) -> None:
+        if state.item_id is not None:
+            store.log_play(state.annotator_id, state.item_id, side, "play")
+
+    def on_ended(state: Session, side: str) -> list:
+        if state.item_id is None:
+            return [state, gr.update(), gr.update()] + _updates(len(radios))
+        store.log_play(state.annotator_id, state.item_id, side, "ended")
+        heard = store.listened(state.annotator_id, state.item_id)
+        state = replace(state, heard=frozenset(heard))
+        if heard != set(SIDES):
+            missing = " and ".join(sorted(set(SIDES) - heard))
+            return [state, f"**Locked:** now play reply **{missing}** to the end.", gr.update()] + \
+                _updates(len(radios))
+        return [state, UNLOCKED_NOTE, gr.update(interactive=True)] + \
+            _updates(len(radios), interactive=True)
+
+    def on_next(state: Session, *answers: str | None) -> list:
+        if state.item_id is None:
+            raise gr.Error("No item is open; press Start first.")
+        missing = [c.name for c, answer in zip(criteria, answers) if answer is None]
+        if missing:
+            raise gr.Error(f"Please answer: {', '.join(missing)}.")
+        try:
+            saved = store.submit(state.annotator_id, state.item_id,
+                                 {c.name: answer for c, answer in zip(criteria, answers)})
+        except NotListened as error:
+            raise gr.Error(str(error)) from error
+        return show(state.annotator_id, "saved" if saved else "that item was already saved")
+
+    def on_pause(state: Session) -> list:
+        done = store.progress(state.annotator_id)
+        message = (f"### Saved — see you soon\n\nYou have answered {done.done} of {done.total} "
+                   f"items. Come back with the ID `{state.annotator_id}` to continue where you "
+                   "stopped.")
+        return [Session(), gr.update(visible=False), gr.update(visible=False),
+                gr.update(visible=True), message]
+
+    start.click(on_start, [annotator_box, agree], item_outputs)
+    annotator_box.submit(on_start, [annotator_box, agree], item_outputs)
+    for side, audio in zip(SIDES, (audio_a, audio_b)):
+        audio.play(lambda state, side=side: on_play(state, side), [session], None,
+                   queue=False)
+        audio.stop(lambda state, side=side: on_ended(state, side), [session],
+                   [session, note, next_button, *radios], queue=False)
+    next_button.click(on_next, [session, *radios], item_outputs)
+    pause.click(on_pause, [session], [session, *views, done_text])
+    _organiser_tab(store)
+
+
+def _organiser_tab(store: StudyStore) -> None:
+    with gr.Tab("Organiser"):
+        gr.Markdown("Results de-randomised to the real systems. Enter the organiser code "
+                    "printed by `es4r study create`.")
+        with gr.Row():
+            code = gr.Textbox(label="Organiser code", type="password", elem_id="study-code",
+                              max_lines=1)
+            refresh = gr.Button("Show results", variant="primary", elem_id="study-refresh")
+        table = gr.Dataframe(label="Win / Tie / Lose (%) and Fleiss' kappa", interactive=False,
+                             elem_id="study-tallies")
+        chart = gr.Image(label="Preference chart", type="filepath", interactive=False)
+        annotators = gr.Dataframe(label="Annotators (gold checks)", interactive=False)
+        with gr.Row():
+            downloads = [gr.DownloadButton(label, visible=False, elem_id=f"study-download-{key}")
+                         for key, label in (("csv", "Answers (CSV)"), ("jsonl", "Answers (JSONL)"),
+                                            ("tallies", "Tallies (CSV)"))]
+
+    def on_refresh(given: str) -> list:
+        if given != store.spec.organiser_code:
+            raise gr.Error("Wrong organiser code.")
+        out = Path(tempfile.mkdtemp(prefix="es4r_study_export_"))
+        paths = export_study(store.db_path, out)
+        results = summarise(store)
+        people = [{"annotator": a.annotator_id, "seed": a.seed, "answered": a.answered,
+                   "gold correct": f"{a.gold_correct}/{a.gold_checked}", "flagged": a.flagged}
+                  for a in results.annotators]
+        return [pd.DataFrame(tally_table(results)), str(paths.chart_png), pd.DataFrame(people),
+                gr.update(value=str(paths.answers_csv), visible=True),
+                gr.update(value=str(paths.answers_jsonl), visible=True),
+                gr.update(value=str(paths.tallies_csv), visible=True)]
+
+    outputs = [table, chart, annotators, *downloads]
+    refresh.click(on_refresh, [code], outputs)
+    code.submit(on_refresh, [code], outputs)
+
+
+def build_study_app(db_path: str | Path) -> gr.Blocks:
+    """The standalone study app (annotate + organiser tabs)."""
+    with gr.Blocks(title="ES4R listening study") as app:
+        gr.Markdown("# ES4R listening study")
+        build_study_tab(db_path)
+    return app
+
+
+if __name__ == "__main__":
+    import sys
+
+    build_study_app(sys.argv[1]).launch(allowed_paths=study_allowed_paths(sys.argv[1]))

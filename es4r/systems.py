@@ -1,0 +1,98 @@
+"""The systems compared in evaluation and the benchmark: ES4R, its text path, the paper's
+three ablations — all configuration switches of the same pipeline — and a plain cascade
+(Whisper ASR -> LLM -> TTS, no ES4R parts), the system a user would otherwise pick."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from es4r.conversation import ASSISTANT, USER, Conversation
+from es4r.pipeline import ES4RPipeline, trim_reply
+
+SYSTEMS = {
+    "es4r": "ES4R: speech path (needs a trained ES4R checkpoint)",
+    "es4r_text": "ES4R text path: transcripts instead of speech, empathetic TTS kept",
+    "no_dual": "ES4R without dual-level attention",
+    "no_cross": "ES4R without cross-modal attention",
+    "no_empathetic_tts": "ES4R without empathetic TTS (neutral parameters, no style fusion)",
+    "cascade": "cascade baseline: Whisper ASR -> LLM (plain chat) -> TTS (neutral), no ES4R parts",
+}
+SPEECH_SYSTEMS = ("es4r", "no_dual", "no_cross", "no_empathetic_tts")
+
+
+def check_systems(names: list[str], pipeline: ES4RPipeline) -> None:
+    unknown = [n for n in names if n not in SYSTEMS]
+    if unknown:
+        raise ValueError(f"unknown systems {unknown}; choose from {', '.join(SYSTEMS)}")
+    needs_speech = [n for n in names if n in SPEECH_SYSTEMS]
+    if needs_speech and not pipeline.speech_path:
+        raise ValueError(f"systems {needs_speech} need a trained ES4R checkpoint (--checkpoint); "
+                         "without one only es4r_text and cascade can run")
+
+
+@contextmanager
+def system_variant(pipeline: ES4RPipeline, name: str) -> Iterator[ES4RPipeline]:
+    """Temporarily switch the pipeline to one ES4R system (not the cascade)."""
+    model = pipeline.model
+    saved = (pipeline.config, pipeline.speech_path, model.dual.config, model.cross.config)
+    config = pipeline.config
+    if name == "es4r_text":
+        pipeline.speech_path = False
+    elif name == "no_dual":
+        model.dual.config = replace(model.dual.config, enabled=False)
+    elif name == "no_cross":
+        model.cross.config = replace(model.cross.config, enabled=False)
+    elif name == "no_empathetic_tts":
+        pipeline.config = replace(config, strategy=replace(config.strategy, empathetic_tts=False))
+    elif name not in ("es4r",):
+        raise ValueError(f"{name!r} is not an ES4R variant; choose from {', '.join(SPEECH_SYSTEMS + ('es4r_text',))}")
+    try:
+        yield pipeline
+    finally:
+        pipeline.config, pipeline.speech_path, model.dual.config, model.cross.config = saved
+
+
+@dataclass(frozen=True)
+class CascadeResult:
+    reply_text: str
+    reply_audio: np.ndarray
+    sample_rate: int
+    timings: dict[str, float]
+    tokens: int
+
+
+@torch.no_grad()
+def cascade_respond(pipeline: ES4RPipeline, conversation: Conversation) -> CascadeResult:
+    """ASR transcripts (already in the conversation) -> the same LLM with a plain multi-turn
+    chat prompt and the base weights -> the same voice with neutral parameters."""
+    model, generation = pipeline.model, pipeline.config.generation
+    tokenizer = model.tokenizer
+    messages = [{"role": "system", "content": generation.system_prompt}]
+    messages += [{"role": "user" if t.role == USER else "assistant", "content": t.text} for t in conversation.turns
+                 if t.role in (USER, ASSISTANT)]
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                           return_dict=True, return_tensors="pt").to(model.device)
+    kwargs = dict(max_new_tokens=generation.max_new_tokens, do_sample=generation.do_sample,
+                  repetition_penalty=generation.repetition_penalty,
+                  no_repeat_ngram_size=generation.no_repeat_ngram_size,
+                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    if generation.do_sample:
+        kwargs.update(temperature=generation.temperature, top_p=generation.top_p)
+    output = model.llm.generate(**inputs, **kwargs)
+    new_tokens = output[0, inputs["input_ids"].shape[1]:]
+    text = trim_reply(tokenizer.decode(new_tokens, skip_special_tokens=True), generation.max_sentences)
+    text = text or "I'm here with you. Could you tell me a little more?"
+    timings["llm"] = time.perf_counter() - start
+    start = time.perf_counter()
+    neutral = pipeline.config.strategy.table["neutral"]
+    synthesis = pipeline.voice.synthesize(text, None, neutral, seed=pipeline.config.seed)
+    timings["tts"] = time.perf_counter() - start
+    return CascadeResult(text, synthesis.waveform, synthesis.sample_rate, timings, int(new_tokens.numel()))

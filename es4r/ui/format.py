@@ -1,0 +1,136 @@
+"""Text the app shows: the honesty status line, the strategy card, latency rows, the chat
+messages and the context meter. Pure functions of pipeline results, so they are testable
+without a browser."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from es4r.config import FALLBACK, RANDOM, TRAINED, UNTRAINED
+from es4r.conversation import ASSISTANT, USER, ComponentStatus, Conversation, TurnResult
+
+SYNTHETIC_VOICE_NOTE = ("**Note:** every reply is spoken by a **synthetic voice** (text-to-speech). "
+                        "It is not a person and not a recording of one.")
+STATUS_BADGES = {TRAINED: "trained", FALLBACK: "FALLBACK", RANDOM: "RANDOM weights", UNTRAINED: "UNTRAINED"}
+COMPONENT_NAMES = {"asr": "ASR", "speech_encoder": "speech encoder", "llm": "LLM",
+                   "es4r_modules": "ES4R modules", "voice": "voice"}
+PENDING_REPLY = "…"
+STAGE_ORDER = ("asr", "features", "es4r_encoder", "llm", "cross_modal", "strategy_fusion", "tts")
+LOW_CONTEXT_TURNS = 1  # warn when about this many more turns still fit
+
+
+def status_line(preset: str, components: dict[str, ComponentStatus], voice: str) -> str:
+    """The always-visible one-liner: preset, each component's training status, the voice."""
+    parts = [f"{COMPONENT_NAMES.get(key, key)}: {STATUS_BADGES.get(c.status, c.status)}"
+             for key, c in components.items() if key != "voice"]
+    voice_status = components["voice"].status if "voice" in components else ""
+    voice_badge = STATUS_BADGES.get(voice_status, voice_status)
+    return f"**Running preset `{preset}`** — {' · '.join(parts)} · **voice:** {voice} ({voice_badge})"
+
+
+def status_markdown(preset: str, components: dict[str, ComponentStatus], voice: str) -> str:
+    """One line per component: what runs, and whether it is trained, a fallback or random."""
+    lines = [f"**Preset:** `{preset}` · **voice:** {voice}"]
+    for key, status in components.items():
+        badge = STATUS_BADGES.get(status.status, status.status)
+        lines.append(f"- **{COMPONENT_NAMES.get(key, key)}** — {badge}: {status.description}")
+    return "\n".join(lines)
+
+
+def chat_messages(conversation: Conversation, pending_reply: bool = False) -> list[dict]:
+    """Chatbot messages (Gradio's role/content dicts) for the whole history."""
+    messages = [{"role": "user" if turn.role == USER else "assistant", "content": turn.text}
+                for turn in conversation.turns if turn.role in (USER, ASSISTANT)]
+    if pending_reply:
+        messages.append({"role": "assistant", "content": PENDING_REPLY})
+    return messages
+
+
+def _value(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def strategy_markdown(result: TurnResult, turn_number: int) -> str:
+    """The chosen strategy, why, with which voice settings, and the fusion weights."""
+    params = {k: v for k, v in result.strategy_params.items() if k not in ("engine", "name")}
+    engine = result.strategy_params.get("engine") or {}
+    header = " | ".join(params)
+    values = " | ".join(_value(v) for v in params.values())
+    engine_text = ", ".join(f"{k}={_value(v)}" for k, v in engine.items()) or "—"
+    weights = ", ".join(f"T{i}: {w:.2f}" for i, w in enumerate(result.fusion_weights, start=1)) or "off"
+    notes = "".join(f"\n- {note}" for note in result.notes)
+    return (f"### Turn {turn_number}: strategy **{result.strategy}**\n"
+            f"**Why:** {result.strategy_reason}\n\n"
+            f"| {header} |\n|{'---|' * len(params)}\n| {values} |\n\n"
+            f"**Voice engine settings used:** {engine_text}  \n"
+            f"**Style-fusion weights:** {weights}  \n"
+            f"**Spoken by:** {result.voice} (seed {result.seed}) · **path:** {result.path}"
+            + (f"\n\n**Notes:**{notes}" if notes else ""))
+
+
+def latency_table(results: tuple[TurnResult, ...] | list[TurnResult]) -> tuple[list[str], list[list]]:
+    """(headers, rows): seconds per pipeline stage per turn, plus total and TTS real-time factor."""
+    stages = [s for s in STAGE_ORDER if any(s in r.timings for r in results)]
+    stages += sorted({k for r in results for k in r.timings} - set(stages) - {"tts_rtf"})
+    headers = ["turn", *[f"{s} (s)" for s in stages], "total (s)", "TTS RTF"]
+    rows = []
+    for number, result in enumerate(results, start=1):
+        seconds = [round(result.timings.get(s, 0.0), 3) for s in stages]
+        rows.append([number, *seconds, round(sum(seconds), 3), round(result.timings.get("tts_rtf", 0.0), 3)])
+    return headers, rows
+
+
+@dataclass(frozen=True)
+class ContextUsage:
+    """How much of the speech encoder's window and of the LLM context the history uses."""
+
+    turn_seconds: list[float]  # every user turn, oldest first
+    window_seconds: float  # speech the encoder window holds (after input downsampling)
+    history_tokens: int
+    max_tokens: int  # LLM context budget for history + reply
+    reply_tokens: int  # reserved for the reply
+    dropped_turns: int  # oldest turns left out of the latest speech encoding
+
+    @property
+    def turns_in_window(self) -> int:
+        total, kept = 0.0, 0
+        for seconds in reversed(self.turn_seconds):
+            if total + seconds > self.window_seconds:
+                break
+            total, kept = total + seconds, kept + 1
+        return kept
+
+    @property
+    def window_used(self) -> float:
+        kept = self.turn_seconds[len(self.turn_seconds) - self.turns_in_window:]
+        return sum(kept)
+
+    def more_turns_that_fit(self) -> tuple[int, int]:
+        """(speech window, LLM context): further turns of the average length so far that fit."""
+        if not self.turn_seconds:
+            return 0, 0
+        average_seconds = sum(self.turn_seconds) / len(self.turn_seconds)
+        average_tokens = max(1, self.history_tokens // len(self.turn_seconds) // 2)  # user + reply per turn
+        speech = int((self.window_seconds - self.window_used) // max(average_seconds, 1e-6))
+        text = int((self.max_tokens - self.reply_tokens - self.history_tokens) // (2 * average_tokens))
+        return max(speech, 0), max(text, 0)
+
+
+def context_markdown(usage: ContextUsage | None) -> str:
+    if usage is None or not usage.turn_seconds:
+        return "**Context:** empty — record a first turn."
+    speech_more, text_more = usage.more_turns_that_fit()
+    lines = [
+        f"**Speech window:** {usage.turns_in_window} of {len(usage.turn_seconds)} turns "
+        f"({usage.window_used:.1f} s of {usage.window_seconds:.0f} s); about {speech_more} more turn(s) of this length fit.",
+        f"**LLM context:** {usage.history_tokens} of {usage.max_tokens - usage.reply_tokens} history tokens "
+        f"({usage.reply_tokens} kept for the reply); about {text_more} more turn(s) fit.",
+    ]
+    if usage.dropped_turns:
+        lines.append(f"**Warning:** the oldest {usage.dropped_turns} turn(s) no longer fit the speech window and were left "
+                     "out of the speech encoding (their text is still in the history).")
+    elif min(speech_more, text_more) <= LOW_CONTEXT_TURNS:
+        lines.append("**Nearly full:** from the next turn on, the oldest turns may be left out.")
+    if usage.history_tokens > usage.max_tokens - usage.reply_tokens:
+        lines.append("**Warning:** the text history is longer than the LLM context budget; start a new conversation.")
+    return "  \n".join(lines)

@@ -1,0 +1,130 @@
+"""Matplotlib figures of one turn: energy trend, style-fusion weights and the three
+attention maps. Figures are built with `matplotlib.figure.Figure` (no pyplot global state),
+so concurrent sessions cannot draw into each other's figures."""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from es4r.conversation import AttentionMaps
+
+FIGURE_SIZE = (6.4, 3.4)  # inches: fits a laptop screen's right-hand column
+HEATMAP_SIZE = (6.4, 4.2)
+DPI = 100
+HEATMAP_CMAP = "magma"
+UNTRAINED_NOTE = "untrained ES4R modules — illustrates the mechanism only"
+MAX_WORD_TICKS = 40  # beyond this, only every n-th history word gets a tick label
+STRATEGY_COLOURS = {"comfort": "#3b6fb6", "encourage": "#e07b1a", "neutral": "#6b6b6b"}
+
+
+def _figure(size: tuple[float, float] = FIGURE_SIZE) -> Figure:
+    return Figure(figsize=size, dpi=DPI, layout="constrained")
+
+
+def _title(text: str, meaningful: bool) -> str:
+    return text if meaningful else f"{text}\n({UNTRAINED_NOTE})"
+
+
+def energy_figure(energies: list[float], strategy: str, tolerance: float) -> Figure:
+    """Per-turn energy E_i (DESIGN step 12) with a least-squares trend line and the tolerance
+    band around the previous turn: the last turn inside the band counts as "no change"."""
+    figure = _figure()
+    axes = figure.add_subplot()
+    turns = np.arange(1, len(energies) + 1)
+    colour = STRATEGY_COLOURS.get(strategy, "black")
+    axes.plot(turns, energies, marker="o", color=colour, linewidth=2, label="energy per turn")
+    if len(energies) >= 2:
+        previous = energies[-2]
+        axes.fill_between(turns[-2:], previous * (1 - tolerance), previous * (1 + tolerance), color="grey",
+                          alpha=0.25, label=f"±{tolerance:.0%} of turn {len(energies) - 1}: counts as no change")
+        slope, intercept = np.polyfit(turns, energies, 1)
+        axes.plot(turns, slope * turns + intercept, linestyle="--", color="black", linewidth=1, label="trend")
+    axes.set_xticks(turns)
+    axes.set_xlabel("user turn")
+    axes.set_ylabel("mean mel-frame norm")
+    axes.set_title(f"Turn energy → strategy: {strategy}")
+    axes.legend(loc="best", fontsize="small")
+    axes.grid(alpha=0.3)
+    return figure
+
+
+def fusion_figure(weights: list[float]) -> Figure:
+    """Style-fusion weights w_i ∝ 1/(E_i + ε) (DESIGN step 15): quieter turns count more."""
+    figure = _figure((6.4, 2.6))
+    axes = figure.add_subplot()
+    if not weights:
+        axes.text(0.5, 0.5, "style fusion is off (ablation)", ha="center", va="center", transform=axes.transAxes)
+        axes.set_axis_off()
+        return figure
+    turns = np.arange(1, len(weights) + 1)
+    bars = axes.bar(turns, weights, color="#5a8f6b")
+    axes.bar_label(bars, fmt="%.2f", fontsize="small")
+    axes.set_xticks(turns)
+    axes.set_ylim(0, max(1.0, max(weights) * 1.15))
+    axes.set_xlabel("user turn")
+    axes.set_ylabel("weight")
+    axes.set_title("Style-fusion weights (sum to 1)")
+    return figure
+
+
+def _heatmap(figure: Figure, matrix: np.ndarray, title: str, xlabel: str, ylabel: str):
+    axes = figure.add_subplot()
+    image = axes.imshow(matrix, aspect="auto", origin="upper", cmap=HEATMAP_CMAP, interpolation="nearest")
+    figure.colorbar(image, ax=axes, label="attention weight")
+    axes.set_title(title, fontsize="medium")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    return axes
+
+
+def intra_figure(maps: AttentionMaps, window_index: int, head: int, dropped_turns: int = 0) -> Figure:
+    """Intra-turn self-attention of one turn's frames (DESIGN step 3). window_index: 0-based
+    among the turns inside the speech window (the oldest `dropped_turns` are outside it);
+    head: 0-based."""
+    weights = maps.intra[window_index]  # (heads, L_i, L_i)
+    turn_number = dropped_turns + window_index + 1
+    figure = _figure(HEATMAP_SIZE)
+    _heatmap(figure, weights[head],
+             _title(f"Intra-turn attention — turn {turn_number}, head {head + 1}", maps.meaningful),
+             "key frame (downsampled)", "query frame (downsampled)")
+    return figure
+
+
+def inter_figure(maps: AttentionMaps, head: int, dropped_turns: int = 0) -> Figure:
+    """Inter-turn self-attention over the concatenated turns (DESIGN step 5); turn starts drawn."""
+    figure = _figure(HEATMAP_SIZE)
+    if maps.inter is None:
+        return _empty(figure, "inter-turn attention is switched off (ablation)")
+    axes = _heatmap(figure, maps.inter[head],
+                    _title(f"Inter-turn attention — head {head + 1}", maps.meaningful),
+                    "key frame (all turns)", "query frame (all turns)")
+    for index, start in enumerate(maps.turn_boundaries):
+        if start > 0:
+            axes.axvline(start - 0.5, color="cyan", linewidth=1)
+            axes.axhline(start - 0.5, color="cyan", linewidth=1)
+        axes.annotate(f"T{dropped_turns + index + 1}", (start, 0), xytext=(2, 2), textcoords="offset points", color="cyan",
+                      fontsize="small", va="bottom")
+    return figure
+
+
+def cross_figure(maps: AttentionMaps) -> Figure:
+    """Cross-modal attention (DESIGN step 8): speech segments (rows) x history words (columns)."""
+    figure = _figure(HEATMAP_SIZE)
+    if maps.cross is None:
+        return _empty(figure, "cross-modal attention is switched off (ablation)")
+    axes = _heatmap(figure, maps.cross, _title("Cross-modal attention — speech → history words", maps.meaningful),
+                    "history word (LLM token)", "speech segment")
+    labels = [token.replace("Ġ", "").replace("▁", "").replace("Ċ", "\\n") for token in maps.history_tokens]
+    step = max(1, -(-len(labels) // MAX_WORD_TICKS))
+    positions = list(range(0, len(labels), step))
+    axes.set_xticks(positions)
+    axes.set_xticklabels([labels[p] for p in positions], rotation=90, fontsize="x-small")
+    return figure
+
+
+def _empty(figure: Figure, message: str) -> Figure:
+    axes = figure.add_subplot()
+    axes.text(0.5, 0.5, message, ha="center", va="center", transform=axes.transAxes)
+    axes.set_axis_off()
+    return figure

@@ -1,0 +1,213 @@
+"""The app in a real headless Chromium, used the way a person uses it: speak into the
+microphone (Chromium's fake capture device fed from real speech WAVs), press Send, read and
+hear the reply, look at the views. Runs `app.py` on the tiny preset in a subprocess.
+
+Needs Debian `chromium` and PyPI `playwright` (never `playwright install`); skipped otherwise.
+Screenshots go to artifacts/ for a person to look at."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="PyPI playwright is not installed")
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+EXAMPLES = ROOT / "assets" / "examples"
+ARTIFACTS = ROOT / "artifacts"
+SPEECH_CLIP = EXAMPLES / "rough_week_1.wav"
+OTHER_CLIP = EXAMPLES / "good_news_2.wav"
+STARTUP_SECONDS = 180  # first start builds the tiny random backbones
+TURN_TIMEOUT_MS = 90_000
+UPLOAD_TIMEOUT_MS = 30_000
+RECORD_MARGIN_SECONDS = 0.7  # keep recording a little past the clip's end
+MIN_SPEECH_RMS = 0.02  # Chromium's AGC changes levels; silence or a beep would fail elsewhere
+MIN_ENVELOPE_CORRELATION = 0.6
+ENVELOPE_HOP_SECONDS = 0.02
+MIN_REPLY_SECONDS = 0.2
+VIEWPORT = {"width": 1440, "height": 1000}
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"Debian chromium not found at {CHROMIUM}")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    """app.py on the tiny preset, on a free local port, for the whole module."""
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("app") / "app.log"
+    env = {**os.environ, "ES4R_PRESET": "tiny", "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "ES4R_CACHE": os.environ.get("ES4R_CACHE", str(tmp_path_factory.mktemp("es4r_cache")))}
+    with open(log_path, "w") as log:
+        server = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + STARTUP_SECONDS
+    try:
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"app.py exited with {server.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"app.py did not answer within {STARTUP_SECONDS} s:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        print(log_path.read_text()[-2000:])
+
+
+@contextmanager
+def browser_with_microphone(clip: Path):
+    """A headless Chromium whose microphone plays `clip` (16-bit PCM WAV) on every capture."""
+    with playwright_api.sync_playwright() as driver, tempfile.TemporaryDirectory() as profile:
+        context = driver.chromium.launch_persistent_context(
+            profile, executable_path=str(CHROMIUM), headless=True, viewport=VIEWPORT,
+            args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={clip}%noloop"])
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def _envelope(samples: np.ndarray, rate: int) -> np.ndarray:
+    hop = int(rate * ENVELOPE_HOP_SECONDS)
+    frames = len(samples) // hop
+    return np.sqrt(np.mean(samples[: frames * hop].reshape(frames, hop) ** 2, axis=1))
+
+
+def _best_correlation(recorded: np.ndarray, source: np.ndarray) -> float:
+    """Highest correlation of the source envelope with the recording's, over start offsets
+    (the capture starts a little before or after the recorder)."""
+    best = -1.0
+    for offset in range(0, max(1, len(recorded) - len(source) // 2)):
+        window = recorded[offset: offset + len(source)]
+        n = min(len(window), len(source))
+        if n >= len(source) // 2:
+            best = max(best, float(np.corrcoef(window[:n], source[:n])[0, 1]))
+    return best
+
+
+def _check_recording(path: str, clip: Path) -> None:
+    """The uploaded recording is the clip's speech, not Chromium's fallback beep or silence."""
+    import librosa
+
+    recorded, rate = sf.read(path, dtype="float32", always_2d=True)
+    recorded = recorded.mean(axis=1)
+    source, source_rate = sf.read(clip, dtype="float32")
+    recorded = librosa.resample(recorded, orig_sr=rate, target_sr=source_rate)
+    assert np.sqrt(np.mean(recorded ** 2)) > MIN_SPEECH_RMS, "recorded audio is (nearly) silent"
+    correlation = _best_correlation(_envelope(recorded, source_rate), _envelope(source, source_rate))
+    assert correlation > MIN_ENVELOPE_CORRELATION, f"recording does not follow the clip (r={correlation:.2f})"
+
+
+def _speak_turn(page, clip: Path, turn: int) -> None:
+    """Record one turn from the fake microphone, wait until it has uploaded, then send it."""
+    send = page.locator("#send")
+    page.locator("#mic button.record-button").click()
+    assert send.is_disabled(), "Send must be disabled while recording"
+    time.sleep(sf.info(str(clip)).duration + RECORD_MARGIN_SECONDS)
+    with page.expect_response(lambda r: "/gradio_api/upload" in r.url, timeout=UPLOAD_TIMEOUT_MS) as upload:
+        page.locator("#mic button.stop-button").click()
+    _check_recording(upload.value.json()[0], clip)
+    page.locator("#mic button[aria-label='Reset audio']").wait_for(timeout=UPLOAD_TIMEOUT_MS)
+    playwright_api.expect(send).to_be_enabled(timeout=UPLOAD_TIMEOUT_MS)
+    send.click()
+    bot_messages = page.locator("#chat .message.bot")
+    playwright_api.expect(bot_messages).to_have_count(turn, timeout=TURN_TIMEOUT_MS)
+    playwright_api.expect(bot_messages.nth(turn - 1)).not_to_have_text("…", timeout=TURN_TIMEOUT_MS)
+    playwright_api.expect(page.locator("#mic button.record-button")).to_be_visible(timeout=TURN_TIMEOUT_MS)
+
+
+def _check_reply_audio(page) -> None:
+    """The reply player holds a real, audible WAV (fetched the way its download link does)."""
+    link = page.locator("#reply-audio a[download]")
+    playwright_api.expect(link).to_have_count(1, timeout=TURN_TIMEOUT_MS)
+    response = page.request.get(link.get_attribute("href"))
+    assert response.ok
+    samples, rate = sf.read(io.BytesIO(response.body()), dtype="float32")
+    assert len(samples) / rate > MIN_REPLY_SECONDS and np.sqrt(np.mean(samples ** 2)) > 0
+
+
+def _messages(page, role: str) -> list[str]:
+    return [text.strip() for text in page.locator(f"#chat .message.{role}").all_inner_texts()]
+
+
+def _open_page(context, url: str):
+    page = context.new_page()
+    page.goto(url)
+    playwright_api.expect(page.locator("#status")).to_contain_text("tiny", timeout=TURN_TIMEOUT_MS)
+    return page
+
+
+def test_three_spoken_turns(app_url):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with browser_with_microphone(SPEECH_CLIP) as context:
+        page = _open_page(context, app_url)
+        playwright_api.expect(page.locator("#voice-note")).to_contain_text("synthetic voice")
+        playwright_api.expect(page.locator("#send")).to_be_disabled()
+        for turn in (1, 2, 3):
+            _speak_turn(page, SPEECH_CLIP, turn)
+        users, replies = _messages(page, "user"), _messages(page, "bot")
+        assert len(users) == 3 and len(replies) == 3 and all(users) and all(replies)
+
+        _check_reply_audio(page)
+        for plot in ("#energy-plot", "#fusion-plot"):
+            playwright_api.expect(page.locator(f"{plot} img")).to_be_visible(timeout=TURN_TIMEOUT_MS)
+        strategy = page.locator("#strategy")
+        playwright_api.expect(strategy).to_contain_text("strategy")
+        assert any(name in strategy.inner_text() for name in ("comfort", "encourage", "neutral"))
+        playwright_api.expect(page.locator("#context-meter")).to_contain_text("3 of 3 turns")
+        playwright_api.expect(page.locator("#download")).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "app_three_turns.png"), full_page=True)
+
+        page.get_by_role("tab", name="Attention").click()
+        for plot in ("#intra-plot", "#inter-plot", "#cross-plot"):
+            playwright_api.expect(page.locator(f"{plot} img")).to_be_visible(timeout=TURN_TIMEOUT_MS)
+        page.screenshot(path=str(ARTIFACTS / "app_attention.png"), full_page=True)
+
+        page.locator("#new-conversation").click()
+        playwright_api.expect(page.locator("#chat .message")).to_have_count(0)
+
+
+def test_two_sessions_keep_separate_histories(app_url):
+    with browser_with_microphone(SPEECH_CLIP) as first, browser_with_microphone(OTHER_CLIP) as second:
+        page_a, page_b = _open_page(first, app_url), _open_page(second, app_url)
+        _speak_turn(page_a, SPEECH_CLIP, 1)
+        _speak_turn(page_b, OTHER_CLIP, 1)
+        _speak_turn(page_a, SPEECH_CLIP, 2)
+        assert len(_messages(page_a, "user")) == 2 and len(_messages(page_b, "user")) == 1
+        page_b.reload()
+        playwright_api.expect(page_b.locator("#status")).to_contain_text("tiny", timeout=TURN_TIMEOUT_MS)
+        assert _messages(page_b, "user") == [], "a reloaded tab starts a new conversation"
+        assert len(_messages(page_a, "user")) == 2, "the other tab's history is untouched"

@@ -1,0 +1,195 @@
+"""The app's figures, export, text and turn handler on real TurnResults from the tiny pipeline
+(random weights, real speech clips); no browser. The browser path is test_app_browser.py."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+import soundfile as sf
+
+from es4r.conversation import Conversation
+from es4r.ui import plots
+from es4r.ui.archive import write_archive
+from es4r.ui.format import ContextUsage, context_markdown, latency_table, status_markdown, strategy_markdown
+from es4r.ui.session import Session
+
+TRANSCRIPTS = ["I had a rough week at work.", "My manager criticised my project."]
+TURNS = len(TRANSCRIPTS)  # two: enough for a trend, a tolerance band and a turn boundary; each turn costs a TTS run
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    from es4r.pipeline import ES4RPipeline
+
+    return ES4RPipeline.from_preset("tiny")
+
+
+@pytest.fixture(scope="module")
+def session(pipeline, speech_paths) -> Session:
+    """Answered turns (explicit transcripts: the tiny ASR is random)."""
+    current = Session()
+    for path, text in zip(speech_paths, TRANSCRIPTS):
+        conversation, result = pipeline.converse(current.conversation, str(path), transcript=text)
+        current = current.answered(conversation, result)
+    return current
+
+
+@pytest.fixture
+def app_module(pipeline, monkeypatch):
+    import app
+
+    monkeypatch.setattr(app, "_pipeline", pipeline)
+    return app
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def test_energy_figure_marks_trend_and_tolerance(session, pipeline):
+    result = session.latest
+    tolerance = pipeline.config.strategy.tolerance
+    figure = plots.energy_figure(result.energies, result.strategy, tolerance)
+    axes = figure.axes[0]
+    energy_line = axes.lines[0]
+    assert list(energy_line.get_ydata()) == pytest.approx(result.energies)
+    assert any(line.get_linestyle() == "--" for line in axes.lines), "trend line missing"
+    band = axes.collections[0].get_paths()[0].get_extents()
+    previous = result.energies[-2]
+    assert band.y0 == pytest.approx(previous * (1 - tolerance)) and band.y1 == pytest.approx(previous * (1 + tolerance))
+    assert result.strategy in axes.get_title() and axes.get_xlabel() and axes.get_ylabel()
+    assert _png(figure).startswith(b"\x89PNG")
+
+
+def test_fusion_figure_has_one_bar_per_turn(session):
+    weights = session.latest.fusion_weights
+    axes = plots.fusion_figure(weights).axes[0]
+    heights = [bar.get_height() for bar in axes.patches]
+    assert heights == pytest.approx(weights) and sum(heights) == pytest.approx(1.0)
+
+
+def test_heatmaps_say_untrained_and_label_words(session):
+    maps = session.latest.attention
+    assert not maps.meaningful, "tiny preset has untrained ES4R modules"
+    intra = plots.intra_figure(maps, len(maps.intra) - 1, 1)
+    inter = plots.inter_figure(maps, 0)
+    cross = plots.cross_figure(maps)
+    for figure in (intra, inter, cross):
+        axes = figure.axes[0]
+        assert plots.UNTRAINED_NOTE in axes.get_title()
+        assert len(figure.axes) == 2, "colour bar missing"
+        assert axes.get_xlabel() and axes.get_ylabel()
+        assert _png(figure).startswith(b"\x89PNG")
+    assert "head 2" in intra.axes[0].get_title()
+    boundaries = [b for b in maps.turn_boundaries if b > 0]
+    assert len(inter.axes[0].lines) == 2 * len(boundaries) == 2 * (len(maps.intra) - 1)
+    labels = [t.get_text() for t in cross.axes[0].get_xticklabels()]
+    assert labels and len(labels) <= plots.MAX_WORD_TICKS
+    assert cross.axes[0].images[0].get_array().shape == maps.cross.shape
+
+
+def test_archive_holds_audio_text_and_settings(session, pipeline, tmp_path):
+    path = write_archive(session.conversation, session.results, pipeline.config.to_json(), "tiny",
+                         tmp_path / "conversation.zip")
+    with zipfile.ZipFile(path) as archive:
+        record = json.loads(archive.read("conversation.json"))
+        settings = json.loads(archive.read("settings.json"))
+        assert [t["transcript"] for t in record["turns"]] == TRANSCRIPTS
+        assert [t["reply"] for t in record["turns"]] == [r.reply_text for r in session.results]
+        assert [t["result"]["strategy"] for t in record["turns"]] == [r.strategy for r in session.results]
+        assert record["turns"][-1]["result"]["energies"] == pytest.approx(session.latest.energies, rel=1e-3)
+        assert settings["seed"] == pipeline.config.seed and settings["preset"] == "tiny"
+        users = session.conversation.user_turns
+        for index, turn in enumerate(record["turns"]):
+            user, rate = sf.read(io.BytesIO(archive.read(turn["user_audio"])))
+            assert rate == users[index].sample_rate and len(user) == len(users[index].audio)
+            reply, reply_rate = sf.read(io.BytesIO(archive.read(turn["reply_audio"])))
+            assert reply_rate == session.results[index].sample_rate
+            assert len(reply) == len(session.results[index].reply_audio)
+        assert "synthetic voice" in archive.read("transcript.txt").decode()
+
+
+def test_text_views(session, pipeline):
+    status = status_markdown("tiny", pipeline.components, pipeline.voice.name)
+    assert "tiny" in status and all(c.description in status for c in pipeline.components.values())
+    card = strategy_markdown(session.latest, TURNS)
+    assert session.latest.strategy in card and session.latest.strategy_reason in card
+    headers, rows = latency_table(session.results)
+    assert len(rows) == TURNS and "TTS RTF" in headers and "llm (s)" in headers
+    assert all(row[headers.index("total (s)")] > 0 for row in rows)
+
+
+def test_context_meter_says_when_turns_are_dropped():
+    full = ContextUsage([20.0, 25.0, 20.0], window_seconds=60.0, history_tokens=90, max_tokens=512,
+                        reply_tokens=8, dropped_turns=1)
+    assert full.turns_in_window == 2
+    text = context_markdown(full)
+    assert "2 of 3 turns" in text and "oldest 1 turn(s)" in text
+    roomy = ContextUsage([3.0], window_seconds=60.0, history_tokens=10, max_tokens=512, reply_tokens=8,
+                         dropped_turns=0)
+    assert roomy.more_turns_that_fit()[0] == 19 and "Warning" not in context_markdown(roomy)
+
+
+def _run(handler_generator):
+    """Drain a streaming handler; returns (yields, raised gr.Error or None)."""
+    yields = []
+    try:
+        for update in handler_generator:
+            yields.append(update)
+    except gr.Error as error:
+        return yields, error
+    return yields, None
+
+
+def test_turn_streams_text_before_audio(app_module, speech_paths):
+    yields, error = _run(app_module.converse(str(speech_paths[0]), Session()))
+    assert error is None
+    first, final = yields[0], yields[-1]
+    assert first[app_module.chatbot][-1]["content"] == "…", "transcript shown before the reply"
+    texts = [i for i, y in enumerate(yields) if app_module.state in y]
+    audios = [i for i, y in enumerate(yields) if app_module.reply_audio in y]
+    assert texts and audios and texts[0] < audios[0], "reply text must come before its audio"
+    new_session = yields[texts[0]][app_module.state]
+    assert len(new_session.results) == 1 and len(new_session.conversation.turns) == 2
+    rate, samples = final[app_module.reply_audio]
+    assert rate > 0 and samples.dtype == np.int16 and np.abs(samples).max() > 0
+    assert Path(final[app_module.download]["value"]).is_file()
+
+
+def test_bad_audio_keeps_history(app_module, session, tmp_path):
+    too_long = tmp_path / "long.wav"
+    rate = 16_000
+    sf.write(too_long, 0.1 * np.sin(np.arange(rate * 40) / 10.0), rate)
+    yields, error = _run(app_module.converse(str(too_long), session))
+    assert error is not None and "too long" in error.message and "30" in error.message
+    assert all(app_module.state not in y for y in yields), "session must not change"
+    restored = yields[-1][app_module.chatbot]
+    assert [m["content"] for m in restored] == [t.text for t in session.conversation.turns]
+
+
+def test_unexpected_failure_is_friendly(app_module, session, monkeypatch, speech_paths):
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA exploded at 0xdeadbeef")
+
+    monkeypatch.setattr(app_module._pipeline, "respond", broken)
+    yields, error = _run(app_module.converse(str(speech_paths[0]), session))
+    assert error is not None and error.message == app_module.GENERIC_ERROR and "0xdeadbeef" not in error.message
+    assert len(yields[-1][app_module.chatbot]) == len(session.conversation.turns)
+
+
+def test_new_conversation_and_preset(app_module, monkeypatch):
+    outputs = app_module.new_conversation()
+    assert outputs[0] == Session() and outputs[0].conversation == Conversation() and outputs[1] == []
+    monkeypatch.setattr(app_module, "_preset_override", None)
+    monkeypatch.setenv(app_module.PRESET_ENV, "tiny")
+    assert app_module.current_preset() == "tiny"
+    monkeypatch.delenv(app_module.PRESET_ENV)
+    assert app_module.current_preset() == app_module.DEFAULT_PRESET

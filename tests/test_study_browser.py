@@ -1,0 +1,185 @@
+"""The study app in a real headless Chromium: two annotators answer in parallel (one with the
+mouse, one with the keyboard shortcuts), one reloads mid-way and resumes, and the exported
+tallies match what they clicked. Audio really plays: answers unlock only at its end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from es4r.study.demo import espeak_available, write_demo_pairs
+from es4r.study.design import DEFAULT_CRITERIA, to_systems
+from es4r.study.store import build_study
+
+CHROMIUM = "/usr/bin/chromium"
+playwright_api = pytest.importorskip("playwright.async_api", reason="pip install playwright==1.65.2")
+pytestmark = [
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing (apt chromium)"),
+    pytest.mark.skipif(not espeak_available(), reason="espeak-ng missing (apt espeak-ng)"),
+]
+
+SYSTEMS = ("nova", "orbit")  # names that appear nowhere else on the page
+SAMPLES, GOLD = 2, 1
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               "--autoplay-policy=no-user-gesture-required"]
+UNLOCK_TIMEOUT_MS = 20_000
+FAST_SPEECH = 400  # words per minute: short clips keep the test quick
+# what each annotator prefers per criterion: a system name or "tie"
+POLICIES = {
+    "ann-mouse": ["nova", "nova", "tie", "orbit", "nova", "nova", "tie", "orbit"],
+    "ann-keys": ["nova", "tie", "tie", "orbit", "nova", "orbit", "nova", "tie"],
+}
+KEY_FOR_CHOICE = {"win": "1", "tie": "2", "lose": "3"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def served_study(tmp_path):
+    from es4r.study.ui import build_study_app, study_allowed_paths
+
+    write_demo_pairs(tmp_path / "pairs", SAMPLES, SYSTEMS, gold_samples=GOLD,
+                     words_per_minute=FAST_SPEECH)
+    store = build_study(tmp_path / "pairs", tmp_path / "study.db", SYSTEMS, DEFAULT_CRITERIA,
+                        SAMPLES, per_item=2, seed=3)
+    texts = {}
+    for line in (tmp_path / "pairs" / "samples.jsonl").read_text().splitlines():
+        for system, reply in json.loads(line)["systems"].items():
+            texts[reply["text"]] = system
+    app = build_study_app(store.db_path)
+    app.queue(default_concurrency_limit=8)
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+               allowed_paths=study_allowed_paths(store.db_path))
+    yield store, texts, f"http://127.0.0.1:{port}/"
+    app.close()
+
+
+async def start(page, url: str, who: str) -> str:
+    await page.goto(url)
+    await page.fill("#study-annotator-id textarea, #study-annotator-id input", who)
+    await page.check("#study-consent input")
+    await page.click("#study-start")
+    await page.wait_for_selector("#study-progress .prose:has-text('Item')")
+    return await page.inner_text("#study-progress .prose")
+
+
+async def answer_item(page, who: str, texts: dict[str, str], clicks: list, use_keys: bool,
+                      screenshot: Path | None = None) -> None:
+    """Play both replies to the end, then answer every criterion by `who`'s policy."""
+    progress = await page.inner_text("#study-progress .prose")
+    text_a = (await page.inner_text("#study-text-a .prose")).strip()
+    system_a = texts[text_a]
+    assert await page.is_disabled("#study-crit-0 input[value='win']")  # locked before listening
+    await page.click("#study-audio-a button.play-pause-button")
+    await page.click("#study-audio-b button.play-pause-button")
+    await page.wait_for_selector("#study-crit-0 input[value='win']:not([disabled])",
+                                 timeout=UNLOCK_TIMEOUT_MS)
+    for index, criterion in enumerate(DEFAULT_CRITERIA):
+        preferred = POLICIES[who][index]
+        presented = "tie" if preferred == "tie" else ("win" if preferred == system_a else "lose")
+        if use_keys:
+            await page.keyboard.press(KEY_FOR_CHOICE[presented])
+            await page.wait_for_selector(f"#study-crit-{index} input[value='{presented}']:checked",
+                                         timeout=5000)
+        else:
+            await page.click(f"#study-crit-{index} input[value='{presented}']")
+        clicks.append((who, text_a, criterion.name, presented, system_a))
+    await page.wait_for_selector("#study-next:not([disabled])")
+    if screenshot is not None:
+        await page.screenshot(path=str(screenshot), full_page=True)
+    if use_keys:
+        await page.keyboard.press("Enter")
+    else:
+        await page.click("#study-next")
+    await page.wait_for_function(
+        "old => { const p = document.querySelector('#study-progress .prose');"
+        " const done = document.querySelector('#study-done');"
+        " return (p && p.innerText !== old) || (done && done.innerText.includes('Thank')); }",
+        arg=progress)
+
+
+async def annotate(browser, url, who, texts, clicks, reload_after: int | None) -> list[str]:
+    context = await browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = await context.new_page()
+    progress = [await start(page, url, who)]
+    answered = 0
+    while await page.is_visible("#study-progress"):
+        last_mouse_item = who == "ann-mouse" and answered == SAMPLES + GOLD - 1
+        await answer_item(page, who, texts, clicks, use_keys=who == "ann-keys",
+                          screenshot=ARTIFACTS / "study_annotate.png" if last_mouse_item else None)
+        answered += 1
+        if answered == reload_after:
+            await page.reload()
+            progress.append(await start(page, url, who))
+    assert "Thank you" in await page.inner_text("#study-done")
+    html = (await page.content()).lower()
+    assert not any(system in html for system in SYSTEMS), "blinding key leaked into the page"
+    await context.close()
+    return progress
+
+
+async def run_study(url, texts, store):
+    clicks: list = []
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with playwright_api.async_playwright() as driver:
+        browser = await driver.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                               args=LAUNCH_ARGS)
+        progress_mouse, _ = await asyncio.gather(
+            annotate(browser, url, "ann-mouse", texts, clicks, reload_after=1),
+            annotate(browser, url, "ann-keys", texts, clicks, reload_after=None))
+        page = await browser.new_page(viewport={"width": 1280, "height": 1000})
+        await page.goto(url)
+        await page.get_by_role("tab", name="Organiser").click()
+        await page.fill("#study-code input", store.spec.organiser_code)
+        await page.click("#study-refresh")
+        await page.wait_for_selector("#study-download-csv:visible", timeout=UNLOCK_TIMEOUT_MS)
+        await page.wait_for_selector("img[src*='tallies']", timeout=UNLOCK_TIMEOUT_MS)
+        await page.screenshot(path=str(ARTIFACTS / "study_organiser.png"), full_page=True)
+        await browser.close()
+    return clicks, progress_mouse
+
+
+def test_two_annotators_in_chromium(served_study):
+    from es4r.study.export import summarise
+
+    store, texts, url = served_study
+    try:
+        clicks, progress_mouse = asyncio.run(run_study(url, texts, store))
+    except Exception:  # show what the server saw, for diagnosis
+        for row in store.rows("SELECT * FROM play_events"):
+            print(dict(row))
+        raise
+    total = SAMPLES + GOLD
+    assert progress_mouse[0].startswith(f"Item 1 of {total}")
+    assert progress_mouse[1].startswith(f"Item 2 of {total}")  # resumed after the reload
+    assert "welcome back" in progress_mouse[1]
+    assert len(clicks) == 2 * total * len(DEFAULT_CRITERIA)
+    plays = store.rows("SELECT plays_a, plays_b FROM responses")
+    assert len(plays) == 2 * total and all(r["plays_a"] >= 1 and r["plays_b"] >= 1 for r in plays)
+    stored = {}
+    for row in store.rows("SELECT j.annotator_id, j.criterion, j.choice, a.system_a, "
+                          "i.replies_json, i.gold_json FROM judgements j JOIN assignments a "
+                          "USING (annotator_id, item_id) JOIN items i USING (item_id)"):
+        text_a = json.loads(row["replies_json"])[row["system_a"]]["text"]
+        stored[row["annotator_id"], text_a, row["criterion"]] = (row["choice"], row["gold_json"])
+    expected = {c.name: Counter() for c in DEFAULT_CRITERIA}
+    for who, text_a, criterion, presented, system_a in clicks:
+        choice, gold = stored[who, text_a, criterion]
+        assert choice == presented, (who, text_a, criterion)  # every click saved as clicked
+        if gold is None:
+            expected[criterion][to_systems(presented, system_a, SYSTEMS)] += 1
+    for tally in summarise(store).tallies:
+        assert (tally.win, tally.tie, tally.lose) == tuple(
+            expected[tally.criterion][choice] for choice in ("win", "tie", "lose")), tally

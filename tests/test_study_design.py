@@ -1,0 +1,119 @@
+"""Study design: input validation, counterbalancing, seeds, loudness normalisation."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+import soundfile
+
+from es4r.study.demo import write_tone_pairs
+from es4r.study.design import (DEFAULT_CRITERIA, ItemLoad, annotator_seed, balanced_coins,
+                               criteria_by_name, pick_samples, plan_annotator, to_systems)
+from es4r.study.stimuli import (StudyInputError, integrated_loudness, load_pairs,
+                                normalise_clip)
+
+SYSTEMS = ("es4r", "baseline")
+SINE_HZ = 997  # BS.1770's reference tone
+RATE = 48_000
+
+
+def test_pairs_format_errors_name_file_and_line(tmp_path):
+    write_tone_pairs(tmp_path, 3, SYSTEMS)
+    samples = load_pairs(tmp_path)
+    assert [s.sample_id for s in samples] == ["tone0", "tone1", "tone2"]
+    assert samples[0].replies["es4r"].audio_path.is_file()
+    lines = (tmp_path / "samples.jsonl").read_text().splitlines()
+    broken = {
+        "{not json": "not valid JSON",
+        json.dumps({**json.loads(lines[1]), "sample_id": "tone0"}): "already used on line 1",
+        json.dumps({**json.loads(lines[1]), "context": [{"role": "narrator", "utterance": ""}]}):
+            "role must be one of",
+        json.dumps({**json.loads(lines[1]), "systems": {
+            "es4r": {"text": "x", "audio_path": "missing.wav"}, "b": {"text": "y"}}}):
+            "does not exist",
+    }
+    for bad, message in broken.items():
+        (tmp_path / "samples.jsonl").write_text("\n".join([lines[0], bad]) + "\n")
+        with pytest.raises(StudyInputError, match=message) as error:
+            load_pairs(tmp_path)
+        assert "samples.jsonl:2" in str(error.value)
+
+
+def test_criteria_defaults_are_the_papers():
+    assert [c.name for c in DEFAULT_CRITERIA] == ["Topic", "Emotion", "Specific", "Action",
+                                                  "Empathy", "DMOS-Q", "DMOS-C", "DMOS-E"]
+    assert criteria_by_name(["DMOS-E", "Topic"])[0].kind == "speech"
+    with pytest.raises(ValueError, match="choose from"):
+        criteria_by_name(["Fluency"])
+
+
+def test_seeds_are_reproducible_and_distinct():
+    assert annotator_seed(7, 0) == annotator_seed(7, 0)
+    assert len({annotator_seed(7, slot) for slot in range(50)}) == 50
+    assert annotator_seed(7, 0) != annotator_seed(8, 0)
+    assert sum(balanced_coins(11, 3)) == 5
+    assert pick_samples(["a", "b", "c", "d"], 2, 1) == pick_samples(["a", "b", "c", "d"], 2, 1)
+    with pytest.raises(ValueError, match="lower --samples"):
+        pick_samples(["a"], 2, 0)
+
+
+def test_sides_and_order_are_counterbalanced():
+    items, per_item = 10, 4
+    coins = balanced_coins(items, 5)
+    assigned = Counter()
+    sides = {item: Counter() for item in range(items)}
+    orders = []
+    for slot in range(per_item):
+        loads = [ItemLoad(i, coins[i], assigned[i], False) for i in range(items)]
+        plan = plan_annotator(loads, SYSTEMS, per_item, items, annotator_seed(1, slot))
+        assert sorted(a.item_id for a in plan) == list(range(items))  # each item once
+        assert Counter(a.system_a for a in plan)[SYSTEMS[0]] == items // 2  # half each side
+        for a in plan:
+            assigned[a.item_id] += 1
+            sides[a.item_id][a.system_a] += 1
+        orders.append([a.item_id for a in plan])
+    assert all(counts[SYSTEMS[0]] == per_item // 2 for counts in sides.values())
+    assert len({tuple(order) for order in orders}) == per_item  # each annotator's own order
+    full = [ItemLoad(i, coins[i], per_item, False) for i in range(items)]
+    assert plan_annotator(full, SYSTEMS, per_item, items, 0) == []  # study full
+
+
+def test_partial_plans_spread_annotators_and_include_gold():
+    loads = [ItemLoad(i, False, 0, i == 5) for i in range(6)]
+    plan = plan_annotator(loads, SYSTEMS, 2, 3, seed=4)
+    assert len(plan) == 4 and 5 in {a.item_id for a in plan}  # 3 regular + the gold item
+    assert to_systems("win", "baseline", SYSTEMS) == "lose"
+    assert to_systems("tie", "baseline", SYSTEMS) == "tie"
+    assert to_systems("win", "es4r", SYSTEMS) == "win"
+
+
+def test_loudness_matches_bs1770_reference():
+    time = np.arange(3 * RATE) / RATE
+    sine = np.sin(2 * np.pi * SINE_HZ * time)
+    assert integrated_loudness(sine, RATE) == pytest.approx(-3.01, abs=0.05)
+    assert integrated_loudness(0.1 * sine, RATE) == pytest.approx(-23.01, abs=0.05)
+    assert integrated_loudness(np.zeros(RATE), RATE) == -np.inf
+
+
+def test_normalised_copies_match_in_loudness(tmp_path):
+    write_tone_pairs(tmp_path / "pairs", 1, SYSTEMS)  # second system is 20 dB quieter
+    loud, quiet = (tmp_path / "pairs" / name / "0.wav" for name in SYSTEMS)
+    source_gap = abs(integrated_loudness(*soundfile.read(loud)) -
+                     integrated_loudness(*soundfile.read(quiet)))
+    assert source_gap > 15
+    cache = tmp_path / "cache"
+    clips = [normalise_clip(path, cache, target_lufs=-26.0) for path in (loud, quiet)]
+    for clip in clips:
+        measured = integrated_loudness(*soundfile.read(clip.path))
+        assert measured == pytest.approx(-26.0, abs=0.3)
+        assert not any(system in clip.path.name for system in SYSTEMS)
+    stamp = clips[0].path.stat().st_mtime_ns
+    again = normalise_clip(loud, cache, target_lufs=-26.0)
+    assert again.path == clips[0].path and again.path.stat().st_mtime_ns == stamp  # cached
+    silent = tmp_path / "silent.wav"
+    soundfile.write(silent, np.zeros(RATE), RATE)
+    with pytest.raises(StudyInputError, match="silent"):
+        normalise_clip(silent, cache)
