@@ -100,6 +100,12 @@ def _attention_plots(session: Session, shown: int, window_turn: int, head: int):
             plots.cross_figure(maps))
 
 
+def _strategy_views(pipeline: ES4RPipeline, session: Session, shown: int) -> tuple:
+    result = session.results[shown]
+    return (plots.energy_figure(result.energies, result.strategy, pipeline.config.strategy.tolerance),
+            strategy_markdown(result, shown + 1), plots.fusion_figure(result.fusion_weights))
+
+
 def _views(pipeline: ES4RPipeline, session: Session, shown: int) -> tuple:
     """Every per-turn view of answered turn `shown` (0-based), in VIEW_OUTPUTS order."""
     result = session.results[shown]
@@ -108,9 +114,7 @@ def _views(pipeline: ES4RPipeline, session: Session, shown: int) -> tuple:
     headers, rows = latency_table(session.results)
     return (
         gr.update(choices=_turn_choices(session), value=shown, interactive=True),
-        plots.energy_figure(result.energies, result.strategy, pipeline.config.strategy.tolerance),
-        strategy_markdown(result, shown + 1),
-        plots.fusion_figure(result.fusion_weights),
+        *_strategy_views(pipeline, session, shown),
         gr.update(choices=window, value=len(window) - 1, interactive=True),
         gr.update(maximum=_heads(result), value=1, interactive=True),
         intra, inter, cross,
@@ -200,6 +204,12 @@ def show_attention(session: Session, shown: int, window_turn: int, head: int):
     return _attention_plots(session, int(shown), window_turn, head)
 
 
+def show_strategy(session: Session, shown: int):
+    if shown is None or not session.results:
+        return None, "*No turn yet.*", None
+    return _strategy_views(get_pipeline(), session, int(shown))
+
+
 def submit_state(audio_path: str | None):
     """Send is clickable only once a recording or upload has fully arrived."""
     return gr.update(interactive=bool(audio_path))
@@ -236,11 +246,11 @@ with gr.Blocks(title="ES4R Studio") as demo:
         with gr.Column(scale=6, min_width=480):
             view_turn = gr.Dropdown(label="Show views for", choices=[], interactive=False, elem_id="view-turn")
             with gr.Tabs():
-                with gr.Tab("Energy & strategy", elem_id="tab-strategy", render_children=True):
+                with gr.Tab("Energy & strategy", elem_id="tab-strategy", render_children=True) as strategy_tab:
                     energy_plot = gr.Plot(label="Energy per turn", elem_id="energy-plot")
                     strategy = gr.Markdown("*No turn yet.*", elem_id="strategy")
                     fusion_plot = gr.Plot(label="Style fusion", elem_id="fusion-plot")
-                with gr.Tab("Attention", elem_id="tab-attention", render_children=True):
+                with gr.Tab("Attention", elem_id="tab-attention", render_children=True) as attention_tab:
                     with gr.Row():
                         window_turn = gr.Dropdown(label="Intra-turn: turn", choices=[], interactive=False)
                         head = gr.Slider(1, 8, value=1, step=1, label="Attention head", interactive=False)
@@ -256,6 +266,7 @@ with gr.Blocks(title="ES4R Studio") as demo:
     VIEW_OUTPUTS = [view_turn, energy_plot, strategy, fusion_plot, window_turn, head,
                     intra_plot, inter_plot, cross_plot, latency]
     ATTENTION_OUTPUTS = [intra_plot, inter_plot, cross_plot]
+    STRATEGY_OUTPUTS = [energy_plot, strategy, fusion_plot]
 
     demo.load(load_page, [state], [status, status_details, settings, context])
     audio_in.change(submit_state, [audio_in], [send], queue=False)
@@ -269,6 +280,9 @@ with gr.Blocks(title="ES4R Studio") as demo:
     view_turn.input(show_turn, [state, view_turn], VIEW_OUTPUTS)
     window_turn.input(show_attention, [state, view_turn, window_turn, head], ATTENTION_OUTPUTS)
     head.release(show_attention, [state, view_turn, window_turn, head], ATTENTION_OUTPUTS)
+    # Plots updated while their tab is hidden are not drawn: draw them again when it opens.
+    attention_tab.select(show_attention, [state, view_turn, window_turn, head], ATTENTION_OUTPUTS)
+    strategy_tab.select(show_strategy, [state, view_turn], STRATEGY_OUTPUTS)
 
 demo.queue(default_concurrency_limit=1)
 

@@ -84,8 +84,9 @@ def parse_row(row: dict, base: Path, where: str, check_audio: bool = True) -> Sa
         if check_audio and audio_path is not None and not audio_path.is_file():
             raise ManifestError(f"{at}: audio file {audio_path} does not exist")
         history.append(HistoryTurn(int(turn.get("index", position)), role, _require(turn, "utterance", str, at), audio_path))
-    if not any(t.role == SPEAKER for t in history):
-        raise ManifestError(f"{where}: dialogue_history has no speaker turn")
+    if history[-1].role != SPEAKER:
+        raise ManifestError(f"{where}: the last dialogue_history turn must be the speaker's "
+                            "(the response answers it); found a listener turn")
     response = _require(row, "response", dict, where)
     text = _require(response, "utterance", str, f"{where} (response)")
     if not text.strip():

@@ -88,9 +88,9 @@ def app_url(tmp_path_factory):
 
 
 @contextmanager
-def browser_with_microphone(clip: Path):
+def browser_with_microphone(driver, clip: Path):
     """A headless Chromium whose microphone plays `clip` (16-bit PCM WAV) on every capture."""
-    with playwright_api.sync_playwright() as driver, tempfile.TemporaryDirectory() as profile:
+    with tempfile.TemporaryDirectory() as profile:
         context = driver.chromium.launch_persistent_context(
             profile, executable_path=str(CHROMIUM), headless=True, viewport=VIEWPORT,
             args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={clip}%noloop"])
@@ -98,6 +98,12 @@ def browser_with_microphone(clip: Path):
             yield context
         finally:
             context.close()
+
+
+@pytest.fixture
+def driver():
+    with playwright_api.sync_playwright() as running:
+        yield running
 
 
 def _envelope(samples: np.ndarray, rate: int) -> np.ndarray:
@@ -170,9 +176,9 @@ def _open_page(context, url: str):
     return page
 
 
-def test_three_spoken_turns(app_url):
+def test_three_spoken_turns(app_url, driver):
     ARTIFACTS.mkdir(exist_ok=True)
-    with browser_with_microphone(SPEECH_CLIP) as context:
+    with browser_with_microphone(driver, SPEECH_CLIP) as context:
         page = _open_page(context, app_url)
         playwright_api.expect(page.locator("#voice-note")).to_contain_text("synthetic voice")
         playwright_api.expect(page.locator("#send")).to_be_disabled()
@@ -200,8 +206,9 @@ def test_three_spoken_turns(app_url):
         playwright_api.expect(page.locator("#chat .message")).to_have_count(0)
 
 
-def test_two_sessions_keep_separate_histories(app_url):
-    with browser_with_microphone(SPEECH_CLIP) as first, browser_with_microphone(OTHER_CLIP) as second:
+def test_two_sessions_keep_separate_histories(app_url, driver):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with browser_with_microphone(driver, SPEECH_CLIP) as first, browser_with_microphone(driver, OTHER_CLIP) as second:
         page_a, page_b = _open_page(first, app_url), _open_page(second, app_url)
         _speak_turn(page_a, SPEECH_CLIP, 1)
         _speak_turn(page_b, OTHER_CLIP, 1)
@@ -211,3 +218,4 @@ def test_two_sessions_keep_separate_histories(app_url):
         playwright_api.expect(page_b.locator("#status")).to_contain_text("tiny", timeout=TURN_TIMEOUT_MS)
         assert _messages(page_b, "user") == [], "a reloaded tab starts a new conversation"
         assert len(_messages(page_a, "user")) == 2, "the other tab's history is untouched"
+        page_a.screenshot(path=str(ARTIFACTS / "app_session_a.png"), full_page=True)

@@ -27,8 +27,9 @@ def _rows(folder):
     replies = ["i am sorry to hear that .", "that sounds hard , i am here .", "thank you for telling me ."]
     return [
         {"conversation_id": f"c{i}", "turn_id": 1, "speaker_emotion": "sad",
-         "dialogue_history": [{"index": 0, "role": "speaker", "utterance": text, "audio_path": name}]
-         + ([{"index": 1, "role": "listener", "utterance": "i see ."}] if i % 2 else []),
+         "dialogue_history": ([{"index": 0, "role": "speaker", "utterance": "hello", "audio_path": names[-1][0]},
+                               {"index": 1, "role": "listener", "utterance": "i see ."}] if i % 2 else [])
+         + [{"index": 2, "role": "speaker", "utterance": text, "audio_path": name}],
          "response": {"utterance": replies[i]}}
         for i, (name, text) in enumerate(names)
     ]
@@ -60,6 +61,10 @@ def test_manifest_errors_name_file_and_line(tmp_path):
         load_manifest(path)
     path.write_text(json.dumps({**rows[0], "dialogue_history": [{"role": "narrator", "utterance": "x"}]}) + "\n")
     with pytest.raises(ManifestError, match="role 'narrator'"):
+        load_manifest(path)
+    ends_with_listener = dict(rows[0], dialogue_history=rows[0]["dialogue_history"] + [{"role": "listener", "utterance": "ok"}])
+    path.write_text(json.dumps(ends_with_listener) + "\n")
+    with pytest.raises(ManifestError, match="last dialogue_history turn must be the speaker"):
         load_manifest(path)
 
 

@@ -46,6 +46,7 @@ DROPPED = None  # marks the slice of a fused tensor HF has no parameter for (the
 TIMESTAMP_PATTERN = re.compile(r"^<\|\d+\.\d+\|>$")
 LANGUAGE_PATTERN = re.compile(r"^<\|[a-z]{2,3}(_[a-z]+)?\|>$")
 MULTILINGUAL_VOCAB = 51865  # openai/whisper: a vocabulary this large means a multilingual model
+DEFAULT_LANGUAGE = "en"  # ES4R talks English; auto-detection on short clips derails Whisper base
 MAX_INITIAL_TIMESTAMP_INDEX = 50  # openai/whisper's max_initial_timestamp of 1 s at 0.02 s per token
 
 
@@ -326,6 +327,8 @@ def build_generation_config(tokenizer, ct2_config: dict, sizes: dict[str, int]):
         is_multilingual=multilingual,
         lang_to_id={t: i for t, i in ids.items() if i in lang_ids and LANGUAGE_PATTERN.match(t)} if multilingual else {},
         task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]} if multilingual else {},
+        language=DEFAULT_LANGUAGE if multilingual else None,
+        task="transcribe" if multilingual else None,
         max_initial_timestamp_index=MAX_INITIAL_TIMESTAMP_INDEX,
         max_length=sizes["max_target_positions"],
     )

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 import torch.nn.functional as F
+import yaml
 from torch import nn
 
 # Sizes the official code writes as literals instead of reading from config.yml.
@@ -182,7 +182,7 @@ class AdaLayerNorm(nn.Module):
 class DurationEncoder(nn.Module):
     """Style-conditioned BiLSTM stack over PL-BERT features (the predictor's text encoder)."""
 
-    def __init__(self, sty_dim: int, d_model: int, nlayers: int, dropout: float):
+    def __init__(self, sty_dim: int, d_model: int, nlayers: int):
         super().__init__()
         self.lstms = nn.ModuleList()
         for _ in range(nlayers):
@@ -209,7 +209,7 @@ class ProsodyPredictor(nn.Module):
         super().__init__()
         from styletts2.Modules.istftnet import AdainResBlk1d
 
-        self.text_encoder = DurationEncoder(style_dim, d_hid, nlayers, dropout)
+        self.text_encoder = DurationEncoder(style_dim, d_hid, nlayers)
         self.lstm = nn.LSTM(d_hid + style_dim, d_hid // 2, 1, batch_first=True, bidirectional=True)
         self.duration_proj = LinearNorm(d_hid, max_dur)
         self.shared = nn.LSTM(d_hid + style_dim, d_hid // 2, 1, batch_first=True, bidirectional=True)
@@ -337,8 +337,14 @@ class Decoder(nn.Module):
         return self.generator(x, style, f0)
 
 
+STYLETTS2_INSTALL = "pip install --no-deps styletts2==0.1.6 einops-exts==0.0.4"
+
+
 def build_networks(config: StyleTTS2Config, plbert_params: dict[str, Any]) -> nn.ModuleDict:
     """The eight inference networks of the official checkpoint, keyed as in its `net` dict."""
+    if importlib.util.find_spec("styletts2") is None or importlib.util.find_spec("einops_exts") is None:
+        raise ImportError(f"StyleTTS2's model code is missing; `{STYLETTS2_INSTALL}` "
+                          "(--no-deps: the package pins transformers<5 and torchaudio)")
     from styletts2.Modules.diffusion.diffusion import AudioDiffusionConditional
     from styletts2.Modules.diffusion.modules import StyleTransformer1d
     from styletts2.Modules.diffusion.sampler import KDiffusion, LogNormalDistribution
@@ -432,7 +438,7 @@ def _plbert_params(root: Path, config_dir: Path, plbert_dir: str) -> dict[str, A
         if (folder / CONFIG_NAME).is_file():
             return dict(yaml.safe_load((folder / CONFIG_NAME).read_text())["model_params"])
     raise StyleTTS2CheckpointError(f"no PL-BERT {CONFIG_NAME} in {plbert_dir!r} under {config_dir} or "
-                                   "in the styletts2 package; `pip install --no-deps styletts2==0.1.6`")
+                                   f"in the styletts2 package; `{STYLETTS2_INSTALL}`")
 
 
 def _read_net(weights: Path) -> dict[str, dict[str, torch.Tensor]]:

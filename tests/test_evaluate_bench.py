@@ -1,0 +1,79 @@
+"""The evaluate and bench commands on the tiny preset."""
+
+import csv
+import json
+
+import pytest
+
+from es4r.checkpoint import save_es4r_parts
+from es4r.pipeline import ES4RPipeline
+from es4r.systems import SYSTEMS, system_variant
+from tests.test_training import _rows, _write_manifest
+
+
+@pytest.fixture(scope="module")
+def speech_pipeline(tmp_path_factory):
+    """Tiny pipeline with an (untrained, saved) ES4R checkpoint, so every system can run."""
+    base = ES4RPipeline.from_preset("tiny")
+    folder = save_es4r_parts(base.model, tmp_path_factory.mktemp("ckpt") / "es4r")
+    return ES4RPipeline.from_preset("tiny", es4r_checkpoint=str(folder))
+
+
+def test_variants_switch_and_restore(speech_pipeline):
+    pipeline = speech_pipeline
+    with system_variant(pipeline, "no_dual"):
+        assert not pipeline.model.dual.config.enabled
+    with system_variant(pipeline, "no_cross"):
+        assert not pipeline.model.cross.config.enabled
+    with system_variant(pipeline, "no_empathetic_tts"):
+        assert not pipeline.config.strategy.empathetic_tts
+    with system_variant(pipeline, "es4r_text"):
+        assert not pipeline.speech_path
+    assert pipeline.speech_path and pipeline.model.dual.config.enabled and pipeline.model.cross.config.enabled
+    assert pipeline.config.strategy.empathetic_tts
+
+
+def test_evaluate_all_systems(speech_pipeline, tmp_path):
+    from es4r.evaluation.run import evaluate
+
+    manifest = _write_manifest(tmp_path, _rows(tmp_path)[:2])
+    output = evaluate(speech_pipeline, manifest, list(SYSTEMS), tmp_path / "eval", bertscore_model=None)
+    assert set(output.table) == set(SYSTEMS)
+    rows = list(csv.DictReader(output.csv.open()))
+    assert [r["system"] for r in rows] == list(SYSTEMS)
+    for row in rows:
+        assert 0.0 <= float(row["bleu1"]) <= 1.0 and 0.0 <= float(row["dist1"]) <= 1.0
+    assert "| system |" in output.markdown.read_text()
+    samples = [json.loads(line) for line in output.samples_file.read_text().splitlines()]
+    assert len(samples) == 2
+    for sample in samples:
+        assert set(sample["systems"]) == set(SYSTEMS) and sample["reference"]
+        for system in sample["systems"].values():
+            assert (tmp_path / "eval" / system["audio_path"]).stat().st_size > 1000
+        assert (tmp_path / "eval" / sample["context"][0]["audio_path"]).exists()
+    # the A/B study reads these outputs as pairs
+    from es4r.study.stimuli import load_pairs
+
+    pairs = load_pairs(tmp_path / "eval")
+    assert len(pairs) == 2
+
+
+def test_speech_systems_need_a_checkpoint(tmp_path):
+    from es4r.evaluation.run import evaluate
+
+    manifest = _write_manifest(tmp_path, _rows(tmp_path)[:1])
+    with pytest.raises(ValueError, match="need a trained ES4R checkpoint"):
+        evaluate(ES4RPipeline.from_preset("tiny"), manifest, ["es4r"], tmp_path / "eval")
+
+
+def test_bench_rows(speech_pipeline, tmp_path):
+    from es4r.bench import format_table, growth_check, run_bench, write_json
+
+    rows = run_bench(speech_pipeline, history_lengths=(1, 2), repeats=1)
+    assert [r.turns for r in rows] == [1, 2]
+    for row in rows:
+        assert row.es4r_s > 0 and row.cascade_s > 0 and row.ratio > 0 and row.peak_rss_mb > 0
+        assert row.stages["whisper_encoder"] > 0 and row.stages["llm"] > 0 and row.stages["tts"] > 0
+    assert "| turns |" in format_table(rows) and "linear" in growth_check(rows)
+    write_json(rows, tmp_path / "bench.json", {"preset": "tiny"})
+    assert json.loads((tmp_path / "bench.json").read_text())["rows"][1]["turns"] == 2
