@@ -1,0 +1,39 @@
+from pathlib import Path
+
+import pytest
+
+from es4r.config import PRESETS, ES4RConfig, TrainConfig, preset_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_config_round_trips(name):
+    config = preset_config(name)
+    assert ES4RConfig.from_dict(config.to_dict()) == config
+    assert config.preset == name
+
+
+def test_paper_preset_names_the_paper_backbones():
+    backbones = preset_config("paper").backbones
+    assert (backbones.whisper, backbones.llm) == ("openai/whisper-large-v3", "Qwen/Qwen3-8B")
+    plora = preset_config("paper").plora
+    assert (plora.r, plora.alpha, plora.dropout) == (16, 16, 0.1)
+
+
+def test_unknown_preset_lists_choices():
+    with pytest.raises(ValueError, match="paper, embedded, tiny"):
+        preset_config("huge")
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")))
+def test_shipped_training_configs_parse(path):
+    config = TrainConfig.from_file(str(path))
+    assert config.manifest and config.weight_decay == 0.05 and config.kl_temperature == 2.0
+
+
+def test_training_config_rejects_unknown_keys(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("manifest: x\nlearning_rate: 1\n")
+    with pytest.raises(ValueError, match="unknown training settings"):
+        TrainConfig.from_file(str(path))
