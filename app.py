@@ -24,7 +24,6 @@ from es4r.audio import FRAMES_PER_SECOND, AudioError
 from es4r.config import PRESETS
 from es4r.conversation import ASSISTANT, Turn
 from es4r.pipeline import ES4RPipeline, PipelineError
-from es4r.tts.base import TTSError
 from es4r.ui import plots
 from es4r.ui.archive import write_archive
 from es4r.ui.format import (SYNTHETIC_VOICE_NOTE, ContextUsage, chat_messages, context_markdown, latency_table,
@@ -159,14 +158,11 @@ def converse(audio_path: str | None, session: Session, progress=gr.Progress()):
         extended = pipeline.add_user_turn(session.conversation, audio_path)
         asr_seconds = time.perf_counter() - started
         yield {chatbot: chat_messages(extended, pending_reply=True)}
-        result = pipeline.respond(extended, report)
+        draft = pipeline.think(extended, report)
+        yield {chatbot: chat_messages(extended.with_turn(Turn(ASSISTANT, draft.reply_text)))}
+        result = pipeline.speak(draft, report)
     except (AudioError, PipelineError) as error:
         restore, problem = fail(str(error))
-        yield restore
-        raise problem from None
-    except TTSError as error:
-        logger.warning("the reply could not be spoken: %s", error)
-        restore, problem = fail(f"The reply could not be spoken ({error}). Please try the turn again.")
         yield restore
         raise problem from None
     except Exception:
@@ -247,16 +243,16 @@ with gr.Blocks(title="ES4R Studio") as demo:
             view_turn = gr.Dropdown(label="Show views for", choices=[], interactive=False, elem_id="view-turn")
             with gr.Tabs():
                 with gr.Tab("Energy & strategy", elem_id="tab-strategy", render_children=True) as strategy_tab:
-                    energy_plot = gr.Plot(label="Energy per turn", elem_id="energy-plot")
+                    energy_plot = gr.Plot(label="Energy per turn", elem_id="energy-plot", show_label=False)
                     strategy = gr.Markdown("*No turn yet.*", elem_id="strategy")
-                    fusion_plot = gr.Plot(label="Style fusion", elem_id="fusion-plot")
+                    fusion_plot = gr.Plot(label="Style fusion", elem_id="fusion-plot", show_label=False)
                 with gr.Tab("Attention", elem_id="tab-attention", render_children=True) as attention_tab:
                     with gr.Row():
                         window_turn = gr.Dropdown(label="Intra-turn: turn", choices=[], interactive=False)
                         head = gr.Slider(1, 8, value=1, step=1, label="Attention head", interactive=False)
-                    intra_plot = gr.Plot(label="Intra-turn attention", elem_id="intra-plot")
-                    inter_plot = gr.Plot(label="Inter-turn attention", elem_id="inter-plot")
-                    cross_plot = gr.Plot(label="Cross-modal attention", elem_id="cross-plot")
+                    intra_plot = gr.Plot(label="Intra-turn attention", elem_id="intra-plot", show_label=False)
+                    inter_plot = gr.Plot(label="Inter-turn attention", elem_id="inter-plot", show_label=False)
+                    cross_plot = gr.Plot(label="Cross-modal attention", elem_id="cross-plot", show_label=False)
                 with gr.Tab("Latency", elem_id="tab-latency", render_children=True):
                     latency = gr.Dataframe(headers=["turn"], label="Seconds per pipeline stage, per turn",
                                            interactive=False, elem_id="latency")

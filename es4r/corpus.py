@@ -18,6 +18,7 @@ import time
 import unicodedata
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -208,7 +209,7 @@ def window_starts(turns: tuple[str | None, ...]) -> list[int]:
     return starts
 
 
-def candidates(conversations: list[Conversation], split: str, seed: int):
+def candidates(conversations: list[Conversation], split: str, seed: int) -> Iterator[Candidate]:
     """Candidates of one split in seeded order; plans cycle so the three stay balanced."""
     rank = 0
     for conversation in conversations:

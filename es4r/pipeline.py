@@ -10,7 +10,7 @@ import logging
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -22,8 +22,9 @@ from es4r.backbones import is_random, load_llm, load_whisper
 from es4r.config import FALLBACK, RANDOM, TRAINED, UNTRAINED, ES4RConfig, preset_config
 from es4r.conversation import ASSISTANT, USER, AttentionMaps, ComponentStatus, Conversation, Turn, TurnResult
 from es4r.model import ES4RModel
-from es4r.strategy import select_strategy
+from es4r.strategy import StrategyDecision, select_strategy
 from es4r.style_fusion import fuse_styles, fusion_weights
+from es4r.tts.base import TTSError
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +147,10 @@ class ES4RPipeline:
 
     def respond(self, conversation: Conversation, progress: ProgressFn | None = None) -> TurnResult:
         """Answer a conversation whose last turn is the user's (stages 1-3)."""
+        return self.speak(self.think(conversation, progress), progress)
+
+    def think(self, conversation: Conversation, progress: ProgressFn | None = None) -> Draft:
+        """Stages 1-2 and the strategy: everything up to the reply text (shown before audio)."""
         if not conversation.turns or conversation.turns[-1].role != USER:
             raise PipelineError("There is no new user turn to answer.")
         timings: dict[str, float] = {}
@@ -161,11 +166,15 @@ class ES4RPipeline:
         dropped = encoding.dropped_turns[0]
         if dropped:
             notes.append(f"{dropped} oldest turn(s) fell outside the 30 s speech window and were left out of the speech encoding")
+        history, dropped_text = self._fit_context(conversation)
+        if dropped_text:
+            notes.append(f"{dropped_text} oldest turn(s) were left out of the text history to fit the LLM context "
+                         f"of {config.generation.max_context_tokens} tokens")
 
         _report(progress, 0.4, "thinking (LLM)")
         with _timed(timings, "llm"):
             generated, _ = self.model.generate(
-                conversation.history_text(), features[dropped:] if self.speech_path else None, config.generation)
+                history, features[dropped:] if self.speech_path else None, config.generation)
         timings["llm_tokens_per_s"] = len(generated.token_ids) / max(timings["llm"], 1e-9)
         reply_text = trim_reply(generated.text, config.generation.max_sentences)
         if not any(ch.isalpha() for ch in reply_text):
@@ -177,7 +186,7 @@ class ES4RPipeline:
         cross, history_tokens = generated.cross_weights, generated.history_tokens
         if cross is None:  # text path: still show what the untrained cross-modal block attends to
             with _timed(timings, "cross_modal"):
-                parts = self.model.prompt_parts(conversation.history_text(), config.generation)
+                parts = self.model.prompt_parts(history, config.generation)
                 speech = encoding.embeddings[0, : int(encoding.lengths[0])]
                 _, weights = self.model.speech_with_context(speech, parts.history_ids)
                 cross = weights.detach().cpu()
@@ -187,20 +196,6 @@ class ES4RPipeline:
             energies = [float(t.energy) for t in users]
             decision = select_strategy(energies, config.strategy)
             weights = fusion_weights(energies, config.strategy.fusion_eps) if config.strategy.empathetic_tts else None
-            style = None
-            if weights is not None and self.voice.accepts_style:
-                styles = [self.voice.extract_style(t.audio, t.sample_rate) for t in users]
-                style = fuse_styles(styles, weights)
-            elif weights is not None:
-                notes.append(f"the voice ({self.voice.name}) cannot take a style vector: fusion weights are computed "
-                             "and shown, strategy pace/expressiveness are applied")
-
-        _report(progress, 0.8, "speaking (TTS)")
-        with _timed(timings, "tts"):
-            synthesis = self.voice.synthesize(reply_text, style, decision.params, seed=config.seed)
-        notes.extend(synthesis.notes)
-        timings["tts_rtf"] = timings["tts"] / max(synthesis.seconds, 1e-6)
-        _report(progress, 1.0, "done")
 
         dual = encoding.dual
         boundaries = list(np.cumsum([0] + dual.turn_lengths[0][:-1]).astype(int))
@@ -212,16 +207,66 @@ class ES4RPipeline:
             history_tokens=history_tokens,
             meaningful=self.speech_path,
         )
+        return Draft(conversation, reply_text, energies, decision, weights, attention, timings, notes, dropped)
+
+    def speak(self, draft: Draft, progress: ProgressFn | None = None) -> TurnResult:
+        """Stage 3 synthesis: style fusion and the voice. TTS failures become PipelineError."""
+        timings, notes = dict(draft.timings), list(draft.notes)
+        users = draft.conversation.user_turns
+        with _timed(timings, "strategy_fusion"):
+            style = None
+            if draft.fusion_weights is not None and self.voice.accepts_style:
+                styles = [self.voice.extract_style(t.audio, t.sample_rate) for t in users]
+                style = fuse_styles(styles, draft.fusion_weights)
+            elif draft.fusion_weights is not None:
+                notes.append(f"the voice ({self.voice.name}) cannot take a style vector: fusion weights are computed "
+                             "and shown, strategy pace/expressiveness are applied")
+        _report(progress, 0.8, "speaking (TTS)")
+        try:
+            with _timed(timings, "tts"):
+                synthesis = self.voice.synthesize(draft.reply_text, style, draft.decision.params, seed=self.config.seed)
+        except TTSError as error:
+            raise PipelineError(f"The reply could not be spoken ({error}). Please try the turn again.") from error
+        notes.extend(synthesis.notes)
+        timings["tts_rtf"] = timings["tts"] / max(synthesis.seconds, 1e-6)
+        _report(progress, 1.0, "done")
+        decision = draft.decision
         return TurnResult(
-            transcripts=[t.text for t in users], reply_text=reply_text,
+            transcripts=[t.text for t in users], reply_text=draft.reply_text,
             reply_audio=synthesis.waveform.astype(np.float32), sample_rate=synthesis.sample_rate,
-            energies=energies, strategy=decision.name, strategy_reason=decision.reason,
+            energies=draft.energies, strategy=decision.name, strategy_reason=decision.reason,
             strategy_params={**decision.params.__dict__, "engine": synthesis.params},
-            fusion_weights=[float(w) for w in weights] if weights is not None else [],
-            attention=attention, timings=timings, components=self.components,
+            fusion_weights=[float(w) for w in draft.fusion_weights] if draft.fusion_weights is not None else [],
+            attention=draft.attention, timings=timings, components=self.components,
             path="speech" if self.speech_path else "text", voice=synthesis.engine, seed=synthesis.seed,
-            dropped_turns=dropped, notes=tuple(notes),
+            dropped_turns=draft.dropped_turns, notes=tuple(notes),
         )
+
+    def _fit_context(self, conversation: Conversation) -> tuple[str, int]:
+        """The text history, oldest turns left out until prompt + reply fit the LLM context."""
+        budget = self.config.generation.max_context_tokens - self.config.generation.max_new_tokens
+        turns = list(conversation.turns)
+        for dropped in range(len(turns)):
+            kept = Conversation(tuple(turns[dropped:]))
+            parts = self.model.prompt_parts(kept.history_text(), self.config.generation)
+            if len(parts.prefix_ids) + len(parts.history_ids) + len(parts.suffix_ids) <= budget or dropped == len(turns) - 1:
+                return kept.history_text(), dropped
+        return conversation.history_text(), 0
+
+
+@dataclass(frozen=True)
+class Draft:
+    """The reply before it is spoken: what `think` hands to `speak`."""
+
+    conversation: Conversation
+    reply_text: str
+    energies: list[float]
+    decision: StrategyDecision
+    fusion_weights: np.ndarray | None
+    attention: AttentionMaps
+    timings: dict[str, float]
+    notes: list[str]
+    dropped_turns: int
 
 
 _ASR_MAX_TOKENS = 128  # one 30 s turn of speech is well under this

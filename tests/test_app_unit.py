@@ -158,6 +158,9 @@ def test_turn_streams_text_before_audio(app_module, speech_paths):
     audios = [i for i, y in enumerate(yields) if app_module.reply_audio in y]
     assert texts and audios and texts[0] < audios[0], "reply text must come before its audio"
     new_session = yields[texts[0]][app_module.state]
+    # the reply text is in the chat before synthesis starts (yield 1: after think, before speak)
+    assert yields[1][app_module.chatbot][-1]["content"] == new_session.results[0].reply_text
+    assert app_module.reply_audio not in yields[1]
     assert len(new_session.results) == 1 and len(new_session.conversation.turns) == 2
     rate, samples = final[app_module.reply_audio]
     assert rate > 0 and samples.dtype == np.int16 and np.abs(samples).max() > 0
@@ -179,7 +182,7 @@ def test_unexpected_failure_is_friendly(app_module, session, monkeypatch, speech
     def broken(*args, **kwargs):
         raise RuntimeError("CUDA exploded at 0xdeadbeef")
 
-    monkeypatch.setattr(app_module._pipeline, "respond", broken)
+    monkeypatch.setattr(app_module._pipeline, "think", broken)
     yields, error = _run(app_module.converse(str(speech_paths[0]), session))
     assert error is not None and error.message == app_module.GENERIC_ERROR and "0xdeadbeef" not in error.message
     assert len(yields[-1][app_module.chatbot]) == len(session.conversation.turns)

@@ -36,7 +36,9 @@ CONVERTER_VERSION = 1
 DEFAULT_WHISPER = "tiny.en"
 DEFAULT_LLM = "smollm2-135m-instruct"
 WHISPER_DTYPE = torch.float16  # the carrier's own precision: nothing lost, half the disk
-LLM_DTYPE = torch.bfloat16  # the GGUF is 4-bit: bf16 keeps it (same greedy replies), half of fp32's disk
+# fp32 keeps the dequantised GGUF exactly and loads fastest on CPU (0.4 s vs 1.2 s for bf16,
+# which also moved 3% of next-token argmaxes); bf16 would halve the disk (270 vs 540 MB).
+LLM_DTYPE = torch.float32
 
 
 @dataclass(frozen=True)

@@ -54,14 +54,13 @@ def strategy_markdown(result: TurnResult, turn_number: int) -> str:
     """The chosen strategy, why, with which voice settings, and the fusion weights."""
     params = {k: v for k, v in result.strategy_params.items() if k not in ("engine", "name")}
     engine = result.strategy_params.get("engine") or {}
-    header = " | ".join(params)
-    values = " | ".join(_value(v) for v in params.values())
+    settings = " · ".join(f"{k} `{_value(v)}`" for k, v in params.items())
     engine_text = ", ".join(f"{k}={_value(v)}" for k, v in engine.items()) or "—"
     weights = ", ".join(f"T{i}: {w:.2f}" for i, w in enumerate(result.fusion_weights, start=1)) or "off"
     notes = "".join(f"\n- {note}" for note in result.notes)
     return (f"### Turn {turn_number}: strategy **{result.strategy}**\n"
             f"**Why:** {result.strategy_reason}\n\n"
-            f"| {header} |\n|{'---|' * len(params)}\n| {values} |\n\n"
+            f"**Strategy settings:** {settings}  \n"
             f"**Voice engine settings used:** {engine_text}  \n"
             f"**Style-fusion weights:** {weights}  \n"
             f"**Spoken by:** {result.voice} (seed {result.seed}) · **path:** {result.path}"

@@ -103,8 +103,8 @@ def inter_figure(maps: AttentionMaps, head: int, dropped_turns: int = 0) -> Figu
         if start > 0:
             axes.axvline(start - 0.5, color="cyan", linewidth=1)
             axes.axhline(start - 0.5, color="cyan", linewidth=1)
-        axes.annotate(f"T{dropped_turns + index + 1}", (start, 0), xytext=(2, 2), textcoords="offset points", color="cyan",
-                      fontsize="small", va="bottom")
+        axes.annotate(f"T{dropped_turns + index + 1}", (start, start), xytext=(3, -3), textcoords="offset points",
+                      color="cyan", fontsize="small", va="top")
     return figure
 
 
