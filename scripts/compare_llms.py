@@ -46,11 +46,19 @@ DIALOGUES: dict[str, list[tuple[str, str]]] = {
     ],
 }
 BASE = GenerationConfig()
+# A prompt that names the feeling to match, tried against the config's default prompt.
+MATCHING_PROMPT = (
+    "You are a warm, empathetic listener. Reply in one or two short sentences. Match the user's "
+    "feeling: share their joy when they are happy, comfort them when they are sad, worried or "
+    "angry. Then ask one gentle question."
+)
 SETTINGS: dict[str, GenerationConfig] = {
     "greedy": dataclasses.replace(BASE, do_sample=False, repetition_penalty=1.0, no_repeat_ngram_size=0),
     "greedy_rp1.2_nr3": dataclasses.replace(BASE, do_sample=False, repetition_penalty=1.2, no_repeat_ngram_size=3),
     "greedy_rp1.1_nr3_80tok": dataclasses.replace(BASE, do_sample=False, repetition_penalty=1.1,
                                                   no_repeat_ngram_size=3, max_new_tokens=80),
+    "greedy_rp1.2_nr3_matching_prompt": dataclasses.replace(BASE, do_sample=False, repetition_penalty=1.2,
+                                                            no_repeat_ngram_size=3, system_prompt=MATCHING_PROMPT),
     "sample_t0.7_rp1.1_nr3": dataclasses.replace(BASE, do_sample=True, temperature=0.7, top_p=0.9,
                                                  repetition_penalty=1.1, no_repeat_ngram_size=3),
     "sample_t0.7_rp1.2_nr3_80tok": dataclasses.replace(BASE, do_sample=True, temperature=0.7, top_p=0.9,
@@ -140,7 +148,7 @@ def main() -> None:
     for name in args.llm:
         try:
             replies += run_candidate(name, {s: SETTINGS[s] for s in args.settings})
-        except MissingWeightsPackage as error:
+        except (MissingWeightsPackage, ValueError) as error:  # not installed, or not a chat model
             logging.warning("skipping %s: %s", name, error)
     print(summary_table(replies))
     if args.json:

@@ -123,13 +123,16 @@ def convert_gguf_llm(source: GGUFSource, out_dir: Path, dtype: torch.dtype = tor
     in `out_dir`, which is returned."""
     out_dir = Path(out_dir)
     work_dir = out_dir.parent / f"{out_dir.name}.gguf-work"
-    model, tokenizer = load_gguf(gguf_path(source, work_dir), dtype=torch.float32)
+    try:
+        model, tokenizer = load_gguf(gguf_path(source, work_dir), dtype=torch.float32)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)  # a joined copy of split parts
     if tokenizer.chat_template is None:
-        raise ValueError(f"the GGUF tokenizer of {source.name} has no chat template; ES4R needs a chat LLM")
+        raise ValueError(f"the GGUF tokenizer of {source.name} has no chat template (a base model?); "
+                         "ES4R needs an instruct/chat LLM")
     plain = plain_copy(model, dtype)
     del model
     plain.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
-    shutil.rmtree(work_dir, ignore_errors=True)
     logger.info("converted GGUF %s (%s) into %s as %s", source.name, source.licence, out_dir, dtype)
     return out_dir

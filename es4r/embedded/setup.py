@@ -95,7 +95,11 @@ def _build_once(folder: Path, wanted: dict, convert: Callable[[Path], Path]) -> 
         staging = folder.parent / f".{folder.name}.partial"
         shutil.rmtree(staging, ignore_errors=True)
         start = time.perf_counter()
-        convert(staging)
+        try:
+            convert(staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         manifest = {**wanted, "conversion_seconds": round(time.perf_counter() - start, 2),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
