@@ -45,6 +45,10 @@ _pipeline_lock = threading.Lock()
 _preset_override: str | None = None  # set by --preset
 
 
+STUDY_ENV = "ES4R_STUDY_DB"
+STUDY_CONCURRENCY = 8  # annotators only read clips and write answers; no model runs
+
+
 def current_preset() -> str:
     return _preset_override or os.environ.get(PRESET_ENV, DEFAULT_PRESET)
 
@@ -288,9 +292,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=PRESETS, default=None,
                         help=f"model preset (default: ${PRESET_ENV} or {DEFAULT_PRESET})")
+    parser.add_argument("--study", default=os.environ.get(STUDY_ENV),
+                        help=f"serve the blinded A/B listening study in this database instead (or ${STUDY_ENV}); "
+                             "create one with `python -m es4r study create`")
     args = parser.parse_args(argv)
     _preset_override = args.preset
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    if args.study:  # annotator mode: no model is loaded
+        from es4r.study.ui import build_study_app, study_allowed_paths
+
+        study = build_study_app(args.study)
+        study.queue(default_concurrency_limit=STUDY_CONCURRENCY)
+        study.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                     allowed_paths=study_allowed_paths(args.study))
+        return
     get_pipeline()  # load before the first visitor arrives
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
 

@@ -28,6 +28,8 @@ class BenchRow:
     es4r_s: float  # respond(): stages 1-3
     cascade_s: float  # LLM + TTS of the cascade (ASR shared)
     ratio: float  # (asr + es4r) / (asr + cascade)
+    to_text_s: float  # end of recording -> reply text (ASR + everything before TTS)
+    to_audio_s: float  # end of recording -> reply audio
     stages: dict[str, float]
     llm_tokens_per_s: float
     tts_rtf: float
@@ -76,17 +78,21 @@ def run_bench(pipeline, history_lengths=(1, 3, 5, 8), repeats: int = 3, clips: l
             rtf.append(result.timings.get("tts_rtf", 0.0))
         asr, es4r, cascade = (statistics.median(v) for v in (asr_runs, es4r_runs, cascade_runs))
         stages = {s: statistics.median(t.get(s, 0.0) for t in stage_runs) for s in STAGES}
-        rows.append(BenchRow(turns, asr, es4r, cascade, (asr + es4r) / max(asr + cascade, 1e-9), stages,
+        to_text = statistics.median(a + e - t.get("tts", 0.0) for a, e, t in zip(asr_runs, es4r_runs, stage_runs))
+        rows.append(BenchRow(turns, asr, es4r, cascade, (asr + es4r) / max(asr + cascade, 1e-9), to_text, asr + es4r,
+                             stages,
                              statistics.median(tps), statistics.median(rtf), _peak_rss_mb()))
         logger.info("bench: %d turns done", turns)
     return rows
 
 
 def format_table(rows: list[BenchRow]) -> str:
-    head = ["turns", "ASR s", "ES4R s", "cascade s", "ratio", *STAGES, "tok/s", "TTS RTF", "peak MB"]
+    head = ["turns", "ASR s", "ES4R s", "cascade s", "ratio", "to text s", "to audio s", *STAGES, "tok/s",
+            "TTS RTF", "peak MB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         values = [str(r.turns), f"{r.asr_s:.2f}", f"{r.es4r_s:.2f}", f"{r.cascade_s:.2f}", f"{r.ratio:.2f}",
+                  f"{r.to_text_s:.2f}", f"{r.to_audio_s:.2f}",
                   *(f"{r.stages[s]:.3f}" for s in STAGES), f"{r.llm_tokens_per_s:.1f}", f"{r.tts_rtf:.2f}",
                   f"{r.peak_rss_mb:.0f}"]
         lines.append("| " + " | ".join(values) + " |")

@@ -62,6 +62,18 @@ class GenerationOutput:
     speech_path: bool
 
 
+def generation_kwargs(generation: GenerationConfig, tokenizer) -> dict:
+    """`generate()` arguments from the config: one place for ES4R and the cascade baseline."""
+    kwargs = dict(
+        max_new_tokens=generation.max_new_tokens, do_sample=generation.do_sample,
+        repetition_penalty=generation.repetition_penalty, no_repeat_ngram_size=generation.no_repeat_ngram_size,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    if generation.do_sample:
+        kwargs.update(temperature=generation.temperature, top_p=generation.top_p)
+    return kwargs
+
+
 class _StageClock:
     """Adds elapsed seconds per named stage into a dict (no-op without one)."""
 
@@ -229,14 +241,7 @@ class ES4RModel(nn.Module):
         else:
             middle = self.embed(parts.history_ids)
         batch = self.build_path([parts], [middle], None, speech=turn_features is not None, pad_left=True)
-        kwargs = dict(
-            max_new_tokens=generation.max_new_tokens, do_sample=generation.do_sample,
-            repetition_penalty=generation.repetition_penalty,
-            no_repeat_ngram_size=generation.no_repeat_ngram_size,
-            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
-        )
-        if generation.do_sample:
-            kwargs.update(temperature=generation.temperature, top_p=generation.top_p)
+        kwargs = generation_kwargs(generation, self.tokenizer)
         with speech_positions(batch.speech_mask if batch.speech_mask.any() else None):
             output = self.llm.generate(
                 inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, **kwargs

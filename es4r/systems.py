@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from es4r.conversation import ASSISTANT, USER, Conversation
+from es4r.model import generation_kwargs
 from es4r.pipeline import ES4RPipeline, trim_reply
 
 SYSTEMS = {
@@ -80,13 +81,7 @@ def cascade_respond(pipeline: ES4RPipeline, conversation: Conversation) -> Casca
     start = time.perf_counter()
     inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                            return_dict=True, return_tensors="pt").to(model.device)
-    kwargs = dict(max_new_tokens=generation.max_new_tokens, do_sample=generation.do_sample,
-                  repetition_penalty=generation.repetition_penalty,
-                  no_repeat_ngram_size=generation.no_repeat_ngram_size,
-                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    if generation.do_sample:
-        kwargs.update(temperature=generation.temperature, top_p=generation.top_p)
-    output = model.llm.generate(**inputs, **kwargs)
+    output = model.llm.generate(**inputs, **generation_kwargs(generation, tokenizer))
     new_tokens = output[0, inputs["input_ids"].shape[1]:]
     text = trim_reply(tokenizer.decode(new_tokens, skip_special_tokens=True), generation.max_sentences)
     text = text or "I'm here with you. Could you tell me a little more?"

@@ -77,9 +77,13 @@ def _bench(args: argparse.Namespace) -> int:
 
     from es4r.bench import format_table, growth_check, run_bench, write_json
 
+    import time
+
+    start = time.perf_counter()
     pipeline = _pipeline(args)
+    load_seconds = time.perf_counter() - start
     rows = run_bench(pipeline, tuple(args.turns), args.repeats)
-    meta = {"preset": args.preset, "path": "speech" if pipeline.speech_path else "text",
+    meta = {"preset": args.preset, "load_s": round(load_seconds, 2), "path": "speech" if pipeline.speech_path else "text",
             "voice": pipeline.voice.name, "repeats": args.repeats, "torch_threads": torch.get_num_threads(),
             "machine": platform.platform(), "processor": platform.processor()}
     write_json(rows, args.out, meta)
