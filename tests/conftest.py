@@ -49,3 +49,11 @@ def tiny_model(tiny_dirs):
 @pytest.fixture(scope="session")
 def speech_paths() -> list[Path]:
     return [CLIPS[k][0] for k in ("0880", "0890", "0930")]
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline():
+    """One tiny-preset pipeline shared by the tests that only read from it."""
+    from es4r.pipeline import ES4RPipeline
+
+    return ES4RPipeline.from_preset("tiny")

@@ -12,10 +12,9 @@ from tests.test_training import _rows, _write_manifest
 
 
 @pytest.fixture(scope="module")
-def speech_pipeline(tmp_path_factory):
+def speech_pipeline(tmp_path_factory, tiny_pipeline):
     """Tiny pipeline with an (untrained, saved) ES4R checkpoint, so every system can run."""
-    base = ES4RPipeline.from_preset("tiny")
-    folder = save_es4r_parts(base.model, tmp_path_factory.mktemp("ckpt") / "es4r")
+    folder = save_es4r_parts(tiny_pipeline.model, tmp_path_factory.mktemp("ckpt") / "es4r")
     return ES4RPipeline.from_preset("tiny", es4r_checkpoint=str(folder))
 
 
@@ -58,12 +57,12 @@ def test_evaluate_all_systems(speech_pipeline, tmp_path):
     assert len(pairs) == 2
 
 
-def test_speech_systems_need_a_checkpoint(tmp_path):
+def test_speech_systems_need_a_checkpoint(tmp_path, tiny_pipeline):
     from es4r.evaluation.run import evaluate
 
     manifest = _write_manifest(tmp_path, _rows(tmp_path)[:1])
     with pytest.raises(ValueError, match="need a trained ES4R checkpoint"):
-        evaluate(ES4RPipeline.from_preset("tiny"), manifest, ["es4r"], tmp_path / "eval")
+        evaluate(tiny_pipeline, manifest, ["es4r"], tmp_path / "eval")
 
 
 def test_bench_rows(speech_pipeline, tmp_path):

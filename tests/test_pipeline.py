@@ -10,8 +10,8 @@ from es4r.pipeline import TEXT_PATH_NOTE, ES4RPipeline, PipelineError, trim_repl
 
 
 @pytest.fixture(scope="module")
-def pipeline():
-    return ES4RPipeline.from_preset("tiny")
+def pipeline(tiny_pipeline):
+    return tiny_pipeline
 
 
 def test_three_turn_conversation_on_real_speech(pipeline, speech_paths):

@@ -276,3 +276,13 @@ def test_check_espeak_says_how_to_install(monkeypatch):
     monkeypatch.setattr(EspeakBackend, "is_available", staticmethod(lambda: False))
     with pytest.raises(RuntimeError, match="apt-get install espeak-ng"):
         check_espeak()
+
+
+def test_missing_espeak_is_reported_when_the_engine_loads(monkeypatch, tmp_path):
+    from phonemizer.backend import EspeakBackend
+
+    folder = make_tiny_styletts2_checkpoint(tmp_path / "tts")
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(EspeakBackend, "is_available", staticmethod(lambda: False))
+    with pytest.raises(RuntimeError, match="apt-get install espeak-ng"):
+        StyleTTS2Engine.from_pretrained(str(folder))

@@ -15,7 +15,7 @@ import torch
 
 from es4r.config import RANDOM, TRAINED, StrategyParams
 from es4r.tts.base import SynthesisResult, TTSError
-from es4r.tts.phonemes import phonemize_en
+from es4r.tts.phonemes import check_espeak, phonemize_en
 from es4r.tts.styletts2_model import (
     MIN_STYLE_FRAMES,
     StyleTTS2Config,
@@ -130,7 +130,9 @@ class StyleTTS2Engine:
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, device: str = "cpu") -> "StyleTTS2Engine":
-        """Load a folder (or hub id) holding config.yml + the official .pth, strictly."""
+        """Load a folder (or hub id) holding config.yml + the official .pth, strictly.
+        espeak-ng is checked first, so a missing phonemiser is reported at start-up."""
+        check_espeak()
         networks, config = load_checkpoint_folder(path_or_id)
         logger.info("StyleTTS2 loaded from %s (%s)", path_or_id, RANDOM if config.random else TRAINED)
         return cls(networks, config, device)
