@@ -27,7 +27,7 @@ def _add_respond(subparsers) -> None:
                         help="known transcripts, one per turn, instead of running ASR")
     parser.add_argument("--styletts2", default=None,
                         help="StyleTTS2 checkpoint folder or hub id (config.yml + .pth); default: $ES4R_STYLETTS2 or the best offline voice")
-    parser.add_argument("--checkpoint", default=None, help="trained ES4R checkpoint folder (enables the speech path)")
+    parser.add_argument("--checkpoint", default=None, help="trained ES4R checkpoint folder, or 'shipped' for assets/es4r_embedded (enables the speech path; default: $ES4R_CHECKPOINT)")
     parser.set_defaults(handler=_respond)
 
 
@@ -45,7 +45,9 @@ def _respond(args: argparse.Namespace) -> int:
     if args.styletts2:
         overrides.update(tts=args.styletts2, voice="styletts2")
     if args.checkpoint:
-        overrides["es4r_checkpoint"] = args.checkpoint
+        from es4r.pipeline import resolve_checkpoint
+
+        overrides["es4r_checkpoint"] = resolve_checkpoint(args.checkpoint)
     pipeline = ES4RPipeline.from_preset(args.preset, **overrides)
     conversation = Conversation()
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -29,7 +30,11 @@ from es4r.tts.base import TTSError
 logger = logging.getLogger(__name__)
 
 STYLETTS2_ENV = "ES4R_STYLETTS2"  # folder or hub id of a StyleTTS2 checkpoint
-TEXT_PATH_NOTE = "text path — no trained ES4R speech checkpoint"
+# A trained ES4R checkpoint folder, or "shipped" for assets/es4r_embedded. Not loaded by
+# default: the shipped CPU-trained checkpoint collapses to one generic reply (see its
+# TRAINING.md), so the embedded default answers through the text path and says so.
+CHECKPOINT_ENV = "ES4R_CHECKPOINT"
+TEXT_PATH_NOTE = "text path — no trained ES4R speech checkpoint loaded"
 FALLBACK_REPLY = "I'm here with you. Could you tell me a little more?"
 ProgressFn = Callable[[float, str], None]
 
@@ -63,14 +68,12 @@ class ES4RPipeline:
             from es4r.embedded.setup import prepare_embedded
 
             paths = prepare_embedded()
-            checkpoint = _shipped_checkpoint()
             backbones = replace(backbones, whisper=str(paths.whisper), llm=str(paths.llm),
-                                es4r_checkpoint=str(checkpoint) if checkpoint else None,
                                 tts=os.environ.get(STYLETTS2_ENV) or None)
-            if getattr(paths, "generation", None) is not None:
-                config = replace(config, generation=paths.generation)
         if name == "paper" and os.environ.get(STYLETTS2_ENV):
             backbones = replace(backbones, tts=os.environ[STYLETTS2_ENV])
+        if os.environ.get(CHECKPOINT_ENV):
+            backbones = replace(backbones, es4r_checkpoint=resolve_checkpoint(os.environ[CHECKPOINT_ENV]))
         backbones = replace(backbones, **backbone_overrides)
         return cls.from_config(replace(config, backbones=backbones))
 
@@ -271,12 +274,14 @@ class Draft:
 
 _ASR_MAX_TOKENS = 128  # one 30 s turn of speech is well under this
 _SENTENCE_END = ".!?"
+# Small LLMs sometimes continue the "User: / You:" history layout with a speaker label.
+_ROLE_PREFIX = re.compile(r"^\s*(?:You|Assistant|Listener)\s*:\s*", re.IGNORECASE)
 
 
 def trim_reply(text: str, max_sentences: int) -> str:
-    """Keep the first `max_sentences` sentences; drop a trailing unfinished one when a
+    """Drop a leading speaker label ("You:"), then keep the first `max_sentences` sentences; drop a trailing unfinished one when a
     complete sentence exists (small LLMs ramble and stop mid-sentence at the token cap)."""
-    text = " ".join(text.split())
+    text = _ROLE_PREFIX.sub("", " ".join(text.split()))
     ends = [i for i, ch in enumerate(text) if ch in _SENTENCE_END and (i + 1 == len(text) or text[i + 1] == " ")]
     if not ends:
         return text
@@ -306,9 +311,12 @@ def _tiny_paths() -> dict[str, str]:
     return {k: str(v) for k, v in paths.items()}
 
 
-def _shipped_checkpoint() -> Path | None:
-    candidate = Path(__file__).resolve().parent.parent / "assets" / "es4r_embedded"
-    return candidate if (candidate / "es4r_config.json").exists() else None
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "es4r_embedded"
+
+
+def resolve_checkpoint(value: str) -> str:
+    """`shipped` names the checkpoint in assets/ (trained for the embedded backbones)."""
+    return str(SHIPPED_CHECKPOINT) if value == "shipped" else value
 
 
 @contextmanager

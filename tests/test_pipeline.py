@@ -83,4 +83,5 @@ def test_trim_reply():
     assert trim_reply("I hear you. That is hard. Do you want to talk? More", 2) == "I hear you. That is hard."
     assert trim_reply("I hear you. And then", 2) == "I hear you."
     assert trim_reply("no sentence end", 2) == "no sentence end"
+    assert trim_reply("You: I'm glad. Truly. Yes.", 2) == "I'm glad. Truly."
     assert trim_reply("Dr.Who is 3.5 m tall. Yes.", 1) == "Dr.Who is 3.5 m tall."
