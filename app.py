@@ -274,6 +274,7 @@ with gr.Blocks(title="ES4R Studio") as demo:
     send.click(lambda: gr.update(interactive=False), None, [send], queue=False).then(
         converse, [audio_in, state],
         [state, chatbot, audio_in, reply_audio, context, download, *VIEW_OUTPUTS],
+        show_progress_on=[chatbot],  # one progress bar, on the conversation, not over every view
     ).then(submit_state, [audio_in], [send], queue=False)
     reset.click(new_conversation, None,
                 [state, chatbot, reply_audio, audio_in, download, context, *VIEW_OUTPUTS], queue=False)
