@@ -30,9 +30,7 @@ from es4r.tts.base import TTSError
 logger = logging.getLogger(__name__)
 
 STYLETTS2_ENV = "ES4R_STYLETTS2"  # folder or hub id of a StyleTTS2 checkpoint
-# A trained ES4R checkpoint folder, or "shipped" for assets/es4r_embedded. Not loaded by
-# default: the shipped CPU-trained checkpoint collapses to one generic reply (see its
-# TRAINING.md), so the embedded default answers through the text path and says so.
+# A trained ES4R checkpoint folder (or "cpu-demo"); overrides what the preset would load.
 CHECKPOINT_ENV = "ES4R_CHECKPOINT"
 TEXT_PATH_NOTE = "text path — no trained ES4R speech checkpoint loaded"
 FALLBACK_REPLY = "I'm here with you. Could you tell me a little more?"
@@ -68,7 +66,9 @@ class ES4RPipeline:
             from es4r.embedded.setup import prepare_embedded
 
             paths = prepare_embedded()
+            shipped = SHIPPED_CHECKPOINT if (SHIPPED_CHECKPOINT / "es4r_config.json").exists() else None
             backbones = replace(backbones, whisper=str(paths.whisper), llm=str(paths.llm),
+                                es4r_checkpoint=str(shipped) if shipped else None,
                                 tts=os.environ.get(STYLETTS2_ENV) or None)
         if name == "paper" and os.environ.get(STYLETTS2_ENV):
             backbones = replace(backbones, tts=os.environ[STYLETTS2_ENV])
@@ -311,12 +311,17 @@ def _tiny_paths() -> dict[str, str]:
     return {k: str(v) for k, v in paths.items()}
 
 
-SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "es4r_embedded"
+_ROOT = Path(__file__).resolve().parent.parent
+# A checkpoint here is the embedded preset's default: the speech path switches on by itself.
+SHIPPED_CHECKPOINT = _ROOT / "assets" / "es4r_embedded"
+# The CPU demonstration run (checkpoints/…/TRAINING.md): trained for the embedded backbones,
+# but it collapses to one generic reply, so it is opt-in rather than shipped as the default.
+CPU_DEMO_CHECKPOINT = _ROOT / "checkpoints" / "es4r_embedded_cpu_demo"
 
 
 def resolve_checkpoint(value: str) -> str:
-    """`shipped` names the checkpoint in assets/ (trained for the embedded backbones)."""
-    return str(SHIPPED_CHECKPOINT) if value == "shipped" else value
+    """`cpu-demo` names the CPU demonstration checkpoint; anything else is a folder."""
+    return str(CPU_DEMO_CHECKPOINT) if value == "cpu-demo" else value
 
 
 @contextmanager

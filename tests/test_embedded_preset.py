@@ -6,7 +6,7 @@ import pytest
 
 from es4r.config import FALLBACK, TRAINED
 from es4r.conversation import Conversation
-from es4r.pipeline import SHIPPED_CHECKPOINT, ES4RPipeline, resolve_checkpoint
+from es4r.pipeline import CPU_DEMO_CHECKPOINT, SHIPPED_CHECKPOINT, ES4RPipeline, resolve_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -16,19 +16,21 @@ def embedded():
 
 @pytest.fixture(scope="module")
 def embedded_speech():
-    return ES4RPipeline.from_preset("embedded", es4r_checkpoint=resolve_checkpoint("shipped"))
+    return ES4RPipeline.from_preset("embedded", es4r_checkpoint=resolve_checkpoint("cpu-demo"))
 
 
 def test_components_are_named_honestly(embedded):
     components = embedded.components
     assert components["asr"].status == TRAINED and components["llm"].status == TRAINED
     assert components["voice"].status == FALLBACK  # no StyleTTS2 checkpoint installs offline
-    assert not embedded.speech_path  # default: text path, said in words
-    assert "text path" in components["es4r_modules"].description
+    shipped = (SHIPPED_CHECKPOINT / "es4r_config.json").exists()
+    assert embedded.speech_path == shipped  # a checkpoint in assets/ switches the speech path on
+    if not shipped:
+        assert "text path" in components["es4r_modules"].description
 
 
-def test_shipped_checkpoint_fits_the_embedded_backbones(embedded_speech, speech_paths):
-    assert (SHIPPED_CHECKPOINT / "es4r_parts.safetensors").is_file()
+def test_cpu_demo_checkpoint_fits_the_embedded_backbones(embedded_speech, speech_paths):
+    assert (CPU_DEMO_CHECKPOINT / "es4r_parts.safetensors").is_file()
     assert embedded_speech.speech_path
     assert embedded_speech.components["es4r_modules"].status == TRAINED
     conversation = embedded_speech.add_user_turn(Conversation(), speech_paths[0])
