@@ -295,12 +295,15 @@ def _status_of(path_or_id: str, description: str) -> ComponentStatus:
     return ComponentStatus(TRAINED, description)
 
 
+TINY_BACKBONES_VERSION = 2  # bump when make_tiny_* change, so stale caches are not reused
+
+
 def _tiny_paths() -> dict[str, str]:
     """Tiny random backbones, built once per cache dir (they are deterministic)."""
     from es4r.backbones import make_tiny_llm, make_tiny_whisper
     from es4r.tts.styletts2 import make_tiny_styletts2_checkpoint
 
-    root = default_cache_dir() / "tiny"
+    root = default_cache_dir() / f"tiny-v{TINY_BACKBONES_VERSION}"
     paths = {"whisper": root / "whisper", "llm": root / "llm", "tts": root / "styletts2"}
     if not (paths["whisper"] / "config.json").exists():
         make_tiny_whisper(paths["whisper"])
