@@ -12,7 +12,11 @@ from es4r.config import AdapterConfig
 
 
 class ModalityAdapter(nn.Module):
-    def __init__(self, encoder_width: int, llm_width: int, config: AdapterConfig):
+    """Conv stack, then a LayerNorm whose gain starts at the LLM's own embedding RMS: the LLM
+    must receive speech vectors on the scale of its word embeddings (unnormalised conv
+    outputs were measured ~37x larger for SmolLM2 and drove the speech path to one reply)."""
+
+    def __init__(self, encoder_width: int, llm_width: int, config: AdapterConfig, output_rms: float = 1.0):
         super().__init__()
         self.config = config
         widths = [encoder_width] + [config.hidden] * (config.layers - 1) + [llm_width]
@@ -22,6 +26,8 @@ class ModalityAdapter(nn.Module):
             if index < config.layers - 1:
                 layers.append(nn.GELU())
         self.layers = nn.Sequential(*layers)
+        self.norm = nn.LayerNorm(llm_width)
+        nn.init.constant_(self.norm.weight, output_rms)
 
     def output_length(self, length: torch.Tensor | int) -> torch.Tensor | int:
         """Length arithmetic of the conv stack, in one place."""
@@ -32,4 +38,4 @@ class ModalityAdapter(nn.Module):
 
     def forward(self, encoded: torch.Tensor) -> torch.Tensor:
         """encoded (B, T, encoder_width) -> (B, T', llm_width), T' = output_length(T) ~ T/8."""
-        return self.layers(encoded.transpose(1, 2)).transpose(1, 2)
+        return self.norm(self.layers(encoded.transpose(1, 2)).transpose(1, 2))

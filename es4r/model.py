@@ -62,6 +62,12 @@ class GenerationOutput:
     speech_path: bool
 
 
+def embedding_rms(llm: nn.Module) -> float:
+    """Root-mean-square of the LLM's input word embeddings: the scale speech vectors should have."""
+    weight = llm.get_input_embeddings().weight.detach().float()
+    return float(weight.pow(2).mean().sqrt())
+
+
 def generation_kwargs(generation: GenerationConfig, tokenizer) -> dict:
     """`generate()` arguments from the config: one place for ES4R and the cascade baseline."""
     kwargs = dict(
@@ -95,7 +101,7 @@ class ES4RModel(nn.Module):
         self.tokenizer = llm.tokenizer
         self.max_frames = whisper.max_frames
         self.dual = DualLevelAttention(whisper.n_mels, config.dual)
-        self.adapter = ModalityAdapter(whisper.width, llm.width, config.adapter)
+        self.adapter = ModalityAdapter(whisper.width, llm.width, config.adapter, embedding_rms(llm.model))
         self.cross = CrossModalAttention(llm.width, config.cross)
         self.llm = apply_plora(llm.model, config.plora)
         device = next(llm.model.parameters()).device

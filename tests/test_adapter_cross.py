@@ -16,6 +16,13 @@ def test_adapter_shortens_by_eight_and_maps_width():
     assert convs[0].out_channels == 512 and convs[1].out_channels == 512
 
 
+def test_adapter_output_is_on_the_llm_embedding_scale():
+    adapter = ModalityAdapter(48, 96, AdapterConfig(), output_rms=0.1)
+    out = adapter(torch.randn(2, 64, 48) * 50)  # loud encoder features
+    rms = out.pow(2).mean(-1).sqrt()
+    assert torch.allclose(rms, torch.full_like(rms, 0.1), rtol=0.05)
+
+
 def test_cross_modal_rows_sum_to_one_over_text():
     torch.manual_seed(0)
     block = CrossModalAttention(32, CrossModalConfig(heads=4, dropout=0.0)).eval()
