@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from es4r.embedded.locate import GEMMA3_PARTS, SMOLLM2, Carrier, package_dir
+from es4r.embedded.weights import copy_checked
 
 logger = logging.getLogger(__name__)
 
@@ -108,11 +109,7 @@ def plain_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     if source.keys() != target.keys():
         raise KeyError(f"GGUF model and plain model differ: only in GGUF {sorted(source.keys() - target.keys())[:8]}, "
                        f"only in plain {sorted(target.keys() - source.keys())[:8]}")
-    with torch.no_grad():
-        for name, tensor in source.items():
-            if target[name].shape != tensor.shape:
-                raise ValueError(f"{name}: plain model expects {tuple(target[name].shape)}, GGUF gave {tuple(tensor.shape)}")
-            target[name].copy_(tensor)
+    copy_checked(target, source, "plain model", "GGUF")
     plain.tie_weights()
     plain.generation_config = model.generation_config
     return plain.eval()

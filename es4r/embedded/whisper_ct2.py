@@ -21,6 +21,7 @@ from typing import BinaryIO, Sequence
 import torch
 
 from es4r.embedded.locate import WHISPER_BASE_PARTS, WHISPER_TINY_EN, Carrier, package_dir
+from es4r.embedded.weights import copy_checked
 
 logger = logging.getLogger(__name__)
 
@@ -344,11 +345,7 @@ def load_hf_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> N
     if missing or unused:
         raise KeyError(f"HF Whisper parameters without a CTranslate2 source: {missing[:8]}; "
                        f"converted tensors with no HF parameter: {unused[:8]}")
-    with torch.no_grad():
-        for name, tensor in state.items():
-            if target[name].shape != tensor.shape:
-                raise ValueError(f"{name}: HF expects shape {tuple(target[name].shape)}, CTranslate2 gave {tuple(tensor.shape)}")
-            target[name].copy_(tensor)
+    copy_checked(target, state, "HF", "CTranslate2")
     if model.proj_out.weight.data_ptr() != model.model.decoder.embed_tokens.weight.data_ptr():
         raise RuntimeError("proj_out is not tied to the decoder token embeddings; check tie_word_embeddings")
 

@@ -17,7 +17,7 @@ import soundfile
 
 from es4r.config import FALLBACK, StrategyParams
 from es4r.tts.base import SynthesisResult, TTSError
-from es4r.tts.text_normalize import normalize_for_tts
+from es4r.tts.text_normalize import speakable
 
 logger = logging.getLogger(__name__)
 
@@ -105,9 +105,7 @@ class EspeakEngine:
         self, text: str, style: np.ndarray | None, params: StrategyParams, seed: int = 0
     ) -> SynthesisResult:
         """Speak `text`; `style` is ignored (noted). Returns float32 mono at espeak's rate."""
-        spoken = normalize_for_tts(text)
-        if not spoken:
-            raise TTSError(f"nothing speakable in {text!r}; expected words after removing markup and emoji")
+        spoken = speakable(text)
         knobs = espeak_knobs(params)
         waveform, sample_rate = self._run(spoken, knobs)
         notes: list[str] = []

@@ -16,7 +16,7 @@ import numpy as np
 
 from es4r.config import FALLBACK, StrategyParams
 from es4r.tts.base import SynthesisResult, TTSError
-from es4r.tts.text_normalize import normalize_for_tts
+from es4r.tts.text_normalize import speakable
 
 logger = logging.getLogger(__name__)
 
@@ -187,9 +187,7 @@ class PiperEngine:
         """Speak `text`; `style` is ignored (noted). Returns float32 mono at the voice's rate."""
         from piper import SynthesisConfig
 
-        spoken = normalize_for_tts(text)
-        if not spoken:
-            raise TTSError(f"nothing speakable in {text!r}; expected words after removing markup and emoji")
+        spoken = speakable(text)
         notes: tuple[str, ...] = ()
         if style is not None:
             notes = ("the Piper voice cannot take a style vector; the style was ignored",)

@@ -22,7 +22,7 @@ from es4r.tts.styletts2_model import (
     load_checkpoint_folder,
     make_tiny_styletts2_checkpoint,
 )
-from es4r.tts.text_normalize import normalize_for_tts, split_sentences
+from es4r.tts.text_normalize import speakable, split_sentences
 
 logger = logging.getLogger(__name__)
 
@@ -197,9 +197,7 @@ class StyleTTS2Engine:
         used: this voice's pace and expressiveness come from alpha / beta."""
         if params.diffusion_steps < MIN_DIFFUSION_STEPS:
             raise ValueError(f"diffusion_steps must be >= {MIN_DIFFUSION_STEPS}; found {params.diffusion_steps}")
-        sentences = split_sentences(normalize_for_tts(text))
-        if not sentences:
-            raise TTSError(f"nothing speakable in the reply text {text[:60]!r}")
+        sentences = split_sentences(speakable(text))
         notes: list[str] = []
         reference = None
         if style is not None:

@@ -198,3 +198,13 @@ def split_sentences(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> list[str]
                 continue
         merged.append(sentence)
     return [part for sentence in merged for part in _cut(sentence, max_chars)]
+
+
+def speakable(text: str) -> str:
+    """normalize_for_tts, or TTSError when nothing speakable is left (emoji, markup only)."""
+    from es4r.tts.base import TTSError
+
+    spoken = normalize_for_tts(text)
+    if not spoken:
+        raise TTSError(f"nothing speakable in {text[:60]!r}; expected words after removing markup and emoji")
+    return spoken
