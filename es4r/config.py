@@ -208,7 +208,7 @@ class TrainConfig:
     """Two-path training (DESIGN.md step 11). Defaults are the paper's where it gives them."""
 
     manifest: str = ""  # training JSONL
-    val_manifest: str | None = None
+    val_manifest: str | None = None  # held-out JSONL: speech-path CE/KL logged at each snapshot, never trained on
     output_dir: str = "runs/es4r"
     preset: str = "paper"  # backbones to train on (paper | embedded | tiny)
     epochs: int = 2
@@ -221,7 +221,8 @@ class TrainConfig:
     seed: int = 42
     max_steps: int | None = None  # stop early (smoke runs, time-boxed CPU runs)
     log_every: int = 1
-    save_every: int = 100  # optimizer steps between resumable checkpoints
+    save_every: int = 100  # optimizer steps between resumable checkpoints (last/)
+    keep_every: int | None = None  # optimizer steps between kept snapshots (step-000050/ ...) + validation
     num_workers: int = 0
 
     @classmethod

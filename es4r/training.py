@@ -75,6 +75,24 @@ def two_path_loss(model, batch: list[PreparedSample], temperature: float) -> Two
     return TwoPathLoss(ce + kl, ce.detach(), kl.detach(), int(labels.numel()))
 
 
+@torch.no_grad()
+def validation_loss(model, samples: list, batch_size: int, temperature: float) -> dict[str, float]:
+    """Speech-path CE and KL on held-out samples, token-weighted means; gradients off and
+    dropout off for the duration, training mode restored afterwards."""
+    was_training = [m.training for m in model.trainable_modules().values()]
+    for module in model.trainable_modules().values():
+        module.eval()
+    ce_sum = kl_sum = tokens = 0.0
+    for start in range(0, len(samples), batch_size):
+        result = two_path_loss(model, samples[start : start + batch_size], temperature)
+        ce_sum += float(result.ce) * result.response_tokens
+        kl_sum += float(result.kl) * result.response_tokens
+        tokens += result.response_tokens
+    for module, mode in zip(model.trainable_modules().values(), was_training):
+        module.train(mode)
+    return {"val_ce": ce_sum / max(tokens, 1), "val_kl": kl_sum / max(tokens, 1)}
+
+
 def trainable_parameters(model) -> list[torch.nn.Parameter]:
     params = [p for m in model.trainable_modules().values() for p in m.parameters()]
     params += [p for n, p in model.llm.named_parameters() if "lora_" in n]
@@ -124,6 +142,10 @@ def train(config: TrainConfig, model=None) -> Path:
     generator = torch.Generator().manual_seed(config.seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=True,
                                          collate_fn=collate, generator=generator, num_workers=config.num_workers)
+    val_samples = None
+    if config.val_manifest:
+        val_set = ManifestDataset(load_manifest(config.val_manifest), model.whisper.n_mels)
+        val_samples = [val_set[i] for i in range(len(val_set))]
     wrapper = _Wrapper(model, config.kl_temperature)
     optimizer = torch.optim.AdamW(trainable_parameters(model), lr=config.lr, weight_decay=config.weight_decay)
     wrapper, optimizer, loader = accelerator.prepare(wrapper, optimizer, loader)
@@ -147,6 +169,18 @@ def train(config: TrainConfig, model=None) -> Path:
             save_es4r_parts(model, folder, {"train_config": asdict(config), "step": step})
             torch.save({"optimizer": optimizer.state_dict(), "step": step, "epoch": epoch,
                         "torch_rng": torch.get_rng_state()}, folder / STATE_FILE)
+
+    def keep(at_step: int) -> None:
+        """A permanent snapshot (parts only) and, with a val manifest, its held-out loss."""
+        if not accelerator.is_main_process:
+            return
+        save_es4r_parts(model, output / f"step-{at_step:06d}", {"train_config": asdict(config), "step": at_step})
+        if val_samples:
+            record = {"step": at_step, **validation_loss(model, val_samples, config.batch_size,
+                                                          config.kl_temperature)}
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            logger.info("step %d: held-out speech-path CE %.3f, KL %.3f", at_step, record["val_ce"], record["val_kl"])
 
     output.mkdir(parents=True, exist_ok=True)
     log = (output / LOG_FILE).open("a")
@@ -179,10 +213,14 @@ def train(config: TrainConfig, model=None) -> Path:
             bar.update(1)
             if step % config.save_every == 0:
                 save(output / "last", epoch)
+            if config.keep_every and step % config.keep_every == 0:
+                keep(step)
             if step >= total_steps:
                 break
         if step >= total_steps:
             break
+    if config.keep_every and step % config.keep_every:
+        keep(step)
     bar.close()
     log.close()
     accelerator.wait_for_everyone()

@@ -31,13 +31,18 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(line) for line in args.log.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in args.log.read_text().splitlines() if line.strip()]
+    records = [r for r in rows if "loss" in r]  # one per optimizer step
+    held_out = [r for r in rows if "val_ce" in r]  # one per kept snapshot
     steps = [r["step"] for r in records]
     figure, axis = plt.subplots(figsize=(7, 4), dpi=120)
     for key, colour in (("loss", "tab:blue"), ("ce", "tab:green"), ("kl", "tab:orange")):
         values = [r[key] for r in records]
         axis.plot(steps, values, color=colour, alpha=0.25)
         axis.plot(steps, moving_average(values, SMOOTHING), color=colour, label=f"{key} ({SMOOTHING}-step mean)")
+    if held_out:
+        axis.plot([r["step"] for r in held_out], [r["val_ce"] for r in held_out], "o-", color="tab:red",
+                  label="held-out speech-path CE")
     axis.set_xlabel("optimizer step")
     axis.set_ylabel("loss (nats per response token)")
     axis.set_title(f"ES4R two-path training: {args.log.parent.name}")

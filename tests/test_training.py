@@ -134,3 +134,26 @@ def test_two_processes_under_accelerate_sync_gradients(tiny_dirs, tmp_path):
     assert ranks[0]["before"] == ranks[1]["before"]
     assert ranks[0]["after"] != ranks[0]["before"]  # the step changed the weights
     assert ranks[0]["after"] == ranks[1]["after"]  # and identically on both processes
+
+
+def test_kept_snapshots_and_held_out_loss_are_logged(tiny_dirs, tmp_path):
+    model = _model(tiny_dirs)
+    manifest = _write_manifest(tmp_path, _rows(tmp_path))
+    config = TrainConfig(manifest=str(manifest), val_manifest=str(manifest), output_dir=str(tmp_path / "run"),
+                         preset="tiny", epochs=10, batch_size=3, lr=1e-2, save_every=1000, keep_every=2,
+                         max_steps=5)
+    train(config, model=model)
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.glob("step-*")) == ["step-000002", "step-000004", "step-000005"]
+    rows = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    held_out = [r for r in rows if "val_ce" in r]
+    assert [r["step"] for r in held_out] == [2, 4, 5]
+    assert all(r["val_ce"] > 0 and r["val_kl"] >= 0 for r in held_out)
+    # validation switches dropout off only for itself: training mode is restored
+    assert all(m.training for m in model.trainable_modules().values())
+    # a snapshot is a loadable checkpoint of the parts at that step
+    from es4r.checkpoint import load_es4r_parts
+
+    fresh = _model(tiny_dirs)
+    load_es4r_parts(fresh, run / "step-000005")
+    assert torch.equal(fresh.adapter.norm.weight, model.adapter.norm.weight)
