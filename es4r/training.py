@@ -184,6 +184,8 @@ def train(config: TrainConfig, model=None) -> Path:
 
     output.mkdir(parents=True, exist_ok=True)
     log = (output / LOG_FILE).open("a")
+    if config.keep_every and step == 0:
+        keep(0)  # the untrained parts: the baseline every later snapshot is compared with
     bar = tqdm(total=total_steps, initial=step, disable=not accelerator.is_main_process, desc="training")
     started, tokens_seen = time.perf_counter(), 0
     for epoch in range(start_epoch, config.epochs):

@@ -144,10 +144,10 @@ def test_kept_snapshots_and_held_out_loss_are_logged(tiny_dirs, tmp_path):
                          max_steps=5)
     train(config, model=model)
     run = tmp_path / "run"
-    assert sorted(p.name for p in run.glob("step-*")) == ["step-000002", "step-000004", "step-000005"]
+    assert sorted(p.name for p in run.glob("step-*")) == ["step-000000", "step-000002", "step-000004", "step-000005"]
     rows = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     held_out = [r for r in rows if "val_ce" in r]
-    assert [r["step"] for r in held_out] == [2, 4, 5]
+    assert [r["step"] for r in held_out] == [0, 2, 4, 5]
     assert all(r["val_ce"] > 0 and r["val_kl"] >= 0 for r in held_out)
     # validation switches dropout off only for itself: training mode is restored
     assert all(m.training for m in model.trainable_modules().values())
