@@ -30,7 +30,7 @@ from es4r.tts.base import TTSError
 logger = logging.getLogger(__name__)
 
 STYLETTS2_ENV = "ES4R_STYLETTS2"  # folder or hub id of a StyleTTS2 checkpoint
-# A trained ES4R checkpoint folder (or "cpu-demo"); overrides what the preset would load.
+# A trained ES4R checkpoint folder, "cpu-demo" or "none" (text path); overrides the preset's choice.
 CHECKPOINT_ENV = "ES4R_CHECKPOINT"
 TEXT_PATH_NOTE = "text path — no trained ES4R speech checkpoint loaded"
 FALLBACK_REPLY = "I'm here with you. Could you tell me a little more?"
@@ -322,8 +322,11 @@ SHIPPED_CHECKPOINT = _ROOT / "assets" / "es4r_embedded"
 CPU_DEMO_CHECKPOINT = _ROOT / "checkpoints" / "es4r_embedded_cpu_demo"
 
 
-def resolve_checkpoint(value: str) -> str:
-    """`cpu-demo` names the CPU demonstration checkpoint; anything else is a folder."""
+def resolve_checkpoint(value: str) -> str | None:
+    """`none` = the text path even when a checkpoint ships; `cpu-demo` names the CPU
+    demonstration checkpoint; anything else is a folder."""
+    if value.lower() == "none":
+        return None
     return str(CPU_DEMO_CHECKPOINT) if value == "cpu-demo" else value
 
 

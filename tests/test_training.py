@@ -149,6 +149,7 @@ def test_kept_snapshots_and_held_out_loss_are_logged(tiny_dirs, tmp_path):
     held_out = [r for r in rows if "val_ce" in r]
     assert [r["step"] for r in held_out] == [0, 2, 4, 5]
     assert all(r["val_ce"] > 0 and r["val_kl"] >= 0 for r in held_out)
+    assert all(-1.0 <= r["speech_cos_within"] <= 1.0 and -1.0 <= r["speech_cos_between"] <= 1.0 for r in held_out)
     # validation switches dropout off only for itself: training mode is restored
     assert all(m.training for m in model.trainable_modules().values())
     # a snapshot is a loadable checkpoint of the parts at that step
@@ -157,3 +158,19 @@ def test_kept_snapshots_and_held_out_loss_are_logged(tiny_dirs, tmp_path):
     fresh = _model(tiny_dirs)
     load_es4r_parts(fresh, run / "step-000005")
     assert torch.equal(fresh.adapter.norm.weight, model.adapter.norm.weight)
+
+
+def test_speech_diversity_tells_a_constant_prompt_from_real_input(tiny_dirs, tmp_path):
+    from es4r.training import speech_diversity
+
+    model = _model(tiny_dirs)
+    samples = list(ManifestDataset(load_manifest(_write_manifest(tmp_path, _rows(tmp_path))), 80))
+    varied = speech_diversity(model, samples)
+    assert varied["speech_cos_within"] < 0.9 and varied["speech_cos_between"] < 0.99
+    with torch.no_grad():  # what the collapsed CPU run learned: the output ignores the audio
+        for layer in model.adapter.layers:
+            if isinstance(layer, torch.nn.Conv1d):
+                layer.weight.zero_()
+        model.adapter.norm.bias.normal_()
+    constant = speech_diversity(model, samples)
+    assert constant["speech_cos_within"] > 0.99 and constant["speech_cos_between"] > 0.99
