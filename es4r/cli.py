@@ -27,7 +27,7 @@ def _add_respond(subparsers) -> None:
                         help="known transcripts, one per turn, instead of running ASR")
     parser.add_argument("--styletts2", default=None,
                         help="StyleTTS2 checkpoint folder or hub id (config.yml + .pth); default: $ES4R_STYLETTS2 or the best offline voice")
-    parser.add_argument("--checkpoint", default=None, help="trained ES4R checkpoint folder, or 'cpu-demo' for checkpoints/es4r_embedded_cpu_demo (enables the speech path; default: $ES4R_CHECKPOINT, else assets/es4r_embedded when present)")
+    parser.add_argument("--checkpoint", default=None, help="trained ES4R checkpoint folder (enables the speech path), or 'none' for the text path; default: $ES4R_CHECKPOINT, else assets/es4r_embedded when present")
     parser.set_defaults(handler=_respond)
 
 

@@ -30,7 +30,7 @@ from es4r.tts.base import TTSError
 logger = logging.getLogger(__name__)
 
 STYLETTS2_ENV = "ES4R_STYLETTS2"  # folder or hub id of a StyleTTS2 checkpoint
-# A trained ES4R checkpoint folder, "cpu-demo" or "none" (text path); overrides the preset's choice.
+# A trained ES4R checkpoint folder, or "none" for the text path; overrides the preset's choice.
 CHECKPOINT_ENV = "ES4R_CHECKPOINT"
 TEXT_PATH_NOTE = "text path — no trained ES4R speech checkpoint loaded"
 FALLBACK_REPLY = "I'm here with you. Could you tell me a little more?"
@@ -317,17 +317,11 @@ def _tiny_paths() -> dict[str, str]:
 _ROOT = Path(__file__).resolve().parent.parent
 # A checkpoint here is the embedded preset's default: the speech path switches on by itself.
 SHIPPED_CHECKPOINT = _ROOT / "assets" / "es4r_embedded"
-# The CPU demonstration run (checkpoints/…/TRAINING.md): trained for the embedded backbones,
-# but it collapses to one generic reply, so it is opt-in rather than shipped as the default.
-CPU_DEMO_CHECKPOINT = _ROOT / "checkpoints" / "es4r_embedded_cpu_demo"
 
 
 def resolve_checkpoint(value: str) -> str | None:
-    """`none` = the text path even when a checkpoint ships; `cpu-demo` names the CPU
-    demonstration checkpoint; anything else is a folder."""
-    if value.lower() == "none":
-        return None
-    return str(CPU_DEMO_CHECKPOINT) if value == "cpu-demo" else value
+    """`none` = the text path even when a checkpoint ships; anything else is a folder."""
+    return None if value.strip().lower() == "none" else value
 
 
 @contextmanager

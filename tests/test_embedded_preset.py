@@ -6,7 +6,7 @@ import pytest
 
 from es4r.config import FALLBACK, TRAINED
 from es4r.conversation import Conversation
-from es4r.pipeline import CPU_DEMO_CHECKPOINT, SHIPPED_CHECKPOINT, ES4RPipeline, resolve_checkpoint
+from es4r.pipeline import CHECKPOINT_ENV, SHIPPED_CHECKPOINT, ES4RPipeline, resolve_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -15,8 +15,21 @@ def embedded():
 
 
 @pytest.fixture(scope="module")
-def embedded_speech():
-    return ES4RPipeline.from_preset("embedded", es4r_checkpoint=resolve_checkpoint("cpu-demo"))
+def embedded_speech(embedded, tmp_path_factory, monkeypatch_module):
+    """A checkpoint for the embedded backbones (the parts at initialisation, saved through the
+    training code's writer), loaded the way a user names one: ES4R_CHECKPOINT=folder."""
+    from es4r.checkpoint import save_es4r_parts
+
+    folder = tmp_path_factory.mktemp("embedded_checkpoint")
+    save_es4r_parts(embedded.model, folder, {"step": 0})
+    monkeypatch_module.setenv(CHECKPOINT_ENV, str(folder))
+    return ES4RPipeline.from_preset("embedded")
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
 
 
 def test_components_are_named_honestly(embedded):
@@ -29,9 +42,7 @@ def test_components_are_named_honestly(embedded):
         assert "text path" in components["es4r_modules"].description
 
 
-@pytest.mark.skipif(not (CPU_DEMO_CHECKPOINT / "es4r_parts.safetensors").is_file(),
-                    reason="no CPU demonstration checkpoint in checkpoints/")
-def test_cpu_demo_checkpoint_fits_the_embedded_backbones(embedded_speech, speech_paths):
+def test_checkpoint_named_by_env_switches_on_the_speech_path(embedded_speech, speech_paths):
     assert embedded_speech.speech_path
     assert embedded_speech.components["es4r_modules"].status == TRAINED
     conversation = embedded_speech.add_user_turn(Conversation(), speech_paths[0])
@@ -51,3 +62,7 @@ def test_answers_real_speech(embedded, speech_paths):
     assert result.reply_audio.size > result.sample_rate // 2  # at least half a second of speech
     assert result.path == ("speech" if embedded.speech_path else "text")
     assert result.attention.meaningful == embedded.speech_path
+
+
+def test_none_forces_the_text_path():
+    assert resolve_checkpoint("none") is None and resolve_checkpoint("runs/x/final") == "runs/x/final"
