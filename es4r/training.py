@@ -204,9 +204,10 @@ def train(config: TrainConfig, model=None) -> Path:
             return
         save_es4r_parts(model, output / f"step-{at_step:06d}", {"train_config": asdict(config), "step": at_step})
         if val_samples:
-            record = {"step": at_step, **validation_loss(model, val_samples, config.batch_size,
-                                                          config.kl_temperature),
-                      **speech_diversity(model, val_samples)}
+            with accelerator.autocast():  # the same precision as the training forward (bf16 on GPU)
+                record = {"step": at_step, **validation_loss(model, val_samples, config.batch_size,
+                                                              config.kl_temperature),
+                          **speech_diversity(model, val_samples)}
             log.write(json.dumps(record) + "\n")
             log.flush()
             logger.info("step %d: held-out speech-path CE %.3f, KL %.3f; speech-vector cosine within %.2f, "
