@@ -192,11 +192,12 @@ def train(config: TrainConfig, model=None) -> Path:
         torch.set_rng_state(state["torch_rng"])
         logger.info("resumed from %s at step %d", output / "last", step)
 
-    def save(folder: Path, epoch: int) -> None:
+    def save(folder: Path, epoch: int, resumable: bool = True) -> None:
         if accelerator.is_main_process:
             save_es4r_parts(model, folder, {"train_config": asdict(config), "step": step})
-            torch.save({"optimizer": optimizer.state_dict(), "step": step, "epoch": epoch,
-                        "torch_rng": torch.get_rng_state()}, folder / STATE_FILE)
+            if resumable:  # optimizer + RNG state, twice the size of the parts; last/ only
+                torch.save({"optimizer": optimizer.state_dict(), "step": step, "epoch": epoch,
+                            "torch_rng": torch.get_rng_state()}, folder / STATE_FILE)
 
     def keep(at_step: int) -> None:
         """A permanent snapshot (parts only) and, with a val manifest, its held-out loss."""
@@ -259,7 +260,7 @@ def train(config: TrainConfig, model=None) -> Path:
     log.close()
     accelerator.wait_for_everyone()
     save(output / "last", config.epochs)
-    save(output / "final", config.epochs)
+    save(output / "final", config.epochs, resumable=False)
     return output / "final"
 
 

@@ -90,6 +90,7 @@ def test_loss_falls_frozen_stays_frozen_checkpoint_reproduces(tiny_dirs, tmp_pat
     config = TrainConfig(manifest=str(manifest), output_dir=str(tmp_path / "run"), preset="tiny", epochs=40,
                          batch_size=3, lr=1e-2, save_every=1000, max_steps=30)
     final = train(config, model=model)
+    assert sorted(p.name for p in final.iterdir()) == ["es4r_config.json", "es4r_parts.safetensors"]
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert len(log) == 30
     first, last = sum(r["ce"] for r in log[:3]) / 3, sum(r["ce"] for r in log[-3:]) / 3
