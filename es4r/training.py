@@ -13,6 +13,7 @@ import logging
 import math
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ class TwoPathLoss:
     ce: torch.Tensor
     kl: torch.Tensor
     response_tokens: int
+    speech: list[torch.Tensor]  # per dialogue, the adapter's speech vectors (S, W) the loss was computed on
 
 
 def response_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,11 +61,8 @@ def two_path_loss(model, batch: list[PreparedSample], temperature: float) -> Two
     responses = [tokenizer(item.sample.response, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
                  for item in batch]
     encoding = model.encode_speech([item.features for item in batch])
-    speech_middles = []
-    for b, part in enumerate(parts):
-        speech = encoding.embeddings[b, : int(encoding.lengths[b])]
-        attended, _ = model.speech_with_context(speech, part.history_ids)
-        speech_middles.append(attended)
+    speech = [encoding.embeddings[b, : int(encoding.lengths[b])] for b in range(len(batch))]
+    speech_middles = [model.speech_with_context(vectors, part.history_ids)[0] for vectors, part in zip(speech, parts)]
     speech_batch = model.build_path(parts, speech_middles, responses, speech=True, pad_left=False)
     with torch.no_grad():
         text_batch = model.build_path(parts, [model.embed(p.history_ids) for p in parts], responses,
@@ -72,25 +71,21 @@ def two_path_loss(model, batch: list[PreparedSample], temperature: float) -> Two
     speech_logits, labels = response_logits(model.path_logits(speech_batch), speech_batch.labels)
     ce = F.cross_entropy(speech_logits.float(), labels)
     kl = kl_speech_text(speech_logits, text_logits.detach(), temperature)
-    return TwoPathLoss(ce + kl, ce.detach(), kl.detach(), int(labels.numel()))
+    return TwoPathLoss(ce + kl, ce.detach(), kl.detach(), int(labels.numel()), speech)
 
 
-@torch.no_grad()
-def validation_loss(model, samples: list, batch_size: int, temperature: float) -> dict[str, float]:
-    """Speech-path CE and KL on held-out samples, token-weighted means; gradients off and
-    dropout off for the duration, training mode restored afterwards."""
-    was_training = [m.training for m in model.trainable_modules().values()]
-    for module in model.trainable_modules().values():
+@contextmanager
+def _trainable_in_eval_mode(model):
+    """Dropout off in the ES4R modules for a measurement; their training mode restored after."""
+    modules = list(model.trainable_modules().values())
+    modes = [m.training for m in modules]
+    for module in modules:
         module.eval()
-    ce_sum = kl_sum = tokens = 0.0
-    for start in range(0, len(samples), batch_size):
-        result = two_path_loss(model, samples[start : start + batch_size], temperature)
-        ce_sum += float(result.ce) * result.response_tokens
-        kl_sum += float(result.kl) * result.response_tokens
-        tokens += result.response_tokens
-    for module, mode in zip(model.trainable_modules().values(), was_training):
-        module.train(mode)
-    return {"val_ce": ce_sum / max(tokens, 1), "val_kl": kl_sum / max(tokens, 1)}
+    try:
+        yield
+    finally:
+        for module, mode in zip(modules, modes):
+            module.train(mode)
 
 
 def _mean_off_diagonal_cosine(vectors: torch.Tensor) -> float:
@@ -100,25 +95,42 @@ def _mean_off_diagonal_cosine(vectors: torch.Tensor) -> float:
     return float((cos.sum() - cos.diagonal().sum()) / max(n * (n - 1), 1))
 
 
-@torch.no_grad()
-def speech_diversity(model, samples: list) -> dict[str, float]:
+def _diversity(per_dialogue: list[torch.Tensor]) -> dict[str, float]:
     """How much the adapter's speech vectors depend on the input: mean cosine between the
     positions of one dialogue, and between dialogues' mean vectors. Both near 1 means the
     speech path has become a constant soft prompt that ignores the audio (the failure seen
-    on the CPU run: 0.34 -> 0.90 within 25 steps), which no loss curve shows."""
-    was_training = [m.training for m in model.trainable_modules().values()]
-    for module in model.trainable_modules().values():
-        module.eval()
-    within, means = [], []
-    for item in samples:
-        encoding = model.encode_speech([item.features])
-        speech = encoding.embeddings[0, : int(encoding.lengths[0])]
-        within.append(_mean_off_diagonal_cosine(speech))
-        means.append(speech.mean(0))
-    for module, mode in zip(model.trainable_modules().values(), was_training):
-        module.train(mode)
+    on the CPU run: 0.30 -> 0.89 within 25 steps), which no loss curve shows."""
+    within = [_mean_off_diagonal_cosine(vectors) for vectors in per_dialogue]
+    means = torch.stack([vectors.mean(0) for vectors in per_dialogue])
     return {"speech_cos_within": sum(within) / len(within),
-            "speech_cos_between": _mean_off_diagonal_cosine(torch.stack(means)) if len(means) > 1 else 1.0}
+            "speech_cos_between": _mean_off_diagonal_cosine(means) if len(per_dialogue) > 1 else 1.0}
+
+
+@torch.no_grad()
+def speech_diversity(model, samples: list[PreparedSample]) -> dict[str, float]:
+    """`_diversity` of the speech vectors the model makes for these samples."""
+    with _trainable_in_eval_mode(model):
+        per_dialogue = []
+        for item in samples:
+            encoding = model.encode_speech([item.features])
+            per_dialogue.append(encoding.embeddings[0, : int(encoding.lengths[0])])
+        return _diversity(per_dialogue)
+
+
+@torch.no_grad()
+def held_out_report(model, samples: list[PreparedSample], batch_size: int, temperature: float) -> dict[str, float]:
+    """One pass over held-out samples: speech-path CE and KL (token-weighted means) and the
+    diversity of the speech vectors that pass computed."""
+    ce_sum = kl_sum = tokens = 0.0
+    per_dialogue: list[torch.Tensor] = []
+    with _trainable_in_eval_mode(model):
+        for start in range(0, len(samples), batch_size):
+            result = two_path_loss(model, samples[start : start + batch_size], temperature)
+            ce_sum += float(result.ce) * result.response_tokens
+            kl_sum += float(result.kl) * result.response_tokens
+            tokens += result.response_tokens
+            per_dialogue += result.speech
+    return {"val_ce": ce_sum / max(tokens, 1), "val_kl": kl_sum / max(tokens, 1), **_diversity(per_dialogue)}
 
 
 def trainable_parameters(model) -> list[torch.nn.Parameter]:
@@ -206,9 +218,8 @@ def train(config: TrainConfig, model=None) -> Path:
         save_es4r_parts(model, output / f"step-{at_step:06d}", {"train_config": asdict(config), "step": at_step})
         if val_samples:
             with accelerator.autocast():  # the same precision as the training forward (bf16 on GPU)
-                record = {"step": at_step, **validation_loss(model, val_samples, config.batch_size,
-                                                              config.kl_temperature),
-                          **speech_diversity(model, val_samples)}
+                record = {"step": at_step,
+                          **held_out_report(model, val_samples, config.batch_size, config.kl_temperature)}
             log.write(json.dumps(record) + "\n")
             log.flush()
             logger.info("step %d: held-out speech-path CE %.3f, KL %.3f; speech-vector cosine within %.2f, "
