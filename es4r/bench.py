@@ -34,15 +34,28 @@ class BenchRow:
     llm_tokens_per_s: float
     tts_rtf: float
     peak_rss_mb: float
+    speech_path_s: float  # respond() through the speech path (S' from the speech)
+    text_path_s: float  # respond() through the text path (transcripts), same conversation
+    speech_tokens: int  # reply tokens of each path: LLM time follows reply length
+    text_tokens: int
+
+    @property
+    def path_ratio(self) -> float:
+        """Speech path / text path time per turn, and the same per reply token."""
+        return self.speech_path_s / max(self.text_path_s, 1e-9)
 
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def _conversation(pipeline, clips, turns: int) -> tuple[Conversation, float]:
-    """A history of `turns` user turns (assistant replies as text between them); returns it
-    and the ASR seconds of its newest turn."""
+BENCH_REPLY = "I hear you. Tell me more."
+
+
+def _conversation(pipeline, clips, turns: int, reply_audio=None) -> tuple[Conversation, float]:
+    """A history of `turns` user turns with a spoken assistant reply between them (as in the
+    app, where the assistant's replies are heard too); returns it and the ASR seconds of its
+    newest turn."""
     conversation = Conversation()
     asr = 0.0
     for index in range(turns):
@@ -50,22 +63,41 @@ def _conversation(pipeline, clips, turns: int) -> tuple[Conversation, float]:
         conversation = pipeline.add_user_turn(conversation, clips[index % len(clips)])
         asr = time.perf_counter() - start
         if index < turns - 1:
-            conversation = conversation.with_turn(Turn(ASSISTANT, "I hear you. Tell me more."))
+            audio, rate = reply_audio if reply_audio else (None, None)
+            conversation = conversation.with_turn(Turn(ASSISTANT, BENCH_REPLY, audio, rate))
     return conversation, asr
+
+
+def _respond_on(pipeline, conversation: Conversation, speech: bool):
+    """respond() on the given path; returns (seconds, reply tokens)."""
+    saved = pipeline.speech_path
+    pipeline.speech_path = speech
+    try:
+        start = time.perf_counter()
+        result = pipeline.respond(conversation)
+        seconds = time.perf_counter() - start
+    finally:
+        pipeline.speech_path = saved
+    return seconds, round(result.timings["llm"] * result.timings["llm_tokens_per_s"])
 
 
 def run_bench(pipeline, history_lengths=(1, 3, 5, 8), repeats: int = 3, clips: list[Path] | None = None) -> list[BenchRow]:
     from es4r.systems import cascade_respond
 
     clips = [load_audio(p) for p in (clips or sorted(CLIP_DIR.glob("*.wav")))]
+    spoken = pipeline.voice.synthesize(BENCH_REPLY, None, pipeline.config.strategy.table["neutral"], seed=0)
+    reply_audio = (spoken.waveform, spoken.sample_rate)
     warm, _ = _conversation(pipeline, clips, 1)
     pipeline.respond(warm)
     cascade_respond(pipeline, warm)
     rows = []
     for turns in history_lengths:
         asr_runs, es4r_runs, cascade_runs, stage_runs, tps, rtf = [], [], [], [], [], []
+        paths: dict[bool, list[tuple[float, int]]] = {True: [], False: []}
         for _ in range(repeats):
-            conversation, asr = _conversation(pipeline, clips, turns)
+            conversation, asr = _conversation(pipeline, clips, turns, reply_audio)
+            for speech in (True, False):
+                paths[speech].append(_respond_on(pipeline, conversation, speech))
             start = time.perf_counter()
             result = pipeline.respond(conversation)
             es4r_runs.append(time.perf_counter() - start)
@@ -81,20 +113,24 @@ def run_bench(pipeline, history_lengths=(1, 3, 5, 8), repeats: int = 3, clips: l
         to_text = statistics.median(a + e - t.get("tts", 0.0) for a, e, t in zip(asr_runs, es4r_runs, stage_runs))
         rows.append(BenchRow(turns, asr, es4r, cascade, (asr + es4r) / max(asr + cascade, 1e-9), to_text, asr + es4r,
                              stages,
-                             statistics.median(tps), statistics.median(rtf), _peak_rss_mb()))
+                             statistics.median(tps), statistics.median(rtf), _peak_rss_mb(),
+                             statistics.median(s for s, _ in paths[True]), statistics.median(s for s, _ in paths[False]),
+                             int(statistics.median(n for _, n in paths[True])),
+                             int(statistics.median(n for _, n in paths[False]))))
         logger.info("bench: %d turns done", turns)
     return rows
 
 
 def format_table(rows: list[BenchRow]) -> str:
     head = ["turns", "ASR s", "ES4R s", "cascade s", "ratio", "to text s", "to audio s", *STAGES, "tok/s",
-            "TTS RTF", "peak MB"]
+            "TTS RTF", "peak MB", "speech path s (tokens)", "text path s (tokens)", "speech/text"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         values = [str(r.turns), f"{r.asr_s:.2f}", f"{r.es4r_s:.2f}", f"{r.cascade_s:.2f}", f"{r.ratio:.2f}",
                   f"{r.to_text_s:.2f}", f"{r.to_audio_s:.2f}",
                   *(f"{r.stages[s]:.3f}" for s in STAGES), f"{r.llm_tokens_per_s:.1f}", f"{r.tts_rtf:.2f}",
-                  f"{r.peak_rss_mb:.0f}"]
+                  f"{r.peak_rss_mb:.0f}", f"{r.speech_path_s:.2f} ({r.speech_tokens})",
+                  f"{r.text_path_s:.2f} ({r.text_tokens})", f"{r.path_ratio:.2f}"]
         lines.append("| " + " | ".join(values) + " |")
     return "\n".join(lines)
 
@@ -109,4 +145,5 @@ def growth_check(rows: list[BenchRow]) -> str:
 
 
 def write_json(rows: list[BenchRow], path: str | Path, meta: dict) -> None:
-    Path(path).write_text(json.dumps({"meta": meta, "rows": [r.__dict__ for r in rows]}, indent=2))
+    Path(path).write_text(json.dumps({"meta": meta, "rows": [{**r.__dict__, "path_ratio": r.path_ratio} for r in rows]},
+                                     indent=2))

@@ -5,6 +5,7 @@ Loading is strict and refuses a checkpoint trained for other backbones."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -52,9 +53,39 @@ def save_es4r_parts(model, folder: str | Path, extra: dict | None = None) -> Pat
     return folder
 
 
+# The config sections that shape the trained parts' weights and how they are used.
+ARCHITECTURE_SECTIONS = ("dual", "adapter", "cross", "plora")
+
+
 def read_checkpoint_config(folder: str | Path) -> ES4RConfig:
     meta = json.loads((Path(folder) / CONFIG_FILE).read_text())
     return ES4RConfig.from_dict(meta["config"])
+
+
+def restore_architecture(config: ES4RConfig, folder: str | Path) -> ES4RConfig:
+    """`config` with the ES4R module sections of the checkpoint's own config, so a model built
+    from it is the one the parts were trained in (ablation `enabled` switches stay the caller's)."""
+    saved = read_checkpoint_config(folder)
+    changes = {}
+    for section in ARCHITECTURE_SECTIONS:
+        mine, theirs = getattr(config, section), getattr(saved, section)
+        if hasattr(mine, "enabled"):
+            theirs = dataclasses.replace(theirs, enabled=mine.enabled)
+        if mine != theirs:
+            logger.info("ES4R checkpoint %s: %s settings restored from its config", folder, section)
+        changes[section] = theirs
+    return config.replace(**changes)
+
+
+def architecture_mismatch(model_config: ES4RConfig, saved: ES4RConfig) -> list[str]:
+    """The module settings where a model and a checkpoint's config disagree (ignoring `enabled`)."""
+    found = []
+    for section in ARCHITECTURE_SECTIONS:
+        mine, theirs = dataclasses.asdict(getattr(model_config, section)), dataclasses.asdict(getattr(saved, section))
+        for key in sorted(set(mine) | set(theirs)):
+            if key != "enabled" and mine.get(key) != theirs.get(key):
+                found.append(f"{section}.{key}: checkpoint {theirs.get(key)!r} vs model {mine.get(key)!r}")
+    return found
 
 
 def load_es4r_parts(model, folder: str | Path) -> None:
@@ -70,6 +101,11 @@ def load_es4r_parts(model, folder: str | Path) -> None:
         details = ", ".join(f"{k}: checkpoint {a} vs loaded {b}" for k, (a, b) in mismatched.items())
         raise ValueError(f"the ES4R checkpoint {folder} was trained for other backbones ({details}); "
                          "load the backbones it names or train a checkpoint for these")
+    mismatch = architecture_mismatch(model.config, ES4RConfig.from_dict(meta["config"]))
+    if mismatch:
+        raise ValueError(f"the ES4R checkpoint {folder} was trained with other module settings "
+                         f"({'; '.join(mismatch)}); build the model with `restore_architecture` "
+                         "(the pipeline does) or retrain")
     state = load_file(str(folder / WEIGHTS_FILE))
     for prefix, module in model.trainable_modules().items():
         part = {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}

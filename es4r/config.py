@@ -48,8 +48,11 @@ class AdapterConfig:
 
 @dataclass(frozen=True)
 class CrossModalConfig:
+    """Stage 2, step 8 (es4r/cross_modal.py): turn-block mask + monotonic position prior."""
+
     heads: int = 8
-    dropout: float = 0.1
+    dropout: float = 0.1  # on the gated speech term (never on the attention weights: it would blur the prior)
+    prior_sigma: float = 0.5  # width of the in-turn position prior at initialisation, in tokens
     enabled: bool = True  # ablation switch: "without cross-modal attention"
 
 
@@ -218,6 +221,12 @@ class TrainConfig:
     weight_decay: float = 0.05
     grad_clip: float = 1.0
     kl_temperature: float = 2.0
+    kl_t2_scale: bool = False  # multiply KL by T^2 (Hinton et al.); the authors' code does not
+    warmup_steps: int = 0  # linear warmup of the learning rate
+    lr_schedule: str = "cosine"  # cosine (to min_lr_ratio x lr) | constant, after warmup
+    min_lr_ratio: float = 0.1
+    plora_start_step: int = 0  # staged training: PLoRA frozen before this optimizer step
+    cache_teacher: bool = True  # the frozen teacher's logits computed once per sample, reused
     seed: int = 42
     max_steps: int | None = None  # stop early (smoke runs, time-boxed CPU runs)
     log_every: int = 1

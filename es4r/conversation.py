@@ -33,18 +33,29 @@ class Conversation:
     def user_turns(self) -> list[Turn]:
         return [t for t in self.turns if t.role == USER]
 
+    def history(self) -> list[tuple[str, str]]:
+        """(role, text) per turn: what `ES4RModel.prompt_parts` lays out."""
+        return [(t.role, t.text) for t in self.turns]
+
     def history_text(self) -> str:
         """The transcribed history as the LLM reads it (text path; cross-modal keys)."""
-        return format_history([(t.role, t.text) for t in self.turns])
+        return format_history(self.history())
+
+
+def history_lines(turns: list[tuple[str, str]]) -> list[str]:
+    """The history layout, one string per turn (each but the last ends in its newline), so
+    the tokens of every turn are known: cross-modal attention lets a turn's speech read only
+    its own turn's tokens. A lone turn is its text; longer histories are "User: ..." /
+    "You: ..." lines (the LLM is the listener, "You")."""
+    if len(turns) == 1:
+        return [turns[0][1]]
+    names = {USER: "User", ASSISTANT: "You"}
+    return [f"{names[role]}: {text}" + ("\n" if i < len(turns) - 1 else "") for i, (role, text) in enumerate(turns)]
 
 
 def format_history(turns: list[tuple[str, str]]) -> str:
-    """One layout for app, training and evaluation: a lone turn is its text; longer
-    histories are "User: ..." / "You: ..." lines (the LLM is the listener, "You")."""
-    if len(turns) == 1:
-        return turns[0][1]
-    names = {USER: "User", ASSISTANT: "You"}
-    return "\n".join(f"{names[role]}: {text}" for role, text in turns)
+    """One layout for app, training and evaluation (see history_lines)."""
+    return "".join(history_lines(turns))
 
 
 @dataclass(frozen=True)

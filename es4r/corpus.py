@@ -1,11 +1,15 @@
 """The spoken training corpus: real human chit-chat (PyPI `chitchat-dataset`, MIT) turned
-into an ES4R manifest (DESIGN.md, "Data contract") by speaking each speaker turn with an
-offline voice, at a loudness that follows a planned energy trajectory per conversation.
+into an ES4R manifest (DESIGN.md, "Data contract") by speaking every history turn with an
+offline voice: the speaker's turns in the conversation's speaker voice, following a planned
+loudness and pace trajectory, the listener's turns in a different, neutral voice.
 
 Why: ES4R learns from the energy trend of the user's turns (DESIGN.md steps 12-13) and no
 spoken empathetic corpus installs offline. The text is real; the voices are synthetic, and
-the energy trends are imposed by gain after synthesis (falling, rising or flat), so every
-sample carries its plan and the energies measured on the written WAVs."""
+the trends are imposed: loudness by gain after synthesis, pace through the voice's own speed.
+Each conversation is rendered three times (falling, rising, flat) with the same words, voice
+and listener audio, so the only thing that tells the three rows apart is how the user
+sounds; every row carries its plan, a one-sentence `affect_hint`, and the energies and
+durations measured on the written WAVs."""
 
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ import numpy as np
 import soundfile
 
 from es4r.audio import SAMPLE_RATE, load_audio, prepare_waveform, turn_energy
-from es4r.config import default_strategy_table
+from es4r.config import StrategyParams, default_strategy_table
 from es4r.data import LISTENER, SPEAKER
 from es4r.strategy import NEUTRAL, select_strategy
 from es4r.tts.base import TTSError
@@ -50,18 +54,32 @@ MAX_NON_ASCII_FRACTION = 0.05  # more than this (emoji, other scripts) drops the
 MAX_SEED = 2**30  # per-sample seeds stay well inside onnxruntime's int range
 HELDOUT_FRACTION = 0.1  # share of conversations reserved for held-out, by hashed id
 
-ENERGY_PLANS = ("falling", "rising", "flat")
+ENERGY_PLANS = ("falling", "rising", "flat")  # also the variants: one row per plan per conversation
 MIN_STEP_DB, MAX_STEP_DB = 3.0, 6.0  # gain change between consecutive speaker turns
+PACE_STEP = 0.12  # speed factor change between consecutive speaker turns: falling x1.12, x1.0, x0.88
+MAX_HISTORY_SECONDS = 55.0  # all history audio of a row, listener turns included (the model hears 60 s)
 SPEAKER_LEVEL_DB = 3.0  # each conversation's speaker is up to this louder or softer
 REFERENCE_ENERGY = 0.09  # turn_energy of a 0 dB turn (about -30 dBFS RMS speech)
-PEAK_LIMIT = 0.95  # a sample whose loudest turn would peak above this is turned down whole
+PEAK_LIMIT = 0.95  # a conversation whose loudest speaker turn (any variant) would peak above this is turned down whole
 ENERGY_MELS = 80  # mel bins of the recorded energies (whisper-base/small; ratios do not depend on it)
 
 SPEED_RANGE = (0.88, 1.15)  # speaker's usual pace
-SPEED_JITTER = 0.06  # per-turn pace change, relative
+SPEED_JITTER = 0.03  # per-turn pace change, relative, shared by the variants; small enough that the
+# plan's speeds stay strictly ordered: consecutive plan factors differ by a ratio >= 1.12 > 1.03 / 0.97
 EXPRESSIVENESS_RANGE = (0.3, 0.9)  # speaker's pitch / prosody (espeak pitch 38..62)
 EXPRESSIVENESS_JITTER = 0.08  # per-turn change
 NEUTRAL_PARAMS = default_strategy_table()[NEUTRAL]  # alpha/beta unused by offline voices
+LISTENER_PARAMS = replace(NEUTRAL_PARAMS, name="corpus-listener", gain_db=0.0)  # neutral pace and prosody
+LISTENER_SEED_OFFSET = 1000  # listener turns' synthesis seeds, apart from the speaker turns'
+# How the speaker sounds, by plan: the affect-aware teacher's note (es4r/teacher.py). Worded
+# as a listener would say it, with the feeling named first: measured on 12 held-out
+# conversations, SmolLM2's replies to the falling and rising renderings then differed in
+# 12 / 12 (with a longer descriptive wording in the system prompt: 20 / 32).
+AFFECT_HINTS = {
+    "falling": "The user sounds tired and sad: their voice got quieter and slower with every turn.",
+    "rising": "The user sounds excited and energetic: their voice got louder and faster with every turn.",
+    "flat": "The user sounds calm and steady.",
+}
 MANIFESTS = {"train": "train.jsonl", "heldout": "heldout.jsonl"}
 CARD_FILE = "card.json"
 _PUNCTUATION_END = tuple(".!?,;:")
@@ -94,6 +112,9 @@ DEFAULT_VOICES = (
     VoiceSpec("espeak:en-gb-scotland", "espeak", "en-gb-scotland"),
 )
 ESPEAK_VOICES = tuple(v for v in DEFAULT_VOICES if v.engine == "espeak")
+# The listener's voice: espeak-ng (always installable) and outside the speaker pool, so the
+# two sides of a conversation never share a voice; see listener_voice for other pools.
+LISTENER_VOICE = VoiceSpec("espeak:en-us+f2", "espeak", "en-us+f2")
 
 
 @dataclass(frozen=True)
@@ -108,14 +129,32 @@ class Conversation:
 
 @dataclass(frozen=True)
 class Candidate:
-    """One conversation picked for a split, with its window and plan (everything but audio)."""
+    """One conversation picked for a split, with its window (everything but audio); it
+    becomes one row per plan."""
 
     split: str
     conversation_id: str
     turns: tuple[str | None, ...]  # cleaned, as Conversation.turns()
     start: int  # index of the first speaker message
-    plan: str  # one of ENERGY_PLANS
     seed: int
+
+    def speaker_indices(self) -> list[int]:
+        return list(range(self.start, self.start + WINDOW_TURNS - 1, 2))
+
+    def listener_indices(self) -> list[int]:
+        return list(range(self.start + 1, self.start + WINDOW_TURNS - 1, 2))
+
+
+@dataclass(frozen=True)
+class Persona:
+    """The per-conversation randomness of the speaker, drawn once and shared by the three
+    variants, so that only the plan tells them apart."""
+
+    voice: VoiceSpec
+    speeds: tuple[float, ...]  # per speaker turn: usual pace x jitter, before the plan's factor
+    expressiveness: tuple[float, ...]  # per speaker turn
+    step_db: float
+    level_db: float
 
 
 @dataclass(frozen=True)
@@ -124,13 +163,19 @@ class CorpusCard:
 
     out_dir: str
     seed: int
-    counts: dict  # split -> samples
-    seconds: dict  # split -> {total, turn_mean, turn_min, turn_max, sample_mean, sample_max}
-    voices: dict  # voice name -> speaker turns
-    plans: dict  # split -> {plan: samples}
-    strategies: dict  # split -> {strategy chosen on measured energies: samples}
-    plan_followed: float  # share of falling/rising samples whose energies move as planned
-    rejected: dict  # reason -> candidates skipped
+    counts: dict  # split -> rows (three per conversation)
+    conversations: dict  # split -> conversations
+    seconds: dict  # split -> speaker audio over all rows {total, turn_*, sample_*}, listener audio
+    # over conversations {listener_total, listener_turn_*}, and history_mean / history_max per row
+    voices: dict  # speaker voice name -> conversations
+    listener_voices: dict  # listener voice name -> conversations
+    plans: dict  # split -> {plan: rows}
+    strategies: dict  # split -> {strategy chosen on measured energies: rows}
+    plan_followed: float  # share of falling/rising rows whose energies move as planned
+    pace_followed: float  # share of falling/rising rows whose seconds per character, relative to
+    # the flat row's same turn, move as planned
+    pace_followed_raw: float  # the same on plain seconds per character (different texts per turn)
+    rejected: dict  # reason -> conversations skipped
     build_seconds: float
     source: dict
     settings: dict  # the limits and voice ranges the build used
@@ -210,8 +255,7 @@ def window_starts(turns: tuple[str | None, ...]) -> list[int]:
 
 
 def candidates(conversations: list[Conversation], split: str, seed: int) -> Iterator[Candidate]:
-    """Candidates of one split in seeded order; plans cycle so the three stay balanced."""
-    rank = 0
+    """Candidates of one split in seeded order (each is rendered in every plan)."""
     for conversation in conversations:
         turns = conversation.turns()
         starts = window_starts(turns)
@@ -219,21 +263,61 @@ def candidates(conversations: list[Conversation], split: str, seed: int) -> Iter
             continue
         rng = _rng(seed, conversation.conversation_id)
         yield Candidate(split, conversation.conversation_id, turns, int(starts[rng.integers(len(starts))]),
-                        ENERGY_PLANS[rank % len(ENERGY_PLANS)], int(rng.integers(MAX_SEED)))
-        rank += 1
+                        int(rng.integers(MAX_SEED)))
 
 
 def _rng(seed: int, key: str) -> np.random.Generator:
     return np.random.default_rng([seed, int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)])
 
 
-def plan_gains(plan: str, turns: int, step_db: float) -> list[float]:
-    """Gain per speaker turn (dB), centred on 0: falling +s..-s, rising -s..+s, flat 0."""
+def _ramp(plan: str, turns: int) -> list[float]:
+    """-1..+1 steps per turn in the plan's direction, centred on 0 (flat: all 0)."""
     if plan not in ENERGY_PLANS:
         raise ValueError(f"unknown energy plan {plan!r}; choose one of {', '.join(ENERGY_PLANS)}")
-    centred = np.arange(turns) - (turns - 1) / 2.0
     direction = {"falling": -1.0, "rising": 1.0, "flat": 0.0}[plan]
-    return [float(direction * step_db * c) for c in centred]
+    return [float(direction * c) for c in np.arange(turns) - (turns - 1) / 2.0]
+
+
+def plan_gains(plan: str, turns: int, step_db: float) -> list[float]:
+    """Gain per speaker turn (dB), centred on 0: falling +s..-s, rising -s..+s, flat 0."""
+    return [step_db * r for r in _ramp(plan, turns)]
+
+
+def plan_paces(plan: str, turns: int, step: float = PACE_STEP) -> list[float]:
+    """Speed factor per speaker turn around the speaker's usual pace: falling 1+s..1-s
+    (slower each turn), rising 1-s..1+s, flat 1. It reaches the voice as its own speed
+    (Piper length_scale, espeak-ng words per minute), so pace is spoken, not stretched."""
+    return [1.0 + step * r for r in _ramp(plan, turns)]
+
+
+def affect_hint(plan: str) -> str:
+    """How the user sounds in a variant, in one sentence, from the plan alone (never from
+    the measurement, so the hint is what the audio was made to carry)."""
+    if plan not in AFFECT_HINTS:
+        raise ValueError(f"unknown energy plan {plan!r}; choose one of {', '.join(AFFECT_HINTS)}")
+    return AFFECT_HINTS[plan]
+
+
+def draw_persona(seed: int, voices: tuple[VoiceSpec, ...]) -> Persona:
+    """The speaker of one conversation: voice, usual pace and pitch with per-turn jitter,
+    the plan's step size and a personal level."""
+    rng = np.random.default_rng(seed)
+    weights = np.array([v.weight for v in voices])
+    voice = voices[int(rng.choice(len(voices), p=weights / weights.sum()))]
+    speed, expressiveness = rng.uniform(*SPEED_RANGE), rng.uniform(*EXPRESSIVENESS_RANGE)
+    step_db, level_db = rng.uniform(MIN_STEP_DB, MAX_STEP_DB), rng.uniform(-SPEAKER_LEVEL_DB, SPEAKER_LEVEL_DB)
+    speeds = tuple(float(speed * (1.0 + rng.uniform(-SPEED_JITTER, SPEED_JITTER))) for _ in range(SPEAKER_TURNS))
+    pitches = tuple(float(np.clip(expressiveness + rng.uniform(-EXPRESSIVENESS_JITTER, EXPRESSIVENESS_JITTER), 0.0, 1.0))
+                    for _ in range(SPEAKER_TURNS))
+    return Persona(voice, speeds, pitches, float(step_db), float(level_db))
+
+
+def listener_voice(speaker: VoiceSpec, voices: tuple[VoiceSpec, ...]) -> VoiceSpec:
+    """LISTENER_VOICE, unless the speaker has it (a pool that includes it): then the first
+    voice of the pool, and failing that of ESPEAK_VOICES, that is not the speaker's."""
+    if speaker.name != LISTENER_VOICE.name:
+        return LISTENER_VOICE
+    return next(v for v in (*voices, *ESPEAK_VOICES) if v.name != speaker.name)
 
 
 class Renderer:
@@ -244,8 +328,10 @@ class Renderer:
             raise CorpusError("expected at least one voice in the pool; found none")
         self.out_dir, self.voices = Path(out_dir), voices
         self._engines: dict[str, object] = {}
+        self._spoken: dict[tuple, tuple[np.ndarray, dict]] = {}
 
     def engine(self, voice: VoiceSpec):
+        """The voice's engine, loaded on first use (the listener voice may be outside the pool)."""
         if voice.name not in self._engines:
             if voice.engine == "piper":
                 from es4r.tts.piper_engine import PiperEngine
@@ -257,63 +343,107 @@ class Renderer:
                 self._engines[voice.name] = EspeakEngine.from_system(voice=voice.espeak_voice)
         return self._engines[voice.name]
 
-    def render(self, candidate: Candidate) -> dict | str:
-        """The manifest row of one candidate, or the reason it was rejected."""
-        rng = np.random.default_rng(candidate.seed)
-        weights = np.array([v.weight for v in self.voices])
-        voice = self.voices[int(rng.choice(len(self.voices), p=weights / weights.sum()))]
-        speed, expressiveness = rng.uniform(*SPEED_RANGE), rng.uniform(*EXPRESSIVENESS_RANGE)
-        step_db, level_db = rng.uniform(MIN_STEP_DB, MAX_STEP_DB), rng.uniform(-SPEAKER_LEVEL_DB, SPEAKER_LEVEL_DB)
-        gains = plan_gains(candidate.plan, SPEAKER_TURNS, step_db)
-        turns = candidate.turns
-        indices = range(candidate.start, candidate.start + WINDOW_TURNS - 1)
-        waves, settings = [], []
-        for turn_number, index in enumerate(indices[::2]):
-            params = replace(
-                NEUTRAL_PARAMS, name=f"corpus-{candidate.plan}",
-                speed=float(speed * (1.0 + rng.uniform(-SPEED_JITTER, SPEED_JITTER))),
-                expressiveness=float(np.clip(expressiveness + rng.uniform(-EXPRESSIVENESS_JITTER, EXPRESSIVENESS_JITTER), 0.0, 1.0)),
-                gain_db=0.0,  # loudness is set below, to the plan, on the measured energy
-            )
-            try:
-                result = self.engine(voice).synthesize(turns[index], None, params, seed=candidate.seed + turn_number)
-                waves.append(prepare_waveform(result.waveform, result.sample_rate).samples)
-            except (TTSError, ValueError) as error:  # AudioError is a ValueError
-                logger.warning("skipping %s: turn %d could not be spoken (%s)", candidate.conversation_id, index, error)
-                return "synthesis failed"
-            settings.append({"speed": round(params.speed, 3), "expressiveness": round(params.expressiveness, 3),
-                             "gain_db": round(level_db + gains[turn_number], 2), "engine": result.params})
-        if sum(len(w) for w in waves) / SAMPLE_RATE > MAX_SAMPLE_SECONDS:
-            return "audio over budget"
-        waves = _level(waves, [level_db + g for g in gains])
-        return self._write(candidate, voice, waves, settings, gains)
-
-    def _write(self, candidate: Candidate, voice: VoiceSpec, waves: list[np.ndarray], settings: list[dict],
-               gains: list[float]) -> dict:
-        history: list[dict] = []
+    def render(self, candidate: Candidate) -> list[dict] | str:
+        """The manifest rows of one candidate, one per plan, or the reason it was rejected."""
+        self._spoken.clear()
+        persona = draw_persona(candidate.seed, self.voices)
+        listener = listener_voice(persona.voice, self.voices)
+        try:
+            spoken = {plan: self._speak_speaker(candidate, persona, plan) for plan in ENERGY_PLANS}
+            if any(sum(len(w) for w in waves) / SAMPLE_RATE > MAX_SAMPLE_SECONDS for waves, _ in spoken.values()):
+                return "audio over budget"
+            heard = [self._speak(listener, candidate.turns[index], LISTENER_PARAMS,
+                                 candidate.seed + LISTENER_SEED_OFFSET + number)
+                     for number, index in enumerate(candidate.listener_indices())]
+        except (TTSError, ValueError) as error:  # AudioError is a ValueError
+            logger.warning("skipping %s: a turn could not be spoken (%s)", candidate.conversation_id, error)
+            return "synthesis failed"
+        listener_samples = sum(len(w) for w, _ in heard)
+        if any((sum(len(w) for w in waves) + listener_samples) / SAMPLE_RATE > MAX_HISTORY_SECONDS
+               for waves, _ in spoken.values()):
+            return "history audio over budget"
+        gains = {plan: plan_gains(plan, SPEAKER_TURNS, persona.step_db) for plan in ENERGY_PLANS}
+        # one peak guard over all three variants keeps the speaker's level the same in each
+        levelled = _level([w for waves, _ in spoken.values() for w in waves],
+                          [persona.level_db + g for plan in ENERGY_PLANS for g in gains[plan]])
+        speaker_waves = {plan: levelled[n * SPEAKER_TURNS:(n + 1) * SPEAKER_TURNS] for n, plan in enumerate(ENERGY_PLANS)}
+        listener_waves = _level([w for w, _ in heard], [0.0] * len(heard))
         folder = Path("audio") / candidate.split / candidate.conversation_id
         (self.out_dir / folder).mkdir(parents=True, exist_ok=True)
-        energies, seconds = [], []
+        listener_turns = [self._write_turn(folder / f"turn{index:03d}.wav", wave)
+                          for index, wave in zip(candidate.listener_indices(), listener_waves)]
+        listener_settings = [{"speed": LISTENER_PARAMS.speed, "expressiveness": LISTENER_PARAMS.expressiveness,
+                              "gain_db": 0.0, "engine": engine} for _, engine in heard]
+        speaker_turns = {plan: [self._write_turn(folder / f"turn{index:03d}_{plan}.wav", wave)
+                                for index, wave in zip(candidate.speaker_indices(), speaker_waves[plan])]
+                         for plan in ENERGY_PLANS}
+        rows = []
+        for plan in ENERGY_PLANS:
+            settings = [{**s, "gain_db": round(persona.level_db + g, 2)} for s, g in zip(spoken[plan][1], gains[plan])]
+            rows.append(self._row(candidate, plan, persona, listener, speaker_turns, listener_turns,
+                                  settings, listener_settings, gains[plan]))
+        return rows
+
+    def _speak_speaker(self, candidate: Candidate, persona: Persona, plan: str) -> tuple[list[np.ndarray], list[dict]]:
+        """The speaker turns of one variant at the plan's pace (gain comes later, on the
+        measured energy). Each turn keeps its seed in every variant, so the variants differ
+        only by the plan's speed factor."""
+        waves, settings = [], []
+        paces = plan_paces(plan, SPEAKER_TURNS)
+        for number, index in enumerate(candidate.speaker_indices()):
+            params = replace(NEUTRAL_PARAMS, name=f"corpus-{plan}", speed=persona.speeds[number] * paces[number],
+                             expressiveness=persona.expressiveness[number], gain_db=0.0)
+            wave, engine = self._speak(persona.voice, candidate.turns[index], params, candidate.seed + number)
+            waves.append(wave)
+            settings.append({"speed": round(params.speed, 3), "expressiveness": round(params.expressiveness, 3),
+                             "engine": engine})
+        return waves, settings
+
+    def _speak(self, voice: VoiceSpec, text: str, params: StrategyParams, seed: int) -> tuple[np.ndarray, dict]:
+        """One turn at 16 kHz and the engine's own settings. Cached within a conversation:
+        the middle speaker turn has speed factor 1 in every plan, so it is spoken once."""
+        key = (voice.name, text, params.speed, params.expressiveness, seed)
+        if key not in self._spoken:
+            result = self.engine(voice).synthesize(text, None, params, seed=seed)
+            self._spoken[key] = (prepare_waveform(result.waveform, result.sample_rate).samples, result.params)
+        return self._spoken[key]
+
+    def _write_turn(self, relative: Path, wave: np.ndarray) -> dict:
+        """Write one 16-bit WAV and measure what was written (energy, seconds)."""
+        soundfile.write(self.out_dir / relative, wave, SAMPLE_RATE, subtype="PCM_16")
+        written = load_audio(self.out_dir / relative).samples
+        return {"audio_path": relative.as_posix(), "energy": round(turn_energy(written, ENERGY_MELS), 6),
+                "seconds": round(len(written) / SAMPLE_RATE, 3)}
+
+    def _row(self, candidate: Candidate, plan: str, persona: Persona, listener: VoiceSpec, speaker_turns: dict,
+             listener_turns: list[dict], settings: list[dict], listener_settings: list[dict], gains: list[float]) -> dict:
+        spoken = iter(speaker_turns[plan])
+        heard = iter(listener_turns)
+        history = []
         for offset in range(WINDOW_TURNS - 1):
             index = candidate.start + offset
-            turn = {"index": index, "role": SPEAKER if offset % 2 == 0 else LISTENER,
-                    "utterance": candidate.turns[index], "audio_path": None}
-            if offset % 2 == 0:
-                relative = folder / f"turn{index:03d}.wav"
-                soundfile.write(self.out_dir / relative, waves[offset // 2], SAMPLE_RATE, subtype="PCM_16")
-                written = load_audio(self.out_dir / relative).samples  # measure what was written
-                energies.append(round(turn_energy(written, ENERGY_MELS), 6))
-                seconds.append(round(len(written) / SAMPLE_RATE, 3))
-                turn["audio_path"] = relative.as_posix()
-            history.append(turn)
-        response_index = candidate.start + WINDOW_TURNS - 1
+            role = SPEAKER if offset % 2 == 0 else LISTENER
+            audio = next(spoken) if role == SPEAKER else next(heard)
+            history.append({"index": index, "role": role, "utterance": candidate.turns[index],
+                            "audio_path": audio["audio_path"]})
+        texts = [candidate.turns[i] for i in candidate.speaker_indices()]
+        seconds = [t["seconds"] for t in speaker_turns[plan]]
+        flat_seconds = [t["seconds"] for t in speaker_turns["flat"]]
+        human = candidate.turns[candidate.start + WINDOW_TURNS - 1]
         return {
-            "conversation_id": candidate.conversation_id, "turn_id": response_index,
-            "dialogue_history": history, "response": {"utterance": candidate.turns[response_index]},
-            "energy_plan": candidate.plan, "planned_gain_db": [round(g, 2) for g in gains],
-            "energies": energies, "energy_mels": ENERGY_MELS, "seconds": seconds,
-            "voice": voice.name, "voice_settings": settings, "seed": candidate.seed,
-            "source": SOURCE_NAME,
+            "conversation_id": candidate.conversation_id, "turn_id": candidate.start + WINDOW_TURNS - 1,
+            "variant": plan, "dialogue_history": history,
+            "response": {"utterance": human}, "human_response": human,
+            "energy_plan": plan, "affect_hint": affect_hint(plan),
+            "planned_gain_db": [round(g, 2) for g in gains],
+            "planned_pace": [round(p, 3) for p in plan_paces(plan, SPEAKER_TURNS)],
+            "energies": [t["energy"] for t in speaker_turns[plan]], "energy_mels": ENERGY_MELS,
+            "seconds": seconds, "seconds_per_char": [round(s / len(t), 5) for s, t in zip(seconds, texts)],
+            "pace_vs_flat": [round(s / f, 4) for s, f in zip(seconds, flat_seconds)],
+            "listener_seconds": [t["seconds"] for t in listener_turns],
+            "voice": persona.voice.name, "listener_voice": listener.name,
+            "voice_settings": settings, "listener_settings": listener_settings,
+            "seed": candidate.seed, "source": SOURCE_NAME,
         }
 
 
@@ -335,7 +465,7 @@ def _init_worker(out_dir: Path, voices: tuple[VoiceSpec, ...]) -> None:
     _WORKER = Renderer(out_dir, voices)
 
 
-def _render_in_worker(candidate: Candidate) -> dict | str:
+def _render_in_worker(candidate: Candidate) -> list[dict] | str:
     return _WORKER.render(candidate)
 
 
@@ -349,14 +479,15 @@ def available_voices(voices: tuple[VoiceSpec, ...]) -> tuple[VoiceSpec, ...]:
     return voices
 
 
-def build_corpus(out_dir: str | Path, n_train: int = 400, n_heldout: int = 40, seed: int = 42,
+def build_corpus(out_dir: str | Path, n_train: int = 240, n_heldout: int = 40, seed: int = 42,
                  voices: tuple[VoiceSpec, ...] = DEFAULT_VOICES, workers: int = 1,
                  source: Path | None = None) -> CorpusCard:
     """Build OUT/train.jsonl, OUT/heldout.jsonl, OUT/audio/... and OUT/card.json.
 
-    One sample per conversation: three speaker turns (spoken) with the listener turns
-    between them (text), and the next listener turn as the target response. Deterministic
-    for a given seed, voice pool and source, whatever `workers` is."""
+    `n_train` and `n_heldout` count conversations; each gives three rows (falling, rising,
+    flat): three speaker turns and the two listener turns between them, all spoken, and the
+    next listener turn as the target response. Deterministic for a given seed, voice pool
+    and source, whatever `workers` is."""
     started, out_dir = time.monotonic(), Path(out_dir)
     voices = available_voices(voices)
     conversations = split_order(load_conversations(source), seed)
@@ -372,20 +503,21 @@ def build_corpus(out_dir: str | Path, n_train: int = 400, n_heldout: int = 40, s
     renderer = Renderer(out_dir, voices)
     try:
         for split, count in wanted.items():
-            rows[split] = []
+            rows[split], done = [], 0
             stream = candidates(conversations[split], split, seed)
-            while len(rows[split]) < count:
-                batch = [c for _, c in zip(range(count - len(rows[split])), stream)]
+            while done < count:
+                batch = [c for _, c in zip(range(count - done), stream)]
                 if not batch:
-                    raise CorpusError(f"{split}: expected {count} usable conversations, found {len(rows[split])}; "
+                    raise CorpusError(f"{split}: expected {count} usable conversations, found {done}; "
                                       "ask for fewer or loosen the text limits")
                 results = pool.map(_render_in_worker, batch) if pool else [renderer.render(c) for c in batch]
                 for result in results:
                     if isinstance(result, str):
                         rejected[result] += 1
                     else:
-                        rows[split].append(result)
-                logger.info("%s: %d / %d samples", split, len(rows[split]), count)
+                        rows[split].extend(result)
+                        done += 1
+                logger.info("%s: %d / %d conversations", split, done, count)
     finally:
         if pool:
             pool.close()
@@ -398,30 +530,62 @@ def build_corpus(out_dir: str | Path, n_train: int = 400, n_heldout: int = 40, s
     return card
 
 
+def _moves_as_planned(values: list[float], plan: str, sign: float = 1.0) -> bool:
+    """Whether `values` move strictly in the plan's direction (times `sign`); flat: always."""
+    steps = sign * np.diff(values)
+    return bool({"falling": np.all(steps < 0), "rising": np.all(steps > 0)}.get(plan, True))
+
+
 def plan_followed(row: dict) -> bool:
     """Whether measured energies move as planned (strictly, turn to turn)."""
-    steps = np.diff(row["energies"])
-    return bool({"falling": np.all(steps < 0), "rising": np.all(steps > 0)}.get(row["energy_plan"], True))
+    return _moves_as_planned(row["energies"], row["energy_plan"])
+
+
+def pace_followed(row: dict, raw: bool = False) -> bool:
+    """Whether measured pace moves as planned: falling turns take strictly more time per
+    character each turn, rising less. By default per character of the flat row's same turn
+    (`pace_vs_flat`, the same text, so only the plan's factor is left); `raw` uses plain
+    seconds per character, where different texts per turn add their own noise."""
+    return _moves_as_planned(row["seconds_per_char" if raw else "pace_vs_flat"], row["energy_plan"], sign=-1.0)
+
+
+def _stats(values: list[float], prefix: str) -> dict:
+    values = values or [0.0]
+    return {f"{prefix}mean": round(float(np.mean(values)), 2), f"{prefix}min": round(min(values), 2),
+            f"{prefix}max": round(max(values), 2)}
 
 
 def _card(out_dir: Path, seed: int, rows: dict[str, list[dict]], rejected: Counter, elapsed: float) -> CorpusCard:
-    seconds, plans, strategies = {}, {}, {}
+    seconds, plans, strategies, conversations = {}, {}, {}, {}
     voices: Counter = Counter()
+    listener_voices: Counter = Counter()
     for split, split_rows in rows.items():
-        turn_seconds = [s for row in split_rows for s in row["seconds"]] or [0.0]
-        sample_seconds = [sum(row["seconds"]) for row in split_rows] or [0.0]
-        seconds[split] = {"total": round(sum(turn_seconds), 1), "turn_mean": round(float(np.mean(turn_seconds)), 2),
-                          "turn_min": round(min(turn_seconds), 2), "turn_max": round(max(turn_seconds), 2),
-                          "sample_mean": round(float(np.mean(sample_seconds)), 2), "sample_max": round(max(sample_seconds), 2)}
+        firsts = list({row["conversation_id"]: row for row in split_rows}.values())  # one row per conversation
+        conversations[split] = len(firsts)
+        turn_seconds = [s for row in split_rows for s in row["seconds"]]
+        sample_seconds = [sum(row["seconds"]) for row in split_rows]
+        listener_seconds = [s for row in firsts for s in row["listener_seconds"]]
+        history_seconds = [sum(row["seconds"]) + sum(row["listener_seconds"]) for row in split_rows] or [0.0]
+        seconds[split] = {"total": round(sum(turn_seconds), 1), **_stats(turn_seconds, "turn_"),
+                          "sample_mean": round(float(np.mean(sample_seconds or [0.0])), 2),
+                          "sample_max": round(max(sample_seconds or [0.0]), 2),
+                          "listener_total": round(sum(listener_seconds), 1), **_stats(listener_seconds, "listener_turn_"),
+                          "history_mean": round(float(np.mean(history_seconds)), 2),
+                          "history_max": round(max(history_seconds), 2)}
         plans[split] = dict(Counter(row["energy_plan"] for row in split_rows))
         strategies[split] = dict(Counter(select_strategy(row["energies"]).name for row in split_rows))
-        for row in split_rows:
-            voices[row["voice"]] += len(row["energies"])
+        voices.update(row["voice"] for row in firsts)
+        listener_voices.update(row["listener_voice"] for row in firsts)
     directed = [row for split_rows in rows.values() for row in split_rows if row["energy_plan"] != "flat"]
-    followed = float(np.mean([plan_followed(row) for row in directed])) if directed else 1.0
+
+    def share(followed) -> float:
+        return float(np.mean([followed(row) for row in directed])) if directed else 1.0
+
     return CorpusCard(
-        out_dir=str(out_dir), seed=seed, counts={split: len(r) for split, r in rows.items()}, seconds=seconds,
-        voices=dict(voices), plans=plans, strategies=strategies, plan_followed=followed, rejected=dict(rejected),
+        out_dir=str(out_dir), seed=seed, counts={split: len(r) for split, r in rows.items()},
+        conversations=conversations, seconds=seconds, voices=dict(voices), listener_voices=dict(listener_voices),
+        plans=plans, strategies=strategies, plan_followed=share(plan_followed), pace_followed=share(pace_followed),
+        pace_followed_raw=share(lambda row: pace_followed(row, raw=True)), rejected=dict(rejected),
         build_seconds=round(elapsed, 1),
         source={"name": SOURCE_NAME, "licence": SOURCE_LICENCE, "url": SOURCE_URL, "install": INSTALL_HINT},
         settings=build_settings(),
@@ -431,11 +595,14 @@ def _card(out_dir: Path, seed: int, rows: dict[str, list[dict]], rejected: Count
 def build_settings() -> dict:
     """The named limits and voice ranges, recorded in the card so a build can be compared."""
     return {
-        "speaker_turns": SPEAKER_TURNS, "min_words": MIN_WORDS, "max_turn_chars": MAX_TURN_CHARS,
-        "max_speaker_chars": MAX_SPEAKER_CHARS, "max_sample_seconds": MAX_SAMPLE_SECONDS,
-        "heldout_fraction": HELDOUT_FRACTION, "step_db": [MIN_STEP_DB, MAX_STEP_DB],
+        "speaker_turns": SPEAKER_TURNS, "variants": list(ENERGY_PLANS), "min_words": MIN_WORDS,
+        "max_turn_chars": MAX_TURN_CHARS, "max_speaker_chars": MAX_SPEAKER_CHARS,
+        "max_sample_seconds": MAX_SAMPLE_SECONDS, "max_history_seconds": MAX_HISTORY_SECONDS,
+        "heldout_fraction": HELDOUT_FRACTION, "step_db": [MIN_STEP_DB, MAX_STEP_DB], "pace_step": PACE_STEP,
         "speaker_level_db": SPEAKER_LEVEL_DB, "reference_energy": REFERENCE_ENERGY, "peak_limit": PEAK_LIMIT,
         "energy_mels": ENERGY_MELS, "speed": list(SPEED_RANGE), "speed_jitter": SPEED_JITTER,
         "expressiveness": list(EXPRESSIVENESS_RANGE), "expressiveness_jitter": EXPRESSIVENESS_JITTER,
+        "listener_voice": LISTENER_VOICE.name, "listener_speed": LISTENER_PARAMS.speed,
+        "listener_expressiveness": LISTENER_PARAMS.expressiveness,
         "sample_rate": SAMPLE_RATE, "sample_format": "PCM_16 mono WAV",
     }

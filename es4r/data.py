@@ -3,7 +3,11 @@
 One sample per line: conversation_id, turn_id, dialogue_history = [{index, role:
 speaker|listener, utterance, audio_path}], speaker_emotion (optional), response =
 {utterance, audio_path?}. Audio paths are relative to the manifest. Speaker turns carry
-the speech ES4R listens to; listener turns are text history (the model is the listener)."""
+the speech ES4R listens to; listener turns may carry audio too (the spoken corpus speaks
+them with another voice) and are then heard as well, as in the paper, where a turn is a
+speaker-listener exchange. Optional per-row fields of the spoken corpus: `variant`
+(falling / rising / flat) and `affect_hint` (how the speaker sounds, given only to the
+text-path teacher in training)."""
 
 from __future__ import annotations
 
@@ -46,13 +50,24 @@ class Sample:
     response_audio: Path | None = None
     speaker_emotion: str | None = None
     source: str = ""  # "file:line", for error messages
+    variant: str | None = None  # affect variant of the spoken corpus (falling / rising / flat)
+    affect_hint: str | None = None  # how the speaker sounds: the teacher's hint in training
+
+    @property
+    def key(self) -> str:
+        """Identifies a sample across epochs (teacher cache): conversation, turn, variant."""
+        return f"{self.conversation_id}:{self.turn_id}:{self.variant or ''}"
 
     @property
     def speaker_turns(self) -> list[HistoryTurn]:
         return [t for t in self.history if t.role == SPEAKER]
 
+    def history_turns(self) -> list[tuple[str, str]]:
+        """(chat role, text) per turn, as `ES4RModel.prompt_parts` takes them."""
+        return [(ROLE_TO_CHAT[t.role], t.utterance) for t in self.history]
+
     def history_text(self) -> str:
-        return format_history([(ROLE_TO_CHAT[t.role], t.utterance) for t in self.history])
+        return format_history(self.history_turns())
 
 
 def _require(row: dict, key: str, kind: type, where: str):
@@ -92,8 +107,12 @@ def parse_row(row: dict, base: Path, where: str, check_audio: bool = True) -> Sa
     if not text.strip():
         raise ManifestError(f"{where}: response utterance is empty")
     response_audio = (base / response["audio_path"]) if response.get("audio_path") else None
+    for optional in ("variant", "affect_hint"):
+        if row.get(optional) is not None and not isinstance(row[optional], str):
+            raise ManifestError(f"{where}: field {optional!r} should be str, found {type(row[optional]).__name__}")
     return Sample(str(_require(row, "conversation_id", (str, int), where)), int(row.get("turn_id", 0)),
-                  tuple(history), text.strip(), response_audio, row.get("speaker_emotion"), where)
+                  tuple(history), text.strip(), response_audio, row.get("speaker_emotion"), where,
+                  row.get("variant"), row.get("affect_hint"))
 
 
 def load_manifest(path: str | Path, check_audio: bool = True) -> list[Sample]:
@@ -119,20 +138,24 @@ def load_manifest(path: str | Path, check_audio: bool = True) -> list[Sample]:
 @dataclass(frozen=True)
 class PreparedSample:
     sample: Sample
-    features: list[torch.Tensor]  # per speaker turn: log-mel (n_mels, frames)
-    energies: list[float]
+    features: list[torch.Tensor | None]  # per history turn: log-mel (n_mels, frames), None without audio
+    energies: list[float]  # per speaker turn (steps 12-13 read the user's energy only)
 
 
 def prepare_sample(sample: Sample, n_mels: int, audio: AudioConfig = AudioConfig()) -> PreparedSample:
-    """Load and featurise the speaker turns; bad audio becomes a ManifestError naming the row."""
+    """Load and featurise every turn that has audio; bad audio becomes a ManifestError naming the row."""
     features, energies = [], []
-    for turn in sample.speaker_turns:
+    for turn in sample.history:
+        if turn.audio_path is None:
+            features.append(None)
+            continue
         try:
             wave = load_audio(turn.audio_path, audio)
         except AudioError as error:
             raise ManifestError(f"{sample.source}: {turn.audio_path}: {error}") from None
         features.append(torch.from_numpy(log_mel(wave.samples, n_mels)))
-        energies.append(turn_energy(wave.samples, n_mels))
+        if turn.role == SPEAKER:
+            energies.append(turn_energy(wave.samples, n_mels))
     return PreparedSample(sample, features, energies)
 
 

@@ -10,6 +10,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -17,7 +18,8 @@ from es4r.adapter import ModalityAdapter
 from es4r.audio import ENCODER_STRIDE
 from es4r.backbones import LLMBackbone, WhisperBackbone
 from es4r.config import ES4RConfig, GenerationConfig
-from es4r.cross_modal import CrossModalAttention
+from es4r.conversation import history_lines
+from es4r.cross_modal import NO_TURN, CrossModalAttention
 from es4r.dual_attention import DualAttentionOutput, DualLevelAttention
 from es4r.plora import apply_plora, speech_positions
 
@@ -26,6 +28,7 @@ logger = logging.getLogger(__name__)
 SPEECH_PLACEHOLDER = "<<ES4R_SPEECH>>"  # stands where the speech sequence goes in the prompt
 LOG_MEL_FLOOR_BELOW_MAX = 2.0  # Whisper's log-mel of silence sits 8 dB/4 = 2.0 below the clip maximum
 IGNORE_INDEX = -100
+FRAMES_PER_POSITION = ENCODER_STRIDE * 8  # downsampled frames per speech position (encoder x2, adapter x8)
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class SpeechEncoding:
     lengths: torch.Tensor  # (B,) valid speech positions
     dual: DualAttentionOutput
     dropped_turns: list[int]  # oldest turns left out to fit the encoder window, per dialogue
+    turn_spans: list[list[tuple[int, int]]]  # per dialogue, per encoded turn: [start, end) speech positions
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,17 @@ class PromptParts:
     prefix_ids: list[int]  # chat template up to where the history goes
     history_ids: list[int]  # the transcribed history (text path; keys of cross-modal attention)
     suffix_ids: list[int]  # end of the user message + assistant header
+    turn_spans: list[tuple[int, int]]  # per history turn: [start, end) in history_ids
+
+
+@dataclass(frozen=True)
+class SpeechContext:
+    """The speech path's middle of the prompt for one dialogue (step 8 applied per turn)."""
+
+    middle: torch.Tensor  # (L, W): S' for heard turns, the turn's word embeddings for unheard ones
+    speech_flags: torch.Tensor  # (L,) bool: True at S' positions (where PLoRA applies)
+    weights: torch.Tensor  # (S, T) cross-modal weights, speech positions x history tokens
+    unheard_turns: list[int]  # history turns read as text (no audio, or outside the speech window)
 
 
 @dataclass(frozen=True)
@@ -155,12 +170,39 @@ class ES4RModel(nn.Module):
         speech = self.adapter(encoded)  # (B, ~S/8, W_llm)
         lengths = self.adapter.output_length(encoded_lengths)
         clock.lap("adapter")
-        return SpeechEncoding(speech, lengths, dual, [dropped for _, dropped in fitted])
+        spans = [self._turn_spans(turn_lengths, int(n)) for turn_lengths, n in zip(dual.turn_lengths, lengths)]
+        return SpeechEncoding(speech, lengths, dual, [dropped for _, dropped in fitted], spans)
+
+    @staticmethod
+    def _turn_spans(turn_lengths: list[int], positions: int) -> list[tuple[int, int]]:
+        """Which speech positions belong to which turn: each position covers
+        FRAMES_PER_POSITION downsampled frames; turn boundaries are rounded to the nearest
+        position (a turn shorter than half a position can get none: it is then read as text)."""
+        bounds = [0]
+        for frames in np.cumsum(turn_lengths)[:-1]:
+            bounds.append(min(max(int(round(frames / FRAMES_PER_POSITION)), bounds[-1]), positions))
+        bounds.append(positions)
+        return list(zip(bounds[:-1], bounds[1:]))
+
+    def heard_spans(self, turn_features: list[torch.Tensor | None], encoding: SpeechEncoding,
+                    index: int = 0) -> list[tuple[int, int] | None]:
+        """Per history turn, its speech positions in dialogue `index` of `encoding`, or None
+        for a turn that is not heard (no audio, outside the speech window, or too short)."""
+        audio_turns = [i for i, features in enumerate(turn_features) if features is not None]
+        kept = audio_turns[encoding.dropped_turns[index]:]
+        spans: list[tuple[int, int] | None] = [None] * len(turn_features)
+        for turn, span in zip(kept, encoding.turn_spans[index]):
+            spans[turn] = span if span[1] > span[0] else None
+        return spans
 
     # -------------------------------------------------------------- prompt layout
-    def prompt_parts(self, history_text: str, generation: GenerationConfig | None = None) -> PromptParts:
-        """Chat template with the system prompt and one user message holding the history;
-        split around a placeholder so either text or speech can fill it."""
+    def prompt_parts(self, history: list[tuple[str, str]], generation: GenerationConfig | None = None,
+                     hint: str | None = None) -> PromptParts:
+        """Chat template with the system prompt and one user message holding the history
+        ((role, text) per turn); split around a placeholder so either text or speech can
+        fill it. Each turn is tokenised on its own, so its token span is exact. `hint` (the
+        training teacher's note on how the user sounds) closes the user message, after the
+        history, where a small LLM heeds it most."""
         generation = generation or self.config.generation
         messages = [
             {"role": "system", "content": generation.system_prompt},
@@ -170,32 +212,55 @@ class ES4RModel(nn.Module):
         if isinstance(rendered, list):
             rendered = rendered[0]
         before, after = rendered.split(SPEECH_PLACEHOLDER)
+        if hint:
+            after = f"\n\n({hint.strip()})" + after
         encode = lambda text: self.tokenizer(text, add_special_tokens=False).input_ids  # noqa: E731
-        return PromptParts(encode(before), encode(history_text), encode(after))
+        history_ids, spans = [], []
+        for line in history_lines(list(history)):
+            ids = encode(line)
+            spans.append((len(history_ids), len(history_ids) + len(ids)))
+            history_ids += ids
+        return PromptParts(encode(before), history_ids, encode(after), spans)
 
     def embed(self, ids: list[int] | torch.Tensor) -> torch.Tensor:
         ids = torch.as_tensor(ids, dtype=torch.long, device=self.device)
         return self.llm.get_input_embeddings()(ids)
 
-    def speech_with_context(
-        self, speech: torch.Tensor, history_ids: list[int]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Step 8 for one dialogue: speech (S, W) attends to the history embeddings (T, W).
-        Returns S' (S, W) and weights (S, T)."""
-        text = self.embed(history_ids).to(speech.dtype)
-        attended, weights = self.cross(speech[None], text[None])
-        return attended[0], weights[0]
+    def speech_context(self, speech: torch.Tensor, spans: list[tuple[int, int] | None],
+                       parts: PromptParts) -> SpeechContext:
+        """Step 8 for one dialogue. speech (S, W) is the adapter output; spans gives each
+        history turn's speech positions (None = unheard). Heard turns become S' (their speech
+        reads their own tokens); unheard turns keep their word embeddings, explicitly."""
+        text = self.embed(parts.history_ids).to(speech.dtype)
+        speech_turn = torch.full((speech.shape[0],), NO_TURN, dtype=torch.long, device=speech.device)
+        text_turn = torch.full((text.shape[0],), NO_TURN, dtype=torch.long, device=speech.device)
+        for turn, (token_span, speech_span) in enumerate(zip(parts.turn_spans, spans)):
+            text_turn[token_span[0]:token_span[1]] = turn
+            if speech_span is not None:
+                speech_turn[speech_span[0]:speech_span[1]] = turn
+        attended, weights = self.cross(speech[None], text[None], speech_turn[None], text_turn[None])
+        pieces, flags, unheard = [], [], []
+        for turn, (token_span, speech_span) in enumerate(zip(parts.turn_spans, spans)):
+            if speech_span is None or token_span[1] == token_span[0]:
+                pieces.append(text[token_span[0]:token_span[1]])
+                flags.append(torch.zeros(token_span[1] - token_span[0], dtype=torch.bool, device=speech.device))
+                unheard.append(turn)
+            else:
+                pieces.append(attended[0, speech_span[0]:speech_span[1]])
+                flags.append(torch.ones(speech_span[1] - speech_span[0], dtype=torch.bool, device=speech.device))
+        return SpeechContext(torch.cat(pieces), torch.cat(flags), weights[0], unheard)
 
     def build_path(
         self,
         parts: list[PromptParts],
         middles: list[torch.Tensor],
         responses: list[list[int]] | None,
-        speech: bool,
+        speech_flags: list[torch.Tensor] | None,
         pad_left: bool,
     ) -> PathBatch:
         """Step 9: [prefix][middle][suffix][response] per sample, padded into one batch.
-        The middle is the text history embeddings (text path) or S' (speech path)."""
+        The middle is the text history embeddings (text path, speech_flags None) or the
+        speech context (speech path, its flags marking the S' positions)."""
         rows, masks, labels = [], [], []
         for index, (part, middle) in enumerate(zip(parts, middles)):
             response = responses[index] if responses is not None else []
@@ -203,10 +268,10 @@ class ES4RModel(nn.Module):
             tail = self.embed(response) if response else prefix[:0]
             middle = middle.to(prefix.dtype)
             rows.append(torch.cat([prefix, middle, suffix, tail]))
-            speech_flags = torch.zeros(rows[-1].shape[0], dtype=torch.bool, device=self.device)
-            if speech:
-                speech_flags[len(part.prefix_ids) : len(part.prefix_ids) + middle.shape[0]] = True
-            masks.append(speech_flags)
+            flags = torch.zeros(rows[-1].shape[0], dtype=torch.bool, device=self.device)
+            if speech_flags is not None:
+                flags[len(part.prefix_ids) : len(part.prefix_ids) + middle.shape[0]] = speech_flags[index]
+            masks.append(flags)
             label = torch.full((rows[-1].shape[0],), IGNORE_INDEX, dtype=torch.long, device=self.device)
             if response:
                 label[-len(response):] = torch.as_tensor(response, device=self.device)
@@ -232,21 +297,29 @@ class ES4RModel(nn.Module):
     @torch.no_grad()
     def generate(
         self,
-        history_text: str,
-        turn_features: list[torch.Tensor] | None,
+        history: list[tuple[str, str]],
+        turn_features: list[torch.Tensor | None] | None,
         generation: GenerationConfig | None = None,
+        encoding: SpeechEncoding | None = None,
     ) -> tuple[GenerationOutput, SpeechEncoding | None]:
-        """Reply to one dialogue: speech path when turn_features are given, else text path."""
+        """Reply to one dialogue: speech path when turn_features (one per history turn, None
+        for a turn without audio) are given, else text path. Pass the `encoding` of those
+        features when the caller already has it: speech is encoded once per turn."""
         generation = generation or self.config.generation
-        parts = self.prompt_parts(history_text, generation)
-        encoding, cross_weights = None, None
+        parts = self.prompt_parts(history, generation)
+        cross_weights, flags = None, None
         if turn_features is not None:
-            encoding = self.encode_speech([turn_features])
+            if len(turn_features) != len(parts.turn_spans):
+                raise ValueError(f"expected one feature entry per history turn ({len(parts.turn_spans)}), "
+                                 f"found {len(turn_features)}")
+            if encoding is None:
+                encoding = self.encode_speech([[f for f in turn_features if f is not None]])
             speech = encoding.embeddings[0, : int(encoding.lengths[0])]
-            middle, cross_weights = self.speech_with_context(speech, parts.history_ids)
+            context = self.speech_context(speech, self.heard_spans(turn_features, encoding), parts)
+            middle, flags, cross_weights = context.middle, [context.speech_flags], context.weights
         else:
             middle = self.embed(parts.history_ids)
-        batch = self.build_path([parts], [middle], None, speech=turn_features is not None, pad_left=True)
+        batch = self.build_path([parts], [middle], None, flags, pad_left=True)
         kwargs = generation_kwargs(generation, self.tokenizer)
         with speech_positions(batch.speech_mask if batch.speech_mask.any() else None):
             output = self.llm.generate(
@@ -254,9 +327,12 @@ class ES4RModel(nn.Module):
             )
         ids = output[0].tolist()
         text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
-        words = self.tokenizer.convert_ids_to_tokens(parts.history_ids)
-        history_tokens = [self.tokenizer.convert_tokens_to_string([w]).strip() or w for w in words]
         return GenerationOutput(
             text, ids, cross_weights.detach().cpu() if cross_weights is not None else None,
-            history_tokens, turn_features is not None,
+            self.token_labels(parts.history_ids), turn_features is not None,
         ), encoding
+
+    def token_labels(self, ids: list[int]) -> list[str]:
+        """Readable tick labels for token ids (the cross-modal heatmap's columns)."""
+        words = self.tokenizer.convert_ids_to_tokens(ids)
+        return [self.tokenizer.convert_tokens_to_string([w]).strip() or w for w in words]

@@ -82,6 +82,10 @@ class ES4RPipeline:
         from es4r.tts.voices import load_voice
 
         torch.manual_seed(config.seed)
+        if config.backbones.es4r_checkpoint:
+            from es4r.checkpoint import restore_architecture
+
+            config = restore_architecture(config, config.backbones.es4r_checkpoint)
         b = config.backbones
         whisper = load_whisper(b.whisper, b.device, b.dtype)
         llm = load_llm(b.llm, b.device, b.dtype)
@@ -161,23 +165,30 @@ class ES4RPipeline:
         users = conversation.user_turns
         config = self.config
 
-        with _timed(timings, "features"):
-            features = [torch.from_numpy(log_mel(t.audio, self.model.whisper.n_mels)) for t in users]
-        _report(progress, 0.2, "listening (dual-level attention, Whisper encoder)")
-        with _timed(timings, "es4r_encoder"):
-            encoding = self.model.encode_speech([features], timings)
-        dropped = encoding.dropped_turns[0]
-        if dropped:
-            notes.append(f"{dropped} oldest turn(s) fell outside the 30 s speech window and were left out of the speech encoding")
         history, dropped_text = self._fit_context(conversation)
         if dropped_text:
             notes.append(f"{dropped_text} oldest turn(s) were left out of the text history to fit the LLM context "
                          f"of {config.generation.max_context_tokens} tokens")
+        with _timed(timings, "features"):
+            # Every turn with audio is heard: the user's recordings and the assistant's own
+            # spoken replies (a turn of the paper is a speaker-listener exchange).
+            features = [self._features(t) for t in history.turns]
+        _report(progress, 0.2, "listening (dual-level attention, Whisper encoder)")
+        with _timed(timings, "es4r_encoder"):
+            encoding = self.model.encode_speech([[f for f in features if f is not None]], timings)
+        dropped = encoding.dropped_turns[0]
+        if dropped:
+            notes.append(f"{dropped} oldest turn(s) fell outside the speech window (about "
+                         f"{self.model.max_frames * config.dual.downsample // 100} s) and are read as text")
+        spans = self.model.heard_spans(features, encoding)
+        silent = [i for i, f in enumerate(features) if f is None]
+        if silent and self.speech_path:
+            notes.append(f"{len(silent)} turn(s) have no audio and are read as text on the speech path")
 
         _report(progress, 0.4, "thinking (LLM)")
         with _timed(timings, "llm"):
-            generated, _ = self.model.generate(
-                history, features[dropped:] if self.speech_path else None, config.generation)
+            generated, _ = self.model.generate(history.history(), features if self.speech_path else None,
+                                               config.generation, encoding=encoding)
         timings["llm_tokens_per_s"] = len(generated.token_ids) / max(timings["llm"], 1e-9)
         reply_text = trim_reply(generated.text, config.generation.max_sentences)
         if not any(ch.isalpha() for ch in reply_text):
@@ -189,10 +200,9 @@ class ES4RPipeline:
         cross, history_tokens = generated.cross_weights, generated.history_tokens
         if cross is None:  # text path: still show what the untrained cross-modal block attends to
             with _timed(timings, "cross_modal"):
-                parts = self.model.prompt_parts(history, config.generation)
+                parts = self.model.prompt_parts(history.history(), config.generation)
                 speech = encoding.embeddings[0, : int(encoding.lengths[0])]
-                _, weights = self.model.speech_with_context(speech, parts.history_ids)
-                cross = weights.detach().cpu()
+                cross = self.model.speech_context(speech, spans, parts).weights.detach().cpu()
 
         _report(progress, 0.7, "choosing strategy and voice style")
         with _timed(timings, "strategy_fusion"):
@@ -245,16 +255,27 @@ class ES4RPipeline:
             dropped_turns=draft.dropped_turns, notes=tuple(notes),
         )
 
-    def _fit_context(self, conversation: Conversation) -> tuple[str, int]:
-        """The text history, oldest turns left out until prompt + reply fit the LLM context."""
+    def _features(self, turn: Turn) -> torch.Tensor | None:
+        """Log-mel of a turn's audio at Whisper's rate (assistant replies come at the voice's)."""
+        if turn.audio is None or not len(turn.audio):
+            return None
+        samples, rate = np.asarray(turn.audio, dtype=np.float32), turn.sample_rate or self.config.audio.sample_rate
+        if rate != self.config.audio.sample_rate:
+            import librosa
+
+            samples = librosa.resample(samples, orig_sr=rate, target_sr=self.config.audio.sample_rate)
+        return torch.from_numpy(log_mel(samples, self.model.whisper.n_mels))
+
+    def _fit_context(self, conversation: Conversation) -> tuple[Conversation, int]:
+        """The conversation without its oldest turns until prompt + reply fit the LLM context."""
         budget = self.config.generation.max_context_tokens - self.config.generation.max_new_tokens
         turns = list(conversation.turns)
         for dropped in range(len(turns)):
             kept = Conversation(tuple(turns[dropped:]))
-            parts = self.model.prompt_parts(kept.history_text(), self.config.generation)
+            parts = self.model.prompt_parts(kept.history(), self.config.generation)
             if len(parts.prefix_ids) + len(parts.history_ids) + len(parts.suffix_ids) <= budget or dropped == len(turns) - 1:
-                return kept.history_text(), dropped
-        return conversation.history_text(), 0
+                return kept, dropped
+        return conversation, 0
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import torch
 
 from es4r.conversation import ASSISTANT, USER, Conversation
 from es4r.model import generation_kwargs
-from es4r.pipeline import ES4RPipeline, trim_reply
+from es4r.pipeline import FALLBACK_REPLY, ES4RPipeline, trim_reply
 
 SYSTEMS = {
     "es4r": "ES4R: speech path (needs a trained ES4R checkpoint)",
@@ -69,25 +69,30 @@ class CascadeResult:
 
 
 @torch.no_grad()
-def cascade_respond(pipeline: ES4RPipeline, conversation: Conversation) -> CascadeResult:
-    """ASR transcripts (already in the conversation) -> the same LLM with a plain multi-turn
-    chat prompt and the base weights -> the same voice with neutral parameters."""
-    model, generation = pipeline.model, pipeline.config.generation
+def cascade_reply(model, generation, history: list[tuple[str, str]]) -> tuple[str, int]:
+    """The cascade's LLM step: (role, text) turns -> a plain multi-turn chat prompt on the
+    same LLM with its base weights. Returns the trimmed reply and its token count."""
     tokenizer = model.tokenizer
     messages = [{"role": "system", "content": generation.system_prompt}]
-    messages += [{"role": "user" if t.role == USER else "assistant", "content": t.text} for t in conversation.turns
-                 if t.role in (USER, ASSISTANT)]
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
+    messages += [{"role": "user" if role == USER else "assistant", "content": text} for role, text in history
+                 if role in (USER, ASSISTANT)]
     inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                            return_dict=True, return_tensors="pt").to(model.device)
     output = model.llm.generate(**inputs, **generation_kwargs(generation, tokenizer))
     new_tokens = output[0, inputs["input_ids"].shape[1]:]
     text = trim_reply(tokenizer.decode(new_tokens, skip_special_tokens=True), generation.max_sentences)
-    text = text or "I'm here with you. Could you tell me a little more?"
+    return text or FALLBACK_REPLY, int(new_tokens.numel())
+
+
+def cascade_respond(pipeline: ES4RPipeline, conversation: Conversation) -> CascadeResult:
+    """ASR transcripts (already in the conversation) -> the same LLM with a plain multi-turn
+    chat prompt and the base weights -> the same voice with neutral parameters."""
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    text, tokens = cascade_reply(pipeline.model, pipeline.config.generation, conversation.history())
     timings["llm"] = time.perf_counter() - start
     start = time.perf_counter()
     neutral = pipeline.config.strategy.table["neutral"]
     synthesis = pipeline.voice.synthesize(text, None, neutral, seed=pipeline.config.seed)
     timings["tts"] = time.perf_counter() - start
-    return CascadeResult(text, synthesis.waveform, synthesis.sample_rate, timings, int(new_tokens.numel()))
+    return CascadeResult(text, synthesis.waveform, synthesis.sample_rate, timings, tokens)

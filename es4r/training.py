@@ -1,5 +1,10 @@
-"""Two-path training (DESIGN.md step 11): CE on the speech path's response tokens plus
-KL(speech ‖ text) at temperature 2 over response positions, the text path a frozen teacher.
+"""Two-path training (paper, Sec. 3.2, Eq. for L = L_CE + L_KL): CE on the speech path's
+response tokens plus KL(text ‖ speech) at temperature 2 over response positions, the text
+path a frozen teacher. The direction is the authors' code's,
+`kl_div(log_softmax(speech / T), softmax(text / T))`; their code has no T² factor, so it is
+an option here (`kl_t2_scale`). When a sample carries an `affect_hint` (the spoken corpus),
+the teacher reads it at the end of its prompt and the student does not: the speech path must
+hear how the person sounds.
 
 Trainable: dual-level attention, adapter, cross-modal attention, PLoRA. Frozen: Whisper
 and the LLM base. Runs under Hugging Face Accelerate, so `accelerate launch` makes the same
@@ -47,30 +52,67 @@ def response_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
     return shifted_logits[keep], shifted_labels[keep]
 
 
-def kl_speech_text(speech_logits: torch.Tensor, text_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(P_speech ‖ P_text) with both softened by `temperature`, mean over response tokens."""
+def kl_text_speech(speech_logits: torch.Tensor, text_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(P_text ‖ P_speech), both softened by `temperature`, mean over response tokens."""
     log_p_speech = F.log_softmax(speech_logits.float() / temperature, dim=-1)
     log_p_text = F.log_softmax(text_logits.float() / temperature, dim=-1)
-    return (log_p_speech.exp() * (log_p_speech - log_p_text)).sum(-1).mean()
+    return (log_p_text.exp() * (log_p_text - log_p_speech)).sum(-1).mean()
 
 
-def two_path_loss(model, batch: list[PreparedSample], temperature: float) -> TwoPathLoss:
-    """Build both paths for a batch, run the teacher without gradient, return CE + KL."""
+class TeacherCache:
+    """The teacher's response logits per sample key. The text path runs the frozen base LLM
+    (PLoRA is off at text positions, dropout off), so its logits never change: computed once,
+    reused every later epoch. Kept in memory as float16 (~0.1 MB per response token for a
+    49k vocabulary)."""
+
+    def __init__(self) -> None:
+        self.logits: dict[str, torch.Tensor] = {}
+
+    def get(self, keys: list[str]) -> list[torch.Tensor] | None:
+        found = [self.logits.get(k) for k in keys]
+        return None if any(f is None for f in found) else found
+
+    def put(self, keys: list[str], per_sample: list[torch.Tensor]) -> None:
+        for key, logits in zip(keys, per_sample):
+            self.logits[key] = logits.detach().to(torch.float16).cpu()
+
+
+def teacher_logits(model, batch: list[PreparedSample], responses: list[list[int]],
+                   cache: TeacherCache | None) -> torch.Tensor:
+    """The text path's response logits (N, V), each sample's affect hint closing its prompt."""
+    keys = [item.sample.key for item in batch]
+    cached = cache.get(keys) if cache is not None else None
+    if cached is None:
+        parts = [model.prompt_parts(item.sample.history_turns(), hint=item.sample.affect_hint) for item in batch]
+        with torch.no_grad():
+            text_batch = model.build_path(parts, [model.embed(p.history_ids) for p in parts], responses,
+                                          None, pad_left=False)
+            logits = model.path_logits(text_batch)
+        cached = [response_logits(logits[b : b + 1], text_batch.labels[b : b + 1])[0] for b in range(len(batch))]
+        if cache is not None:
+            cache.put(keys, cached)
+    return torch.cat([c.to(model.device, torch.float32) for c in cached])
+
+
+def two_path_loss(model, batch: list[PreparedSample], temperature: float, kl_t2_scale: bool = False,
+                  cache: TeacherCache | None = None) -> TwoPathLoss:
+    """Build both paths for a batch, run (or look up) the teacher, return CE + KL."""
     tokenizer = model.tokenizer
-    parts = [model.prompt_parts(item.sample.history_text()) for item in batch]
+    parts = [model.prompt_parts(item.sample.history_turns()) for item in batch]
     responses = [tokenizer(item.sample.response, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
                  for item in batch]
-    encoding = model.encode_speech([item.features for item in batch])
+    encoding = model.encode_speech([[f for f in item.features if f is not None] for item in batch])
     speech = [encoding.embeddings[b, : int(encoding.lengths[b])] for b in range(len(batch))]
-    speech_middles = [model.speech_with_context(vectors, part.history_ids)[0] for vectors, part in zip(speech, parts)]
-    speech_batch = model.build_path(parts, speech_middles, responses, speech=True, pad_left=False)
-    with torch.no_grad():
-        text_batch = model.build_path(parts, [model.embed(p.history_ids) for p in parts], responses,
-                                      speech=False, pad_left=False)
-        text_logits, _ = response_logits(model.path_logits(text_batch), text_batch.labels)
+    contexts = [model.speech_context(speech[b], model.heard_spans(item.features, encoding, b), parts[b])
+                for b, item in enumerate(batch)]
+    speech_batch = model.build_path(parts, [c.middle for c in contexts], responses,
+                                    [c.speech_flags for c in contexts], pad_left=False)
+    text_logits = teacher_logits(model, batch, responses, cache)
     speech_logits, labels = response_logits(model.path_logits(speech_batch), speech_batch.labels)
     ce = F.cross_entropy(speech_logits.float(), labels)
-    kl = kl_speech_text(speech_logits, text_logits.detach(), temperature)
+    kl = kl_text_speech(speech_logits, text_logits, temperature)
+    if kl_t2_scale:  # Hinton et al.'s T^2 keeps the soft-target gradients on the CE scale
+        kl = kl * temperature**2
     return TwoPathLoss(ce + kl, ce.detach(), kl.detach(), int(labels.numel()), speech)
 
 
@@ -112,20 +154,21 @@ def speech_diversity(model, samples: list[PreparedSample]) -> dict[str, float]:
     with _trainable_in_eval_mode(model):
         per_dialogue = []
         for item in samples:
-            encoding = model.encode_speech([item.features])
+            encoding = model.encode_speech([[f for f in item.features if f is not None]])
             per_dialogue.append(encoding.embeddings[0, : int(encoding.lengths[0])])
         return _diversity(per_dialogue)
 
 
 @torch.no_grad()
-def held_out_report(model, samples: list[PreparedSample], batch_size: int, temperature: float) -> dict[str, float]:
+def held_out_report(model, samples: list[PreparedSample], batch_size: int, temperature: float,
+                    cache: TeacherCache | None = None) -> dict[str, float]:
     """One pass over held-out samples: speech-path CE and KL (token-weighted means) and the
     diversity of the speech vectors that pass computed."""
     ce_sum = kl_sum = tokens = 0.0
     per_dialogue: list[torch.Tensor] = []
     with _trainable_in_eval_mode(model):
         for start in range(0, len(samples), batch_size):
-            result = two_path_loss(model, samples[start : start + batch_size], temperature)
+            result = two_path_loss(model, samples[start : start + batch_size], temperature, cache=cache)
             ce_sum += float(result.ce) * result.response_tokens
             kl_sum += float(result.kl) * result.response_tokens
             tokens += result.response_tokens
@@ -148,13 +191,32 @@ def seed_everything(seed: int) -> None:
 class _Wrapper(torch.nn.Module):
     """What Accelerate/DDP wraps: the trainable modules, and a forward that is the loss."""
 
-    def __init__(self, model, temperature: float):
+    def __init__(self, model, config: TrainConfig):
         super().__init__()
         self.model = model
-        self.temperature = temperature
+        self.config = config
+        self.cache = TeacherCache() if config.cache_teacher else None
 
     def forward(self, batch: list[PreparedSample]) -> TwoPathLoss:
-        return two_path_loss(self.model, batch, self.temperature)
+        return two_path_loss(self.model, batch, self.config.kl_temperature, self.config.kl_t2_scale, self.cache)
+
+
+def learning_rate_factor(step: int, config: TrainConfig, total_steps: int) -> float:
+    """Linear warmup over `warmup_steps`, then cosine decay to `min_lr_ratio` (or constant)."""
+    if config.warmup_steps and step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.lr_schedule == "constant":
+        return 1.0
+    progress = (step - config.warmup_steps) / max(total_steps - config.warmup_steps, 1)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    return config.min_lr_ratio + (1.0 - config.min_lr_ratio) * cosine
+
+
+def set_plora_trainable(model, trainable: bool) -> None:
+    """Staged training: PLoRA frozen while the ES4R modules learn to build S' first."""
+    for name, param in model.llm.named_parameters():
+        if "lora_" in name:
+            param.requires_grad_(trainable)
 
 
 def train(config: TrainConfig, model=None) -> Path:
@@ -186,21 +248,27 @@ def train(config: TrainConfig, model=None) -> Path:
     if config.val_manifest:
         val_set = ManifestDataset(load_manifest(config.val_manifest), model.whisper.n_mels)
         val_samples = [val_set[i] for i in range(len(val_set))]
-    wrapper = _Wrapper(model, config.kl_temperature)
+    if config.lr_schedule not in ("cosine", "constant"):
+        raise ValueError(f"lr_schedule {config.lr_schedule!r}: choose cosine or constant")
+    wrapper = _Wrapper(model, config)
     optimizer = torch.optim.AdamW(trainable_parameters(model), lr=config.lr, weight_decay=config.weight_decay)
     wrapper, optimizer, loader = accelerator.prepare(wrapper, optimizer, loader)
+    val_cache = TeacherCache() if config.cache_teacher else None
 
     steps_per_epoch = math.ceil(len(loader) / config.grad_accum)
     total_steps = steps_per_epoch * config.epochs
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
     step, start_epoch = 0, 0
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda index: learning_rate_factor(index, config, total_steps))
     state_path = output / "last" / STATE_FILE
     if state_path.exists():
         state = torch.load(state_path, weights_only=False)
         load_es4r_parts(model, output / "last")
         optimizer.load_state_dict(state["optimizer"])
         step, start_epoch = state["step"], state["epoch"]
+        scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         logger.info("resumed from %s at step %d", output / "last", step)
 
@@ -208,7 +276,8 @@ def train(config: TrainConfig, model=None) -> Path:
         if accelerator.is_main_process:
             save_es4r_parts(model, folder, {"train_config": asdict(config), "step": step})
             if resumable:  # optimizer + RNG state, twice the size of the parts; last/ only
-                torch.save({"optimizer": optimizer.state_dict(), "step": step, "epoch": epoch,
+                torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                            "step": step, "epoch": epoch,
                             "torch_rng": torch.get_rng_state()}, folder / STATE_FILE)
 
     def keep(at_step: int) -> None:
@@ -219,7 +288,7 @@ def train(config: TrainConfig, model=None) -> Path:
         if val_samples:
             with accelerator.autocast():  # the same precision as the training forward (bf16 on GPU)
                 record = {"step": at_step,
-                          **held_out_report(model, val_samples, config.batch_size, config.kl_temperature)}
+                          **held_out_report(model, val_samples, config.batch_size, config.kl_temperature, val_cache)}
             log.write(json.dumps(record) + "\n")
             log.flush()
             logger.info("step %d: held-out speech-path CE %.3f, KL %.3f; speech-vector cosine within %.2f, "
@@ -237,12 +306,15 @@ def train(config: TrainConfig, model=None) -> Path:
         for index, batch in enumerate(loader):
             if index < skip:
                 continue
+            set_plora_trainable(model, step >= config.plora_start_step)
             with accelerator.accumulate(wrapper):
                 result = wrapper(batch)
                 accelerator.backward(result.loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(trainable_parameters(model), config.grad_clip)
                 optimizer.step()
+                if accelerator.sync_gradients:
+                    scheduler.step()
                 optimizer.zero_grad()
             tokens_seen += result.response_tokens
             if not accelerator.sync_gradients:
@@ -250,7 +322,7 @@ def train(config: TrainConfig, model=None) -> Path:
             step += 1
             elapsed = time.perf_counter() - started
             record = {"step": step, "epoch": epoch, "loss": float(result.loss.detach()), "ce": float(result.ce),
-                      "kl": float(result.kl), "tokens_per_s": tokens_seen / max(elapsed, 1e-9),
+                      "kl": float(result.kl), "lr": scheduler.get_last_lr()[0], "tokens_per_s": tokens_seen / max(elapsed, 1e-9),
                       "elapsed_s": elapsed}
             if accelerator.is_main_process and step % config.log_every == 0:
                 log.write(json.dumps(record) + "\n")

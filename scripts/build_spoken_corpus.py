@@ -1,7 +1,8 @@
 """Build the spoken ES4R training corpus from chitchat-dataset (see es4r/corpus.py and
-assets/DATA_CARD.md).
+assets/DATA_CARD.md). Each conversation gives three rows (falling, rising, flat): the same
+words and voices, only the user's loudness and pace trajectory differ.
 
-    python scripts/build_spoken_corpus.py --out /work/corpus --train 400 --heldout 40
+    python scripts/build_spoken_corpus.py --out corpus --train 240 --heldout 40 --workers 2
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ VOICE_POOLS = {"all": DEFAULT_VOICES, "espeak": ESPEAK_VOICES}
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="output folder (manifests, audio/, card.json)")
-    parser.add_argument("--train", type=int, default=400, help="training conversations (one sample each)")
-    parser.add_argument("--heldout", type=int, default=40, help="held-out conversations, never in train")
+    parser.add_argument("--train", type=int, default=240, help="training conversations (three rows each)")
+    parser.add_argument("--heldout", type=int, default=40, help="held-out conversations (three rows each), never in train")
     parser.add_argument("--seed", type=int, default=42, help="split, windows, voices and plans all follow it")
     parser.add_argument("--voices", choices=sorted(VOICE_POOLS), default="all",
                         help="all: Piper en_US-joe + six espeak-ng voices; espeak: espeak-ng only (fast)")

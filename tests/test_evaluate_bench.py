@@ -73,6 +73,8 @@ def test_bench_rows(speech_pipeline, tmp_path):
     for row in rows:
         assert row.es4r_s > 0 and row.cascade_s > 0 and row.ratio > 0 and row.peak_rss_mb > 0
         assert row.stages["whisper_encoder"] > 0 and row.stages["llm"] > 0 and row.stages["tts"] > 0
+        assert row.speech_path_s > 0 and row.text_path_s > 0 and row.speech_tokens > 0 and row.text_tokens > 0
+        assert row.path_ratio == row.speech_path_s / row.text_path_s
     assert "| turns |" in format_table(rows) and "linear" in growth_check(rows)
     write_json(rows, tmp_path / "bench.json", {"preset": "tiny"})
     assert json.loads((tmp_path / "bench.json").read_text())["rows"][1]["turns"] == 2

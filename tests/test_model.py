@@ -34,26 +34,63 @@ def test_window_drops_oldest_turns_never_crashes(tiny_model):
     assert enc.dropped_turns == [1]
 
 
+HISTORY = [("user", "hello there"), ("assistant", "hi, how are you"), ("user", "i feel sad today")]
+
+
 def test_generate_both_paths(tiny_model, features):
-    out, enc = tiny_model.generate("User: hello\nYou: hi\nUser: i feel sad", features)
+    out, enc = tiny_model.generate(HISTORY, features)
     assert out.speech_path and enc is not None
     assert out.cross_weights.shape == (int(enc.lengths[0]), len(out.history_tokens))
     assert torch.allclose(out.cross_weights.sum(-1), torch.ones(out.cross_weights.shape[0]), atol=1e-5)
-    text_out, no_enc = tiny_model.generate("i feel sad", None)
+    text_out, no_enc = tiny_model.generate(HISTORY[-1:], None)
     assert not text_out.speech_path and no_enc is None and text_out.cross_weights is None
 
 
+def test_generate_reuses_a_given_encoding(tiny_model, features, monkeypatch):
+    """Speech is encoded once per turn: generate() takes the caller's encoding."""
+    encoding = tiny_model.encode_speech([features])
+    monkeypatch.setattr(tiny_model, "encode_speech", lambda *a, **k: pytest.fail("encoded twice"))
+    out, same = tiny_model.generate(HISTORY, features, encoding=encoding)
+    assert same is encoding and out.speech_path
+
+
+def test_prompt_turn_spans_cover_the_history_in_order(tiny_model):
+    parts = tiny_model.prompt_parts(HISTORY)
+    assert parts.turn_spans[0][0] == 0 and parts.turn_spans[-1][1] == len(parts.history_ids)
+    assert all(a[1] == b[0] for a, b in zip(parts.turn_spans, parts.turn_spans[1:]))
+    decoded = [tiny_model.tokenizer.decode(parts.history_ids[a:b]) for a, b in parts.turn_spans]
+    assert decoded[0].startswith("User:") and decoded[1].startswith("You:") and "sad" in decoded[2]
+
+
+def test_turn_without_audio_is_read_as_text(tiny_model, features):
+    """A turn with no audio keeps its word embeddings (no PLoRA there), explicitly listed."""
+    turn_features = [features[0], None, features[2]]
+    encoding = tiny_model.encode_speech([[features[0], features[2]]])
+    spans = tiny_model.heard_spans(turn_features, encoding)
+    assert spans[1] is None and spans[0] is not None and spans[2] is not None
+    parts = tiny_model.prompt_parts(HISTORY)
+    speech = encoding.embeddings[0, : int(encoding.lengths[0])]
+    context = tiny_model.speech_context(speech, spans, parts)
+    assert context.unheard_turns == [1]
+    start = spans[0][1] - spans[0][0]
+    a, b = parts.turn_spans[1]
+    assert torch.equal(context.middle[start:start + b - a], tiny_model.embed(parts.history_ids[a:b]))
+    assert not context.speech_flags[start:start + b - a].any()
+    assert int(context.speech_flags.sum()) == (spans[0][1] - spans[0][0]) + (spans[2][1] - spans[2][0])
+
+
 def test_two_path_layout(tiny_model):
-    parts = tiny_model.prompt_parts("i feel sad")
+    parts = tiny_model.prompt_parts(HISTORY[-1:])
     middle = tiny_model.embed(parts.history_ids)
     speech = torch.randn(5, 64)
     response = [5, 6, 7]
-    text_batch = tiny_model.build_path([parts], [middle], [response], speech=False, pad_left=False)
-    speech_batch = tiny_model.build_path([parts], [speech], [response], speech=True, pad_left=False)
+    flags = torch.tensor([True, True, False, True, True])
+    text_batch = tiny_model.build_path([parts], [middle], [response], None, pad_left=False)
+    speech_batch = tiny_model.build_path([parts], [speech], [response], [flags], pad_left=False)
     assert not text_batch.speech_mask.any()
-    assert speech_batch.speech_mask.sum() == 5
+    assert speech_batch.speech_mask.sum() == 4
     start = len(parts.prefix_ids)
-    assert speech_batch.speech_mask[0, start:start + 5].all()
+    assert speech_batch.speech_mask[0, start:start + 5].tolist() == flags.tolist()
     for batch in (text_batch, speech_batch):
         labels = batch.labels[0][batch.labels[0] != -100].tolist()
         assert labels == response  # response tokens are the only labels, in both paths

@@ -25,8 +25,9 @@ def test_three_turn_conversation_on_real_speech(pipeline, speech_paths):
     assert np.all(np.isfinite(result.reply_audio)) and result.sample_rate > 0
     assert result.strategy in {"comfort", "neutral", "encourage"} and result.strategy_reason
     assert sum(result.fusion_weights) == pytest.approx(1.0)
-    assert len(result.attention.intra) == 3 and result.attention.inter is not None
-    assert result.attention.turn_boundaries[0] == 0 and len(result.attention.turn_boundaries) == 3
+    # every turn is heard: three user recordings and the two spoken replies between them
+    assert len(result.attention.intra) == 5 and result.attention.inter is not None
+    assert result.attention.turn_boundaries[0] == 0 and len(result.attention.turn_boundaries) == 5
     assert result.attention.cross.shape[1] == len(result.attention.history_tokens)
     assert not result.attention.meaningful and result.path == "text" and TEXT_PATH_NOTE in result.notes
     assert {"asr", "features", "es4r_encoder", "llm", "tts", "tts_rtf"} <= set(result.timings)

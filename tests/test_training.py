@@ -7,7 +7,7 @@ import torch
 
 from es4r.config import TrainConfig
 from es4r.data import ManifestDataset, ManifestError, load_manifest
-from es4r.training import kl_speech_text, response_logits, train, two_path_loss
+from es4r.training import TeacherCache, kl_text_speech, learning_rate_factor, response_logits, train, two_path_loss
 from tests.conftest import CLIPS
 
 
@@ -70,8 +70,29 @@ def test_manifest_errors_name_file_and_line(tmp_path):
 
 def test_kl_zero_when_paths_identical():
     logits = torch.randn(6, 50)
-    assert kl_speech_text(logits, logits.clone(), 2.0).abs() < 1e-6
-    assert kl_speech_text(logits, torch.randn(6, 50), 2.0) > 0.01
+    assert kl_text_speech(logits, logits.clone(), 2.0).abs() < 1e-6
+    assert kl_text_speech(logits, torch.randn(6, 50), 2.0) > 0.01
+
+
+def test_kl_direction_is_text_to_speech_as_in_the_authors_code():
+    """kl_div(log_softmax(speech/T), softmax(text/T)) = sum p_text (log p_text - log p_speech)."""
+    speech, text = torch.randn(4, 30), torch.randn(4, 30) * 3
+    ours = kl_text_speech(speech, text, 2.0)
+    reference = torch.nn.functional.kl_div(torch.log_softmax(speech / 2, -1), torch.softmax(text / 2, -1),
+                                           reduction="batchmean")
+    reverse = torch.nn.functional.kl_div(torch.log_softmax(text / 2, -1), torch.softmax(speech / 2, -1),
+                                         reduction="batchmean")
+    assert torch.allclose(ours, reference, atol=1e-5) and not torch.allclose(ours, reverse, atol=1e-3)
+
+
+def test_learning_rate_warms_up_then_decays_by_cosine():
+    config = TrainConfig(warmup_steps=4, min_lr_ratio=0.1)
+    factors = [learning_rate_factor(step, config, 20) for step in range(21)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert all(a >= b for a, b in zip(factors[4:], factors[5:]))
+    assert abs(factors[20] - 0.1) < 1e-9 and abs(factors[12] - 0.55) < 1e-9  # half-way down the cosine
+    constant = TrainConfig(warmup_steps=0, lr_schedule="constant")
+    assert [learning_rate_factor(s, constant, 20) for s in (0, 10, 19)] == [1.0, 1.0, 1.0]
 
 
 def test_response_positions_line_up_across_paths():
@@ -175,3 +196,57 @@ def test_speech_diversity_tells_a_constant_prompt_from_real_input(tiny_dirs, tmp
         model.adapter.norm.bias.normal_()
     constant = speech_diversity(model, samples)
     assert constant["speech_cos_within"] > 0.99 and constant["speech_cos_between"] > 0.99
+
+
+def test_teacher_reads_the_affect_hint_and_is_computed_once(tiny_dirs, tmp_path, monkeypatch):
+    """The text-path teacher gets the sample's hint in its system prompt (the student never
+    does), and its logits are cached per sample key: a second epoch does not rerun it."""
+    from dataclasses import replace
+
+    from es4r.training import teacher_logits
+
+    model = _model(tiny_dirs).eval()
+    rows = _rows(tmp_path)
+    rows[0]["affect_hint"] = "The user's voice has been getting quieter and slower with each turn."
+    item = ManifestDataset(load_manifest(_write_manifest(tmp_path, rows)), 80)[0]
+    plain = replace(item, sample=replace(item.sample, affect_hint=None))
+    tokens = [model.tokenizer("i see .", add_special_tokens=False).input_ids + [model.tokenizer.eos_token_id]]
+    hinted = teacher_logits(model, [item], tokens, None)
+    assert hinted.shape[0] == len(tokens[0])
+    assert not torch.allclose(hinted, teacher_logits(model, [plain], tokens, None))
+    cache = TeacherCache()
+    first = teacher_logits(model, [item], tokens, cache)
+    monkeypatch.setattr(model, "path_logits", lambda *a: pytest.fail("teacher ran twice"))
+    assert torch.allclose(teacher_logits(model, [item], tokens, cache), first, atol=1e-2)
+
+
+def test_staged_training_keeps_plora_frozen_until_its_step(tiny_dirs, tmp_path):
+    model = _model(tiny_dirs)
+    manifest = _write_manifest(tmp_path, _rows(tmp_path))
+    lora = {n: p.detach().clone() for n, p in model.llm.named_parameters() if "lora_" in n}
+    adapter = model.adapter.layers[0].weight.detach().clone()
+    config = TrainConfig(manifest=str(manifest), output_dir=str(tmp_path / "run"), preset="tiny", epochs=5,
+                         batch_size=3, lr=1e-2, save_every=1000, max_steps=2, plora_start_step=5, warmup_steps=1)
+    train(config, model=model)
+    assert all(torch.equal(p, lora[n]) for n, p in model.llm.named_parameters() if "lora_" in n)
+    assert not torch.equal(model.adapter.layers[0].weight, adapter)
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [round(r["lr"], 6) for r in log] == [0.01, 0.001]  # warmup 1 step, then cosine down to 10 %
+
+
+def test_checkpoint_refuses_other_module_settings_and_pipeline_restores_them(tiny_dirs, tmp_path):
+    from es4r.checkpoint import load_es4r_parts, restore_architecture, save_es4r_parts
+    from es4r.config import CrossModalConfig, preset_config
+
+    model = _model(tiny_dirs)
+    save_es4r_parts(model, tmp_path / "ckpt")
+    other = preset_config("tiny")
+    other = other.replace(cross=CrossModalConfig(heads=2, prior_sigma=1.0))
+    from es4r.backbones import load_llm, load_whisper
+    from es4r.model import ES4RModel
+
+    wrong = ES4RModel(load_whisper(str(tiny_dirs["whisper"]), "cpu"), load_llm(str(tiny_dirs["llm"]), "cpu"), other)
+    with pytest.raises(ValueError, match=r"cross.prior_sigma: checkpoint 0.5 vs model 1.0"):
+        load_es4r_parts(wrong, tmp_path / "ckpt")
+    restored = restore_architecture(other, tmp_path / "ckpt")
+    assert restored.cross.prior_sigma == 0.5

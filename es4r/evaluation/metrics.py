@@ -295,3 +295,23 @@ def corpus_metrics(
         dist2=distinct_n(hypotheses, DIST_ORDERS[1]),
         n=count, bertscore_model=model_name, bertscore_layer=layer, per_sample=per_sample,
     )
+
+
+def sentence_embeddings(texts: Sequence[str], model: str = AUTO_MODEL) -> "np.ndarray":
+    """Unit-length sentence vectors (mean-pooled last layer, as sentence-transformers pools
+    all-MiniLM-L6-v2): how close two replies are in meaning, for the affect gate."""
+    import numpy as np
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    path = str(local_bertscore_model_path()) if model == AUTO_MODEL else model
+    tokenizer, encoder = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    vectors = []
+    with torch.no_grad():
+        for start in range(0, len(texts), 32):
+            batch = tokenizer(list(texts[start:start + 32]), padding=True, truncation=True, return_tensors="pt")
+            hidden = encoder(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            vectors.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
+    return np.concatenate(vectors) if vectors else np.zeros((0, 384), dtype=np.float32)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import soundfile as sf
 
+from es4r.audio import load_audio
 from es4r.conversation import ASSISTANT, Conversation, Turn
 from es4r.data import SPEAKER, Sample, load_manifest
 
@@ -35,6 +36,10 @@ def _conversation(pipeline, sample: Sample, use_manifest_transcripts: bool) -> C
         if turn.role == SPEAKER:
             transcript = turn.utterance if use_manifest_transcripts else None
             conversation = pipeline.add_user_turn(conversation, turn.audio_path, transcript)
+        elif turn.audio_path is not None:  # a spoken listener turn is heard on the speech path too
+            wave = load_audio(turn.audio_path, pipeline.config.audio)
+            conversation = conversation.with_turn(Turn(ASSISTANT, turn.utterance, wave.samples,
+                                                       pipeline.config.audio.sample_rate))
         else:
             conversation = conversation.with_turn(Turn(ASSISTANT, turn.utterance))
     return conversation
@@ -53,7 +58,7 @@ def evaluate(pipeline, manifest: str | Path, systems: list[str], out: str | Path
     replies: dict[str, list[str]] = {name: [] for name in systems}
     rows = []
     for number, sample in enumerate(samples):
-        sample_id = f"{sample.conversation_id}-{sample.turn_id}"
+        sample_id = f"{sample.conversation_id}-{sample.turn_id}" + (f"-{sample.variant}" if sample.variant else "")
         conversation = _conversation(pipeline, sample, use_manifest_transcripts)
         context, user_index = [], 0
         for turn in conversation.turns:

@@ -1,0 +1,270 @@
+"""Ship gates for a trained ES4R checkpoint, rerunnable by anyone (scripts/check_gates.py).
+
+A checkpoint becomes the embedded default only when, on the held-out spoken corpus
+(falling / rising / flat variants of each conversation, teacher replies as references;
+see assets/DATA_CARD.md):
+
+1. its speech path gives distinct replies (>= 38 of 40 conversations): no constant prompt;
+2. BLEU-1, ROUGE-L and BERTScore each >= the text path's minus 0.01;
+3. its speech vectors still depend on the input: the between-dialogue cosine of the
+   adapter's mean vectors stays within 0.05 of the untrained modules' (a constant soft
+   prompt shows as ~1.0; see `between_dialogue_cosine`);
+4. it hears affect: each conversation rendered falling vs rising (same words) gets different
+   replies in >= 30 of 40, and in >= 60 % of those each reply is closer (MiniLM cosine) to
+   the teacher reply of its own variant than to the other variant's.
+
+Replies are generated from the manifest transcripts (ASR errors are not what is measured)
+with the app's decoding. Before training, `corpus_checks` reports whether the corpus holds
+the signal at all: do the hinted teacher's replies differ across variants, and does a
+linear probe read per-turn energy and pace off the frozen Whisper encoder (R^2)."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from es4r.data import PreparedSample, Sample, prepare_sample
+from es4r.model import LOG_MEL_FLOOR_BELOW_MAX, ES4RModel
+from es4r.pipeline import trim_reply
+
+logger = logging.getLogger(__name__)
+
+VARIANTS = ("falling", "rising", "flat")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    distinct_min: int = 38
+    metric_margin: float = 0.01
+    cosine_margin: float = 0.05
+    affect_differ_min: int = 30
+    affect_closer_share: float = 0.6
+
+
+@dataclass
+class GateReport:
+    systems: dict[str, dict] = field(default_factory=dict)  # system -> metrics
+    replies: dict[str, list[str]] = field(default_factory=dict)  # system -> replies on the metric rows
+    references: list[str] = field(default_factory=list)
+    affect: dict = field(default_factory=dict)
+    diversity: dict[str, float] = field(default_factory=dict)
+    gates: dict[str, dict] = field(default_factory=dict)  # name -> {passed, value, threshold}
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.gates) and all(g["passed"] for g in self.gates.values())
+
+
+def group_by_conversation(samples: list[Sample]) -> dict[str, dict[str, Sample]]:
+    """conversation id -> variant -> sample, in manifest order; every variant must be present."""
+    groups: dict[str, dict[str, Sample]] = defaultdict(dict)
+    for sample in samples:
+        groups[sample.conversation_id][sample.variant or "flat"] = sample
+    incomplete = [cid for cid, variants in groups.items() if set(variants) != set(VARIANTS)]
+    if incomplete:
+        raise ValueError(f"{len(incomplete)} held-out conversation(s) lack one of the variants {VARIANTS} "
+                         f"(e.g. {incomplete[0]}); build the corpus with scripts/build_spoken_corpus.py")
+    return dict(groups)
+
+
+def metric_rows(groups: dict[str, dict[str, Sample]]) -> list[Sample]:
+    """One row per conversation for the text metrics, the variants taken in turn (balanced)."""
+    return [variants[VARIANTS[k % 3]] for k, variants in enumerate(groups.values())]
+
+
+@torch.no_grad()
+def speech_reply(model: ES4RModel, item: PreparedSample) -> tuple[str, torch.Tensor]:
+    """The speech path's reply and the adapter's speech vectors (S, W) of one sample."""
+    encoding = model.encode_speech([[f for f in item.features if f is not None]])
+    generated, _ = model.generate(item.sample.history_turns(), item.features, encoding=encoding)
+    vectors = encoding.embeddings[0, : int(encoding.lengths[0])].float().cpu()
+    return trim_reply(generated.text, model.config.generation.max_sentences), vectors
+
+
+@torch.no_grad()
+def text_reply(model: ES4RModel, sample: Sample) -> str:
+    generated, _ = model.generate(sample.history_turns(), None)
+    return trim_reply(generated.text, model.config.generation.max_sentences)
+
+
+def between_dialogue_cosine(vectors: list[torch.Tensor]) -> float:
+    """Mean cosine between the dialogues' mean speech vectors (1.0 = one constant prompt).
+    Not mean-centred on purpose: centred dialogue means sum to zero, so their mean pairwise
+    cosine is about -1/(n-1) whatever the model does."""
+    means = torch.nn.functional.normalize(torch.stack([v.mean(0) for v in vectors]), dim=-1)
+    cos = means @ means.T
+    n = cos.shape[0]
+    return float((cos.sum() - cos.diagonal().sum()) / (n * (n - 1)))
+
+
+def centred_spread(vectors: list[torch.Tensor]) -> float:
+    """How far the dialogues' mean vectors sit from their average, relative to their size:
+    a scale-free companion of the cosine (0 = a constant prompt)."""
+    means = torch.stack([v.mean(0) for v in vectors])
+    return float((means - means.mean(0)).norm(dim=-1).mean() / means.norm(dim=-1).mean())
+
+
+def affect_test(falling: list[str], rising: list[str], teacher_falling: list[str], teacher_rising: list[str]) -> dict:
+    """Gate 4 on replies to the same conversations rendered falling vs rising."""
+    from es4r.evaluation.metrics import sentence_embeddings
+
+    differ = [i for i, (a, b) in enumerate(zip(falling, rising)) if a.strip() != b.strip()]
+    closer = []
+    if differ:
+        texts = [t for i in differ for t in (falling[i], rising[i], teacher_falling[i], teacher_rising[i])]
+        vectors = sentence_embeddings(texts).reshape(len(differ), 4, -1)
+        for f, r, tf, tr in vectors:
+            closer.append(bool(f @ tf > f @ tr and r @ tr > r @ tf))
+    return {"conversations": len(falling), "differ": len(differ), "closer": int(sum(closer)),
+            "closer_share": (sum(closer) / len(closer)) if closer else 0.0,
+            "teacher_differ": sum(a.strip() != b.strip() for a, b in zip(teacher_falling, teacher_rising))}
+
+
+def corpus_checks(model: ES4RModel, samples: list[Sample]) -> dict:
+    """Before training: (a) how often the hinted teacher replies (the manifest responses)
+    differ across the three variants of a conversation; (b) linear probes (ridge, 5-fold
+    cross-validation grouped by conversation) of per-turn log energy and speaking rate from
+    the frozen Whisper encoder's time-averaged output of each speaker turn."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import GroupKFold, cross_val_predict
+
+    groups = group_by_conversation(samples)
+    all_differ = sum(len({v[x].response for x in VARIANTS}) == 3 for v in groups.values())
+    falling_rising = sum(v["falling"].response != v["rising"].response for v in groups.values())
+    features, energy, rate, owner = [], [], [], []
+    encoder = model.whisper.model.get_encoder()
+    for cid, variants in groups.items():
+        for variant in VARIANTS:
+            item = prepare_sample(variants[variant], model.whisper.n_mels)
+            speaker = [(t, f) for t, f in zip(item.sample.history, item.features) if t.role == "speaker"]
+            for (turn, mel), turn_energy in zip(speaker, item.energies):
+                features.append(_encoder_mean(encoder, mel, model.max_frames))
+                energy.append(np.log(turn_energy))
+                rate.append(mel.shape[1] / max(len(turn.utterance), 1))  # frames (10 ms) per character
+                owner.append(cid)
+    x = np.stack(features)
+    probes = {}
+    for name, target in (("log_energy", np.array(energy)), ("frames_per_char", np.array(rate))):
+        predicted = cross_val_predict(RidgeCV(alphas=np.logspace(-2, 4, 13)), x, target, groups=owner,
+                                      cv=GroupKFold(n_splits=5))
+        residual = ((target - predicted) ** 2).sum()
+        probes[name] = 1.0 - residual / ((target - target.mean()) ** 2).sum()
+    return {"conversations": len(groups), "teacher_all_three_differ": all_differ,
+            "teacher_falling_vs_rising_differ": falling_rising, "probe_turns": len(energy),
+            "probe_r2": {k: round(float(v), 3) for k, v in probes.items()}}
+
+
+@torch.no_grad()
+def _encoder_mean(encoder, mel: torch.Tensor, window: int) -> np.ndarray:
+    """The frozen encoder's output over one turn (padded as ES4RModel pads), averaged over time."""
+    frames = min(mel.shape[1], window)
+    padded = torch.full((mel.shape[0], window), float(mel[:, :frames].max()) - LOG_MEL_FLOOR_BELOW_MAX)
+    padded[:, :frames] = mel[:, :frames]
+    dtype = next(encoder.parameters()).dtype
+    hidden = encoder(padded[None].to(dtype)).last_hidden_state[0]
+    return hidden[: -(-frames // 2)].float().mean(0).numpy()
+
+
+def evaluate_gates(model: ES4RModel, checkpoint: str, samples: list[Sample],
+                   thresholds: Thresholds = Thresholds(), bertscore_model: str | None = "auto") -> GateReport:
+    """Replies of every system on the held-out rows, the metrics, and the four gates.
+    `model` must hold the untrained ES4R parts; the checkpoint is loaded into it half-way."""
+    from dataclasses import replace
+
+    from es4r.checkpoint import load_es4r_parts
+    from es4r.evaluation.metrics import corpus_metrics
+    from es4r.systems import cascade_reply
+
+    groups = group_by_conversation(samples)
+    rows = metric_rows(groups)
+    prepared = {id(s): prepare_sample(s, model.whisper.n_mels) for s in rows}
+    report = GateReport(references=[s.response for s in rows])
+    vectors: dict[str, list[torch.Tensor]] = {}
+
+    def speech_system(name: str) -> None:
+        replies, vecs = zip(*(speech_reply(model, prepared[id(s)]) for s in rows))
+        report.replies[name], vectors[name] = list(replies), list(vecs)
+        logger.info("%s: %d replies", name, len(replies))
+
+    model.eval()
+    speech_system("untrained")
+    report.replies["text"] = [text_reply(model, s) for s in rows]
+    report.replies["cascade"] = [cascade_reply(model, model.config.generation, s.history_turns())[0] for s in rows]
+    load_es4r_parts(model, checkpoint)
+    speech_system("trained")
+    for name, section in (("no_dual", "dual"), ("no_cross", "cross")):
+        module = getattr(model, section)
+        saved = module.config
+        module.config = replace(saved, enabled=False)
+        try:
+            speech_system(name)
+        finally:
+            module.config = saved
+
+    for name, replies in report.replies.items():
+        metrics = corpus_metrics(replies, report.references, bertscore_model=bertscore_model).as_dict()
+        report.systems[name] = {k: metrics.get(k) for k in ("bleu1", "rougeL", "bertscore", "dist2")}
+        report.systems[name]["distinct"] = len({r.strip().lower() for r in replies})
+    report.diversity = {f"{name}_{kind}": fn(vecs) for name, vecs in vectors.items()
+                        for kind, fn in (("cos_between", between_dialogue_cosine), ("spread", centred_spread))}
+
+    trained_by_row = dict(zip((id(s) for s in rows), report.replies["trained"]))
+    falling, rising = [], []
+    for variants in groups.values():
+        for variant, out in (("falling", falling), ("rising", rising)):
+            sample = variants[variant]
+            out.append(trained_by_row.get(id(sample)) or speech_reply(model, prepare_sample(sample, model.whisper.n_mels))[0])
+    report.affect = affect_test(falling, rising, [v["falling"].response for v in groups.values()],
+                                [v["rising"].response for v in groups.values()])
+    report.affect["examples"] = [{"falling": f, "rising": r} for f, r in list(zip(falling, rising))[:5]]
+
+    t, text = report.systems["trained"], report.systems["text"]
+    report.gates = {
+        "distinct_replies": _gate(t["distinct"], thresholds.distinct_min, t["distinct"] >= thresholds.distinct_min),
+        **{f"{m}_vs_text": _gate(t[m], text[m] - thresholds.metric_margin, t[m] >= text[m] - thresholds.metric_margin)
+           for m in ("bleu1", "rougeL", "bertscore")},
+        "speech_cosine": _gate(report.diversity["trained_cos_between"],
+                               report.diversity["untrained_cos_between"] + thresholds.cosine_margin,
+                               abs(report.diversity["trained_cos_between"] - report.diversity["untrained_cos_between"])
+                               <= thresholds.cosine_margin),
+        "affect_differ": _gate(report.affect["differ"], thresholds.affect_differ_min,
+                               report.affect["differ"] >= thresholds.affect_differ_min),
+        "affect_closer": _gate(round(report.affect["closer_share"], 3), thresholds.affect_closer_share,
+                               report.affect["closer_share"] >= thresholds.affect_closer_share),
+    }
+    return report
+
+
+def _gate(value, threshold, passed: bool) -> dict:
+    return {"value": value, "threshold": threshold, "passed": bool(passed)}
+
+
+def report_markdown(report: GateReport, checkpoint: str) -> str:
+    """The side-by-side table, the gates, and the three best and worst trained replies
+    (MiniLM cosine to the reference)."""
+    from es4r.evaluation.metrics import sentence_embeddings
+
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = [f"# Ship gates for `{checkpoint}`", "", f"**{'PASSED' if report.passed else 'FAILED'}**", "",
+             "| system | BLEU-1 | ROUGE-L | BERTScore | Dist-2 | distinct replies |", "|---|---|---|---|---|---|"]
+    for name, m in report.systems.items():
+        lines.append(f"| {name} | {fmt(m['bleu1'])} | {fmt(m['rougeL'])} | {fmt(m['bertscore'])} | "
+                     f"{fmt(m['dist2'])} | {m['distinct']}/{len(report.references)} |")
+    lines += ["", "| gate | value | threshold | passed |", "|---|---|---|---|"]
+    lines += [f"| {name} | {fmt(g['value'])} | {fmt(g['threshold'])} | {'yes' if g['passed'] else 'NO'} |"
+              for name, g in report.gates.items()]
+    lines += ["", "Speech-vector diversity: " + ", ".join(f"{k} {v:.3f}" for k, v in report.diversity.items()),
+              "", f"Affect test: {report.affect}"]
+    trained = report.replies.get("trained", [])
+    if trained:
+        ref = sentence_embeddings(report.references)
+        hyp = sentence_embeddings(trained)
+        order = np.argsort((ref * hyp).sum(-1))
+        for title, picks in (("Best", order[::-1][:3]), ("Worst", order[:3])):
+            lines += ["", f"## {title} three trained replies (MiniLM cosine to the reference)"]
+            lines += [f"- reply: \"{trained[i]}\" — reference: \"{report.references[i]}\"" for i in picks]
+    return "\n".join(lines) + "\n"

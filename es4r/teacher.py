@@ -1,0 +1,42 @@
+"""The affect-aware teacher: training targets the speech path can only reach by hearing.
+
+Human chit-chat lines do not depend on how something was said, so a speech path trained on
+them learns to ignore the audio (the collapsed CPU runs, assets/TRAINING_CPU.md). Here the
+target of each affect variant of a conversation is the reply of ES4R's own text path (same
+LLM, same empathetic system prompt, same decoding) given one more sentence after the
+history: how the person sounds, derived from the variant's planned energy/pace trajectory
+(es4r.corpus.AFFECT_HINTS).
+The speech path is trained on these replies without the hint (paper, Sec. 3.2: the text
+path is the teacher), so the only way to match them is to hear the trajectory."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from es4r.data import Sample
+from es4r.model import ES4RModel, generation_kwargs
+from es4r.pipeline import trim_reply
+
+logger = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def hinted_replies(model: ES4RModel, samples: list[Sample], batch_size: int = 8) -> list[str]:
+    """The text path's reply to each sample with its affect hint after the history,
+    decoded as the app decodes (greedy, repetition penalties, cut at `max_sentences`).
+    Batched with left padding, which is several times faster on a CPU."""
+    generation = model.config.generation
+    kwargs = generation_kwargs(generation, model.tokenizer)
+    replies: list[str] = []
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        parts = [model.prompt_parts(s.history_turns(), generation, hint=s.affect_hint) for s in chunk]
+        batch = model.build_path(parts, [model.embed(p.history_ids) for p in parts], None, None, pad_left=True)
+        output = model.llm.generate(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, **kwargs)
+        for row in output:
+            text = model.tokenizer.decode(row.tolist(), skip_special_tokens=True)
+            replies.append(trim_reply(text.strip(), generation.max_sentences))
+        logger.info("teacher replies: %d / %d", len(replies), len(samples))
+    return replies

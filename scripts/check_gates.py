@@ -1,0 +1,58 @@
+"""Check whether a trained ES4R checkpoint may become the embedded default (es4r/evaluation/gates.py).
+
+    python scripts/check_gates.py --corpus-checks corpus/heldout_teacher.jsonl          # before training
+    python scripts/check_gates.py corpus/heldout_teacher.jsonl runs/es4r-embedded/final --out runs/gates
+
+Exit status 0 when every gate passes, 1 when one fails (the report says which, by how much)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("manifest", type=Path, help="held-out manifest with teacher replies (all three variants)")
+    parser.add_argument("checkpoint", nargs="?", help="trained ES4R checkpoint folder")
+    parser.add_argument("--out", type=Path, default=Path("runs/gates"), help="report folder")
+    parser.add_argument("--preset", default="embedded", choices=["embedded", "paper", "tiny"])
+    parser.add_argument("--corpus-checks", action="store_true", help="only the before-training corpus checks")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.corpus_checks and not args.checkpoint:
+        parser.error("name a checkpoint, or pass --corpus-checks")
+    os.environ["ES4R_CHECKPOINT"] = "none"  # start from the untrained parts; the checkpoint is loaded later
+
+    from es4r.data import load_manifest
+    from es4r.evaluation.gates import corpus_checks, evaluate_gates, report_markdown
+    from es4r.pipeline import ES4RPipeline
+
+    samples = load_manifest(args.manifest)
+    model = ES4RPipeline.from_preset(args.preset).model
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.corpus_checks:
+        checks = corpus_checks(model, samples)
+        (args.out / "corpus_checks.json").write_text(json.dumps(checks, indent=2))
+        print(json.dumps(checks, indent=2))
+        return 0
+    from es4r.checkpoint import restore_architecture
+
+    if restore_architecture(model.config, args.checkpoint) != model.config:
+        raise SystemExit("error: the checkpoint was trained with other module settings; gates need the same model")
+    report = evaluate_gates(model, args.checkpoint, samples)
+    (args.out / "gates.json").write_text(json.dumps(asdict(report), indent=2, default=str))
+    (args.out / "gates.md").write_text(report_markdown(report, args.checkpoint))
+    print((args.out / "gates.md").read_text())
+    return 0 if report.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

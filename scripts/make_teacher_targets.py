@@ -1,0 +1,87 @@
+"""Replace the response of every row of a spoken-corpus manifest with the affect-aware
+teacher's reply (es4r/teacher.py); the human line stays in `human_response`.
+
+    python scripts/make_teacher_targets.py corpus/train.jsonl corpus/train_teacher.jsonl
+    python scripts/make_teacher_targets.py corpus/heldout.jsonl corpus/heldout_teacher.jsonl
+
+Resumable: rows already in the output (same conversation, turn and variant) are kept, so a
+stopped run continues where it was. Audio paths are rewritten relative to the output file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from es4r.data import load_manifest  # noqa: E402
+
+logger = logging.getLogger("make_teacher_targets")
+
+
+def _key(row: dict) -> str:
+    return f"{row['conversation_id']}:{row.get('turn_id', 0)}:{row.get('variant') or ''}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("manifest", type=Path, help="input manifest (rows with affect_hint)")
+    parser.add_argument("out", type=Path, help="output manifest (appended to; resumable)")
+    parser.add_argument("--preset", default="embedded", choices=["embedded", "paper", "tiny"])
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--limit", type=int, help="only the first N rows")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ["ES4R_CHECKPOINT"] = "none"  # the teacher is the text path: no ES4R parts involved
+
+    from dataclasses import replace
+
+    from es4r.corpus import affect_hint
+    from es4r.pipeline import ES4RPipeline
+    from es4r.teacher import hinted_replies
+
+    rows = [json.loads(line) for line in args.manifest.read_text().splitlines() if line.strip()][: args.limit]
+    # The hint of the current AFFECT_HINTS, written into the output: training's teacher reads it from there.
+    rows = [dict(row, affect_hint=affect_hint(row["variant"])) if row.get("variant") else row for row in rows]
+    samples = [replace(sample, affect_hint=row.get("affect_hint"))
+               for sample, row in zip(load_manifest(args.manifest)[: args.limit], rows)]
+    done = set()
+    if args.out.exists():
+        done = {_key(json.loads(line)) for line in args.out.read_text().splitlines() if line.strip()}
+    todo = [(row, sample) for row, sample in zip(rows, samples) if _key(row) not in done]
+    logger.info("%d rows, %d already done, %d to go", len(rows), len(done), len(todo))
+    if not todo:
+        return 0
+    model = ES4RPipeline.from_preset(args.preset).model
+    teacher = {"system": "ES4R text path + affect hint after the history", "llm": model.config.backbones.llm
+               and Path(model.config.backbones.llm).name, "generation": "greedy, as the app"}
+    rebase = os.path.relpath(args.manifest.parent.resolve(), args.out.parent.resolve())
+    started = time.monotonic()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("a", encoding="utf-8") as handle:
+        for start in range(0, len(todo), args.batch_size * 4):
+            chunk = todo[start : start + args.batch_size * 4]
+            replies = hinted_replies(model, [s for _, s in chunk], args.batch_size)
+            for (row, _), reply in zip(chunk, replies):
+                human = row.get("human_response", row["response"]["utterance"])
+                if not any(ch.isalpha() for ch in reply):  # nothing speakable: keep the human line, say so
+                    logger.warning("%s: the teacher gave no text (%r); the human reply stays the target", _key(row), reply)
+                    row = dict(row, human_response=human, teacher=dict(teacher, failed=True))
+                else:
+                    row = dict(row, human_response=human, response={"utterance": reply}, teacher=teacher)
+                for turn in row["dialogue_history"]:
+                    if turn.get("audio_path") and rebase != ".":
+                        turn["audio_path"] = os.path.normpath(os.path.join(rebase, turn["audio_path"]))
+                handle.write(json.dumps(row) + "\n")
+            handle.flush()
+            logger.info("%d / %d rows in %.0f s", start + len(chunk), len(todo), time.monotonic() - started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The untrained speech path on the embedded backbones and real speech (paper, Sec. 3.2):
+S' is the history's own word embeddings read in time order, so before any training the
+LLM already answers the content through it, as it does through the text path."""
+
+import pytest
+import torch
+
+from es4r.conversation import ASSISTANT, Conversation, Turn
+from es4r.pipeline import ES4RPipeline
+
+EXAMPLES = ("rough_week_1", "rough_week_2", "rough_week_3")
+REPLIES = ("That sounds really hard. What happened?", "I'm sorry. That must have hurt.")
+# Measured on this conversation (3 spoken user turns, 2 spoken replies), mean KL(text ‖ speech)
+# over the text path's own reply, teacher-forced: 0.118 nats with the untrained cross-modal
+# block; 0.322 nats when S' = S (no cross-modal attention: the words never reach the LLM).
+KL_BOUND = 0.2
+
+
+@pytest.fixture(scope="module")
+def spoken(monkeypatch_module):
+    monkeypatch_module.setenv("ES4R_CHECKPOINT", "none")  # the untrained parts, whatever ships
+    pipeline = ES4RPipeline.from_preset("embedded")
+    root = pytest.importorskip("pathlib").Path(__file__).resolve().parent.parent / "assets" / "examples"
+    conversation = Conversation()
+    for index, name in enumerate(EXAMPLES):
+        conversation = pipeline.add_user_turn(conversation, root / f"{name}.wav")
+        if index < len(REPLIES):
+            spoken_reply = pipeline.voice.synthesize(REPLIES[index], None, pipeline.config.strategy.table["neutral"],
+                                                     seed=0)
+            conversation = conversation.with_turn(Turn(ASSISTANT, REPLIES[index], spoken_reply.waveform,
+                                                       spoken_reply.sample_rate))
+    return pipeline, conversation
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def _reply_kl(pipeline, conversation) -> tuple[float, torch.Tensor, list]:
+    """Mean KL(text ‖ speech) over the tokens of the text path's own greedy reply (teacher
+    forced on both paths, as in training), the cross-modal weights, and (token, speech) spans."""
+    from es4r.training import kl_text_speech, response_logits
+
+    model = pipeline.model.eval()
+    features = [pipeline._features(t) for t in conversation.turns]
+    encoding = model.encode_speech([[f for f in features if f is not None]])
+    parts = model.prompt_parts(conversation.history())
+    spans = model.heard_spans(features, encoding)
+    context = model.speech_context(encoding.embeddings[0, : int(encoding.lengths[0])], spans, parts)
+    reply = [model.generate(conversation.history(), None)[0].token_ids]
+    with torch.no_grad():
+        text = model.build_path([parts], [model.embed(parts.history_ids)], reply, None, pad_left=False)
+        speech = model.build_path([parts], [context.middle], reply, [context.speech_flags], pad_left=False)
+        text_logits, _ = response_logits(model.path_logits(text), text.labels)
+        speech_logits, _ = response_logits(model.path_logits(speech), speech.labels)
+    kl = float(kl_text_speech(speech_logits, text_logits, 1.0))
+    return kl, context.weights, list(zip(parts.turn_spans, spans))
+
+
+def test_every_turn_is_heard_including_the_assistant_replies(spoken):
+    pipeline, conversation = spoken
+    _, _, spans = _reply_kl(pipeline, conversation)
+    assert len(spans) == 5 and all(speech is not None for _, speech in spans)
+
+
+def test_untrained_speech_path_predicts_like_the_text_path(spoken):
+    pipeline, conversation = spoken
+    kl, _, _ = _reply_kl(pipeline, conversation)
+    assert kl < KL_BOUND, kl
+    cross = pipeline.model.cross
+    saved = cross.config
+    cross.config = type(saved)(**{**saved.__dict__, "enabled": False})  # S' = S: the words never reach the LLM
+    try:
+        blind, _, _ = _reply_kl(pipeline, conversation)
+    finally:
+        cross.config = saved
+    assert blind > 2 * kl and blind > KL_BOUND, (blind, kl)
+
+
+def test_real_speech_weights_are_block_diagonal_with_a_diagonal_per_turn(spoken):
+    pipeline, conversation = spoken
+    _, weights, spans = _reply_kl(pipeline, conversation)
+    for (token_start, token_end), (speech_start, speech_end) in spans:
+        block = weights[speech_start:speech_end]
+        assert torch.allclose(block[:, token_start:token_end].sum(-1), torch.ones(speech_end - speech_start), atol=1e-4)
+        peaks = block.argmax(-1)
+        assert torch.all(peaks[1:] >= peaks[:-1]) and peaks[0] == token_start and peaks[-1] >= token_end - 2
+
+
+def test_pipeline_answers_through_the_speech_path_and_encodes_once(spoken, monkeypatch):
+    """The untrained speech path answers a real spoken conversation with words of its content;
+    the speech is encoded once per turn (think() hands its encoding to generate())."""
+    pipeline, conversation = spoken
+    calls = []
+    original = pipeline.model.encode_speech
+    monkeypatch.setattr(pipeline.model, "encode_speech", lambda *a, **k: calls.append(1) or original(*a, **k))
+    monkeypatch.setattr(pipeline, "speech_path", True)
+    draft = pipeline.think(conversation)
+    assert len(calls) == 1
+    assert len(draft.reply_text.split()) >= 4, draft.reply_text
+    assert draft.attention.cross is not None and draft.attention.cross.shape[1] == len(draft.attention.history_tokens)
