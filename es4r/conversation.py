@@ -72,6 +72,8 @@ class AttentionMaps:
     cross: np.ndarray | None  # (speech segments, history tokens)
     history_tokens: list[str]  # tick labels of `cross`
     meaningful: bool  # False when the ES4R modules are untrained or random
+    # per history turn: ((first, end) token columns of `cross`, (first, end) speech rows or None if unheard)
+    cross_blocks: list[tuple[tuple[int, int], tuple[int, int] | None]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -198,9 +198,9 @@ class ES4RPipeline:
         if not self.speech_path:
             notes.append(TEXT_PATH_NOTE)
         cross, history_tokens = generated.cross_weights, generated.history_tokens
+        parts = self.model.prompt_parts(history.history(), config.generation)
         if cross is None:  # text path: still show what the untrained cross-modal block attends to
             with _timed(timings, "cross_modal"):
-                parts = self.model.prompt_parts(history.history(), config.generation)
                 speech = encoding.embeddings[0, : int(encoding.lengths[0])]
                 cross = self.model.speech_context(speech, spans, parts).weights.detach().cpu()
 
@@ -219,6 +219,7 @@ class ES4RPipeline:
             cross=cross.float().numpy() if cross is not None and cross.numel() else None,
             history_tokens=history_tokens,
             meaningful=self.speech_path,
+            cross_blocks=list(zip(parts.turn_spans, spans)),
         )
         return Draft(conversation, reply_text, energies, decision, weights, attention, timings, notes, dropped)
 

@@ -29,6 +29,9 @@ def test_three_turn_conversation_on_real_speech(pipeline, speech_paths):
     assert len(result.attention.intra) == 5 and result.attention.inter is not None
     assert result.attention.turn_boundaries[0] == 0 and len(result.attention.turn_boundaries) == 5
     assert result.attention.cross.shape[1] == len(result.attention.history_tokens)
+    blocks = result.attention.cross_blocks
+    assert len(blocks) == 5 and all(speech is not None for _, speech in blocks)
+    assert blocks[-1][0][1] == len(result.attention.history_tokens)  # the blocks cover every history word
     assert not result.attention.meaningful and result.path == "text" and TEXT_PATH_NOTE in result.notes
     assert {"asr", "features", "es4r_encoder", "llm", "tts", "tts_rtf"} <= set(result.timings)
     assert result.components["llm"].status == RANDOM

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from es4r.conversation import AttentionMaps
 
@@ -109,12 +110,19 @@ def inter_figure(maps: AttentionMaps, head: int, dropped_turns: int = 0) -> Figu
 
 
 def cross_figure(maps: AttentionMaps) -> Figure:
-    """Cross-modal attention (DESIGN step 8): speech segments (rows) x history words (columns)."""
+    """Cross-modal attention (DESIGN step 8): speech segments (rows) x history words (columns),
+    one box per turn: a turn's speech may only read that turn's words."""
     figure = _figure(HEATMAP_SIZE)
     if maps.cross is None:
         return _empty(figure, "cross-modal attention is switched off (ablation)")
     axes = _heatmap(figure, maps.cross, _title("Cross-modal attention — speech → history words", maps.meaningful),
                     "history word (LLM token)", "speech segment")
+    for index, (tokens, speech) in enumerate(maps.cross_blocks):  # the turn blocks the mask allows
+        if speech is not None:
+            axes.add_patch(Rectangle((tokens[0] - 0.5, speech[0] - 0.5), tokens[1] - tokens[0], speech[1] - speech[0],
+                                     fill=False, edgecolor="cyan", linewidth=0.8))
+            axes.annotate(f"T{index + 1}", (tokens[0] - 0.5, speech[0] - 0.5), xytext=(2, -2),
+                          textcoords="offset points", color="cyan", fontsize="x-small", va="top")
     labels = [token.replace("Ġ", "").replace("▁", "").replace("Ċ", "\\n") for token in maps.history_tokens]
     step = max(1, -(-len(labels) // MAX_WORD_TICKS))
     positions = list(range(0, len(labels), step))

@@ -1,0 +1,45 @@
+"""The ship-gate measures on constructed inputs: each can fail."""
+
+import pytest
+import torch
+
+from es4r.data import HistoryTurn, Sample
+from es4r.evaluation.gates import (
+    affect_test, between_dialogue_cosine, centred_spread, group_by_conversation, metric_rows,
+)
+
+
+def _sample(cid: str, variant: str | None) -> Sample:
+    return Sample(cid, 1, (HistoryTurn(0, "speaker", "hello", None),), f"reply {cid} {variant}", variant=variant)
+
+
+def test_held_out_rows_group_by_conversation_and_variants_take_turns():
+    samples = [_sample(c, v) for c in ("a", "b", "c", "d") for v in ("falling", "rising", "flat")]
+    groups = group_by_conversation(samples)
+    assert list(groups) == ["a", "b", "c", "d"] and set(groups["a"]) == {"falling", "rising", "flat"}
+    assert [s.variant for s in metric_rows(groups)] == ["falling", "rising", "flat", "falling"]
+    with pytest.raises(ValueError, match="lack one of the variants"):
+        group_by_conversation(samples[:-1])
+
+
+def test_speech_vector_measures_tell_a_constant_prompt_from_varied_input():
+    torch.manual_seed(0)
+    varied = [torch.randn(6, 16) + 3.0 for _ in range(8)]  # a shared offset, as the adapter's LayerNorm bias gives
+    constant = [torch.ones(6, 16) * 3.0 + 0.01 * torch.randn(6, 16) for _ in range(8)]
+    assert between_dialogue_cosine(constant) > 0.99 and between_dialogue_cosine(varied) < 0.99
+    assert centred_spread(constant) < 0.01 < centred_spread(varied)
+
+
+def test_affect_test_counts_differences_and_which_teacher_each_reply_is_closer_to():
+    teacher_falling = ["I'm so sorry you feel tired and sad today.", "That sounds exhausting, I'm sorry."]
+    teacher_rising = ["That's wonderful, I'm so glad you're excited!", "How exciting, congratulations!"]
+    matched = affect_test(["I'm sorry you are so tired.", "I'm sorry, that sounds exhausting."],
+                          ["I'm so glad, that's wonderful!", "Congratulations, how exciting!"],
+                          teacher_falling, teacher_rising)
+    assert matched["differ"] == 2 and matched["closer"] == 2 and matched["closer_share"] == 1.0
+    swapped = affect_test(["I'm so glad, that's wonderful!", "Congratulations, how exciting!"],
+                          ["I'm sorry you are so tired.", "I'm sorry, that sounds exhausting."],
+                          teacher_falling, teacher_rising)
+    assert swapped["differ"] == 2 and swapped["closer"] == 0
+    same = affect_test(["I hear you."] * 2, ["I hear you."] * 2, teacher_falling, teacher_rising)
+    assert same["differ"] == 0 and same["closer_share"] == 0.0 and same["teacher_differ"] == 2
