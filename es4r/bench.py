@@ -41,8 +41,13 @@ class BenchRow:
 
     @property
     def path_ratio(self) -> float:
-        """Speech path / text path time per turn, and the same per reply token."""
+        """Speech path / text path time per turn."""
         return self.speech_path_s / max(self.text_path_s, 1e-9)
+
+    @property
+    def path_ratio_per_token(self) -> float:
+        """The same per reply token: the two paths often answer at different lengths."""
+        return (self.speech_path_s / max(self.speech_tokens, 1)) / max(self.text_path_s / max(self.text_tokens, 1), 1e-9)
 
 
 def _peak_rss_mb() -> float:
@@ -123,14 +128,14 @@ def run_bench(pipeline, history_lengths=(1, 3, 5, 8), repeats: int = 3, clips: l
 
 def format_table(rows: list[BenchRow]) -> str:
     head = ["turns", "ASR s", "ES4R s", "cascade s", "ratio", "to text s", "to audio s", *STAGES, "tok/s",
-            "TTS RTF", "peak MB", "speech path s (tokens)", "text path s (tokens)", "speech/text"]
+            "TTS RTF", "peak MB", "speech path s (tokens)", "text path s (tokens)", "speech/text", "per token"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         values = [str(r.turns), f"{r.asr_s:.2f}", f"{r.es4r_s:.2f}", f"{r.cascade_s:.2f}", f"{r.ratio:.2f}",
                   f"{r.to_text_s:.2f}", f"{r.to_audio_s:.2f}",
                   *(f"{r.stages[s]:.3f}" for s in STAGES), f"{r.llm_tokens_per_s:.1f}", f"{r.tts_rtf:.2f}",
                   f"{r.peak_rss_mb:.0f}", f"{r.speech_path_s:.2f} ({r.speech_tokens})",
-                  f"{r.text_path_s:.2f} ({r.text_tokens})", f"{r.path_ratio:.2f}"]
+                  f"{r.text_path_s:.2f} ({r.text_tokens})", f"{r.path_ratio:.2f}", f"{r.path_ratio_per_token:.2f}"]
         lines.append("| " + " | ".join(values) + " |")
     return "\n".join(lines)
 
@@ -145,5 +150,6 @@ def growth_check(rows: list[BenchRow]) -> str:
 
 
 def write_json(rows: list[BenchRow], path: str | Path, meta: dict) -> None:
-    Path(path).write_text(json.dumps({"meta": meta, "rows": [{**r.__dict__, "path_ratio": r.path_ratio} for r in rows]},
+    Path(path).write_text(json.dumps({"meta": meta, "rows": [{**r.__dict__, "path_ratio": r.path_ratio, "path_ratio_per_token": r.path_ratio_per_token}
+                                                       for r in rows]},
                                      indent=2))
