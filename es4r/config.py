@@ -227,6 +227,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     plora_start_step: int = 0  # staged training: PLoRA frozen before this optimizer step
     cache_teacher: bool = True  # the frozen teacher's logits computed once per sample, reused
+    affect_loss_weight: float = 0.0  # auxiliary per-turn energy/pace regression from S (training.AffectHead)
     seed: int = 42
     max_steps: int | None = None  # stop early (smoke runs, time-boxed CPU runs)
     log_every: int = 1

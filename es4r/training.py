@@ -37,11 +37,52 @@ LOG_FILE = "train_log.jsonl"
 
 @dataclass(frozen=True)
 class TwoPathLoss:
-    loss: torch.Tensor  # ce + kl
+    loss: torch.Tensor  # ce + kl (+ affect_weight x affect)
     ce: torch.Tensor
     kl: torch.Tensor
     response_tokens: int
     speech: list[torch.Tensor]  # per dialogue, the adapter's speech vectors (S, W) the loss was computed on
+    affect: torch.Tensor | None = None  # auxiliary per-turn affect regression loss, when on
+
+
+# Per speaker turn: log energy (es4r.audio.turn_energy) and log frames per character (pace),
+# centred and scaled by typical values of the spoken corpus so both count alike.
+AFFECT_CENTRE = (-2.4, 1.9)
+AFFECT_SCALE = (0.5, 0.2)
+
+
+class AffectHead(torch.nn.Module):
+    """Auxiliary, training only (not saved in checkpoints): predicts each speaker turn's
+    energy and pace from the mean of its speech vectors S. A constant S cannot predict
+    them, so the loss keeps the adapter's output tied to how the turn was spoken — the
+    failure of CPU run 3 was an adapter that turned constant (assets/TRAINING_CPU.md)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.linear = torch.nn.Linear(width, len(AFFECT_CENTRE))
+
+    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
+        return self.linear(vectors)
+
+
+def affect_loss(head: AffectHead, batch: list[PreparedSample], speech: list[torch.Tensor],
+                spans: list[list[tuple[int, int] | None]]) -> torch.Tensor:
+    """MSE of the head's per-turn predictions against the measured, standardised targets."""
+    predictions, targets = [], []
+    for item, vectors, sample_spans in zip(batch, speech, spans):
+        energies = iter(item.energies)
+        for turn, features, span in zip(item.sample.history, item.features, sample_spans):
+            if turn.role != "speaker":
+                continue
+            energy = next(energies)
+            if span is None or features is None:
+                continue
+            measured = (math.log(max(energy, 1e-6)), math.log(features.shape[1] / max(len(turn.utterance), 1)))
+            targets.append([(m - c) / s for m, c, s in zip(measured, AFFECT_CENTRE, AFFECT_SCALE)])
+            predictions.append(head(vectors[span[0]:span[1]].mean(0)))
+    if not predictions:
+        return speech[0].new_zeros(())
+    return F.mse_loss(torch.stack(predictions).float(), torch.tensor(targets, device=speech[0].device))
 
 
 def response_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,7 +136,8 @@ def teacher_logits(model, batch: list[PreparedSample], responses: list[list[int]
 
 
 def two_path_loss(model, batch: list[PreparedSample], temperature: float, kl_t2_scale: bool = False,
-                  cache: TeacherCache | None = None) -> TwoPathLoss:
+                  cache: TeacherCache | None = None, affect_head: AffectHead | None = None,
+                  affect_weight: float = 0.0) -> TwoPathLoss:
     """Build both paths for a batch, run (or look up) the teacher, return CE + KL."""
     tokenizer = model.tokenizer
     parts = [model.prompt_parts(item.sample.history_turns()) for item in batch]
@@ -103,8 +145,8 @@ def two_path_loss(model, batch: list[PreparedSample], temperature: float, kl_t2_
                  for item in batch]
     encoding = model.encode_speech([[f for f in item.features if f is not None] for item in batch])
     speech = [encoding.embeddings[b, : int(encoding.lengths[b])] for b in range(len(batch))]
-    contexts = [model.speech_context(speech[b], model.heard_spans(item.features, encoding, b), parts[b])
-                for b, item in enumerate(batch)]
+    spans = [model.heard_spans(item.features, encoding, b) for b, item in enumerate(batch)]
+    contexts = [model.speech_context(speech[b], spans[b], parts[b]) for b in range(len(batch))]
     speech_batch = model.build_path(parts, [c.middle for c in contexts], responses,
                                     [c.speech_flags for c in contexts], pad_left=False)
     text_logits = teacher_logits(model, batch, responses, cache)
@@ -113,7 +155,12 @@ def two_path_loss(model, batch: list[PreparedSample], temperature: float, kl_t2_
     kl = kl_text_speech(speech_logits, text_logits, temperature)
     if kl_t2_scale:  # Hinton et al.'s T^2 keeps the soft-target gradients on the CE scale
         kl = kl * temperature**2
-    return TwoPathLoss(ce + kl, ce.detach(), kl.detach(), int(labels.numel()), speech)
+    loss, affect = ce + kl, None
+    if affect_head is not None and affect_weight > 0:
+        affect = affect_loss(affect_head, batch, speech, spans)
+        loss = loss + affect_weight * affect
+    return TwoPathLoss(loss, ce.detach(), kl.detach(), int(labels.numel()), speech,
+                       affect.detach() if affect is not None else None)
 
 
 @contextmanager
@@ -196,9 +243,12 @@ class _Wrapper(torch.nn.Module):
         self.model = model
         self.config = config
         self.cache = TeacherCache() if config.cache_teacher else None
+        self.affect_head = AffectHead(model.llm.get_input_embeddings().weight.shape[1]) \
+            if config.affect_loss_weight > 0 else None
 
     def forward(self, batch: list[PreparedSample]) -> TwoPathLoss:
-        return two_path_loss(self.model, batch, self.config.kl_temperature, self.config.kl_t2_scale, self.cache)
+        return two_path_loss(self.model, batch, self.config.kl_temperature, self.config.kl_t2_scale, self.cache,
+                             self.affect_head, self.config.affect_loss_weight)
 
 
 def learning_rate_factor(step: int, config: TrainConfig, total_steps: int) -> float:
@@ -251,7 +301,8 @@ def train(config: TrainConfig, model=None) -> Path:
     if config.lr_schedule not in ("cosine", "constant"):
         raise ValueError(f"lr_schedule {config.lr_schedule!r}: choose cosine or constant")
     wrapper = _Wrapper(model, config)
-    optimizer = torch.optim.AdamW(trainable_parameters(model), lr=config.lr, weight_decay=config.weight_decay)
+    head = list(wrapper.affect_head.parameters()) if wrapper.affect_head is not None else []
+    optimizer = torch.optim.AdamW(trainable_parameters(model) + head, lr=config.lr, weight_decay=config.weight_decay)
     wrapper, optimizer, loader = accelerator.prepare(wrapper, optimizer, loader)
     val_cache = TeacherCache() if config.cache_teacher else None
 
@@ -322,7 +373,8 @@ def train(config: TrainConfig, model=None) -> Path:
             step += 1
             elapsed = time.perf_counter() - started
             record = {"step": step, "epoch": epoch, "loss": float(result.loss.detach()), "ce": float(result.ce),
-                      "kl": float(result.kl), "lr": scheduler.get_last_lr()[0], "tokens_per_s": tokens_seen / max(elapsed, 1e-9),
+                      "kl": float(result.kl), "lr": scheduler.get_last_lr()[0],
+                      **({"affect": float(result.affect)} if result.affect is not None else {}), "tokens_per_s": tokens_seen / max(elapsed, 1e-9),
                       "elapsed_s": elapsed}
             if accelerator.is_main_process and step % config.log_every == 0:
                 log.write(json.dumps(record) + "\n")

@@ -250,3 +250,31 @@ def test_checkpoint_refuses_other_module_settings_and_pipeline_restores_them(tin
         load_es4r_parts(wrong, tmp_path / "ckpt")
     restored = restore_architecture(other, tmp_path / "ckpt")
     assert restored.cross.prior_sigma == 0.5
+
+
+def test_auxiliary_affect_loss_is_logged_and_needs_speech_that_varies(tiny_dirs, tmp_path):
+    from es4r.training import AffectHead, affect_loss
+
+    model = _model(tiny_dirs)
+    manifest = _write_manifest(tmp_path, _rows(tmp_path))
+    samples = list(ManifestDataset(load_manifest(manifest), 80))
+    head = AffectHead(64)
+    encoding = model.encode_speech([[f for f in s.features if f is not None] for s in samples])
+    speech = [encoding.embeddings[b, : int(encoding.lengths[b])] for b in range(len(samples))]
+    spans = [model.heard_spans(s.features, encoding, b) for b, s in enumerate(samples)]
+    assert affect_loss(head, samples, speech, spans) > 0
+    constant = [torch.ones_like(v) for v in speech]  # a constant S: the head can only learn the mean
+    optimiser = torch.optim.Adam(head.parameters(), lr=0.05)
+    for _ in range(200):
+        optimiser.zero_grad()
+        floor = affect_loss(head, samples, constant, spans)
+        floor.backward()
+        optimiser.step()
+    assert floor.item() > 1e-3  # the turns differ in energy and pace; a constant input cannot say how
+
+    config = TrainConfig(manifest=str(manifest), output_dir=str(tmp_path / "run"), preset="tiny", epochs=2,
+                         batch_size=3, lr=1e-2, save_every=1000, max_steps=2, affect_loss_weight=1.0)
+    train(config, model=model)
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert all(r["affect"] > 0 for r in log)
+    assert all(abs(r["loss"] - r["ce"] - r["kl"] - r["affect"]) < 1e-4 for r in log)
