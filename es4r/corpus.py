@@ -1,9 +1,9 @@
 """The spoken training corpus: real human chit-chat (PyPI `chitchat-dataset`, MIT) turned
-into an ES4R manifest (DESIGN.md, "Data contract") by speaking every history turn with an
+into an ES4R manifest (the JSONL layout of es4r/data.py) by speaking every history turn with an
 offline voice: the speaker's turns in the conversation's speaker voice, following a planned
 loudness and pace trajectory, the listener's turns in a different, neutral voice.
 
-Why: ES4R learns from the energy trend of the user's turns (DESIGN.md steps 12-13) and no
+Why: ES4R learns from the energy trend of the user's turns (paper Sec. 3.3) and no
 spoken empathetic corpus installs offline. The text is real; the voices are synthetic, and
 the trends are imposed: loudness by gain after synthesis, pace through the voice's own speed.
 Each conversation is rendered three times (falling, rising, flat) with the same words, voice

@@ -28,7 +28,7 @@ def _title(text: str, meaningful: bool) -> str:
 
 
 def energy_figure(energies: list[float], strategy: str, tolerance: float) -> Figure:
-    """Per-turn energy E_i (DESIGN step 12) with a least-squares trend line and the tolerance
+    """Per-turn energy E_i (paper Sec. 3.3) with a least-squares trend line and the tolerance
     band around the previous turn: the last turn inside the band counts as "no change"."""
     figure = _figure()
     axes = figure.add_subplot()
@@ -51,7 +51,7 @@ def energy_figure(energies: list[float], strategy: str, tolerance: float) -> Fig
 
 
 def fusion_figure(weights: list[float]) -> Figure:
-    """Style-fusion weights w_i ∝ 1/(E_i + ε) (DESIGN step 15): quieter turns count more."""
+    """Style-fusion weights w_i ∝ 1/(E_i + ε) (paper Sec. 3.3): quieter turns count more."""
     figure = _figure((6.4, 2.6))
     axes = figure.add_subplot()
     if not weights:
@@ -80,7 +80,7 @@ def _heatmap(figure: Figure, matrix: np.ndarray, title: str, xlabel: str, ylabel
 
 
 def intra_figure(maps: AttentionMaps, window_index: int, head: int, dropped_turns: int = 0) -> Figure:
-    """Intra-turn self-attention of one turn's frames (DESIGN step 3). window_index: 0-based
+    """Intra-turn self-attention of one turn's frames (paper Sec. 3.1). window_index: 0-based
     among the turns inside the speech window (the oldest `dropped_turns` are outside it);
     head: 0-based."""
     weights = maps.intra[window_index]  # (heads, L_i, L_i)
@@ -93,7 +93,7 @@ def intra_figure(maps: AttentionMaps, window_index: int, head: int, dropped_turn
 
 
 def inter_figure(maps: AttentionMaps, head: int, dropped_turns: int = 0) -> Figure:
-    """Inter-turn self-attention over the concatenated turns (DESIGN step 5); turn starts drawn."""
+    """Inter-turn self-attention over the concatenated turns (paper Sec. 3.1); turn starts drawn."""
     figure = _figure(HEATMAP_SIZE)
     if maps.inter is None:
         return _empty(figure, "inter-turn attention is switched off (ablation)")
@@ -110,7 +110,7 @@ def inter_figure(maps: AttentionMaps, head: int, dropped_turns: int = 0) -> Figu
 
 
 def cross_figure(maps: AttentionMaps) -> Figure:
-    """Cross-modal attention (DESIGN step 8): speech segments (rows) x history words (columns),
+    """Cross-modal attention (paper Sec. 3.2): speech segments (rows) x history words (columns),
     one box per turn: a turn's speech may only read that turn's words."""
     figure = _figure(HEATMAP_SIZE)
     if maps.cross is None:
