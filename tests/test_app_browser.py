@@ -37,7 +37,7 @@ UPLOAD_TIMEOUT_MS = 30_000
 RECORD_MARGIN_SECONDS = 0.7  # keep recording a little past the clip's end
 MIN_SPEECH_RMS = 0.02  # Chromium's AGC changes levels; silence or a beep would fail elsewhere
 MIN_ENVELOPE_CORRELATION = 0.6
-ENVELOPE_HOP_SECONDS = 0.02
+ENVELOPE_HOP_SECONDS = 0.05  # coarse enough that capture jitter under load does not blur it
 MIN_REPLY_SECONDS = 0.2
 VIEWPORT = {"width": 1440, "height": 1000}
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -113,14 +113,18 @@ def _envelope(samples: np.ndarray, rate: int) -> np.ndarray:
 
 
 def _best_correlation(recorded: np.ndarray, source: np.ndarray) -> float:
-    """Highest correlation of the source envelope with the recording's, over start offsets
-    (the capture starts a little before or after the recorder)."""
+    """Highest correlation of the two envelopes over lags in both directions (Chromium's
+    fake capture may start before the recorder, so the recording holds silence first, or
+    after it, so the recording starts inside the clip), with at least half the clip overlapping."""
     best = -1.0
-    for offset in range(0, max(1, len(recorded) - len(source) // 2)):
-        window = recorded[offset: offset + len(source)]
-        n = min(len(window), len(source))
-        if n >= len(source) // 2:
-            best = max(best, float(np.corrcoef(window[:n], source[:n])[0, 1]))
+    minimum = len(source) // 2
+    for lag in range(-(len(source) - minimum), max(1, len(recorded) - minimum + 1)):
+        start_recorded, start_source = max(lag, 0), max(-lag, 0)
+        n = min(len(recorded) - start_recorded, len(source) - start_source)
+        if n >= minimum:
+            window, reference = recorded[start_recorded:start_recorded + n], source[start_source:start_source + n]
+            if window.std() > 1e-8 and reference.std() > 1e-8:
+                best = max(best, float(np.corrcoef(window, reference)[0, 1]))
     return best
 
 

@@ -32,8 +32,10 @@ ANNOTATOR_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 SIDES = ("A", "B")
 PLAY_EVENTS = ("play", "pause", "ended")
 ORGANISER_CODE_BYTES = 9  # 12 url-safe characters
-MIN_LISTEN_FRACTION = 0.8  # of a reply's duration that must pass between play and its end
-LISTEN_SLACK_SECONDS = 0.3  # allowance for the two events reaching the server at different delays
+# Half of a reply's duration must pass between its first 'play' and its 'ended' event: seeking
+# to the end fails, and a 'play' event that reaches a busy server late (under load, by more than
+# a second for a short clip) does not lock out an annotator who listened.
+MIN_LISTEN_FRACTION = 0.5
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -294,8 +296,7 @@ class StudyStore:
     @staticmethod
     def _heard(db: sqlite3.Connection, annotator_id: str, item_id: int) -> set[str]:
         """A side counts as heard once an 'ended' event comes at least MIN_LISTEN_FRACTION of
-        the clip's duration (less the slack) after its first 'play', so seeking to the end
-        does not count."""
+        the clip's duration after its first 'play', so seeking to the end does not count."""
         assigned = db.execute(
             "SELECT a.system_a, a.system_b, i.replies_json FROM assignments a JOIN items i "
             "USING (item_id) WHERE a.annotator_id = ? AND a.item_id = ?",
@@ -312,7 +313,7 @@ class StudyStore:
             if event == "play":
                 first_play.setdefault(side, at)
             elif event == "ended" and side in first_play and \
-                    at - first_play[side] >= MIN_LISTEN_FRACTION * seconds[side] - LISTEN_SLACK_SECONDS:
+                    at - first_play[side] >= MIN_LISTEN_FRACTION * seconds[side]:
                 heard.add(side)
         return heard
 
