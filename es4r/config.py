@@ -54,6 +54,9 @@ class CrossModalConfig:
     dropout: float = 0.1  # on the gated speech term (never on the attention weights: it would blur the prior)
     prior_sigma: float = 0.5  # width of the in-turn position prior at initialisation, in tokens
     enabled: bool = True  # ablation switch: "without cross-modal attention"
+    prosody: bool = True  # gated per-turn loudness and rate beside S' (es4r/prosody.py)
+    prosody_level_scale: float = 0.15  # log-mel level change that counts as one unit (~6 dB)
+    prosody_rate_scale: float = 0.12  # log speaking-rate change that counts as one unit (~12 %)
 
 
 @dataclass(frozen=True)
@@ -228,6 +231,7 @@ class TrainConfig:
     plora_start_step: int = 0  # staged training: PLoRA frozen before this optimizer step
     cache_teacher: bool = True  # the frozen teacher's logits computed once per sample, reused
     affect_loss_weight: float = 0.0  # auxiliary per-turn energy/pace regression from S (training.AffectHead)
+    gate_lr_scale: float = 1.0  # learning-rate multiplier (no weight decay) for the closed-at-start gates of step 8
     seed: int = 42
     max_steps: int | None = None  # stop early (smoke runs, time-boxed CPU runs)
     log_every: int = 1

@@ -17,7 +17,10 @@ first training step. Three choices make the untrained block already useful:
 
 Speech enters S' in two ways that training can open: the content term q(S)·k(E) of the
 logits (zero at initialisation), and an additive speech term tanh(g) ⊙ W_s S whose gate g
-starts closed (0) — the channel for how something was said (energy, pace)."""
+starts closed (0) — the channel for how something was said (energy, pace). With
+`config.prosody`, each turn's measured loudness and rate (es4r/prosody.py) are added too,
+through a projection whose rows start at the scale of a word embedding and a gate of their own
+that starts closed."""
 
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import torch
 from torch import nn
 
 from es4r.config import CrossModalConfig
+from es4r.prosody import PROSODY_FEATURES
 
 NO_TURN = -1  # turn id of padding (speech or text positions that belong to no turn)
 
@@ -47,7 +51,7 @@ def turn_ranks(turn_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class CrossModalAttention(nn.Module):
-    def __init__(self, width: int, config: CrossModalConfig):
+    def __init__(self, width: int, config: CrossModalConfig, embedding_rms: float = 1.0):
         super().__init__()
         if width % config.heads:
             raise ValueError(f"LLM width {width} is not divisible by {config.heads} cross-modal heads")
@@ -61,6 +65,10 @@ class CrossModalAttention(nn.Module):
         self.output = nn.Linear(width, width)
         self.speech = nn.Linear(width, width)  # the additive speech term, behind the gate
         self.gate = nn.Parameter(torch.zeros(width))  # tanh(0) = 0: closed at initialisation
+        if config.prosody:  # how each turn was spoken (es4r/prosody.py), behind its own closed gate
+            self.prosody = nn.Linear(len(PROSODY_FEATURES), width, bias=False)
+            self.prosody_gate = nn.Parameter(torch.zeros(width))
+            nn.init.normal_(self.prosody.weight, std=embedding_rms)
         self.log_sigma = nn.Parameter(torch.full((config.heads,), math.log(config.prior_sigma)))
         self.dropout = nn.Dropout(config.dropout)
         for layer in (self.value, self.output):
@@ -88,11 +96,13 @@ class CrossModalAttention(nn.Module):
         text_embeddings: torch.Tensor,
         speech_turn: torch.Tensor,
         text_turn: torch.Tensor,
+        prosody: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """speech (B, S, W), text_embeddings (B, T, W); speech_turn (B, S) and text_turn (B, T)
         hold each position's turn index (NO_TURN = padding). Returns S' (B, S, W) and the
         weights (B, S, T) averaged over heads; a speech position's row sums to 1 over its turn's
-        tokens (0 when its turn has no tokens)."""
+        tokens (0 when its turn has no tokens). `prosody` (B, S, 2), when given, is each speech
+        position's turn loudness and rate (es4r/prosody.py), added through its gate."""
         batch, length, width = speech.shape
         if not self.config.enabled:  # ablation "without cross-modal attention": S goes in as it is
             return speech, speech.new_zeros(batch, length, text_embeddings.shape[1])
@@ -105,4 +115,6 @@ class CrossModalAttention(nn.Module):
         weights = torch.softmax(logits, dim=-1).nan_to_num(0.0)  # rows with no tokens: all -inf -> 0
         attended = (weights @ value).transpose(1, 2).reshape(batch, length, width)
         out = self.output(attended) + torch.tanh(self.gate) * self.dropout(self.speech(speech))
+        if prosody is not None and self.config.prosody:
+            out = out + torch.tanh(self.prosody_gate) * self.prosody(prosody.to(out.dtype))
         return out, weights.mean(1)

@@ -22,6 +22,7 @@ from es4r.conversation import history_lines
 from es4r.cross_modal import NO_TURN, CrossModalAttention
 from es4r.dual_attention import DualAttentionOutput, DualLevelAttention
 from es4r.plora import apply_plora, speech_positions
+from es4r.prosody import prosody_features, turn_level
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class SpeechEncoding:
     dual: DualAttentionOutput
     dropped_turns: list[int]  # oldest turns left out to fit the encoder window, per dialogue
     turn_spans: list[list[tuple[int, int]]]  # per dialogue, per encoded turn: [start, end) speech positions
+    turn_levels: list[list[float]]  # per dialogue, per encoded turn: loudness (es4r/prosody.py)
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class SpeechContext:
     speech_flags: torch.Tensor  # (L,) bool: True at S' positions (where PLoRA applies)
     weights: torch.Tensor  # (S, T) cross-modal weights, speech positions x history tokens
     unheard_turns: list[int]  # history turns read as text (no audio, or outside the speech window)
+    prosody: torch.Tensor | None = None  # (heard turns, 2) centred loudness and rate, when used
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,7 @@ class ES4RModel(nn.Module):
         self.max_frames = whisper.max_frames
         self.dual = DualLevelAttention(whisper.n_mels, config.dual)
         self.adapter = ModalityAdapter(whisper.width, llm.width, config.adapter, embedding_rms(llm.model))
-        self.cross = CrossModalAttention(llm.width, config.cross)
+        self.cross = CrossModalAttention(llm.width, config.cross, embedding_rms(llm.model))
         self.llm = apply_plora(llm.model, config.plora)
         device = next(llm.model.parameters()).device
         for module in (self.dual, self.adapter, self.cross):
@@ -171,7 +174,8 @@ class ES4RModel(nn.Module):
         lengths = self.adapter.output_length(encoded_lengths)
         clock.lap("adapter")
         spans = [self._turn_spans(turn_lengths, int(n)) for turn_lengths, n in zip(dual.turn_lengths, lengths)]
-        return SpeechEncoding(speech, lengths, dual, [dropped for _, dropped in fitted], spans)
+        levels = [[turn_level(features) for features in turns] for turns, _ in fitted]
+        return SpeechEncoding(speech, lengths, dual, [dropped for _, dropped in fitted], spans, levels)
 
     @staticmethod
     def _turn_spans(turn_lengths: list[int], positions: int) -> list[tuple[int, int]]:
@@ -188,12 +192,26 @@ class ES4RModel(nn.Module):
                     index: int = 0) -> list[tuple[int, int] | None]:
         """Per history turn, its speech positions in dialogue `index` of `encoding`, or None
         for a turn that is not heard (no audio, outside the speech window, or too short)."""
-        audio_turns = [i for i, features in enumerate(turn_features) if features is not None]
-        kept = audio_turns[encoding.dropped_turns[index]:]
         spans: list[tuple[int, int] | None] = [None] * len(turn_features)
-        for turn, span in zip(kept, encoding.turn_spans[index]):
+        for turn, encoded in self._encoded_turns(turn_features, encoding, index).items():
+            span = encoding.turn_spans[index][encoded]
             spans[turn] = span if span[1] > span[0] else None
         return spans
+
+    def heard_prosody(self, turn_features: list[torch.Tensor | None], encoding: SpeechEncoding,
+                      index: int = 0) -> list[tuple[float, int] | None]:
+        """Per history turn, (loudness, downsampled frames) of an encoded turn, else None."""
+        prosody: list[tuple[float, int] | None] = [None] * len(turn_features)
+        for turn, encoded in self._encoded_turns(turn_features, encoding, index).items():
+            prosody[turn] = (encoding.turn_levels[index][encoded], encoding.dual.turn_lengths[index][encoded])
+        return prosody
+
+    @staticmethod
+    def _encoded_turns(turn_features: list[torch.Tensor | None], encoding: SpeechEncoding,
+                       index: int) -> dict[int, int]:
+        """History turn -> its index among dialogue `index`'s encoded turns."""
+        audio_turns = [i for i, features in enumerate(turn_features) if features is not None]
+        return {turn: k for k, turn in enumerate(audio_turns[encoding.dropped_turns[index]:])}
 
     # -------------------------------------------------------------- prompt layout
     def prompt_parts(self, history: list[tuple[str, str]], generation: GenerationConfig | None = None,
@@ -227,10 +245,11 @@ class ES4RModel(nn.Module):
         return self.llm.get_input_embeddings()(ids)
 
     def speech_context(self, speech: torch.Tensor, spans: list[tuple[int, int] | None],
-                       parts: PromptParts) -> SpeechContext:
+                       parts: PromptParts, prosody: list[tuple[float, int] | None] | None = None) -> SpeechContext:
         """Step 8 for one dialogue. speech (S, W) is the adapter output; spans gives each
         history turn's speech positions (None = unheard). Heard turns become S' (their speech
-        reads their own tokens); unheard turns keep their word embeddings, explicitly."""
+        reads their own tokens); unheard turns keep their word embeddings, explicitly.
+        `prosody` (from `heard_prosody`) adds each heard turn's loudness and rate to its S'."""
         text = self.embed(parts.history_ids).to(speech.dtype)
         speech_turn = torch.full((speech.shape[0],), NO_TURN, dtype=torch.long, device=speech.device)
         text_turn = torch.full((text.shape[0],), NO_TURN, dtype=torch.long, device=speech.device)
@@ -238,7 +257,9 @@ class ES4RModel(nn.Module):
             text_turn[token_span[0]:token_span[1]] = turn
             if speech_span is not None:
                 speech_turn[speech_span[0]:speech_span[1]] = turn
-        attended, weights = self.cross(speech[None], text[None], speech_turn[None], text_turn[None])
+        turn_prosody, position_prosody = self._position_prosody(speech, spans, parts, prosody)
+        attended, weights = self.cross(speech[None], text[None], speech_turn[None], text_turn[None],
+                                       None if position_prosody is None else position_prosody[None])
         pieces, flags, unheard = [], [], []
         for turn, (token_span, speech_span) in enumerate(zip(parts.turn_spans, spans)):
             if speech_span is None or token_span[1] == token_span[0]:
@@ -248,7 +269,25 @@ class ES4RModel(nn.Module):
             else:
                 pieces.append(attended[0, speech_span[0]:speech_span[1]])
                 flags.append(torch.ones(speech_span[1] - speech_span[0], dtype=torch.bool, device=speech.device))
-        return SpeechContext(torch.cat(pieces), torch.cat(flags), weights[0], unheard)
+        return SpeechContext(torch.cat(pieces), torch.cat(flags), weights[0], unheard, turn_prosody)
+
+    def _position_prosody(self, speech: torch.Tensor, spans: list[tuple[int, int] | None], parts: PromptParts,
+                          prosody: list[tuple[float, int] | None] | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Centred loudness and rate per heard turn (turns, 2), spread over its speech positions (S, 2)."""
+        if prosody is None or not self.config.cross.prosody:
+            return None, None
+        heard = [turn for turn, (span, measured) in enumerate(zip(spans, prosody))
+                 if span is not None and measured is not None and parts.turn_spans[turn][1] > parts.turn_spans[turn][0]]
+        if not heard:
+            return None, None
+        values = prosody_features([prosody[t][0] for t in heard], [prosody[t][1] for t in heard],
+                                  [parts.turn_spans[t][1] - parts.turn_spans[t][0] for t in heard],
+                                  self.config.cross.prosody_level_scale, self.config.cross.prosody_rate_scale)
+        values = values.to(speech.device)
+        positions = speech.new_zeros(speech.shape[0], values.shape[1], dtype=torch.float32)
+        for turn, value in zip(heard, values):
+            positions[spans[turn][0]:spans[turn][1]] = value
+        return values, positions
 
     def build_path(
         self,
@@ -315,7 +354,8 @@ class ES4RModel(nn.Module):
             if encoding is None:
                 encoding = self.encode_speech([[f for f in turn_features if f is not None]])
             speech = encoding.embeddings[0, : int(encoding.lengths[0])]
-            context = self.speech_context(speech, self.heard_spans(turn_features, encoding), parts)
+            context = self.speech_context(speech, self.heard_spans(turn_features, encoding), parts,
+                                          self.heard_prosody(turn_features, encoding))
             middle, flags, cross_weights = context.middle, [context.speech_flags], context.weights
         else:
             middle = self.embed(parts.history_ids)

@@ -146,7 +146,8 @@ def two_path_loss(model, batch: list[PreparedSample], temperature: float, kl_t2_
     encoding = model.encode_speech([[f for f in item.features if f is not None] for item in batch])
     speech = [encoding.embeddings[b, : int(encoding.lengths[b])] for b in range(len(batch))]
     spans = [model.heard_spans(item.features, encoding, b) for b, item in enumerate(batch)]
-    contexts = [model.speech_context(speech[b], spans[b], parts[b]) for b in range(len(batch))]
+    contexts = [model.speech_context(speech[b], spans[b], parts[b], model.heard_prosody(item.features, encoding, b))
+                for b, item in enumerate(batch)]
     speech_batch = model.build_path(parts, [c.middle for c in contexts], responses,
                                     [c.speech_flags for c in contexts], pad_left=False)
     text_logits = teacher_logits(model, batch, responses, cache)
@@ -229,6 +230,20 @@ def trainable_parameters(model) -> list[torch.nn.Parameter]:
     return params
 
 
+def parameter_groups(model, config: TrainConfig, extra: list[torch.nn.Parameter]) -> list[dict]:
+    """AdamW groups: the gates of step 8 (es4r/cross_modal.py) start closed at 0 and move by
+    about lr per step, so at lr 2e-4 they could open to only ~0.04 in a 180-step CPU run;
+    `gate_lr_scale` lets them open within the run, and they get no weight decay (it would
+    pull them shut)."""
+    gates = [p for n, p in model.cross.named_parameters() if n.endswith("gate")]
+    gate_ids = {id(p) for p in gates}
+    rest = [p for p in trainable_parameters(model) if id(p) not in gate_ids] + extra
+    groups = [{"params": rest, "lr": config.lr, "weight_decay": config.weight_decay}]
+    if gates:
+        groups.append({"params": gates, "lr": config.lr * config.gate_lr_scale, "weight_decay": 0.0})
+    return groups
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -302,7 +317,7 @@ def train(config: TrainConfig, model=None) -> Path:
         raise ValueError(f"lr_schedule {config.lr_schedule!r}: choose cosine or constant")
     wrapper = _Wrapper(model, config)
     head = list(wrapper.affect_head.parameters()) if wrapper.affect_head is not None else []
-    optimizer = torch.optim.AdamW(trainable_parameters(model) + head, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(model, config, head), lr=config.lr, weight_decay=config.weight_decay)
     wrapper, optimizer, loader = accelerator.prepare(wrapper, optimizer, loader)
     val_cache = TeacherCache() if config.cache_teacher else None
 
