@@ -14,7 +14,6 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
@@ -23,7 +22,7 @@ import numpy as np
 from es4r.audio import FRAMES_PER_SECOND, AudioError
 from es4r.config import PRESETS
 from es4r.conversation import ASSISTANT, Turn
-from es4r.pipeline import ES4RPipeline, PipelineError
+from es4r.pipeline import ES4RPipeline, PipelineError, with_asr_time
 from es4r.ui import plots
 from es4r.ui.archive import write_archive
 from es4r.ui.format import (SYNTHETIC_VOICE_NOTE, ContextUsage, chat_messages, context_markdown, latency_table,
@@ -174,7 +173,7 @@ def converse(audio_path: str | None, session: Session, progress=gr.Progress()):
         restore, problem = fail(GENERIC_ERROR)
         yield restore
         raise problem from None
-    result = replace(result, timings={"asr": asr_seconds, **result.timings})
+    result = with_asr_time(result, asr_seconds)
     conversation = extended.with_turn(Turn(ASSISTANT, result.reply_text, result.reply_audio, result.sample_rate))
     new_session = session.answered(conversation, result)
     shown = len(new_session.results) - 1

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 USER, ASSISTANT = "user", "assistant"
+WALL = "wall"  # TurnResult.timings key: the turn's measured seconds, stages and the work between them
 
 
 @dataclass(frozen=True)

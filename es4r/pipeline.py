@@ -21,7 +21,7 @@ import torch
 from es4r.audio import AudioError, Waveform, load_audio, log_mel, prepare_waveform, turn_energy
 from es4r.backbones import is_random, load_llm, load_whisper
 from es4r.config import FALLBACK, RANDOM, TRAINED, UNTRAINED, ES4RConfig, preset_config
-from es4r.conversation import ASSISTANT, USER, AttentionMaps, ComponentStatus, Conversation, Turn, TurnResult
+from es4r.conversation import ASSISTANT, USER, WALL, AttentionMaps, ComponentStatus, Conversation, Turn, TurnResult
 from es4r.model import ES4RModel
 from es4r.strategy import StrategyDecision, select_strategy
 from es4r.style_fusion import fuse_styles, fusion_weights
@@ -148,7 +148,7 @@ class ES4RPipeline:
         extended = self.add_user_turn(conversation, audio, transcript)
         asr_seconds = time.perf_counter() - started
         result = self.respond(extended, progress)
-        result = replace(result, timings={"asr": asr_seconds, **result.timings})
+        result = with_asr_time(result, asr_seconds)
         reply = Turn(ASSISTANT, result.reply_text, result.reply_audio, result.sample_rate)
         return extended.with_turn(reply), result
 
@@ -160,6 +160,7 @@ class ES4RPipeline:
         """Stages 1-2 and the strategy: everything up to the reply text (shown before audio)."""
         if not conversation.turns or conversation.turns[-1].role != USER:
             raise PipelineError("There is no new user turn to answer.")
+        started = time.perf_counter()
         timings: dict[str, float] = {}
         notes: list[str] = []
         users = conversation.user_turns
@@ -221,10 +222,12 @@ class ES4RPipeline:
             meaningful=self.speech_path,
             cross_blocks=list(zip(parts.turn_spans, spans)),
         )
+        timings[WALL] = time.perf_counter() - started  # the stages plus the work between them
         return Draft(conversation, reply_text, energies, decision, weights, attention, timings, notes, dropped)
 
     def speak(self, draft: Draft, progress: ProgressFn | None = None) -> TurnResult:
         """Stage 3 synthesis: style fusion and the voice. TTS failures become PipelineError."""
+        started = time.perf_counter()
         timings, notes = dict(draft.timings), list(draft.notes)
         users = draft.conversation.user_turns
         with _timed(timings, "strategy_fusion"):
@@ -243,6 +246,7 @@ class ES4RPipeline:
             raise PipelineError(f"The reply could not be spoken ({error}). Please try the turn again.") from error
         notes.extend(synthesis.notes)
         timings["tts_rtf"] = timings["tts"] / max(synthesis.seconds, 1e-6)
+        timings[WALL] = timings.get(WALL, 0.0) + time.perf_counter() - started
         _report(progress, 1.0, "done")
         decision = draft.decision
         return TurnResult(
@@ -344,6 +348,13 @@ SHIPPED_CHECKPOINT = _ROOT / "assets" / "es4r_embedded"
 def resolve_checkpoint(value: str) -> str | None:
     """`none` = the text path even when a checkpoint ships; anything else is a folder."""
     return None if value.strip().lower() == "none" else value
+
+
+def with_asr_time(result: TurnResult, asr_seconds: float) -> TurnResult:
+    """The result with the transcription time as a stage and in the turn's wall time."""
+    timings = {"asr": asr_seconds, **result.timings}
+    timings[WALL] = timings.get(WALL, 0.0) + asr_seconds
+    return replace(result, timings=timings)
 
 
 @contextmanager

@@ -27,17 +27,31 @@ def _rises(earlier: float, later: float, tolerance: float) -> bool:
     return later > earlier * (1.0 + tolerance)
 
 
+def _change(earlier: float, later: float) -> float:
+    return (later - earlier) / max(earlier, 1e-12)
+
+
 def select_strategy(energies: list[float], config: StrategyConfig = StrategyConfig()) -> StrategyDecision:
-    """energies: per user turn, oldest first (E_1..E_t)."""
+    """energies: per user turn, oldest first (E_1..E_t). The reason states only what is true of
+    those numbers (the plotted energies): the changes it quotes are theirs."""
     table, tol = config.table, config.tolerance
     if not config.empathetic_tts:
         return StrategyDecision(NEUTRAL, table[NEUTRAL], "empathetic TTS is switched off (ablation) → neutral")
     if len(energies) < 2:
         return StrategyDecision(NEUTRAL, table[NEUTRAL], "only one turn so far → neutral")
     last, previous = energies[-1], energies[-2]
+    change = _change(previous, last)
     if len(energies) >= 3 and _falls(energies[-3], previous, tol) and _falls(previous, last, tol):
-        return StrategyDecision(COMFORT, table[COMFORT], "energy fell over the last 3 turns → comfort")
+        before = _change(energies[-3], previous)
+        return StrategyDecision(COMFORT, table[COMFORT],
+                                f"energy fell in each of the last 2 changes ({before:+.0%}, then {change:+.0%}) → comfort")
     if _rises(previous, last, tol):
-        change = (last - previous) / max(previous, 1e-12)
         return StrategyDecision(ENCOURAGE, table[ENCOURAGE], f"energy rose {change:.0%} since the last turn → encourage")
-    return StrategyDecision(NEUTRAL, table[NEUTRAL], f"no sustained fall or rise (within {tol:.0%}) → neutral")
+    if _falls(previous, last, tol):
+        if len(energies) == 2:
+            why = "comfort needs it to fall in two changes running, over 3 turns"
+        else:
+            why = f"the change before was {_change(energies[-3], previous):+.0%}, not a fall beyond {tol:.0%}"
+        return StrategyDecision(NEUTRAL, table[NEUTRAL], f"energy fell {-change:.0%} since the last turn, but {why} → neutral")
+    return StrategyDecision(NEUTRAL, table[NEUTRAL],
+                            f"energy changed {change:+.0%} since the last turn, within the {tol:.0%} tolerance → neutral")

@@ -124,7 +124,12 @@ def test_text_views(session, pipeline):
     assert session.latest.strategy in card and session.latest.strategy_reason in card
     headers, rows = latency_table(session.results)
     assert len(rows) == TURNS and "TTS RTF" in headers and "llm (s)" in headers
-    assert all(row[headers.index("total (s)")] > 0 for row in rows)
+    seconds = [i for i, h in enumerate(headers) if h.endswith("(s)") and h != "total (s)"]
+    for row, result in zip(rows, session.results):
+        total = row[headers.index("total (s)")]
+        assert total > 0 and abs(total - result.timings["wall"]) < 0.02  # the measured turn time
+        assert abs(sum(row[i] for i in seconds) - total) < 0.01 * len(seconds)  # stages + other add up
+        assert row[headers.index("LLM tokens/s")] == round(result.timings["llm_tokens_per_s"], 1)
 
 
 def test_context_meter_says_when_turns_are_dropped():

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -16,11 +18,36 @@ from es4r.style_fusion import fuse_styles, fusion_weights
     ([1.0, 1.02], "neutral"),  # within the 5 % tolerance
     ([1.0, 0.98, 0.96], "neutral"),  # falls, but each within tolerance
     ([1.0, 1.0, 1.0], "neutral"),
+    ([1.0, 1.5], "encourage"),  # a two-turn rise
+    ([1.0, 0.5], "neutral"),  # a two-turn fall
+    ([1.0, 1.2, 0.7], "neutral"),  # a fall after a rise
 ])
 def test_strategy_on_constructed_trends(energies, expected):
     decision = select_strategy(energies)
     assert decision.name == expected
-    assert decision.params.name == expected and decision.reason
+    assert decision.params.name == expected and decision.reason.endswith(f"→ {expected}")
+    _assert_reason_true(decision.reason, energies)
+
+
+def _assert_reason_true(reason: str, energies: list[float]) -> None:
+    """Every change the reason quotes is a real turn-to-turn change of these energies (as
+    rounded in the text), and it says "fell"/"rose" only of changes that did."""
+    changes = [(b - a) / a for a, b in zip(energies, energies[1:])]
+    tolerance = f"{StrategyConfig().tolerance:.0%}"
+    assert re.findall(r"(?:beyond|within the) (\d+%)", reason) in ([], [tolerance])
+    quoted = re.findall(r"(fell|rose|changed|was)?\s*\(?([+-]?\d+)%", re.sub(r"(beyond|within the) \d+%", "", reason))
+    for word, number in quoted:
+        value = int(number) / 100
+        if word == "fell" and not number.startswith("-"):
+            value = -value  # "fell 50%" quotes the size of a fall
+        matches = [c for c in changes if round(c * 100) == round(value * 100)]
+        assert matches, f"{reason!r} quotes {word} {number}% but the changes are {changes}"
+        if word == "fell":
+            assert matches[0] < 0
+        if word == "rose":
+            assert matches[0] > 0
+    if len(energies) >= 2:
+        assert quoted, f"{reason!r} quotes no change of {energies}"
 
 
 def test_comfort_is_slower_and_softer_encourage_brighter():
