@@ -9,22 +9,7 @@ PY=${PYTHON:-python3}
 WITH_TEST=0
 [ "${1:-}" = "--test" ] && WITH_TEST=1
 
-APT_PACKAGES="espeak-ng sox ffmpeg libsndfile1 pocketsphinx-testdata"
-[ "$WITH_TEST" = 1 ] && APT_PACKAGES="$APT_PACKAGES chromium chromium-driver"
-missing=""
-for pkg in $APT_PACKAGES; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
-done
-if [ -n "$missing" ]; then
-  if [ "$(id -u)" = 0 ]; then
-    echo "[setup] apt-get install$missing"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
-  else
-    echo "[setup] please install these Debian packages (needs root): sudo apt-get install$missing" >&2
-    exit 1
-  fi
-fi
+bash scripts/install_apt.sh $([ "$WITH_TEST" = 1 ] && echo --test)
 
 PIP_OPTS="-q --disable-pip-version-check"
 [ -d /opt/wheels ] && PIP_OPTS="$PIP_OPTS --find-links /opt/wheels"

@@ -19,6 +19,7 @@ from es4r.study.store import build_study
 CHROMIUM = "/usr/bin/chromium"
 playwright_api = pytest.importorskip("playwright.async_api", reason="pip install playwright==1.65.2")
 pytestmark = [
+    pytest.mark.browser,
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing (apt chromium)"),
     pytest.mark.skipif(not espeak_available(), reason="espeak-ng missing (apt espeak-ng)"),
 ]
