@@ -23,6 +23,8 @@ class AudioConfig:
     silence_rms: float = 1e-3  # below this RMS a turn is "silent"
     clip_fraction: float = 0.05  # fraction of samples at full scale that counts as clipped
     max_upload_bytes: int = 50 * 1024 * 1024
+    min_speech_seconds: float = 0.15  # less detected speech (es4r/vad.py) and the turn is refused
+    voice_activity_check: bool = True
 
 
 @dataclass(frozen=True)

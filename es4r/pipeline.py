@@ -26,6 +26,7 @@ from es4r.model import ES4RModel
 from es4r.strategy import StrategyDecision, select_strategy
 from es4r.style_fusion import fuse_styles, fusion_weights
 from es4r.tts.base import TTSError
+from es4r.vad import speech_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,12 @@ class ES4RPipeline:
             waveform = audio
         else:
             waveform = load_audio(audio, self.config.audio)
+        if self.config.audio.voice_activity_check:
+            heard = speech_seconds(waveform.samples, self.config.audio.sample_rate)
+            if heard < self.config.audio.min_speech_seconds:
+                logger.info("turn refused: %.2f s of speech detected", heard)
+                raise AudioError("No speech was detected in this recording (only noise, hum or a tone?). "
+                                 "Please speak into the microphone and send it again.")
         text = transcript if transcript is not None else self.transcribe(waveform.samples)
         if not text.strip():
             raise AudioError("No speech was recognised in this recording. Please try again, a little closer to the microphone.")

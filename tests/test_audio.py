@@ -112,3 +112,20 @@ def test_log_mel_shape_follows_bins_and_length(speech_paths):
 def test_energy_tracks_loudness(speech_paths):
     samples = load_audio(speech_paths[0]).samples
     assert turn_energy(samples * 0.25) < turn_energy(samples * 0.5) < turn_energy(samples)
+
+
+def _signals(seconds: float = 2.0) -> dict[str, np.ndarray]:
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    noise = np.random.default_rng(0).standard_normal(len(t))
+    return {"noise": 0.1 * noise, "hum": 0.3 * np.sin(2 * np.pi * 50 * t),
+            "tone": 0.3 * np.sin(2 * np.pi * 440 * t), "square": 0.3 * np.sign(np.sin(2 * np.pi * 220 * t))}
+
+
+def test_voice_activity_separates_speech_from_noise_and_tones(speech_paths):
+    from es4r.vad import speech_seconds
+
+    for path in speech_paths[:2]:
+        wave = load_audio(path)
+        assert speech_seconds(wave.samples) > 0.5 * wave.seconds  # most of a spoken clip is speech
+    for name, signal in _signals().items():
+        assert speech_seconds(signal.astype(np.float32)) < AudioConfig().min_speech_seconds, name

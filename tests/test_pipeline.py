@@ -51,6 +51,11 @@ def test_failed_turn_keeps_the_conversation(pipeline, speech_paths):
     with pytest.raises(AudioError, match="silent"):
         pipeline.converse(conversation, (16_000, np.zeros(16_000, np.float32)))
     assert len(conversation.turns) == 2
+    t = np.arange(32_000) / 16_000
+    for signal in (0.3 * np.sign(np.sin(2 * np.pi * 220 * t)), 0.3 * np.sin(2 * np.pi * 50 * t)):  # square, hum
+        with pytest.raises(AudioError, match="No speech was detected"):
+            pipeline.converse(conversation, (16_000, signal.astype(np.float32)), transcript="words")
+    assert len(conversation.turns) == 2
     conversation, result = pipeline.converse(conversation, speech_paths[1])
     assert len(result.transcripts) == 2
 
