@@ -19,7 +19,7 @@ class Turn:
     text: str  # transcript (user) or reply text (assistant)
     audio: np.ndarray | None = None  # user: 16 kHz float32 mono; assistant: reply audio
     sample_rate: int | None = None
-    energy: float | None = None  # user turns: mean mel-frame norm (DESIGN step 12)
+    energy: float | None = None  # user turns: mean mel-frame norm (paper Sec. 3.3)
     notes: tuple[str, ...] = ()  # e.g. "downmixed 2 channels to mono"
 
 

@@ -169,7 +169,7 @@ class ES4RPipeline:
             raise PipelineError("There is no new user turn to answer.")
         started = time.perf_counter()
         timings: dict[str, float] = {}
-        notes: list[str] = []
+        notes: list[str] = [f"your recording: {note}" for note in conversation.turns[-1].notes]
         users = conversation.user_turns
         config = self.config
 

@@ -94,3 +94,16 @@ def test_trim_reply():
     assert trim_reply("no sentence end", 2) == "no sentence end"
     assert trim_reply("You: I'm glad. Truly. Yes.", 2) == "I'm glad. Truly."
     assert trim_reply("Dr.Who is 3.5 m tall. Yes.", 1) == "Dr.Who is 3.5 m tall."
+
+
+def test_input_notes_reach_the_chat_and_the_result(pipeline, speech_paths):
+    from es4r.audio import load_audio
+    from es4r.ui.format import chat_messages
+
+    samples = load_audio(speech_paths[0]).samples
+    loud_stereo = np.clip(np.stack([samples, samples], axis=1) * 40, -1, 1).astype(np.float32)
+    conversation, result = pipeline.converse(Conversation(), (16_000, loud_stereo), transcript="hello")
+    notes = conversation.turns[0].notes
+    assert any("downmixed 2 channels" in n for n in notes) and any("clipped" in n for n in notes)
+    assert all(f"your recording: {n}" in result.notes for n in notes)
+    assert all(n in chat_messages(conversation)[0]["content"] for n in notes)

@@ -39,11 +39,18 @@ def status_markdown(preset: str, components: dict[str, ComponentStatus], voice: 
 
 def chat_messages(conversation: Conversation, pending_reply: bool = False) -> list[dict]:
     """Chatbot messages (Gradio's role/content dicts) for the whole history."""
-    messages = [{"role": "user" if turn.role == USER else "assistant", "content": turn.text}
+    messages = [{"role": "user" if turn.role == USER else "assistant", "content": _with_notes(turn)}
                 for turn in conversation.turns if turn.role in (USER, ASSISTANT)]
     if pending_reply:
         messages.append({"role": "assistant", "content": PENDING_REPLY})
     return messages
+
+
+def _with_notes(turn) -> str:
+    """A turn's text with what input checks noticed about its recording (clipping, resampling)."""
+    if not turn.notes:
+        return turn.text
+    return turn.text + "\n\n" + " · ".join(f"*⚠ {note}*" for note in turn.notes)
 
 
 def _value(value) -> str:
