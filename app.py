@@ -45,6 +45,9 @@ _preset_override: str | None = None  # set by --preset
 
 
 STUDY_ENV = "ES4R_STUDY_DB"
+RAW_MICROPHONE_HEAD = f"<script>{(Path(__file__).resolve().parent / 'es4r' / 'ui' / 'microphone.js').read_text()}</script>"
+RAW_MICROPHONE_NOTE = ("The microphone opens with automatic gain control, noise suppression and echo cancellation "
+                       "**off** (where your browser allows it), so ES4R hears how loud you really speak.")
 STUDY_CONCURRENCY = 8  # annotators only read clips and write answers; no model runs
 
 
@@ -235,6 +238,7 @@ with gr.Blocks(title="ES4R Studio") as demo:
                                    elem_id="reply-audio")
             audio_in = gr.Audio(sources=["microphone", "upload"], type="filepath", format="wav",
                                 label="Your turn: record, then press Send", elem_id="mic")
+            gr.Markdown(RAW_MICROPHONE_NOTE, elem_id="mic-note")
             with gr.Row():
                 send = gr.Button("Send turn", variant="primary", interactive=False, elem_id="send")
                 reset = gr.Button("New conversation", elem_id="new-conversation")
@@ -307,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
                      allowed_paths=study_allowed_paths(args.study))
         return
     get_pipeline()  # load before the first visitor arrives
-    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), head=RAW_MICROPHONE_HEAD)
 
 
 if __name__ == "__main__":

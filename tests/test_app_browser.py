@@ -187,8 +187,13 @@ def test_three_spoken_turns(app_url, driver):
         page = _open_page(context, app_url)
         playwright_api.expect(page.locator("#voice-note")).to_contain_text("synthetic voice")
         playwright_api.expect(page.locator("#send")).to_be_disabled()
+        playwright_api.expect(page.locator("#mic-note")).to_contain_text("automatic gain control")
         for turn in (1, 2, 3):
             _speak_turn(page, SPEECH_CLIP, turn)
+        asked = page.evaluate("window.es4rMicrophoneConstraints")
+        assert asked and all(asked[k] is False for k in ("autoGainControl", "noiseSuppression", "echoCancellation"))
+        settings = page.evaluate("window.es4rMicrophoneSettings") or {}
+        assert settings.get("autoGainControl", False) is False  # what the device granted, where it reports it
         users, replies = _messages(page, "user"), _messages(page, "bot")
         assert len(users) == 3 and len(replies) == 3 and all(users) and all(replies)
 
