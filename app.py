@@ -156,14 +156,17 @@ def converse(audio_path: str | None, session: Session, progress=gr.Progress()):
         progress(fraction, desc=message)
 
     def fail(message: str):
-        return {chatbot: chat_messages(session.conversation)}, gr.Error(message, print_exception=False)
+        """The chat as it was, the message beside the input, the input cleared for the next try."""
+        return ({chatbot: chat_messages(session.conversation), audio_in: None,
+                 turn_error: f"**This turn was not used:** {message}"},
+                gr.Error(message, print_exception=False))
 
     try:
         report(0.05, "transcribing")
         started = time.perf_counter()
         extended = pipeline.add_user_turn(session.conversation, audio_path)
         asr_seconds = time.perf_counter() - started
-        yield {chatbot: chat_messages(extended, pending_reply=True)}
+        yield {chatbot: chat_messages(extended, pending_reply=True), turn_error: ""}
         draft = pipeline.think(extended, report)
         yield {chatbot: chat_messages(extended.with_turn(Turn(ASSISTANT, draft.reply_text)))}
         result = pipeline.speak(draft, report)
@@ -238,6 +241,7 @@ with gr.Blocks(title="ES4R Studio") as demo:
                                    elem_id="reply-audio")
             audio_in = gr.Audio(sources=["microphone", "upload"], type="filepath", format="wav",
                                 label="Your turn: record, then press Send", elem_id="mic")
+            turn_error = gr.Markdown("", elem_id="turn-error")
             gr.Markdown(RAW_MICROPHONE_NOTE, elem_id="mic-note")
             with gr.Row():
                 send = gr.Button("Send turn", variant="primary", interactive=False, elem_id="send")
@@ -276,7 +280,7 @@ with gr.Blocks(title="ES4R Studio") as demo:
     audio_in.start_recording(lambda: gr.update(interactive=False), None, [send], queue=False)
     send.click(lambda: gr.update(interactive=False), None, [send], queue=False).then(
         converse, [audio_in, state],
-        [state, chatbot, audio_in, reply_audio, context, download, *VIEW_OUTPUTS],
+        [state, chatbot, audio_in, turn_error, reply_audio, context, download, *VIEW_OUTPUTS],
         show_progress_on=[chatbot],  # one progress bar, on the conversation, not over every view
     ).then(submit_state, [audio_in], [send], queue=False)
     reset.click(new_conversation, None,

@@ -181,6 +181,8 @@ def test_bad_audio_keeps_history(app_module, session, tmp_path):
     assert all(app_module.state not in y for y in yields), "session must not change"
     restored = yields[-1][app_module.chatbot]
     assert [m["content"] for m in restored] == [t.text for t in session.conversation.turns]
+    assert yields[-1][app_module.audio_in] is None, "the input is cleared for the next recording"
+    assert "too long" in yields[-1][app_module.turn_error], "the message stands beside the input"
 
 
 def test_unexpected_failure_is_friendly(app_module, session, monkeypatch, speech_paths):
