@@ -111,7 +111,8 @@ async def answer_item(page, who: str, texts: dict[str, str], clicks: list, use_k
         arg=progress)
 
 
-async def annotate(browser, url, who, texts, clicks, reload_after: int | None) -> list[str]:
+async def annotate(browser, url, who, texts, clicks, reload_after: int | None,
+                   pause_after: int | None = None) -> list[str]:
     context = await browser.new_context(viewport={"width": 1280, "height": 1000})
     page = await context.new_page()
     progress = [await start(page, url, who)]
@@ -124,6 +125,14 @@ async def annotate(browser, url, who, texts, clicks, reload_after: int | None) -
         if answered == reload_after:
             await page.reload()
             progress.append(await start(page, url, who))
+        if answered == pause_after:  # "Take a break" says what is saved and offers the form again
+            await page.click("#study-pause")
+            await page.wait_for_selector("#study-done:has-text('submitted item(s)')")
+            assert f"your {answered} submitted" in await page.inner_text("#study-done")
+            assert await page.input_value("#study-annotator-id textarea, #study-annotator-id input") == who
+            await page.click("#study-start")
+            await page.wait_for_selector(f"#study-progress .prose:has-text('Item {answered + 1} of')")
+            progress.append(await page.inner_text("#study-progress .prose"))
     assert "Thank you" in await page.inner_text("#study-done")
     html = (await page.content()).lower()
     assert not any(system in html for system in SYSTEMS), "blinding key leaked into the page"
@@ -139,7 +148,7 @@ async def run_study(url, texts, store):
                                                args=LAUNCH_ARGS)
         progress_mouse, _ = await asyncio.gather(
             annotate(browser, url, "ann-mouse", texts, clicks, reload_after=1),
-            annotate(browser, url, "ann-keys", texts, clicks, reload_after=None))
+            annotate(browser, url, "ann-keys", texts, clicks, reload_after=None, pause_after=1))
         page = await browser.new_page(viewport={"width": 1280, "height": 1000})
         await page.goto(url)
         await page.get_by_role("tab", name="Organiser").click()

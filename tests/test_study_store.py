@@ -17,7 +17,7 @@ import pytest
 
 from es4r.study.demo import write_tone_pairs
 from es4r.study.design import DEFAULT_CRITERIA
-from es4r.study.store import NotListened, StudyFull, StudyStore, build_study
+from es4r.study.store import NotListened, StudyError, StudyFull, StudyStore, build_study
 
 SYSTEMS = ("es4r", "baseline")
 REPO = Path(__file__).resolve().parents[1]
@@ -191,3 +191,13 @@ def test_concurrent_annotators_never_overwrite_each_other(tmp_path):
     answered = store.rows("SELECT COUNT(*) FROM responses WHERE annotator_id != 'shared'")[0][0]
     assert answered == sum(value for _, kind, value in outcomes if kind == "done")
     assert answered == 6 * 3 - store.progress("shared").total  # every needed slot filled
+
+
+def test_annotator_ids_are_normalised(tmp_path):
+    store = make_study(tmp_path, samples=2)
+    first = store.register("  Rater07 ")
+    again = store.register("rater07")
+    assert first.total == again.total
+    assert [r["annotator_id"] for r in store.rows("SELECT annotator_id FROM annotators")] == ["rater07"]
+    with pytest.raises(StudyError, match="capitals and surrounding spaces are ignored"):
+        store.register("rater 07")

@@ -29,6 +29,13 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000  # wait this long for another writer before giving up
 ANNOTATOR_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+ID_RULE = ("1-64 letters, digits or . _ @ -; capitals and surrounding spaces are ignored "
+           "(' Rater07' and 'rater07' are the same annotator)")
+
+
+def normalise_annotator_id(raw: str | None) -> str:
+    """The one spelling an ID is stored under: surrounding space removed, lower case."""
+    return (raw or "").strip().lower()
 SIDES = ("A", "B")
 PLAY_EVENTS = ("play", "pause", "ended")
 ORGANISER_CODE_BYTES = 9  # 12 url-safe characters
@@ -222,9 +229,9 @@ class StudyStore:
     def register(self, annotator_id: str) -> Progress:
         """Enrol a new annotator (slot, seed, item plan in one transaction) or find a
         returning one; either way report their progress."""
-        if not ANNOTATOR_ID.match(annotator_id or ""):
-            raise StudyError(f"annotator id {annotator_id!r} is not valid; use 1-64 letters, "
-                             "digits or . _ @ -")
+        annotator_id = normalise_annotator_id(annotator_id)
+        if not ANNOTATOR_ID.match(annotator_id):
+            raise StudyError(f"annotator id {annotator_id!r} is not valid; use {ID_RULE}")
         with self._write() as db:
             if not db.execute("SELECT 1 FROM annotators WHERE annotator_id = ?",
                               (annotator_id,)).fetchone():

@@ -19,7 +19,8 @@ import pandas as pd
 
 from es4r.study.design import LOSE, TIE, WIN
 from es4r.study.export import export_study, summarise, tally_table
-from es4r.study.store import (SIDES, NotListened, PresentedItem, StudyError, StudyStore,
+from es4r.study.store import (ID_RULE, SIDES, NotListened, PresentedItem, StudyError, StudyStore,
+                              normalise_annotator_id,
                               stimuli_dir_for)
 
 logger = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def build_study_tab(db_path: str | Path) -> None:
     with gr.Tab("Annotate"):
         with gr.Column(visible=True) as consent_view:
             gr.Markdown(CONSENT)
-            annotator_box = gr.Textbox(label="Annotator ID", placeholder="e.g. rater07",
+            annotator_box = gr.Textbox(label="Annotator ID", placeholder="e.g. rater07", info=f"ID: {ID_RULE}.",
                                        elem_id="study-annotator-id", max_lines=1)
             agree = gr.Checkbox(label="I have read the above and agree to take part",
                                 elem_id="study-consent")
@@ -184,7 +185,7 @@ def build_study_tab(db_path: str | Path) -> None:
                 + _updates(len(radios), choices=CHOICE_LABELS, value=None, interactive=False))
 
     def on_start(who: str, agreed: bool) -> list:
-        who = (who or "").strip()
+        who = normalise_annotator_id(who)
         if not agreed:
             raise gr.Error("Please tick the consent box to take part.")
         try:
@@ -224,12 +225,17 @@ def build_study_tab(db_path: str | Path) -> None:
         return show(state.annotator_id, "saved" if saved else "that item was already saved")
 
     def on_pause(state: Session) -> list:
+        """Stop for now: says exactly what is saved (every submitted item; not the open one's
+        clicks) and offers the start form again, ID filled in, to resume at once or later."""
+        if not state.annotator_id:
+            return [state, gr.update(visible=True), gr.update(visible=False), gr.update(visible=False), "", gr.update()]
         done = store.progress(state.annotator_id)
-        message = (f"### Saved — see you soon\n\nYou have answered {done.done} of {done.total} "
-                   f"items. Come back with the ID `{state.annotator_id}` to continue where you "
-                   "stopped.")
-        return [Session(), gr.update(visible=False), gr.update(visible=False),
-                gr.update(visible=True), message]
+        message = (f"### Break — your {done.done} submitted item(s) of {done.total} are saved\n\n"
+                   "Answers on the item that was open were **not** saved; it will be shown again. "
+                   f"To continue, press **Start / resume** with the ID `{state.annotator_id}` — now or "
+                   "whenever you come back.")
+        return [Session(), gr.update(visible=True), gr.update(visible=False), gr.update(visible=True), message,
+                state.annotator_id]
 
     start.click(on_start, [annotator_box, agree], item_outputs)
     annotator_box.submit(on_start, [annotator_box, agree], item_outputs)
@@ -239,7 +245,7 @@ def build_study_tab(db_path: str | Path) -> None:
         audio.stop(lambda state, side=side: on_ended(state, side), [session],
                    [session, note, next_button, *radios], queue=False)
     next_button.click(on_next, [session, *radios], item_outputs)
-    pause.click(on_pause, [session], [session, *views, done_text])
+    pause.click(on_pause, [session], [session, *views, done_text, annotator_box])
     _organiser_tab(store)
 
 
