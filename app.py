@@ -307,9 +307,13 @@ def main(argv: list[str] | None = None) -> None:
     _preset_override = args.preset
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     if args.study:  # annotator mode: no model is loaded
+        from es4r.study.store import StudyError
         from es4r.study.ui import build_study_app, study_allowed_paths
 
-        study = build_study_app(args.study)
+        try:
+            study = build_study_app(args.study)
+        except StudyError as error:
+            parser.exit(2, f"error: {error}\n")
         study.queue(default_concurrency_limit=STUDY_CONCURRENCY)
         study.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                      allowed_paths=study_allowed_paths(args.study))

@@ -58,6 +58,9 @@ def test_seeds_are_reproducible_and_distinct():
     assert pick_samples(["a", "b", "c", "d"], 2, 1) == pick_samples(["a", "b", "c", "d"], 2, 1)
     with pytest.raises(ValueError, match="lower --samples"):
         pick_samples(["a"], 2, 0)
+    for count in (0, -1):
+        with pytest.raises(ValueError, match="at least 1"):
+            pick_samples(["a"], count, 0)
 
 
 def test_sides_and_order_are_counterbalanced():

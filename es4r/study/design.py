@@ -73,6 +73,8 @@ def balanced_coins(count: int, seed: int) -> list[bool]:
 
 def pick_samples(sample_ids: Sequence[str], count: int, seed: int) -> list[str]:
     """A seeded random subset of `count` samples, kept in input order."""
+    if count < 1:
+        raise ValueError(f"asked for {count} samples; --samples must be at least 1")
     if count > len(sample_ids):
         raise ValueError(f"asked for {count} samples but the pairs file holds {len(sample_ids)}; "
                          f"lower --samples or add samples")

@@ -164,8 +164,15 @@ class StudyStore:
         if not self.db_path.is_file():
             raise StudyError(f"no study database at {self.db_path}; create one with "
                              "`python -m es4r study create`")
-        with self._connect() as db:
-            meta = dict(db.execute("SELECT key, value FROM meta"))
+        try:
+            with self._connect() as db:
+                meta = dict(db.execute("SELECT key, value FROM meta"))
+        except sqlite3.DatabaseError as error:  # not SQLite at all, or SQLite without our tables
+            raise StudyError(f"{self.db_path} is not a study database ({error}); pass the file "
+                             "`python -m es4r study create` wrote") from None
+        if "spec" not in meta:
+            raise StudyError(f"{self.db_path} is not a study database (no study spec in it); pass the "
+                             "file `python -m es4r study create` wrote")
         if int(meta.get("schema_version", -1)) != SCHEMA_VERSION:
             raise StudyError(f"{self.db_path} has schema {meta.get('schema_version')}, expected "
                              f"{SCHEMA_VERSION}; export it with the version that created it")

@@ -1,0 +1,33 @@
+"""Organiser commands refuse bad input with one clear line and a nonzero exit, never a traceback."""
+
+import sqlite3
+
+from es4r.cli import main
+from es4r.study.demo import write_tone_pairs
+
+
+def _refused(capsys, argv: list[str], expected: str) -> None:
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:
+        code = exit_info.code
+    err = capsys.readouterr().err
+    assert code not in (0, None)
+    assert expected in err and "Traceback" not in err
+    assert len([line for line in err.splitlines() if line.strip()]) == 1, err
+
+
+def test_bad_databases_and_counts_are_one_line(tmp_path, capsys):
+    not_sqlite = tmp_path / "notes.db"
+    not_sqlite.write_text("hello")
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE t (x)")
+    for db in (not_sqlite, foreign):
+        _refused(capsys, ["study", "export", "--db", str(db), "--out", str(tmp_path / "out")],
+                 "is not a study database")
+    _refused(capsys, ["study", "serve", "--db", str(tmp_path / "missing.db")], "no study database")
+    write_tone_pairs(tmp_path / "pairs", 3, ("a", "b"))
+    for count, expected in (("0", "at least 1"), ("-2", "at least 1"), ("9", "lower --samples")):
+        _refused(capsys, ["study", "create", "--pairs", str(tmp_path / "pairs"), "--systems", "a", "b",
+                          "--samples", count, "--out", str(tmp_path / f"s{count}.db")], expected)
