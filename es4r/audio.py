@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,7 +137,9 @@ def _load_with_librosa(source: str | Path | bytes, first_error: Exception) -> tu
     try:
         import librosa
 
-        data, rate = librosa.load(str(source), sr=None, mono=False)
+        with warnings.catch_warnings():  # librosa's "PySoundFile failed" notes: we report failure ourselves
+            warnings.simplefilter("ignore")
+            data, rate = librosa.load(str(source), sr=None, mono=False)
     except Exception as error:
         raise AudioError(
             f"Could not read {Path(source).name} as audio; it may be corrupt or in an unsupported format "

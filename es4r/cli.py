@@ -34,13 +34,29 @@ def _add_respond(subparsers) -> None:
 def _respond(args: argparse.Namespace) -> int:
     import soundfile as sf
 
-    from es4r.audio import AudioError
+    from es4r.audio import AudioError, load_audio
     from es4r.conversation import Conversation
     from es4r.pipeline import ES4RPipeline, PipelineError
 
     if args.transcripts is not None and len(args.transcripts) != len(args.turns):
         print(f"error: {len(args.turns)} turns but {len(args.transcripts)} transcripts", file=sys.stderr)
         return 2
+    waveforms = []
+    for index, path in enumerate(args.turns, start=1):  # every input checked before any model loads
+        problem = None
+        if path.is_dir():
+            problem = "is a directory, not an audio file"
+        elif not path.exists():
+            problem = "does not exist"
+        else:
+            try:
+                waveforms.append(load_audio(path))
+            except AudioError as error:
+                problem = str(error)
+        if problem:
+            print(f"error: turn {index} ({path}) {problem}" if problem[0].islower() else
+                  f"error: turn {index} ({path}): {problem}", file=sys.stderr)
+            return 2
     overrides = {}
     if args.styletts2:
         overrides.update(tts=args.styletts2, voice="styletts2")
@@ -51,9 +67,9 @@ def _respond(args: argparse.Namespace) -> int:
     pipeline = ES4RPipeline.from_preset(args.preset, **overrides)
     conversation = Conversation()
     try:
-        for index, path in enumerate(args.turns):
+        for index, waveform in enumerate(waveforms):
             transcript = args.transcripts[index] if args.transcripts else None
-            conversation = pipeline.add_user_turn(conversation, path, transcript)
+            conversation = pipeline.add_user_turn(conversation, waveform, transcript)
         result = pipeline.respond(conversation)
     except (AudioError, PipelineError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -81,9 +97,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet() -> None:
+    """`respond` without --verbose prints the JSON result and one-line errors only: library
+    warnings, progress bars and info logs are off (the JSON says which components are
+    trained, fallbacks included)."""
+    import warnings
+
+    warnings.simplefilter("ignore")
+    logging.getLogger().setLevel(logging.ERROR)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     handler = getattr(args, "handler", None) or args.func  # study subcommands use `func`
+    if handler is _respond and not args.verbose:
+        _quiet()
     return int(handler(args) or 0)

@@ -12,6 +12,7 @@ def test_respond_cli_tiny(speech_paths, tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stderr.strip() == "", "without --verbose only the result is printed"
     result = json.loads(run.stdout)
     assert len(result["transcripts"]) == 2 and result["reply_text"]
     assert result["strategy"] in {"comfort", "neutral", "encourage"}
@@ -24,8 +25,26 @@ def test_respond_cli_bad_audio_is_a_message(tmp_path):
     bad.write_bytes(b"not audio at all")
     run = subprocess.run([sys.executable, "-m", "es4r", "respond", str(bad), "--preset", "tiny"],
                          capture_output=True, text=True, timeout=300)
-    assert run.returncode == 1
+    assert run.returncode == 2
     assert "error:" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_respond_checks_every_input_before_loading_models(tmp_path, speech_paths, monkeypatch, capsys):
+    from es4r.cli import main
+    from es4r.pipeline import ES4RPipeline
+
+    def no_models(*args, **kwargs):
+        raise AssertionError("models were loaded before the inputs were checked")
+
+    monkeypatch.setattr(ES4RPipeline, "from_preset", no_models)
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio at all")
+    for turns, expected in (([speech_paths[0], tmp_path], "turn 2 ({}) is a directory, not an audio file"),
+                            ([tmp_path / "missing.wav"], "turn 1 ({}) does not exist"),
+                            ([speech_paths[0], speech_paths[1], bad], "turn 3 ({}):")):
+        assert main(["respond", *map(str, turns), "--preset", "tiny"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: " + expected.format(turns[-1])) and len(err.splitlines()) == 1, err
 
 
 def test_help_explains_flags():
