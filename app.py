@@ -20,6 +20,7 @@ import gradio as gr
 import numpy as np
 
 from es4r.audio import FRAMES_PER_SECOND, AudioError
+from es4r.backbones import BackboneError
 from es4r.config import PRESETS
 from es4r.conversation import ASSISTANT, Turn
 from es4r.pipeline import ES4RPipeline, PipelineError, with_asr_time
@@ -318,7 +319,10 @@ def main(argv: list[str] | None = None) -> None:
         study.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                      allowed_paths=study_allowed_paths(args.study))
         return
-    get_pipeline()  # load before the first visitor arrives
+    try:
+        get_pipeline()  # load before the first visitor arrives
+    except BackboneError as error:
+        parser.exit(2, f"error: {error}\n")
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), head=RAW_MICROPHONE_HEAD)
 
 

@@ -41,12 +41,30 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return choices[dtype]
 
 
+class BackboneError(RuntimeError):
+    """A pretrained backbone could not be loaded; the message names it and the ways out."""
+
+
+def _load(what: str, path_or_id: str, loader, *args, **kwargs):
+    """`loader.from_pretrained` with one clear message instead of a hub traceback."""
+    try:
+        return loader.from_pretrained(path_or_id, *args, **kwargs)
+    except (OSError, ValueError, EnvironmentError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise BackboneError(
+            f"could not load the {what} {path_or_id!r} ({reason[:200]}). Ways out: connect to the network "
+            "(and log in with a Hugging Face token for a gated model), pass a local folder that holds it, "
+            "or use the offline embedded preset (--preset embedded)") from error
+
+
 def _check_source(path_or_id: str, what: str) -> None:
     if not path_or_id:
         raise ValueError(f"no {what} given: pass a hub id (e.g. openai/whisper-large-v3) or a local folder")
     path = Path(path_or_id)
     if (path_or_id.startswith((".", "/", "~")) or path.exists()) and not path.expanduser().is_dir():
-        raise FileNotFoundError(f"{what} folder {path_or_id} does not exist")
+        raise BackboneError(f"the {what} folder {path_or_id} does not exist. Ways out: pass a folder that "
+                            "holds the model, a hub id (with network), or use the offline embedded preset "
+                            "(--preset embedded)")
 
 
 @dataclass
@@ -87,9 +105,9 @@ def load_whisper(path_or_id: str, device: str = "auto", dtype: str = "auto") -> 
 
     _check_source(path_or_id, "Whisper")
     target = resolve_device(device)
-    model = WhisperForConditionalGeneration.from_pretrained(path_or_id, dtype=resolve_dtype(dtype, target))
+    model = _load("Whisper model", path_or_id, WhisperForConditionalGeneration, dtype=resolve_dtype(dtype, target))
     model.to(target).eval().requires_grad_(False)
-    processor = WhisperProcessor.from_pretrained(path_or_id)
+    processor = _load("Whisper processor", path_or_id, WhisperProcessor)
     logger.info("loaded Whisper from %s (%d mel bins, width %d)", path_or_id, model.config.num_mel_bins, model.config.d_model)
     return WhisperBackbone(model, processor, path_or_id)
 
@@ -104,11 +122,11 @@ def load_llm(path_or_id: str, device: str = "auto", dtype: str = "auto") -> LLMB
     kwargs: dict = {"dtype": resolve_dtype(dtype, target)}
     if device == "auto" and target.type == "cuda" and torch.cuda.device_count() > 1:
         kwargs["device_map"] = "auto"
-    model = AutoModelForCausalLM.from_pretrained(path_or_id, **kwargs)
+    model = _load("LLM", path_or_id, AutoModelForCausalLM, **kwargs)
     if "device_map" not in kwargs:
         model.to(target)
     model.eval().requires_grad_(False)
-    tokenizer = AutoTokenizer.from_pretrained(path_or_id)
+    tokenizer = _load("LLM tokenizer", path_or_id, AutoTokenizer)
     if tokenizer.chat_template is None:
         raise ValueError(f"the tokenizer of {path_or_id} has no chat template; ES4R needs an instruct/chat LLM")
     if tokenizer.pad_token is None:

@@ -35,6 +35,7 @@ def _respond(args: argparse.Namespace) -> int:
     import soundfile as sf
 
     from es4r.audio import AudioError, load_audio
+    from es4r.backbones import BackboneError
     from es4r.conversation import Conversation
     from es4r.pipeline import ES4RPipeline, PipelineError
 
@@ -64,7 +65,11 @@ def _respond(args: argparse.Namespace) -> int:
         from es4r.pipeline import resolve_checkpoint
 
         overrides["es4r_checkpoint"] = resolve_checkpoint(args.checkpoint)
-    pipeline = ES4RPipeline.from_preset(args.preset, **overrides)
+    try:
+        pipeline = ES4RPipeline.from_preset(args.preset, **overrides)
+    except BackboneError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     conversation = Conversation()
     try:
         for index, waveform in enumerate(waveforms):

@@ -1,6 +1,8 @@
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import soundfile as sf
 
@@ -42,7 +44,7 @@ def test_respond_checks_every_input_before_loading_models(tmp_path, speech_paths
     for turns, expected in (([speech_paths[0], tmp_path], "turn 2 ({}) is a directory, not an audio file"),
                             ([tmp_path / "missing.wav"], "turn 1 ({}) does not exist"),
                             ([speech_paths[0], speech_paths[1], bad], "turn 3 ({}):")):
-        assert main(["respond", *map(str, turns), "--preset", "tiny"]) == 2
+        assert main(["-v", "respond", *map(str, turns), "--preset", "tiny"]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: " + expected.format(turns[-1])) and len(err.splitlines()) == 1, err
 
@@ -51,3 +53,20 @@ def test_help_explains_flags():
     run = subprocess.run([sys.executable, "-m", "es4r", "respond", "--help"], capture_output=True, text=True, timeout=120)
     for flag in ("--preset", "--out", "--transcripts", "--styletts2", "--checkpoint"):
         assert flag in run.stdout
+
+
+def test_unloadable_backbone_is_one_line_naming_the_ways_out(speech_paths, capsys, monkeypatch):
+    from es4r.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["-v", "respond", str(speech_paths[0]), "--preset", "paper"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "openai/whisper-large-v3" in err[0] and "--preset embedded" in err[0]
+
+
+def test_app_start_with_an_unloadable_backbone_is_one_line(speech_paths):
+    env = {**os.environ, "ES4R_PRESET": "paper", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    run = subprocess.run([sys.executable, str(Path(__file__).resolve().parent.parent / "app.py")],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith("error: could not load the Whisper model")
