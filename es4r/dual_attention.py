@@ -65,8 +65,9 @@ class DualLevelAttention(nn.Module):
 
     def forward(self, dialogues: list[list[torch.Tensor]]) -> DualAttentionOutput:
         """dialogues: per dialogue, per turn, a log-mel (D, frames_i) tensor, oldest first."""
-        device = next(self.parameters()).device
-        turns = [[self.downsample(t.to(device)) for t in dialogue] for dialogue in dialogues]
+        weight = next(self.parameters())
+        device = weight.device
+        turns = [[self.downsample(t.to(device, weight.dtype)) for t in dialogue] for dialogue in dialogues]
         turn_lengths = [[t.shape[1] for t in dialogue] for dialogue in turns]
         flat = [t.transpose(0, 1) for dialogue in turns for t in dialogue]  # each (L_i, D)
 

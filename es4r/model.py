@@ -115,7 +115,8 @@ class ES4RModel(nn.Module):
     def __init__(self, whisper: WhisperBackbone, llm: LLMBackbone, config: ES4RConfig):
         super().__init__()
         self.config = config
-        self.whisper = whisper
+        self.whisper = whisper  # processor, sizes and the model (for ASR too)
+        self.whisper_model = whisper.model  # registered, so .to()/casting moves the encoder with the rest
         self.tokenizer = llm.tokenizer
         self.max_frames = whisper.max_frames
         self.dual = DualLevelAttention(whisper.n_mels, config.dual)

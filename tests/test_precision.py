@@ -51,3 +51,19 @@ def test_one_training_step_under_bf16_autocast(tiny_dirs, tmp_path):
     grads += [p.grad for p in model.adapter.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_casting_the_model_casts_every_network(tiny_dirs, speech_paths):
+    """ES4RModel registers everything it runs (Whisper included): one .to() casts it all."""
+    from es4r.backbones import load_llm, load_whisper
+    from es4r.config import preset_config
+    from es4r.model import ES4RModel
+
+    model = ES4RModel(load_whisper(str(tiny_dirs["whisper"]), "cpu"), load_llm(str(tiny_dirs["llm"]), "cpu"),
+                      preset_config("tiny")).eval()
+    model.to(torch.bfloat16)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert next(model.whisper.model.get_encoder().parameters()).dtype == torch.bfloat16
+    features = [torch.from_numpy(log_mel(load_audio(p).samples, 80)) for p in speech_paths]
+    speech, _ = model.generate(HISTORY, features)
+    assert speech.token_ids and torch.isfinite(speech.cross_weights).all()
