@@ -31,7 +31,7 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-ru
                "--disable-background-networking", "--disable-component-update", "--disable-sync",
                "--autoplay-policy=no-user-gesture-required"]
 UNLOCK_TIMEOUT_MS = 20_000
-FAST_SPEECH = 400  # words per minute: short clips keep the test quick
+FAST_SPEECH = 250  # words per minute: clips of 1-3 s keep the test quick (sub-second clips are not realistic)
 # what each annotator prefers per criterion: a system name or "tie"
 POLICIES = {
     "ann-mouse": ["nova", "nova", "tie", "orbit", "nova", "nova", "tie", "orbit"],
@@ -83,7 +83,18 @@ async def answer_item(page, who: str, texts: dict[str, str], clicks: list, use_k
     text_a = (await page.inner_text("#study-text-a .prose")).strip()
     system_a = texts[text_a]
     assert await page.is_disabled("#study-crit-0 input[value='win']")  # locked before listening
+    playing = "[...(window.es4rMedia || [])].filter((media) => !media.paused).length"
+    if screenshot is None and not use_keys and not await page.evaluate("window.es4rOneAtATimeSeen || false"):
+        await page.click("#study-audio-a button.play-pause-button")  # starting B pauses A
+        await page.wait_for_function(f"{playing} === 1")
+        await page.click("#study-audio-b button.play-pause-button")
+        await page.wait_for_function("window.es4rMedia.size === 2")
+        assert await page.evaluate(playing) == 1, "two clips played at once"
+        await page.click("#study-audio-b button.play-pause-button")  # pause B, then listen properly
+        await page.wait_for_function(f"{playing} === 0")
+        await page.evaluate("window.es4rOneAtATimeSeen = true")
     await page.click("#study-audio-a button.play-pause-button")
+    await page.wait_for_selector("#study-lock-note:has-text('now play reply')", timeout=UNLOCK_TIMEOUT_MS)
     await page.click("#study-audio-b button.play-pause-button")
     await page.wait_for_selector("#study-crit-0 input[value='win']:not([disabled])",
                                  timeout=UNLOCK_TIMEOUT_MS)

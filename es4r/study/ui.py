@@ -56,6 +56,15 @@ CSS = """
 SHORTCUTS_JS = """
 if (!window.es4rStudyKeys) {
   window.es4rStudyKeys = true;
+  // One clip at a time: starting any clip pauses the others. The players keep their media
+  // elements off the page, so this wraps play() itself rather than listening on the DOM.
+  window.es4rMedia = new Set();
+  const play = HTMLMediaElement.prototype.play;
+  HTMLMediaElement.prototype.play = function (...args) {
+    for (const other of window.es4rMedia) if (other !== this && !other.paused) other.pause();
+    window.es4rMedia.add(this);
+    return play.apply(this, args);
+  };
   const choiceForKey = {"1": "win", "2": "tie", "3": "lose"};
   document.addEventListener("keydown", (event) => {
     const target = event.target;
@@ -206,7 +215,8 @@ def build_study_tab(db_path: str | Path) -> None:
         state = replace(state, heard=frozenset(heard))
         if heard != set(SIDES):
             missing = " and ".join(sorted(set(SIDES) - heard))
-            return [state, f"**Locked:** now play reply **{missing}** to the end.", gr.update()] + \
+            return [state, f"**Locked:** now play reply **{missing}** to the end — the questions open once "
+                           "both replies have been heard in full.", gr.update()] + \
                 _updates(len(radios))
         return [state, UNLOCKED_NOTE, gr.update(interactive=True)] + \
             _updates(len(radios), interactive=True)
