@@ -28,6 +28,15 @@ def main() -> None:
     torch.manual_seed(0)
     model = ES4RModel(load_whisper(whisper_dir, "cpu"), load_llm(llm_dir, "cpu"), preset_config("tiny"))
     before = digest(model)
+    import es4r.training as training
+
+    seen, loss = [], training.two_path_loss
+
+    def recording(model, batch, *args, **kwargs):  # which samples this process trained on
+        seen.extend(f"{item.sample.conversation_id}:{item.sample.turn_id}" for item in batch)
+        return loss(model, batch, *args, **kwargs)
+
+    training.two_path_loss = recording
     config = TrainConfig(manifest=manifest, output_dir=str(Path(out) / "run"), preset="tiny", epochs=1,
                          batch_size=1, lr=1e-2, max_steps=1, save_every=1000)
     train(config, model=model)
@@ -35,7 +44,7 @@ def main() -> None:
 
     state = PartialState()
     (Path(out) / f"rank{state.process_index}.json").write_text(
-        json.dumps({"before": before, "after": digest(model), "world": str(state.num_processes)}))
+        json.dumps({"before": before, "after": digest(model), "world": str(state.num_processes), "seen": seen}))
 
 
 if __name__ == "__main__":

@@ -46,6 +46,10 @@ def test_intra_turn_attention_never_crosses_turns_but_inter_does():
         full_a, full_b = module([turns]), module([changed])
     # intra-turn outputs of turns 0 and 1 are untouched by turn 2
     assert torch.equal(padded_a[:2], padded_b[:2])
+    # and through forward, as users run it: turns 0 and 1 attend only within themselves
+    for turn in (0, 1):
+        assert torch.equal(full_a.intra_weights[0][turn], full_b.intra_weights[0][turn])
+    assert not torch.equal(full_a.intra_weights[0][2], full_b.intra_weights[0][2])
     # after inter-turn attention, the first turn's frames see the change
     assert not torch.allclose(full_a.features[0, :, :5], full_b.features[0, :, :5])
 

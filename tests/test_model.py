@@ -26,6 +26,49 @@ def test_untrained_encoder_sees_original_features(tiny_model, features):
     assert torch.equal(enc.dual.features[0], expected)
 
 
+def test_untrained_whisper_encoder_input_is_the_log_mels_in_order(tiny_model, features):
+    """What the frozen encoder itself receives: the downsampled log-mels of the turns in time
+    order, then the silence floor up to the 30 s window."""
+    seen = []
+    encoder = tiny_model.whisper.model.get_encoder()
+    handle = encoder.register_forward_pre_hook(lambda module, args, kwargs: seen.append(args[0] if args else
+                                                                                       kwargs["input_features"]),
+                                               with_kwargs=True)
+    try:
+        tiny_model.eval()
+        tiny_model.encode_speech([features[:2]])
+    finally:
+        handle.remove()
+    expected = torch.cat([f[:, ::2] for f in features[:2]], dim=1)
+    window = seen[0][0].float()
+    assert torch.equal(window[:, : expected.shape[1]], expected)
+    assert torch.all(window[:, expected.shape[1]:] == window[:, -1:])  # one floor value per bin after
+
+
+def test_plora_acts_at_speech_positions_during_generation(tiny_dirs, features):
+    """With non-zero LoRA weights the speech path's reply changes; the text path's does not."""
+    from es4r.backbones import load_llm, load_whisper
+    from es4r.config import preset_config
+    from es4r.model import ES4RModel
+
+    torch.manual_seed(0)
+    model = ES4RModel(load_whisper(str(tiny_dirs["whisper"]), "cpu"), load_llm(str(tiny_dirs["llm"]), "cpu"),
+                      preset_config("tiny")).eval()
+    lora_b = [p for n, p in model.llm.named_parameters() if "lora_B" in n]
+    with torch.no_grad():
+        for weight in lora_b:
+            torch.nn.init.normal_(weight, std=1.0)
+    speech_on, _ = model.generate(HISTORY, features)
+    text_on, _ = model.generate(HISTORY, None)
+    with torch.no_grad():
+        for weight in lora_b:
+            weight.zero_()
+    speech_off, _ = model.generate(HISTORY, features)
+    text_off, _ = model.generate(HISTORY, None)
+    assert speech_on.token_ids != speech_off.token_ids
+    assert text_on.token_ids == text_off.token_ids
+
+
 def test_window_drops_oldest_turns_never_crashes(tiny_model):
     long_turn = torch.zeros(80, 2900)  # 29 s of frames -> 1450 after downsampling
     kept, dropped = tiny_model.fit_window([long_turn, long_turn, long_turn])

@@ -80,6 +80,8 @@ async def answer_item(page, who: str, texts: dict[str, str], clicks: list, use_k
                       screenshot: Path | None = None) -> None:
     """Play both replies to the end, then answer every criterion by `who`'s policy."""
     progress = await page.inner_text("#study-progress .prose")
+    html = (await page.content()).lower()
+    assert not any(system in html for system in SYSTEMS), "blinding key leaked into an item page"
     text_a = (await page.inner_text("#study-text-a .prose")).strip()
     system_a = texts[text_a]
     assert await page.is_disabled("#study-crit-0 input[value='win']")  # locked before listening

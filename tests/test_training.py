@@ -154,6 +154,8 @@ def test_two_processes_under_accelerate_sync_gradients(tiny_dirs, tmp_path):
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert all(r["world"] == "2" for r in ranks)
     assert ranks[0]["before"] == ranks[1]["before"]
+    assert len(ranks[0]["seen"]) == len(ranks[1]["seen"]) == 1
+    assert ranks[0]["seen"] != ranks[1]["seen"]  # the data was sharded: each process its own sample
     assert ranks[0]["after"] != ranks[0]["before"]  # the step changed the weights
     assert ranks[0]["after"] == ranks[1]["after"]  # and identically on both processes
 

@@ -1,0 +1,124 @@
+"""Plant known faults, one at a time, in a temporary copy of the repository and check that
+the tests named after each claim catch it (fail). Prints one line per fault and exits 1 if
+any fault survives.
+
+    python scripts/mutation_check.py            # every fault
+    python scripts/mutation_check.py plora_generate no_cross_ignored
+
+Each fault is a literal replacement in one file; if the code it targets has moved, the
+fault reports "stale" (and counts as a failure) so this list is kept up to date."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    claim: str
+    path: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+FAULTS = (
+    Fault("plora_generate", "PLoRA acts at speech positions during generation", "es4r/model.py",
+          "        with speech_positions(batch.speech_mask if batch.speech_mask.any() else None):\n"
+          "            output = self.llm.generate(",
+          "        with speech_positions(None):\n            output = self.llm.generate(",
+          ("tests/test_model.py::test_plora_acts_at_speech_positions_during_generation",)),
+    Fault("intra_crosses_turns", "intra-turn attention never crosses turns", "es4r/dual_attention.py",
+          "padded = nn.utils.rnn.pad_sequence(flat, batch_first=True)  # (N_turns, L_max, D)",
+          "padded = nn.utils.rnn.pad_sequence(flat, batch_first=True)\n"
+          "        padded = padded + padded.flip(0).mean(1, keepdim=True)",
+          ("tests/test_dual_attention.py",)),
+    Fault("encoder_reversed", "the untrained encoder sees the original log-mels in order", "es4r/model.py",
+          "encoded = encoder(window.to(dtype)).last_hidden_state",
+          "encoded = encoder(window.flip(-1).to(dtype)).last_hidden_state",
+          ("tests/test_model.py::test_untrained_whisper_encoder_input_is_the_log_mels_in_order",)),
+    Fault("study_name_leak", "no system name on any study page", "es4r/study/ui.py",
+          'status = (f"**Item {done.done + 1} of {done.total}** · annotator `{who}`"',
+          'status = (f"**Item {done.done + 1} of {done.total}** · annotator `{who}` · {store.spec.systems}"',
+          ("tests/test_study_browser.py",)),
+    Fault("accelerate_unsharded", "each process trains on its own samples", "es4r/training.py",
+          "wrapper, optimizer, loader = accelerator.prepare(wrapper, optimizer, loader)",
+          "wrapper, optimizer, _ = accelerator.prepare(wrapper, optimizer, loader)",
+          ("tests/test_training.py::test_two_processes_under_accelerate_sync_gradients",)),
+    Fault("no_cross_ignored", "the no_cross ablation passes S through", "es4r/cross_modal.py",
+          "if not self.config.enabled:", "if False:",
+          ("tests/test_adapter_cross.py",)),
+    Fault("latency_sums_rates", "latency total = stage seconds + other, rates apart", "es4r/ui/format.py",
+          "total = result.timings.get(WALL, sum(seconds))", "total = sum(result.timings.values())",
+          ("tests/test_app_unit.py::test_text_views",)),
+    Fault("strategy_reason_wrong", "strategy reasons quote the real change", "es4r/strategy.py",
+          'f"energy rose {change:.0%} since the last turn → encourage"',
+          'f"energy rose {change / 2:.0%} since the last turn → encourage"',
+          ("tests/test_strategy_fusion.py",)),
+    Fault("prosody_gate_open", "the prosody term starts closed", "es4r/cross_modal.py",
+          "self.prosody_gate = nn.Parameter(torch.zeros(width))",
+          "self.prosody_gate = nn.Parameter(torch.full((width,), 0.5))",
+          ("tests/test_prosody.py",)),
+    Fault("vad_off", "a turn without speech is refused", "es4r/pipeline.py",
+          "if heard < self.config.audio.min_speech_seconds:", "if heard < 0:",
+          ("tests/test_pipeline.py::test_failed_turn_keeps_the_conversation",)),
+)
+
+
+def _copy_repository(target: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    for name in files:
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+
+
+def check(fault: Fault) -> tuple[str, float]:
+    with tempfile.TemporaryDirectory(prefix=f"mutant-{fault.name}-") as folder:
+        copy = Path(folder)
+        _copy_repository(copy)
+        target = copy / fault.path
+        text = target.read_text()
+        if text.count(fault.old) != 1:
+            return "stale", 0.0
+        target.write_text(text.replace(fault.old, fault.new))
+        start = time.perf_counter()
+        run = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *fault.tests],
+                             cwd=copy, capture_output=True, text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+        seconds = time.perf_counter() - start
+    if run.returncode == 1:
+        return "caught", seconds
+    if run.returncode == 0:
+        return "SURVIVED", seconds
+    return f"error (pytest exit {run.returncode})", seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="faults to plant (default: all)")
+    args = parser.parse_args()
+    chosen = [f for f in FAULTS if not args.names or f.name in args.names]
+    failed = 0
+    for fault in chosen:
+        result, seconds = check(fault)
+        failed += result != "caught"
+        print(f"{fault.name:24s} {result:10s} {seconds:6.1f} s  {fault.claim}", flush=True)
+    print(f"{len(chosen) - failed} of {len(chosen)} planted faults caught")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
