@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import queue
 import tempfile
 import threading
 import time
@@ -39,6 +40,7 @@ GENERIC_ERROR = ("Something went wrong on our side while answering this turn. "
                  "Your conversation so far is kept; please try again.")
 INT16_SCALE = 32767
 CHAT_HEIGHT = 430
+STREAM_INTERVAL_S = 0.1  # at most ten page updates a second while the reply is written
 
 _pipeline: ES4RPipeline | None = None
 _pipeline_lock = threading.Lock()
@@ -147,6 +149,30 @@ def load_page(session: Session):
             pipeline.config.to_json(), context_markdown(_context_usage(pipeline, session)))
 
 
+def _think_streamed(pipeline: ES4RPipeline, conversation):
+    """pipeline.think in a worker thread; yields ("progress", (fraction, message)) and
+    ("text", reply so far) while it works, then ("draft", Draft). Progress and page updates
+    stay on this (the event's) thread; an error in the worker is raised here."""
+    updates: queue.Queue = queue.Queue()
+
+    def work() -> None:
+        try:
+            draft = pipeline.think(conversation, lambda f, m: updates.put(("progress", (f, m))),
+                                   on_text=lambda text: updates.put(("text", text)))
+            updates.put(("draft", draft))
+        except BaseException as error:
+            updates.put(("error", error))
+
+    threading.Thread(target=work, name="es4r-think", daemon=True).start()
+    while True:
+        kind, value = updates.get()
+        if kind == "error":
+            raise value
+        yield kind, value
+        if kind == "draft":
+            return
+
+
 def converse(audio_path: str | None, session: Session, progress=gr.Progress()):
     """One turn, streamed: the transcript first, then reply text and views, then the audio."""
     if not audio_path:
@@ -168,7 +194,15 @@ def converse(audio_path: str | None, session: Session, progress=gr.Progress()):
         extended = pipeline.add_user_turn(session.conversation, audio_path)
         asr_seconds = time.perf_counter() - started
         yield {chatbot: chat_messages(extended, pending_reply=True), turn_error: ""}
-        draft = pipeline.think(extended, report)
+        draft, shown_at = None, 0.0
+        for kind, value in _think_streamed(pipeline, extended):
+            if kind == "progress":
+                report(*value)
+            elif kind == "text" and time.perf_counter() - shown_at >= STREAM_INTERVAL_S:
+                shown_at = time.perf_counter()
+                yield {chatbot: chat_messages(extended.with_turn(Turn(ASSISTANT, value)))}
+            elif kind == "draft":
+                draft = value
         yield {chatbot: chat_messages(extended.with_turn(Turn(ASSISTANT, draft.reply_text)))}
         result = pipeline.speak(draft, report)
     except (AudioError, PipelineError) as error:

@@ -341,10 +341,12 @@ class ES4RModel(nn.Module):
         turn_features: list[torch.Tensor | None] | None,
         generation: GenerationConfig | None = None,
         encoding: SpeechEncoding | None = None,
+        streamer=None,
     ) -> tuple[GenerationOutput, SpeechEncoding | None]:
         """Reply to one dialogue: speech path when turn_features (one per history turn, None
         for a turn without audio) are given, else text path. Pass the `encoding` of those
-        features when the caller already has it: speech is encoded once per turn."""
+        features when the caller already has it: speech is encoded once per turn. A
+        transformers streamer (e.g. `TextIteratorStreamer`) receives the tokens as they come."""
         generation = generation or self.config.generation
         parts = self.prompt_parts(history, generation)
         cross_weights, flags = None, None
@@ -362,6 +364,8 @@ class ES4RModel(nn.Module):
             middle = self.embed(parts.history_ids)
         batch = self.build_path([parts], [middle], None, flags, pad_left=True)
         kwargs = generation_kwargs(generation, self.tokenizer)
+        if streamer is not None:
+            kwargs["streamer"] = streamer
         with speech_positions(batch.speech_mask if batch.speech_mask.any() else None):
             output = self.llm.generate(
                 inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, **kwargs

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -22,7 +23,7 @@ from es4r.audio import AudioError, Waveform, load_audio, log_mel, prepare_wavefo
 from es4r.backbones import is_random, load_llm, load_whisper
 from es4r.config import FALLBACK, RANDOM, TRAINED, UNTRAINED, ES4RConfig, preset_config
 from es4r.conversation import ASSISTANT, USER, WALL, AttentionMaps, ComponentStatus, Conversation, Turn, TurnResult
-from es4r.model import ES4RModel
+from es4r.model import ES4RModel, GenerationOutput
 from es4r.strategy import StrategyDecision, select_strategy
 from es4r.style_fusion import fuse_styles, fusion_weights
 from es4r.tts.base import TTSError
@@ -163,8 +164,11 @@ class ES4RPipeline:
         """Answer a conversation whose last turn is the user's (stages 1-3)."""
         return self.speak(self.think(conversation, progress), progress)
 
-    def think(self, conversation: Conversation, progress: ProgressFn | None = None) -> Draft:
-        """Stages 1-2 and the strategy: everything up to the reply text (shown before audio)."""
+    def think(self, conversation: Conversation, progress: ProgressFn | None = None,
+              on_text: Callable[[str], None] | None = None) -> Draft:
+        """Stages 1-2 and the strategy: everything up to the reply text (shown before audio).
+        `on_text`, when given, receives the reply as it grows, token by token (trimmed the same
+        way as the final text), so a page can show it while the LLM is still writing."""
         if not conversation.turns or conversation.turns[-1].role != USER:
             raise PipelineError("There is no new user turn to answer.")
         started = time.perf_counter()
@@ -195,8 +199,7 @@ class ES4RPipeline:
 
         _report(progress, 0.4, "thinking (LLM)")
         with _timed(timings, "llm"):
-            generated, _ = self.model.generate(history.history(), features if self.speech_path else None,
-                                               config.generation, encoding=encoding)
+            generated = self._generate(history.history(), features if self.speech_path else None, encoding, on_text)
         timings["llm_tokens_per_s"] = len(generated.token_ids) / max(timings["llm"], 1e-9)
         reply_text = trim_reply(generated.text, config.generation.max_sentences)
         if not any(ch.isalpha() for ch in reply_text):
@@ -231,6 +234,36 @@ class ES4RPipeline:
         )
         timings[WALL] = time.perf_counter() - started  # the stages plus the work between them
         return Draft(conversation, reply_text, energies, decision, weights, attention, timings, notes, dropped)
+
+    def _generate(self, history, features, encoding, on_text: Callable[[str], None] | None) -> GenerationOutput:
+        """model.generate, streamed to `on_text` from a worker thread when asked."""
+        generation = self.config.generation
+        if on_text is None:
+            return self.model.generate(history, features, generation, encoding=encoding)[0]
+        from transformers import TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(self.model.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        outcome: dict = {}
+
+        def work() -> None:
+            try:
+                outcome["output"] = self.model.generate(history, features, generation, encoding=encoding,
+                                                        streamer=streamer)[0]
+            except BaseException as error:  # re-raised in the caller's thread below
+                outcome["error"] = error
+                streamer.end()
+
+        worker = threading.Thread(target=work, name="es4r-generate", daemon=True)
+        worker.start()
+        text = ""
+        for piece in streamer:
+            text += piece
+            if piece.strip():
+                on_text(trim_reply(text, generation.max_sentences))
+        worker.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["output"]
 
     def speak(self, draft: Draft, progress: ProgressFn | None = None) -> TurnResult:
         """Stage 3 synthesis: style fusion and the voice. TTS failures become PipelineError."""

@@ -107,3 +107,14 @@ def test_input_notes_reach_the_chat_and_the_result(pipeline, speech_paths):
     assert any("downmixed 2 channels" in n for n in notes) and any("clipped" in n for n in notes)
     assert all(f"your recording: {n}" in result.notes for n in notes)
     assert all(n in chat_messages(conversation)[0]["content"] for n in notes)
+
+
+def test_streamed_reply_grows_and_ends_as_the_unstreamed_one(pipeline, speech_paths):
+    conversation = pipeline.add_user_turn(Conversation(), speech_paths[0], transcript="i feel sad today")
+    plain = pipeline.think(conversation)
+    pieces: list[str] = []
+    streamed = pipeline.think(conversation, on_text=pieces.append)
+    assert streamed.reply_text == plain.reply_text  # greedy: streaming changes nothing
+    assert pieces and pieces[-1] == streamed.reply_text
+    words = [p.split() for p in pieces]
+    assert all(a == b[: len(a)] for a, b in zip(words, words[1:]) if len(a) <= len(b))  # it grows
