@@ -9,9 +9,11 @@ Run: `python app.py --preset embedded` (or ES4R_PRESET=tiny|embedded|paper)."""
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
 import queue
+import shutil
 import tempfile
 import threading
 import time
@@ -40,6 +42,9 @@ GENERIC_ERROR = ("Something went wrong on our side while answering this turn. "
                  "Your conversation so far is kept; please try again.")
 INT16_SCALE = 32767
 CHAT_HEIGHT = 430
+ARCHIVE_DIR = Path(tempfile.mkdtemp(prefix="es4r_archives_"))
+atexit.register(shutil.rmtree, ARCHIVE_DIR, True)
+ARCHIVE_KEEP_S = 3600  # an export link stays valid this long
 STREAM_INTERVAL_S = 0.1  # at most ten page updates a second while the reply is written
 
 _pipeline: ES4RPipeline | None = None
@@ -149,6 +154,16 @@ def load_page(session: Session):
             pipeline.config.to_json(), context_markdown(_context_usage(pipeline, session)))
 
 
+def _archive_path() -> Path:
+    """A fresh path for this turn's export in the process's one archive folder; archives older
+    than ARCHIVE_KEEP_S are removed first (Gradio serves its own copy), and the folder goes at exit."""
+    now = time.time()
+    for old in ARCHIVE_DIR.glob("*/es4r_conversation.zip"):
+        if now - old.stat().st_mtime > ARCHIVE_KEEP_S:
+            shutil.rmtree(old.parent, ignore_errors=True)
+    return Path(tempfile.mkdtemp(dir=ARCHIVE_DIR)) / "es4r_conversation.zip"
+
+
 def _think_streamed(pipeline: ES4RPipeline, conversation):
     """pipeline.think in a worker thread; yields ("progress", (fraction, message)) and
     ("text", reply so far) while it works, then ("draft", Draft). Progress and page updates
@@ -221,10 +236,10 @@ def converse(audio_path: str | None, session: Session, progress=gr.Progress()):
     yield {state: new_session, chatbot: chat_messages(conversation), audio_in: None,
            context: context_markdown(_context_usage(pipeline, new_session)),
            **dict(zip(VIEW_OUTPUTS, _views(pipeline, new_session, shown)))}
+    yield {reply_audio: (result.sample_rate, _int16(result.reply_audio))}  # the voice first, the export after
     archive = write_archive(conversation, new_session.results, pipeline.config.to_json(), pipeline.config.preset,
-                            Path(tempfile.mkdtemp(prefix="es4r_")) / "es4r_conversation.zip")
-    yield {reply_audio: (result.sample_rate, _int16(result.reply_audio)),
-           download: gr.update(value=str(archive), visible=True)}
+                            _archive_path())
+    yield {download: gr.update(value=str(archive), visible=True)}
 
 
 def new_conversation():

@@ -169,9 +169,10 @@ def test_turn_streams_text_before_audio(app_module, speech_paths):
     assert len(written) >= 2 and written[-1] == new_session.results[0].reply_text
     assert len(written[0]) < len(written[-1]) or written[0] == written[-1]
     assert len(new_session.results) == 1 and len(new_session.conversation.turns) == 2
-    rate, samples = final[app_module.reply_audio]
+    rate, samples = yields[audios[0]][app_module.reply_audio]
     assert rate > 0 and samples.dtype == np.int16 and np.abs(samples).max() > 0
-    assert Path(final[app_module.download]["value"]).is_file()
+    archive = Path(final[app_module.download]["value"])  # the export comes after the voice
+    assert audios[0] < len(yields) - 1 and archive.is_file() and app_module.ARCHIVE_DIR in archive.parents
 
 
 def test_bad_audio_keeps_history(app_module, session, tmp_path):
