@@ -196,6 +196,25 @@ def test_unexpected_failure_is_friendly(app_module, session, monkeypatch, speech
     yields, error = _run(app_module.converse(str(speech_paths[0]), session))
     assert error is not None and error.message == app_module.GENERIC_ERROR and "0xdeadbeef" not in error.message
     assert len(yields[-1][app_module.chatbot]) == len(session.conversation.turns)
+    assert all(app_module.state not in y for y in yields), "the session state is untouched"
+
+
+def test_voice_failure_after_the_text_keeps_the_conversation(app_module, session, monkeypatch, speech_paths):
+    """The reply text was already on screen when the voice failed: the chat goes back to the
+    conversation as it was, the message says what happened, the session is untouched."""
+    from es4r.pipeline import PipelineError
+
+    def mute(*args, **kwargs):
+        raise PipelineError("The reply could not be spoken (voice engine crashed). Please try the turn again.")
+
+    monkeypatch.setattr(app_module._pipeline, "speak", mute)
+    yields, error = _run(app_module.converse(str(speech_paths[0]), session))
+    assert error is not None and "could not be spoken" in error.message
+    assert any(app_module.chatbot in y and len(y[app_module.chatbot]) == len(session.conversation.turns) + 2
+               for y in yields[:-1]), "the reply text was shown before the voice failed"
+    assert [m["content"] for m in yields[-1][app_module.chatbot]] == [t.text for t in session.conversation.turns]
+    assert "could not be spoken" in yields[-1][app_module.turn_error]
+    assert all(app_module.state not in y for y in yields)
 
 
 def test_new_conversation_and_preset(app_module, monkeypatch):
