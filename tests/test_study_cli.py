@@ -1,5 +1,6 @@
 """Organiser commands refuse bad input with one clear line and a nonzero exit, never a traceback."""
 
+import socket
 import sqlite3
 
 from es4r.cli import main
@@ -31,3 +32,16 @@ def test_bad_databases_and_counts_are_one_line(tmp_path, capsys):
     for count, expected in (("0", "at least 1"), ("-2", "at least 1"), ("9", "lower --samples")):
         _refused(capsys, ["study", "create", "--pairs", str(tmp_path / "pairs"), "--systems", "a", "b",
                           "--samples", count, "--out", str(tmp_path / f"s{count}.db")], expected)
+
+
+def test_busy_port_names_the_flag(tmp_path, capsys):
+    write_tone_pairs(tmp_path / "pairs", 2, ("a", "b"))
+    assert main(["study", "create", "--pairs", str(tmp_path / "pairs"), "--systems", "a", "b", "--samples", "2",
+                 "--out", str(tmp_path / "s.db")]) == 0
+    capsys.readouterr()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        _refused(capsys, ["study", "serve", "--db", str(tmp_path / "s.db"), "--port", str(port)],
+                 f"port {port} on 127.0.0.1 is busy")

@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import os
+import socket
 import sys
 
 from es4r.study.design import DEFAULT_CRITERIA, criteria_by_name
 from es4r.study.stimuli import TARGET_LUFS
+from es4r.study.store import StudyError
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +54,24 @@ def handle_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_free_port(host: str, port: int) -> None:
+    """Say which port is taken and how to choose another, before Gradio's own traceback would."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise StudyError(f"port {port} on {host} is busy ({error.strerror}); choose another with --port") from None
+
+
 @_reporting
 def handle_serve(args: argparse.Namespace) -> int:
     from es4r.study.ui import build_study_app, study_allowed_paths
 
     app = build_study_app(args.db)
+    port = args.port or int(os.environ.get("GRADIO_SERVER_PORT", DEFAULT_PORT))
+    _require_free_port(args.host or "127.0.0.1", port)
     app.queue(default_concurrency_limit=DEFAULT_CONCURRENCY)
-    app.launch(server_name=args.host, server_port=args.port,
+    app.launch(server_name=args.host, server_port=port,
                allowed_paths=study_allowed_paths(args.db))
     return 0
 
