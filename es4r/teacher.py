@@ -12,6 +12,7 @@ path is the teacher), so the only way to match them is to hear the trajectory.""
 from __future__ import annotations
 
 import logging
+import re
 
 import torch
 
@@ -20,6 +21,21 @@ from es4r.model import ES4RModel, generation_kwargs
 from es4r.pipeline import trim_reply
 
 logger = logging.getLogger(__name__)
+
+ECHO_NGRAM = 4  # a reply sharing any 4 consecutive words with the system prompt is an echo, not a reply
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z']+", text.lower().replace("you're", "you are"))
+
+
+def echoes_prompt(reply: str, system_prompt: str) -> bool:
+    """True when the small LLM recited its instructions instead of replying (measured: 42 of
+    720 training targets of the CPU corpus began "You're a warm, empathetic listener. Reply to
+    the user…"). Such targets teach the speech path to recite; they are not used."""
+    prompt, words = _words(system_prompt), _words(reply)
+    grams = {tuple(prompt[i:i + ECHO_NGRAM]) for i in range(len(prompt) - ECHO_NGRAM + 1)}
+    return any(tuple(words[i:i + ECHO_NGRAM]) in grams for i in range(len(words) - ECHO_NGRAM + 1))
 
 
 @torch.no_grad()

@@ -28,6 +28,28 @@ def _key(row: dict) -> str:
     return f"{row['conversation_id']}:{row.get('turn_id', 0)}:{row.get('variant') or ''}"
 
 
+def _recheck(out: Path) -> int:
+    """Targets written before a check existed: rows whose reply recites the system prompt go
+    back to the human line (teacher.failed), in place."""
+    from es4r.config import GenerationConfig
+    from es4r.teacher import echoes_prompt
+
+    prompt, rejected, rows = GenerationConfig().system_prompt, 0, []
+    for line in out.read_text().splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        reply = row["response"]["utterance"]
+        if not row.get("teacher", {}).get("failed") and echoes_prompt(reply, prompt):
+            row = dict(row, response={"utterance": row["human_response"]},
+                       teacher=dict(row.get("teacher", {}), failed=True, rejected=reply))
+            rejected += 1
+        rows.append(json.dumps(row))
+    out.write_text("\n".join(rows) + "\n")
+    logger.info("%s: %d of %d rows rejected (the teacher recited its prompt)", out, rejected, len(rows))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("manifest", type=Path, help="input manifest (rows with affect_hint)")
@@ -35,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="embedded", choices=["embedded", "paper", "tiny"])
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--limit", type=int, help="only the first N rows")
+    parser.add_argument("--recheck", action="store_true",
+                        help="only re-apply the reply checks to the rows already in OUT (no model is loaded)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ["ES4R_CHECKPOINT"] = "none"  # the teacher is the text path: no ES4R parts involved
@@ -43,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from es4r.corpus import affect_hint
     from es4r.pipeline import ES4RPipeline
-    from es4r.teacher import hinted_replies
+    from es4r.teacher import echoes_prompt, hinted_replies
 
+    if args.recheck:
+        return _recheck(args.out)
     rows = [json.loads(line) for line in args.manifest.read_text().splitlines() if line.strip()][: args.limit]
     # The hint of the current AFFECT_HINTS, written into the output: training's teacher reads it from there.
     rows = [dict(row, affect_hint=affect_hint(row["variant"])) if row.get("variant") else row for row in rows]
@@ -58,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     if not todo:
         return 0
     model = ES4RPipeline.from_preset(args.preset).model
+    system_prompt = model.config.generation.system_prompt
     teacher = {"system": "ES4R text path + affect hint after the history", "llm": model.config.backbones.llm
                and Path(model.config.backbones.llm).name, "generation": "greedy, as the app"}
     rebase = os.path.relpath(args.manifest.parent.resolve(), args.out.parent.resolve())
@@ -69,9 +96,10 @@ def main(argv: list[str] | None = None) -> int:
             replies = hinted_replies(model, [s for _, s in chunk], args.batch_size)
             for (row, _), reply in zip(chunk, replies):
                 human = row.get("human_response", row["response"]["utterance"])
-                if not any(ch.isalpha() for ch in reply):  # nothing speakable: keep the human line, say so
-                    logger.warning("%s: the teacher gave no text (%r); the human reply stays the target", _key(row), reply)
-                    row = dict(row, human_response=human, teacher=dict(teacher, failed=True))
+                if not any(ch.isalpha() for ch in reply) or echoes_prompt(reply, system_prompt):
+                    # nothing speakable, or the instructions recited: keep the human line, say so
+                    logger.warning("%s: unusable teacher reply (%r); the human reply stays the target", _key(row), reply)
+                    row = dict(row, human_response=human, teacher=dict(teacher, failed=True, rejected=reply))
                 else:
                     row = dict(row, human_response=human, response={"utterance": reply}, teacher=teacher)
                 for turn in row["dialogue_history"]:

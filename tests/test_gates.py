@@ -43,3 +43,13 @@ def test_affect_test_counts_differences_and_which_teacher_each_reply_is_closer_t
     assert swapped["differ"] == 2 and swapped["closer"] == 0
     same = affect_test(["I hear you."] * 2, ["I hear you."] * 2, teacher_falling, teacher_rising)
     assert same["differ"] == 0 and same["closer_share"] == 0.0 and same["teacher_differ"] == 2
+
+
+def test_teacher_replies_that_recite_the_prompt_are_rejected():
+    from es4r.config import GenerationConfig
+    from es4r.teacher import echoes_prompt
+
+    prompt = GenerationConfig().system_prompt
+    assert echoes_prompt("You're a warm, empathetic listener. Reply to the user in one or two sentences: hi", prompt)
+    assert not echoes_prompt("I'm so sorry to hear that. Would you like to talk about what happened?", prompt)
+    assert not echoes_prompt("That sounds exciting! Where would you travel first?", prompt)
