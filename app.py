@@ -197,11 +197,13 @@ def converse(audio_path: str | None, session: Session, progress=gr.Progress()):
     def report(fraction: float, message: str) -> None:
         progress(fraction, desc=message)
 
-    def fail(message: str):
-        """The chat as it was, the message beside the input, the input cleared for the next try."""
-        return ({chatbot: chat_messages(session.conversation), audio_in: None,
-                 turn_error: f"**This turn was not used:** {message}"},
-                gr.Error(message, print_exception=False))
+    def fail(message: str) -> dict:
+        """The chat as it was, the message beside the input, the input cleared for the next try.
+        A warning toast, not gr.Error: an error would put every output (the chat included) into
+        Gradio's error state and hide the conversation."""
+        gr.Warning(message)
+        return {chatbot: chat_messages(session.conversation), audio_in: None,
+                turn_error: f"**This turn was not used:** {message}"}
 
     try:
         report(0.05, "transcribing")
@@ -221,14 +223,12 @@ def converse(audio_path: str | None, session: Session, progress=gr.Progress()):
         yield {chatbot: chat_messages(extended.with_turn(Turn(ASSISTANT, draft.reply_text)))}
         result = pipeline.speak(draft, report)
     except (AudioError, PipelineError) as error:
-        restore, problem = fail(str(error))
-        yield restore
-        raise problem from None
+        yield fail(str(error))
+        return
     except Exception:
         logger.exception("unexpected failure while answering a turn")
-        restore, problem = fail(GENERIC_ERROR)
-        yield restore
-        raise problem from None
+        yield fail(GENERIC_ERROR)
+        return
     result = with_asr_time(result, asr_seconds)
     conversation = extended.with_turn(Turn(ASSISTANT, result.reply_text, result.reply_audio, result.sample_rate))
     new_session = session.answered(conversation, result)

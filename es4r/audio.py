@@ -16,6 +16,7 @@ import numpy as np
 from es4r.config import AudioConfig
 
 logger = logging.getLogger(__name__)
+PEAK_NOTE_ABOVE = 1.01  # a peak this far over full scale is worth telling the user about
 
 SAMPLE_RATE = 16_000  # Whisper's input rate
 N_FFT = 400  # 25 ms window
@@ -91,9 +92,10 @@ def prepare_waveform(
             "per turn. Please split it into shorter turns."
         )
     peak = float(np.max(np.abs(audio)))
-    if peak > 1.0:
+    if peak > 1.0:  # resampling can overshoot full scale by a hair: rescale quietly then
         audio = audio / peak
-        notes.append(f"rescaled out-of-range samples (peak {peak:.2f})")
+        if peak > PEAK_NOTE_ABOVE:
+            notes.append(f"rescaled out-of-range samples (peak {peak:.2f})")
     rms = float(np.sqrt(np.mean(audio.astype(np.float64) ** 2)))
     if rms < config.silence_rms:
         raise AudioError("The recording is silent. Check the microphone and speak a little louder.")

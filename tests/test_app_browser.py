@@ -229,3 +229,30 @@ def test_two_sessions_keep_separate_histories(app_url, driver):
         assert _messages(page_b, "user") == [], "a reloaded tab starts a new conversation"
         assert len(_messages(page_a, "user")) == 2, "the other tab's history is untouched"
         page_a.screenshot(path=str(ARTIFACTS / "app_session_a.png"), full_page=True)
+
+
+def test_rejected_upload_keeps_the_chat_and_clears_the_input(app_url, driver, tmp_path):
+    """A file that is not audio: the app's own message beside the input, the conversation
+    intact, the input cleared so the next recording can be sent at once."""
+    not_audio = tmp_path / "notes.wav"
+    not_audio.write_text("these are my notes, not a recording")
+    with browser_with_microphone(driver, SPEECH_CLIP) as context:
+        page = _open_page(context, app_url)
+        _speak_turn(page, SPEECH_CLIP, 1)
+        before = _messages(page, "user") + _messages(page, "bot")
+        page.locator("#mic button[aria-label='Upload file']").click()
+        page.locator("#mic input[type=file]").set_input_files(str(not_audio))
+        send = page.locator("#send")
+        playwright_api.expect(send).to_be_enabled(timeout=UPLOAD_TIMEOUT_MS)
+        send.click()
+        playwright_api.expect(page.locator("#turn-error")).to_contain_text("This turn was not used",
+                                                                          timeout=TURN_TIMEOUT_MS)
+        playwright_api.expect(page.locator("#turn-error")).to_contain_text("as audio")
+        assert _messages(page, "user") + _messages(page, "bot") == before
+        assert "Error" not in page.locator("#chat").inner_text()  # the chat is not put in an error state
+        playwright_api.expect(send).to_be_disabled()  # the input was cleared
+        assert "Traceback" not in page.content()
+        page.screenshot(path=str(ARTIFACTS / "app_rejected_upload.png"), full_page=True)
+        page.locator("#mic button[aria-label='Record audio']").click()
+        _speak_turn(page, SPEECH_CLIP, 2)  # the next recording goes straight through
+        playwright_api.expect(page.locator("#turn-error")).to_have_text("")
