@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import json
 import logging
 import os
 import queue
@@ -26,7 +27,7 @@ from es4r.audio import FRAMES_PER_SECOND, AudioError
 from es4r.backbones import BackboneError
 from es4r.config import PRESETS
 from es4r.conversation import ASSISTANT, Turn
-from es4r.pipeline import ES4RPipeline, PipelineError, with_asr_time
+from es4r.pipeline import ES4RPipeline, PipelineError, shown_source, with_asr_time
 from es4r.ui import plots
 from es4r.ui.archive import write_archive
 from es4r.ui.format import (SYNTHETIC_VOICE_NOTE, ContextUsage, chat_messages, context_markdown, latency_table,
@@ -151,7 +152,7 @@ def load_page(session: Session):
         return ("**The model could not be loaded;** see the server log.", "", "", context_markdown(None))
     preset, components, voice = pipeline.config.preset, pipeline.components, pipeline.voice.name
     return (status_line(preset, components, voice), status_markdown(preset, components, voice),
-            pipeline.config.to_json(), context_markdown(_context_usage(pipeline, session)))
+            _shown_settings(pipeline), context_markdown(_context_usage(pipeline, session)))
 
 
 def _archive_path() -> Path:
@@ -162,6 +163,14 @@ def _archive_path() -> Path:
         if now - old.stat().st_mtime > ARCHIVE_KEEP_S:
             shutil.rmtree(old.parent, ignore_errors=True)
     return Path(tempfile.mkdtemp(dir=ARCHIVE_DIR)) / "es4r_conversation.zip"
+
+
+def _shown_settings(pipeline: ES4RPipeline) -> str:
+    """The run's config as JSON for the Settings tab, local folders named without the server's path."""
+    settings = pipeline.config.to_dict()
+    settings["backbones"] = {key: shown_source(value) if isinstance(value, str) and value else value
+                             for key, value in settings["backbones"].items()}
+    return json.dumps(settings, indent=2, sort_keys=True)
 
 
 def _think_streamed(pipeline: ES4RPipeline, conversation):

@@ -100,14 +100,16 @@ class ES4RPipeline:
             speech_path = True
         voice = load_voice(b.voice, styletts2_path=b.tts or None)
         components = {
-            "asr": _status_of(b.whisper, f"Whisper ASR ({b.whisper})"),
-            "speech_encoder": _status_of(b.whisper, f"Whisper encoder, frozen ({b.whisper})"),
-            "llm": _status_of(b.llm, f"LLM ({b.llm})"),
-            "es4r_modules": ComponentStatus(TRAINED, f"trained ES4R checkpoint ({b.es4r_checkpoint})") if speech_path
+            "asr": _status_of(b.whisper, f"Whisper ASR ({shown_source(b.whisper)})"),
+            "speech_encoder": _status_of(b.whisper, f"Whisper encoder, frozen ({shown_source(b.whisper)})"),
+            "llm": _status_of(b.llm, f"LLM ({shown_source(b.llm)})"),
+            "es4r_modules": ComponentStatus(TRAINED, f"trained ES4R checkpoint ({shown_source(b.es4r_checkpoint)})")
+            if speech_path
             else ComponentStatus(UNTRAINED, "dual-level attention, adapter, cross-modal attention and PLoRA at "
                                  "initialisation; heatmaps illustrate the mechanism only; " + TEXT_PATH_NOTE),
             "voice": ComponentStatus(voice.status, voice.name),
         }
+        logger.info("loaded from: whisper %s, llm %s, es4r checkpoint %s", b.whisper, b.llm, b.es4r_checkpoint)
         for key, value in components.items():
             log = logger.warning if value.status in (FALLBACK, RANDOM, UNTRAINED) else logger.info
             log("%s: %s — %s", key, value.status, value.description)
@@ -353,6 +355,15 @@ def trim_reply(text: str, max_sentences: int) -> str:
         return text
     cut = ends[min(max_sentences, len(ends)) - 1]
     return text[: cut + 1]
+
+
+def shown_source(path_or_id: str) -> str:
+    """How a model's source is named on the page: a hub id as it is, a local folder by its own
+    name only (the server's paths stay in the server's log)."""
+    path = Path(path_or_id)
+    if path.is_absolute() or path.exists():
+        return f"local folder {path.name}"
+    return path_or_id
 
 
 def _status_of(path_or_id: str, description: str) -> ComponentStatus:

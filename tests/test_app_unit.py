@@ -16,7 +16,8 @@ import soundfile as sf
 from es4r.conversation import Conversation
 from es4r.ui import plots
 from es4r.ui.archive import write_archive
-from es4r.ui.format import ContextUsage, context_markdown, latency_table, status_markdown, strategy_markdown
+from es4r.ui.format import (ContextUsage, context_markdown, latency_table, status_line, status_markdown,
+                            strategy_markdown)
 from es4r.ui.session import Session
 
 TRANSCRIPTS = ["I had a rough week at work.", "My manager criticised my project."]
@@ -117,9 +118,15 @@ def test_archive_holds_audio_text_and_settings(session, pipeline, tmp_path):
         assert "synthetic voice" in archive.read("transcript.txt").decode()
 
 
-def test_text_views(session, pipeline):
+def test_text_views(session, pipeline, app_module):
     status = status_markdown("tiny", pipeline.components, pipeline.voice.name)
     assert "tiny" in status and all(c.description in status for c in pipeline.components.values())
+    line = status_line("tiny", pipeline.components, pipeline.voice.name)
+    assert "answered from the transcript — the speech model is not trained yet" in line
+    settings = app_module._shown_settings(pipeline)
+    for source in (pipeline.config.backbones.whisper, pipeline.config.backbones.llm):  # no server paths
+        assert Path(source).is_absolute() and source not in status and source not in line
+        assert source not in settings and f"local folder {Path(source).name}" in settings
     card = strategy_markdown(session.latest, TURNS)
     assert session.latest.strategy in card and session.latest.strategy_reason in card
     headers, rows = latency_table(session.results)

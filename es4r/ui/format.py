@@ -25,7 +25,11 @@ def status_line(preset: str, components: dict[str, ComponentStatus], voice: str)
              for key, c in components.items() if key != "voice"]
     voice_status = components["voice"].status if "voice" in components else ""
     voice_badge = STATUS_BADGES.get(voice_status, voice_status)
-    return f"**Running preset `{preset}`** — {' · '.join(parts)} · **voice:** {voice} ({voice_badge})"
+    speech = components.get("es4r_modules") is not None and components["es4r_modules"].status == TRAINED
+    answered = ("answered by the speech model" if speech else
+                "answered from the transcript — the speech model is not trained yet")
+    return (f"**Running preset `{preset}`** — {answered} · {' · '.join(parts)} · "
+            f"**voice:** {voice} ({voice_badge})")
 
 
 def status_markdown(preset: str, components: dict[str, ComponentStatus], voice: str) -> str:
