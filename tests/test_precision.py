@@ -67,3 +67,32 @@ def test_casting_the_model_casts_every_network(tiny_dirs, speech_paths):
     features = [torch.from_numpy(log_mel(load_audio(p).samples, 80)) for p in speech_paths]
     speech, _ = model.generate(HISTORY, features)
     assert speech.token_ids and torch.isfinite(speech.cross_weights).all()
+
+
+def test_gpu_branches_with_the_device_check_mocked(monkeypatch, tiny_dirs):
+    """Where several GPUs are present, the LLM loads in bf16 sharded by a device map; one GPU:
+    bf16, moved to it. (The CUDA checks are mocked; the loader is the real code path.)"""
+    import es4r.backbones as backbones
+
+    seen = {}
+
+    class FakeModel(torch.nn.Module):
+        @classmethod
+        def from_pretrained(cls, path, **kwargs):
+            seen.update(kwargs, path=path)
+            raise RuntimeError("stop after the arguments were chosen")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    import transformers
+
+    monkeypatch.setattr(transformers, "AutoModelForCausalLM", FakeModel)
+    for gpus, device_map in ((2, "auto"), (1, None)):
+        seen.clear()
+        monkeypatch.setattr(torch.cuda, "device_count", lambda gpus=gpus: gpus)
+        try:
+            backbones.load_llm(str(tiny_dirs["llm"]), "auto")
+        except RuntimeError:
+            pass
+        assert seen["dtype"] == torch.bfloat16 and seen.get("device_map") == device_map
+    assert backbones.resolve_device("auto").type == "cuda"
