@@ -183,7 +183,7 @@ def _extractor(n_mels: int):
 
 
 def turn_energy(samples: np.ndarray, n_mels: int = 80) -> float:
-    """DESIGN.md step 12: E_i = mean over frames of the L2 norm of the (linear-magnitude)
+    """Paper Sec. 3.3: E_i = mean over frames of the L2 norm of the (linear-magnitude)
     mel-spectrogram frame. Linear magnitude keeps loudness in the measure; Whisper's
     log-mel is normalised per clip and would hide it."""
     import librosa

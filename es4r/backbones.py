@@ -49,7 +49,7 @@ def _load(what: str, path_or_id: str, loader, *args, **kwargs):
     """`loader.from_pretrained` with one clear message instead of a hub traceback."""
     try:
         return loader.from_pretrained(path_or_id, *args, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as error:
+    except (OSError, ValueError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise BackboneError(
             f"could not load the {what} {path_or_id!r} ({reason[:200]}). Ways out: connect to the network "

@@ -44,19 +44,15 @@ def _respond(args: argparse.Namespace) -> int:
         return 2
     waveforms = []
     for index, path in enumerate(args.turns, start=1):  # every input checked before any model loads
-        problem = None
-        if path.is_dir():
-            problem = "is a directory, not an audio file"
-        elif not path.exists():
-            problem = "does not exist"
-        else:
-            try:
-                waveforms.append(load_audio(path))
-            except AudioError as error:
-                problem = str(error)
-        if problem:
-            print(f"error: turn {index} ({path}) {problem}" if problem[0].islower() else
-                  f"error: turn {index} ({path}): {problem}", file=sys.stderr)
+        where = f"turn {index} ({path})"
+        if path.is_dir() or not path.exists():
+            what = "is a directory, not an audio file" if path.is_dir() else "does not exist"
+            print(f"error: {where} {what}", file=sys.stderr)
+            return 2
+        try:
+            waveforms.append(load_audio(path))
+        except AudioError as error:
+            print(f"error: {where}: {error}", file=sys.stderr)
             return 2
     overrides = {}
     if args.styletts2:

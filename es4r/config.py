@@ -87,7 +87,7 @@ class GenerationConfig:
 
 @dataclass(frozen=True)
 class StrategyParams:
-    """Voice settings of one speaking strategy (DESIGN.md step 14).
+    """Voice settings of one speaking strategy (paper Sec. 3.3).
 
     alpha/beta/diffusion_steps/embedding_scale are StyleTTS2's sampler settings
     (alpha: acoustic-style mix, which the paper reads as duration/pace, smaller = slower;
@@ -213,7 +213,7 @@ def preset_config(name: str) -> ES4RConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Two-path training (DESIGN.md step 11). Defaults are the paper's where it gives them."""
+    """Two-path training (paper Sec. 3.2). Defaults are the paper's where it gives them."""
 
     manifest: str = ""  # training JSONL
     val_manifest: str | None = None  # held-out JSONL: speech-path CE/KL logged at each snapshot, never trained on

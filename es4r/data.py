@@ -1,4 +1,4 @@
-"""Training and evaluation data: the ES4R JSONL manifest (DESIGN.md, "Data contract").
+"""Training and evaluation data: the ES4R JSONL manifest (the layout of the ES4R authors' data files).
 
 One sample per line: conversation_id, turn_id, dialogue_history = [{index, role:
 speaker|listener, utterance, audio_path}], speaker_emotion (optional), response =

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -238,34 +237,10 @@ class ES4RPipeline:
         return Draft(conversation, reply_text, energies, decision, weights, attention, timings, notes, dropped)
 
     def _generate(self, history, features, encoding, on_text: Callable[[str], None] | None) -> GenerationOutput:
-        """model.generate, streamed to `on_text` from a worker thread when asked."""
+        """model.generate; with `on_text`, each finished piece of text is passed on as it comes."""
         generation = self.config.generation
-        if on_text is None:
-            return self.model.generate(history, features, generation, encoding=encoding)[0]
-        from transformers import TextIteratorStreamer
-
-        streamer = TextIteratorStreamer(self.model.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        outcome: dict = {}
-
-        def work() -> None:
-            try:
-                outcome["output"] = self.model.generate(history, features, generation, encoding=encoding,
-                                                        streamer=streamer)[0]
-            except BaseException as error:  # re-raised in the caller's thread below
-                outcome["error"] = error
-                streamer.end()
-
-        worker = threading.Thread(target=work, name="es4r-generate", daemon=True)
-        worker.start()
-        text = ""
-        for piece in streamer:
-            text += piece
-            if piece.strip():
-                on_text(trim_reply(text, generation.max_sentences))
-        worker.join()
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["output"]
+        streamer = _reply_streamer(self.model.tokenizer, generation.max_sentences, on_text) if on_text else None
+        return self.model.generate(history, features, generation, encoding=encoding, streamer=streamer)[0]
 
     def speak(self, draft: Draft, progress: ProgressFn | None = None) -> TurnResult:
         """Stage 3 synthesis: style fusion and the voice. TTS failures become PipelineError."""
@@ -355,6 +330,22 @@ def trim_reply(text: str, max_sentences: int) -> str:
         return text
     cut = ends[min(max_sentences, len(ends)) - 1]
     return text[: cut + 1]
+
+
+def _reply_streamer(tokenizer, max_sentences: int, on_text: Callable[[str], None]):
+    """A transformers TextStreamer that, on generate's own thread, hands the reply so far
+    (trimmed as the final text is) to `on_text` each time a piece of text is finalised."""
+    from transformers import TextStreamer
+
+    class ReplyStreamer(TextStreamer):
+        reply = ""
+
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            self.reply += text
+            if text.strip():
+                on_text(trim_reply(self.reply, max_sentences))
+
+    return ReplyStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
 
 
 def shown_source(path_or_id: str) -> str:

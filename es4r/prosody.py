@@ -36,5 +36,4 @@ def prosody_features(levels: list[float], frames: list[int], tokens: list[int],
     level = torch.tensor(levels, dtype=torch.float32)
     rate = torch.log(torch.tensor(tokens, dtype=torch.float32).clamp(min=1)
                      / torch.tensor(frames, dtype=torch.float32).clamp(min=1))
-    values = torch.stack([(level - level.mean()) / level_scale, (rate - rate.mean()) / rate_scale], dim=1)
-    return values
+    return torch.stack([(level - level.mean()) / level_scale, (rate - rate.mean()) / rate_scale], dim=1)

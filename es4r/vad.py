@@ -5,13 +5,10 @@ refused before the recogniser can hallucinate words into it."""
 
 from __future__ import annotations
 
-import logging
 import threading
 
 import numpy as np
 import torch
-
-logger = logging.getLogger(__name__)
 
 VAD_RATE = 16_000  # Silero's native rate and Whisper's; inputs arrive resampled to it
 _MODEL = None

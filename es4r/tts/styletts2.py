@@ -1,4 +1,4 @@
-"""The StyleTTS2 voice (DESIGN.md steps 14-16): reference style extraction and style-diffusion
+"""The StyleTTS2 voice (paper Sec. 3.3): reference style extraction and style-diffusion
 synthesis with a strategy's alpha / beta, loaded strictly from the official checkpoint layout.
 
 Inference follows StyleTTS2's LibriTTS demo: ref_s = [acoustic style, prosodic style] of a
