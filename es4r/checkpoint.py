@@ -41,6 +41,19 @@ def es4r_state_dict(model) -> dict[str, torch.Tensor]:
     return state
 
 
+def portable(meta):
+    """The checkpoint's metadata with every absolute path cut to its last part (a model folder's
+    own name): a checkpoint that travels — shipped in assets/, shared — names no machine's
+    folders. Loading never reads these paths (the fingerprint decides what fits)."""
+    if isinstance(meta, dict):
+        return {k: portable(v) for k, v in meta.items()}
+    if isinstance(meta, list):
+        return [portable(v) for v in meta]
+    if isinstance(meta, str) and Path(meta).is_absolute():
+        return Path(meta).name
+    return meta
+
+
 def save_es4r_parts(model, folder: str | Path, extra: dict | None = None) -> Path:
     from safetensors.torch import save_file
 
@@ -49,8 +62,20 @@ def save_es4r_parts(model, folder: str | Path, extra: dict | None = None) -> Pat
     save_file(es4r_state_dict(model), str(folder / WEIGHTS_FILE))
     meta = {"config": model.config.to_dict(), "backbones": backbone_fingerprint(model),
             "whisper_source": model.whisper.source, **(extra or {})}
-    (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    (folder / CONFIG_FILE).write_text(json.dumps(portable(meta), indent=2, sort_keys=True))
     return folder
+
+
+def ship(folder: str | Path, destination: str | Path, extra: dict | None = None) -> Path:
+    """Copy a checkpoint (its weights and portable metadata, plus `extra`) to `destination`."""
+    import shutil
+
+    folder, destination = Path(folder), Path(destination)
+    destination.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(folder / WEIGHTS_FILE, destination / WEIGHTS_FILE)
+    meta = json.loads((folder / CONFIG_FILE).read_text())
+    (destination / CONFIG_FILE).write_text(json.dumps(portable({**meta, **(extra or {})}), indent=2, sort_keys=True))
+    return destination
 
 
 # The config sections that shape the trained parts' weights and how they are used.
@@ -88,7 +113,10 @@ def architecture_mismatch(model_config: ES4RConfig, saved: ES4RConfig) -> list[s
     return found
 
 
-def load_es4r_parts(model, folder: str | Path) -> None:
+def load_es4r_parts(model, folder: str | Path, strict: bool = True) -> None:
+    """Load trained parts. `strict=False` (a training stage's `init_from`) lets the model keep
+    its initialisation for parts the checkpoint predates (e.g. the reply cue); anything the
+    checkpoint has that the model lacks is still an error."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -109,6 +137,11 @@ def load_es4r_parts(model, folder: str | Path) -> None:
     state = load_file(str(folder / WEIGHTS_FILE))
     for prefix, module in model.trainable_modules().items():
         part = {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}
-        module.load_state_dict(part, strict=True)
+        result = module.load_state_dict(part, strict=strict)
+        if result.unexpected_keys:
+            raise ValueError(f"the ES4R checkpoint {folder} has {prefix} weights this model lacks: {result.unexpected_keys}")
+        if result.missing_keys:
+            logger.info("ES4R checkpoint %s has no %s weights for %s: kept at initialisation", folder, prefix,
+                        result.missing_keys)
     load_plora_state_dict(model.llm, {k[len("plora."):]: v for k, v in state.items() if k.startswith("plora.")})
     logger.info("loaded trained ES4R parts from %s", folder)

@@ -59,6 +59,7 @@ class CrossModalConfig:
     prosody: bool = True  # gated per-turn loudness and rate beside S' (es4r/prosody.py)
     prosody_level_scale: float = 0.15  # log-mel level change that counts as one unit (~6 dB)
     prosody_rate_scale: float = 0.12  # log speaking-rate change that counts as one unit (~12 %)
+    prosody_cue: bool = True  # the last heard turn's loudness/rate also at the reply cue (zero at start)
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,7 @@ class TrainConfig:
 
     manifest: str = ""  # training JSONL
     val_manifest: str | None = None  # held-out JSONL: speech-path CE/KL logged at each snapshot, never trained on
+    val_limit: int | None = None  # validate on the first rows only (a manifest's variants are adjacent)
     output_dir: str = "runs/es4r"
     preset: str = "paper"  # backbones to train on (paper | embedded | tiny)
     epochs: int = 2
@@ -234,6 +236,10 @@ class TrainConfig:
     cache_teacher: bool = True  # the frozen teacher's logits computed once per sample, reused
     affect_loss_weight: float = 0.0  # auxiliary per-turn energy/pace regression from S (training.AffectHead)
     gate_lr_scale: float = 1.0  # learning-rate multiplier (no weight decay) for the closed-at-start gates of step 8
+    init_from: str | None = None  # start from this checkpoint's parts (a second stage); parts it lacks keep their init
+    train_only: tuple[str, ...] = ()  # train only parameters whose names start with these (e.g. "cross.cue")
+    two_path_weight: float = 1.0  # weight of CE + KL on the batch; 0 skips it (a stage of affect pairs only)
+    affect_pair_weight: float = 0.0  # falling/rising pairs with swapped audio (es4r/affect_pairs.py)
     seed: int = 42
     max_steps: int | None = None  # stop early (smoke runs, time-boxed CPU runs)
     log_every: int = 1
@@ -252,4 +258,6 @@ class TrainConfig:
         unknown = sorted(set(data) - valid)
         if unknown:
             raise ValueError(f"{path}: unknown training settings {unknown}; valid: {sorted(valid)}")
+        if "train_only" in data:
+            data["train_only"] = tuple(data["train_only"] or ())
         return cls(**data)

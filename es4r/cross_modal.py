@@ -20,7 +20,12 @@ logits (zero at initialisation), and an additive speech term tanh(g) ⊙ W_s S w
 starts closed (0) — the channel for how something was said (energy, pace). With
 `config.prosody`, each turn's measured loudness and rate (es4r/prosody.py) are added too,
 through a projection whose rows start at the scale of a word embedding and a gate of their own
-that starts closed."""
+that starts closed. With `config.prosody_cue`, the last heard turn's loudness and rate are also
+projected onto the reply cue (the tokens that close the user's message and open the reply, where
+the training teacher reads its hint of how the user sounds): a projection that starts at zero.
+Measured on the CPU corpus: spread over S' the prosody barely steers the reply (its gate stayed
+~0.03 over a full run); at the cue, 20 steps of training make the speech path prefer the reply
+that matches how the dialogue was spoken (assets/TRAINING_CPU.md, run 6)."""
 
 from __future__ import annotations
 
@@ -69,6 +74,9 @@ class CrossModalAttention(nn.Module):
             self.prosody = nn.Linear(len(PROSODY_FEATURES), width, bias=False)
             self.prosody_gate = nn.Parameter(torch.zeros(width))
             nn.init.normal_(self.prosody.weight, std=embedding_rms)
+        if config.prosody and config.prosody_cue:  # zero at start: the untrained reply cue is unchanged
+            self.cue = nn.Linear(len(PROSODY_FEATURES), width, bias=False)
+            nn.init.zeros_(self.cue.weight)
         self.log_sigma = nn.Parameter(torch.full((config.heads,), math.log(config.prior_sigma)))
         self.dropout = nn.Dropout(config.dropout)
         for layer in (self.value, self.output):
@@ -76,6 +84,14 @@ class CrossModalAttention(nn.Module):
             nn.init.zeros_(layer.bias)
         nn.init.zeros_(self.query.weight)
         nn.init.zeros_(self.query.bias)
+
+    def reply_cue(self, turn_prosody: torch.Tensor | None) -> torch.Tensor | None:
+        """(W,) added to each embedding of the reply cue: the projected loudness and rate of the
+        last heard turn, centred over the dialogue — how the person sounds now against how they
+        sounded before (falling: both negative; rising: positive; flat: about zero)."""
+        if turn_prosody is None or not hasattr(self, "cue") or not self.config.enabled:
+            return None
+        return self.cue(turn_prosody[-1].to(self.cue.weight.dtype))
 
     def position_prior(self, speech_turn: torch.Tensor, text_turn: torch.Tensor) -> torch.Tensor:
         """(B, heads, S, T) additive logit bias: the turn-block mask (-inf across turns) plus

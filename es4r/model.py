@@ -59,6 +59,7 @@ class SpeechContext:
     weights: torch.Tensor  # (S, T) cross-modal weights, speech positions x history tokens
     unheard_turns: list[int]  # history turns read as text (no audio, or outside the speech window)
     prosody: torch.Tensor | None = None  # (heard turns, 2) centred loudness and rate, when used
+    cue: torch.Tensor | None = None  # (W,) added to the reply cue's embeddings (CrossModalAttention.reply_cue)
 
 
 @dataclass(frozen=True)
@@ -270,7 +271,8 @@ class ES4RModel(nn.Module):
             else:
                 pieces.append(attended[0, speech_span[0]:speech_span[1]])
                 flags.append(torch.ones(speech_span[1] - speech_span[0], dtype=torch.bool, device=speech.device))
-        return SpeechContext(torch.cat(pieces), torch.cat(flags), weights[0], unheard, turn_prosody)
+        return SpeechContext(torch.cat(pieces), torch.cat(flags), weights[0], unheard, turn_prosody,
+                             self.cross.reply_cue(turn_prosody))
 
     def _position_prosody(self, speech: torch.Tensor, spans: list[tuple[int, int] | None], parts: PromptParts,
                           prosody: list[tuple[float, int] | None] | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -297,14 +299,18 @@ class ES4RModel(nn.Module):
         responses: list[list[int]] | None,
         speech_flags: list[torch.Tensor] | None,
         pad_left: bool,
+        cues: list[torch.Tensor | None] | None = None,
     ) -> PathBatch:
         """Step 9: [prefix][middle][suffix][response] per sample, padded into one batch.
         The middle is the text history embeddings (text path, speech_flags None) or the
-        speech context (speech path, its flags marking the S' positions)."""
+        speech context (speech path, its flags marking the S' positions). `cues` (speech
+        path, `SpeechContext.cue`) are added to the suffix: the reply cue."""
         rows, masks, labels = [], [], []
         for index, (part, middle) in enumerate(zip(parts, middles)):
             response = responses[index] if responses is not None else []
             prefix, suffix = self.embed(part.prefix_ids), self.embed(part.suffix_ids)
+            if cues is not None and cues[index] is not None:
+                suffix = suffix + cues[index].to(suffix.dtype)
             tail = self.embed(response) if response else prefix[:0]
             middle = middle.to(prefix.dtype)
             rows.append(torch.cat([prefix, middle, suffix, tail]))
@@ -360,9 +366,10 @@ class ES4RModel(nn.Module):
             context = self.speech_context(speech, self.heard_spans(turn_features, encoding), parts,
                                           self.heard_prosody(turn_features, encoding))
             middle, flags, cross_weights = context.middle, [context.speech_flags], context.weights
+            cues = [context.cue]
         else:
-            middle = self.embed(parts.history_ids)
-        batch = self.build_path([parts], [middle], None, flags, pad_left=True)
+            middle, cues = self.embed(parts.history_ids), None
+        batch = self.build_path([parts], [middle], None, flags, pad_left=True, cues=cues)
         kwargs = generation_kwargs(generation, self.tokenizer)
         if streamer is not None:
             kwargs["streamer"] = streamer

@@ -7,7 +7,8 @@ the teacher reads it at the end of its prompt and the student does not: the spee
 hear how the person sounds.
 
 Trainable: dual-level attention, adapter, cross-modal attention, PLoRA. Frozen: Whisper
-and the LLM base. Runs under Hugging Face Accelerate, so `accelerate launch` makes the same
+and the LLM base. A later stage starts from a checkpoint (`init_from`), may train some parts
+only (`train_only`) and may add the affect pairs (es4r/affect_pairs.py, `affect_pair_weight`). Runs under Hugging Face Accelerate, so `accelerate launch` makes the same
 command data-parallel on several GPUs, machines or CPU processes."""
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import math
 import random
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from es4r.affect_pairs import PairSampler, affect_pair_loss, held_out_margin
 from es4r.config import TrainConfig
 from es4r.data import ManifestDataset, PreparedSample, collate, load_manifest
 
@@ -43,6 +45,7 @@ class TwoPathLoss:
     response_tokens: int
     speech: list[torch.Tensor]  # per dialogue, the adapter's speech vectors (S, W) the loss was computed on
     affect: torch.Tensor | None = None  # auxiliary per-turn affect regression loss, when on
+    pair_margin: torch.Tensor | None = None  # affect pair margin (es4r/affect_pairs.py), when on
 
 
 # Per speaker turn: log energy (es4r.audio.turn_energy) and log frames per character (pace),
@@ -149,7 +152,7 @@ def two_path_loss(model, batch: list[PreparedSample], temperature: float, kl_t2_
     contexts = [model.speech_context(speech[b], spans[b], parts[b], model.heard_prosody(item.features, encoding, b))
                 for b, item in enumerate(batch)]
     speech_batch = model.build_path(parts, [c.middle for c in contexts], responses,
-                                    [c.speech_flags for c in contexts], pad_left=False)
+                                    [c.speech_flags for c in contexts], pad_left=False, cues=[c.cue for c in contexts])
     text_logits = teacher_logits(model, batch, responses, cache)
     speech_logits, labels = response_logits(model.path_logits(speech_batch), speech_batch.labels)
     ce = F.cross_entropy(speech_logits.float(), labels)
@@ -224,10 +227,26 @@ def held_out_report(model, samples: list[PreparedSample], batch_size: int, tempe
     return {"val_ce": ce_sum / max(tokens, 1), "val_kl": kl_sum / max(tokens, 1), **_diversity(per_dialogue)}
 
 
-def trainable_parameters(model) -> list[torch.nn.Parameter]:
+def trainable_parameters(model, only: tuple[str, ...] = ()) -> list[torch.nn.Parameter]:
+    """The ES4R parts and PLoRA; with `only` (TrainConfig.train_only), just the parameters whose
+    names in the model (e.g. "cross.cue.weight") start with one of those prefixes."""
     params = [p for m in model.trainable_modules().values() for p in m.parameters()]
     params += [p for n, p in model.llm.named_parameters() if "lora_" in n]
+    if only:
+        chosen = {id(p) for n, p in model.named_parameters() if n.startswith(tuple(only))}
+        params = [p for p in params if id(p) in chosen]
     return params
+
+
+def restrict_training(model, only: tuple[str, ...]) -> None:
+    """A stage that trains some parts only: every other ES4R/PLoRA parameter is frozen."""
+    if not only:
+        return
+    keep = {id(p) for p in trainable_parameters(model, only)}
+    if not keep:
+        raise ValueError(f"train_only {list(only)} matches no trainable parameter of the model")
+    for param in trainable_parameters(model):
+        param.requires_grad_(id(param) in keep)
 
 
 def parameter_groups(model, config: TrainConfig, extra: list[torch.nn.Parameter]) -> list[dict]:
@@ -235,10 +254,11 @@ def parameter_groups(model, config: TrainConfig, extra: list[torch.nn.Parameter]
     about lr per step, so at lr 2e-4 they could open to only ~0.04 in a 180-step CPU run;
     `gate_lr_scale` lets them open within the run, and they get no weight decay (it would
     pull them shut)."""
-    gates = [p for n, p in model.cross.named_parameters() if n.endswith("gate")]
+    chosen = {id(p) for p in trainable_parameters(model, config.train_only)}
+    gates = [p for n, p in model.cross.named_parameters() if n.endswith("gate") and id(p) in chosen]
     gate_ids = {id(p) for p in gates}
-    rest = [p for p in trainable_parameters(model) if id(p) not in gate_ids] + extra
-    groups = [{"params": rest, "lr": config.lr, "weight_decay": config.weight_decay}]
+    rest = [p for p in trainable_parameters(model, config.train_only) if id(p) not in gate_ids] + extra
+    groups = [{"params": rest, "lr": config.lr, "weight_decay": config.weight_decay}] if rest else []
     if gates:
         groups.append({"params": gates, "lr": config.lr * config.gate_lr_scale, "weight_decay": 0.0})
     return groups
@@ -253,17 +273,30 @@ def seed_everything(seed: int) -> None:
 class _Wrapper(torch.nn.Module):
     """What Accelerate/DDP wraps: the trainable modules, and a forward that is the loss."""
 
-    def __init__(self, model, config: TrainConfig):
+    def __init__(self, model, config: TrainConfig, pairs: PairSampler | None = None):
         super().__init__()
         self.model = model
         self.config = config
         self.cache = TeacherCache() if config.cache_teacher else None
         self.affect_head = AffectHead(model.llm.get_input_embeddings().weight.shape[1]) \
-            if config.affect_loss_weight > 0 else None
+            if config.affect_loss_weight > 0 and config.two_path_weight > 0 else None
+        self.pairs = pairs
 
     def forward(self, batch: list[PreparedSample]) -> TwoPathLoss:
-        return two_path_loss(self.model, batch, self.config.kl_temperature, self.config.kl_t2_scale, self.cache,
-                             self.affect_head, self.config.affect_loss_weight)
+        """two_path_weight x (CE + KL [+ affect]) on the batch + affect_pair_weight x one drawn pair."""
+        result = None
+        if self.config.two_path_weight > 0:
+            result = two_path_loss(self.model, batch, self.config.kl_temperature, self.config.kl_t2_scale,
+                                   self.cache, self.affect_head, self.config.affect_loss_weight)
+            result = replace(result, loss=self.config.two_path_weight * result.loss)
+        if self.pairs is None:
+            return result
+        pair = affect_pair_loss(self.model, *self.pairs.draw())
+        loss = self.config.affect_pair_weight * pair.loss
+        if result is None:
+            zero = pair.ce.new_zeros(())
+            return TwoPathLoss(loss, pair.ce, zero, pair.response_tokens, [], None, pair.margin)
+        return replace(result, loss=result.loss + loss, pair_margin=pair.margin)
 
 
 def learning_rate_factor(step: int, config: TrainConfig, total_steps: int) -> float:
@@ -277,11 +310,11 @@ def learning_rate_factor(step: int, config: TrainConfig, total_steps: int) -> fl
     return config.min_lr_ratio + (1.0 - config.min_lr_ratio) * cosine
 
 
-def set_plora_trainable(model, trainable: bool) -> None:
+def set_plora_trainable(model, trainable: bool, only: tuple[str, ...] = ()) -> None:
     """Staged training: PLoRA frozen while the ES4R modules learn to build S' first."""
-    for name, param in model.llm.named_parameters():
+    for name, param in model.named_parameters():
         if "lora_" in name:
-            param.requires_grad_(trainable)
+            param.requires_grad_(trainable and (not only or name.startswith(tuple(only))))
 
 
 def train(config: TrainConfig, model=None) -> Path:
@@ -300,22 +333,27 @@ def train(config: TrainConfig, model=None) -> Path:
         from es4r.pipeline import ES4RPipeline
 
         model = ES4RPipeline.from_preset(config.preset).model
+    if config.init_from:
+        load_es4r_parts(model, config.init_from, strict=False)
+    restrict_training(model, config.train_only)
     model.train()
     for module in (model.whisper.model, model.llm):
         module.eval()  # frozen backbones stay in eval mode (no dropout)
     output = Path(config.output_dir)
     samples = load_manifest(config.manifest)
+    pairs = PairSampler(samples, model.whisper.n_mels, config.seed) if config.affect_pair_weight > 0 else None
     dataset = ManifestDataset(samples, model.whisper.n_mels)
     generator = torch.Generator().manual_seed(config.seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=True,
                                          collate_fn=collate, generator=generator, num_workers=config.num_workers)
-    val_samples = None
+    val_samples = val_rows = None
     if config.val_manifest:
-        val_set = ManifestDataset(load_manifest(config.val_manifest), model.whisper.n_mels)
+        val_rows = load_manifest(config.val_manifest)[: config.val_limit]
+        val_set = ManifestDataset(val_rows, model.whisper.n_mels)
         val_samples = [val_set[i] for i in range(len(val_set))]
     if config.lr_schedule not in ("cosine", "constant"):
         raise ValueError(f"lr_schedule {config.lr_schedule!r}: choose cosine or constant")
-    wrapper = _Wrapper(model, config)
+    wrapper = _Wrapper(model, config, pairs)
     head = list(wrapper.affect_head.parameters()) if wrapper.affect_head is not None else []
     optimizer = torch.optim.AdamW(parameter_groups(model, config, head), lr=config.lr, weight_decay=config.weight_decay)
     wrapper, optimizer, loader = accelerator.prepare(wrapper, optimizer, loader)
@@ -355,11 +393,16 @@ def train(config: TrainConfig, model=None) -> Path:
             with accelerator.autocast():  # the same precision as the training forward (bf16 on GPU)
                 record = {"step": at_step,
                           **held_out_report(model, val_samples, config.batch_size, config.kl_temperature, val_cache)}
+                if pairs is not None:  # does the speech path prefer the reply matching what it heard?
+                    with _trainable_in_eval_mode(model):
+                        record.update(held_out_margin(model, val_rows, model.whisper.n_mels))
             log.write(json.dumps(record) + "\n")
             log.flush()
             logger.info("step %d: held-out speech-path CE %.3f, KL %.3f; speech-vector cosine within %.2f, "
-                        "between dialogues %.2f", at_step, record["val_ce"], record["val_kl"],
-                        record["speech_cos_within"], record["speech_cos_between"])
+                        "between dialogues %.2f%s", at_step, record["val_ce"], record["val_kl"],
+                        record["speech_cos_within"], record["speech_cos_between"],
+                        f"; affect margin {record['affect_margin']:.2f} nats, positive in "
+                        f"{record['affect_margin_positive']:.0%}" if "affect_margin" in record else "")
 
     output.mkdir(parents=True, exist_ok=True)
     log = (output / LOG_FILE).open("a")
@@ -372,12 +415,12 @@ def train(config: TrainConfig, model=None) -> Path:
         for index, batch in enumerate(loader):
             if index < skip:
                 continue
-            set_plora_trainable(model, step >= config.plora_start_step)
+            set_plora_trainable(model, step >= config.plora_start_step, config.train_only)
             with accelerator.accumulate(wrapper):
                 result = wrapper(batch)
                 accelerator.backward(result.loss)
                 if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(trainable_parameters(model), config.grad_clip)
+                    accelerator.clip_grad_norm_(trainable_parameters(model, config.train_only), config.grad_clip)
                 optimizer.step()
                 if accelerator.sync_gradients:
                     scheduler.step()
@@ -389,7 +432,9 @@ def train(config: TrainConfig, model=None) -> Path:
             elapsed = time.perf_counter() - started
             record = {"step": step, "epoch": epoch, "loss": float(result.loss.detach()), "ce": float(result.ce),
                       "kl": float(result.kl), "lr": scheduler.get_last_lr()[0],
-                      **({"affect": float(result.affect)} if result.affect is not None else {}), "tokens_per_s": tokens_seen / max(elapsed, 1e-9),
+                      **({"affect": float(result.affect)} if result.affect is not None else {}),
+                      **({"pair_margin": float(result.pair_margin)} if result.pair_margin is not None else {}),
+                      "tokens_per_s": tokens_seen / max(elapsed, 1e-9),
                       "elapsed_s": elapsed}
             if accelerator.is_main_process and step % config.log_every == 0:
                 log.write(json.dumps(record) + "\n")

@@ -2,6 +2,7 @@
 
     python scripts/check_gates.py --corpus-checks corpus/heldout_teacher.jsonl          # before training
     python scripts/check_gates.py corpus/heldout_teacher.jsonl runs/es4r-embedded/final --out runs/gates
+    python scripts/check_gates.py corpus/heldout_teacher.jsonl runs/es4r-embedded-affect/final --ship assets/es4r_embedded
 
 Exit status 0 when every gate passes, 1 when one fails (the report says which, by how much)."""
 
@@ -25,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/gates"), help="report folder")
     parser.add_argument("--preset", default="embedded", choices=["embedded", "paper", "tiny"])
     parser.add_argument("--corpus-checks", action="store_true", help="only the before-training corpus checks")
+    parser.add_argument("--ship", type=Path, help="when every gate passes, copy the checkpoint here "
+                                                  "(assets/es4r_embedded makes it the embedded default)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.corpus_checks and not args.checkpoint:
@@ -51,6 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "gates.json").write_text(json.dumps(asdict(report), indent=2, default=str))
     (args.out / "gates.md").write_text(report_markdown(report, args.checkpoint))
     print((args.out / "gates.md").read_text())
+    if args.ship and report.passed:
+        from es4r.checkpoint import ship
+
+        gates = {name: {k: g[k] for k in ("value", "threshold")} for name, g in report.gates.items()}
+        logging.info("all gates passed: shipped to %s", ship(args.checkpoint, args.ship, {"ship_gates": gates}))
+    elif args.ship:
+        logging.warning("not shipped: a gate failed (see %s)", args.out / "gates.md")
     return 0 if report.passed else 1
 
 

@@ -43,6 +43,13 @@ def test_affect_test_counts_differences_and_which_teacher_each_reply_is_closer_t
     assert swapped["differ"] == 2 and swapped["closer"] == 0
     same = affect_test(["I hear you."] * 2, ["I hear you."] * 2, teacher_falling, teacher_rising)
     assert same["differ"] == 0 and same["closer_share"] == 0.0 and same["teacher_differ"] == 2
+    prompt = "You are a warm, empathetic listener. Reply to the user in one or two short sentences."
+    recited = ["You're a warm, empathetic listener. Reply to the user kindly.", teacher_falling[1]]
+    judged = affect_test(["I'm so glad, that's wonderful!", "I'm sorry, that sounds exhausting."],
+                         ["I'm sorry you are so tired.", "Congratulations, how exciting!"],
+                         recited, teacher_rising, prompt)
+    assert judged["differ"] == 2 and judged["broken_references"] == 1  # a recited prompt is no reference
+    assert judged["closer"] == 1 and judged["closer_share"] == 1.0
 
 
 def test_teacher_replies_that_recite_the_prompt_are_rejected():

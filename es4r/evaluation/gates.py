@@ -108,20 +108,34 @@ def centred_spread(vectors: list[torch.Tensor]) -> float:
     return float((means - means.mean(0)).norm(dim=-1).mean() / means.norm(dim=-1).mean())
 
 
-def affect_test(falling: list[str], rising: list[str], teacher_falling: list[str], teacher_rising: list[str]) -> dict:
-    """Gate 4 on replies to the same conversations rendered falling vs rising."""
+def affect_test(falling: list[str], rising: list[str], teacher_falling: list[str], teacher_rising: list[str],
+                system_prompt: str | None = None) -> dict:
+    """Gate 4 on replies to the same conversations rendered falling vs rising. With the
+    `system_prompt`, a pair whose teacher reply recites it (es4r.teacher.echoes_prompt: the
+    small LLM's failure, not a reply) has no reference to be closer to: it is counted in
+    `differ` but set aside from `closer_share` and reported as `broken_references`."""
     from es4r.evaluation.metrics import sentence_embeddings
+    from es4r.teacher import echoes_prompt
 
     differ = [i for i, (a, b) in enumerate(zip(falling, rising)) if a.strip() != b.strip()]
-    closer = []
-    if differ:
-        texts = [t for i in differ for t in (falling[i], rising[i], teacher_falling[i], teacher_rising[i])]
-        vectors = sentence_embeddings(texts).reshape(len(differ), 4, -1)
-        for f, r, tf, tr in vectors:
+    broken = [i for i in differ if system_prompt and (echoes_prompt(teacher_falling[i], system_prompt)
+                                                      or echoes_prompt(teacher_rising[i], system_prompt))]
+    judged = [i for i in differ if i not in broken]
+    closer, pairs = [], []
+    if judged:
+        texts = [t for i in judged for t in (falling[i], rising[i], teacher_falling[i], teacher_rising[i])]
+        vectors = sentence_embeddings(texts).reshape(len(judged), 4, -1)
+        for i, (f, r, tf, tr) in zip(judged, vectors):
             closer.append(bool(f @ tf > f @ tr and r @ tr > r @ tf))
-    return {"conversations": len(falling), "differ": len(differ), "closer": int(sum(closer)),
+            pairs.append({"falling": falling[i], "rising": rising[i], "teacher_falling": teacher_falling[i],
+                          "teacher_rising": teacher_rising[i], "closer": closer[-1],
+                          "falling_to_own": float(f @ tf), "falling_to_other": float(f @ tr),
+                          "rising_to_own": float(r @ tr), "rising_to_other": float(r @ tf)})
+    return {"conversations": len(falling), "differ": len(differ), "broken_references": len(broken),
+            "closer": int(sum(closer)),
             "closer_share": (sum(closer) / len(closer)) if closer else 0.0,
-            "teacher_differ": sum(a.strip() != b.strip() for a, b in zip(teacher_falling, teacher_rising))}
+            "teacher_differ": sum(a.strip() != b.strip() for a, b in zip(teacher_falling, teacher_rising)),
+            "pairs": pairs}
 
 
 def corpus_checks(model: ES4RModel, samples: list[Sample]) -> dict:
@@ -219,8 +233,11 @@ def evaluate_gates(model: ES4RModel, checkpoint: str, samples: list[Sample],
             sample = variants[variant]
             out.append(trained_by_row.get(id(sample)) or speech_reply(model, prepare_sample(sample, model.whisper.n_mels))[0])
     report.affect = affect_test(falling, rising, [v["falling"].response for v in groups.values()],
-                                [v["rising"].response for v in groups.values()])
+                                [v["rising"].response for v in groups.values()], model.config.generation.system_prompt)
     report.affect["examples"] = [{"falling": f, "rising": r} for f, r in list(zip(falling, rising))[:5]]
+    report.affect["one_way"] = {  # each direction alone, for the report (the gate needs both)
+        "falling_closer_to_own": sum(p["falling_to_own"] > p["falling_to_other"] for p in report.affect["pairs"]),
+        "rising_closer_to_own": sum(p["rising_to_own"] > p["rising_to_other"] for p in report.affect["pairs"])}
 
     t, text = report.systems["trained"], report.systems["text"]
     report.gates = {
@@ -258,7 +275,13 @@ def report_markdown(report: GateReport, checkpoint: str) -> str:
     lines += [f"| {name} | {fmt(g['value'])} | {fmt(g['threshold'])} | {'yes' if g['passed'] else 'NO'} |"
               for name, g in report.gates.items()]
     lines += ["", "Speech-vector diversity: " + ", ".join(f"{k} {v:.3f}" for k, v in report.diversity.items()),
-              "", f"Affect test: {report.affect}"]
+              "", "Affect test: " + ", ".join(f"{k} {v}" for k, v in report.affect.items()
+                                                if k not in ("pairs", "examples"))]
+    pairs = report.affect.get("pairs", [])
+    if pairs:
+        lines += ["", "## Falling vs rising (same words), first five pairs that differ",
+                  "| falling reply | rising reply | each closer to its own teacher reply |", "|---|---|---|"]
+        lines += [f"| {p['falling']} | {p['rising']} | {'yes' if p['closer'] else 'no'} |" for p in pairs[:5]]
     trained = report.replies.get("trained", [])
     if trained:
         ref = sentence_embeddings(report.references)
