@@ -106,14 +106,14 @@ def test_cue_only_stage_from_an_older_checkpoint_trains_the_cue_and_learns_to_he
     model.eval()
     start = held_out_margin(model, samples, 80)["affect_margin"]
     config = TrainConfig(manifest=str(manifest), output_dir=str(tmp_path / "run"), preset="tiny", epochs=3,
-                         batch_size=1, lr=5e-2, weight_decay=0.0, save_every=1000, max_steps=12,
+                         batch_size=1, lr=1e-1, weight_decay=0.0, save_every=1000, max_steps=5,
                          init_from=str(stage1), train_only=("cross.cue",), two_path_weight=0.0,
                          affect_pair_weight=1.0, lr_schedule="constant")
     train(config, model=model)
     changed = sorted(n for n, p in model.named_parameters() if not torch.equal(p, before[n]))
     assert changed == ["cross.cue.weight"]
     model.eval()
-    assert held_out_margin(model, samples, 80)["affect_margin"] > start + 0.1
+    assert held_out_margin(model, samples, 80)["affect_margin"] > start + 1.0  # measured: 0.0 -> 3.5 nats
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert all("pair_margin" in r and r["kl"] == 0.0 for r in log)
 
