@@ -8,7 +8,8 @@ hear how the person sounds.
 
 Trainable: dual-level attention, adapter, cross-modal attention, PLoRA. Frozen: Whisper
 and the LLM base. A later stage starts from a checkpoint (`init_from`), may train some parts
-only (`train_only`) and may add the affect pairs (es4r/affect_pairs.py, `affect_pair_weight`). Runs under Hugging Face Accelerate, so `accelerate launch` makes the same
+only (`train_only`) and may add the affect pairs (es4r/affect_pairs.py, `affect_pair_weight`).
+Runs under Hugging Face Accelerate, so `accelerate launch` makes the same
 command data-parallel on several GPUs, machines or CPU processes."""
 
 from __future__ import annotations
