@@ -53,12 +53,7 @@ def response_logprobs(model, items: list[PreparedSample], responses: list[str]) 
     tokenizer = model.tokenizer
     parts = [model.prompt_parts(item.sample.history_turns()) for item in items]
     ids = [tokenizer(r, add_special_tokens=False).input_ids + [tokenizer.eos_token_id] for r in responses]
-    encoding = model.encode_speech([[f for f in item.features if f is not None] for item in items])
-    contexts = []
-    for b, item in enumerate(items):
-        speech = encoding.embeddings[b, : int(encoding.lengths[b])]
-        contexts.append(model.speech_context(speech, model.heard_spans(item.features, encoding, b), parts[b],
-                                             model.heard_prosody(item.features, encoding, b)))
+    _, _, contexts = model.speech_contexts([item.features for item in items], parts)
     batch = model.build_path(parts, [c.middle for c in contexts], ids, [c.speech_flags for c in contexts],
                              pad_left=False, cues=[c.cue for c in contexts])
     logits = model.path_logits(batch)

@@ -208,6 +208,18 @@ class ES4RModel(nn.Module):
             prosody[turn] = (encoding.turn_levels[index][encoded], encoding.dual.turn_lengths[index][encoded])
         return prosody
 
+    def speech_contexts(self, dialogues: list[list[torch.Tensor | None]], parts: list[PromptParts]
+                        ) -> tuple[list[torch.Tensor], list[list[tuple[int, int] | None]], list[SpeechContext]]:
+        """Encode a batch of dialogues (turn features, None = no audio) once and build each
+        one's speech context: the adapter's speech vectors (S, W), each turn's speech span, and
+        the SpeechContext (S', prosody, reply cue) per dialogue."""
+        encoding = self.encode_speech([[f for f in features if f is not None] for features in dialogues])
+        speech = [encoding.embeddings[b, : int(encoding.lengths[b])] for b in range(len(dialogues))]
+        spans = [self.heard_spans(features, encoding, b) for b, features in enumerate(dialogues)]
+        contexts = [self.speech_context(speech[b], spans[b], parts[b], self.heard_prosody(features, encoding, b))
+                    for b, features in enumerate(dialogues)]
+        return speech, spans, contexts
+
     @staticmethod
     def _encoded_turns(turn_features: list[torch.Tensor | None], encoding: SpeechEncoding,
                        index: int) -> dict[int, int]:

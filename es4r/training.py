@@ -147,11 +147,7 @@ def two_path_loss(model, batch: list[PreparedSample], temperature: float, kl_t2_
     parts = [model.prompt_parts(item.sample.history_turns()) for item in batch]
     responses = [tokenizer(item.sample.response, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
                  for item in batch]
-    encoding = model.encode_speech([[f for f in item.features if f is not None] for item in batch])
-    speech = [encoding.embeddings[b, : int(encoding.lengths[b])] for b in range(len(batch))]
-    spans = [model.heard_spans(item.features, encoding, b) for b, item in enumerate(batch)]
-    contexts = [model.speech_context(speech[b], spans[b], parts[b], model.heard_prosody(item.features, encoding, b))
-                for b, item in enumerate(batch)]
+    speech, spans, contexts = model.speech_contexts([item.features for item in batch], parts)
     speech_batch = model.build_path(parts, [c.middle for c in contexts], responses,
                                     [c.speech_flags for c in contexts], pad_left=False, cues=[c.cue for c in contexts])
     text_logits = teacher_logits(model, batch, responses, cache)
