@@ -314,18 +314,24 @@ def set_plora_trainable(model, trainable: bool, only: tuple[str, ...] = ()) -> N
             param.requires_grad_(trainable and (not only or name.startswith(tuple(only))))
 
 
+def make_accelerator(config: TrainConfig):
+    """bf16 autocast on a GPU (the paper's setting), full precision on a CPU."""
+    from accelerate import Accelerator
+
+    on_gpu = torch.cuda.is_available()
+    return Accelerator(gradient_accumulation_steps=config.grad_accum, cpu=not on_gpu,
+                       mixed_precision="bf16" if on_gpu else "no")
+
+
 def train(config: TrainConfig, model=None) -> Path:
     """Train and write checkpoints to config.output_dir; resumes from its trainer state.
     Returns the folder of the final ES4R checkpoint."""
-    from accelerate import Accelerator
     from tqdm.auto import tqdm
 
     from es4r.checkpoint import load_es4r_parts, save_es4r_parts
 
     seed_everything(config.seed)
-    on_gpu = torch.cuda.is_available()
-    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, cpu=not on_gpu,
-                              mixed_precision="bf16" if on_gpu else "no")
+    accelerator = make_accelerator(config)
     if model is None:
         from es4r.pipeline import ES4RPipeline
 

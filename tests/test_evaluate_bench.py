@@ -32,6 +32,51 @@ def test_variants_switch_and_restore(speech_pipeline):
     assert pipeline.config.strategy.empathetic_tts
 
 
+def test_ablations_change_what_the_llm_reads(speech_pipeline, speech_paths, monkeypatch):
+    """With trained-like (non-identity) ES4R weights, each ablation changes the LLM's input on
+    the path users run (pipeline.think -> model.generate), and switching back restores it."""
+    import torch
+
+    from es4r.conversation import Conversation
+
+    model = speech_pipeline.model
+    saved = {name: value.clone() for name, value in model.state_dict().items() if name.startswith(("dual.", "cross."))}
+    read = []
+    generate = model.llm.generate
+    monkeypatch.setattr(model.llm, "generate", lambda **kw: read.append(kw["inputs_embeds"].clone()) or generate(**kw))
+    conversation = Conversation()
+    for path in speech_paths[:2]:
+        conversation = speech_pipeline.add_user_turn(conversation, path, transcript="i feel sad")
+    try:
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for name, value in model.named_parameters():
+                if name.startswith(("dual.", "cross.")) and value.is_floating_point():
+                    value.add_(torch.randn_like(value) * 0.3)
+        inputs = {}
+        for name in ("es4r", "no_dual", "no_cross", "es4r"):
+            read.clear()
+            with system_variant(speech_pipeline, name):
+                speech_pipeline.think(conversation)
+            inputs.setdefault(name, []).append(read[0])
+    finally:
+        model.load_state_dict(saved, strict=False)
+    first, again = inputs["es4r"]
+    assert torch.equal(first, again)  # the variants switch back
+    for name in ("no_dual", "no_cross"):
+        assert first.shape != inputs[name][0].shape or not torch.allclose(first, inputs[name][0]), name
+
+
+def test_growth_check_on_constructed_timings():
+    from es4r.bench import BenchRow, growth_check
+
+    def row(turns: int, seconds: float) -> BenchRow:
+        return BenchRow(turns, 0.5, seconds - 0.5, 1.0, 1.0, 1.0, 1.0, {}, 1.0, 1.0, 1.0, 1.0, 1.0, 1, 1)
+
+    assert growth_check([row(1, 2.0), row(4, 6.0)]) == "1->4 turns: time x3.00 (linear would be x4): within linear"
+    assert growth_check([row(1, 2.0), row(4, 10.0)]) == "1->4 turns: time x5.00 (linear would be x4): ABOVE linear"
+
+
 def test_evaluate_all_systems(speech_pipeline, tmp_path):
     from es4r.evaluation.run import evaluate
 

@@ -96,3 +96,21 @@ def test_gpu_branches_with_the_device_check_mocked(monkeypatch, tiny_dirs):
             pass
         assert seen["dtype"] == torch.bfloat16 and seen.get("device_map") == device_map
     assert backbones.resolve_device("auto").type == "cuda"
+
+
+def test_training_autocasts_to_bf16_on_a_gpu(monkeypatch):
+    """The training accelerator: bf16 mixed precision on a GPU, full precision on a CPU.
+    (The CUDA check is mocked; `Accelerator` records its arguments instead of taking a GPU.)"""
+    import accelerate
+
+    from es4r.config import TrainConfig
+    from es4r.training import make_accelerator
+
+    seen = {}
+    monkeypatch.setattr(accelerate, "Accelerator", lambda **kwargs: seen.update(kwargs) or "accelerator")
+    config = TrainConfig(grad_accum=3)
+    for on_gpu, precision in ((True, "bf16"), (False, "no")):
+        seen.clear()
+        monkeypatch.setattr(torch.cuda, "is_available", lambda on_gpu=on_gpu: on_gpu)
+        assert make_accelerator(config) == "accelerator"
+        assert seen == {"gradient_accumulation_steps": 3, "cpu": not on_gpu, "mixed_precision": precision}
