@@ -23,6 +23,7 @@ from es4r.pipeline import trim_reply
 logger = logging.getLogger(__name__)
 
 ECHO_NGRAM = 4  # a reply sharing any 4 consecutive words with the system prompt is an echo, not a reply
+BAN_TOKENS = 3  # when a reply is regenerated, no 3 consecutive tokens of the system prompt may appear
 
 
 def _words(text: str) -> list[str]:
@@ -38,13 +39,29 @@ def echoes_prompt(reply: str, system_prompt: str) -> bool:
     return any(tuple(words[i:i + ECHO_NGRAM]) in grams for i in range(len(words) - ECHO_NGRAM + 1))
 
 
+def prompt_ban(tokenizer, system_prompt: str) -> list[list[int]]:
+    """`generate(bad_words_ids=…)` that forbids every `BAN_TOKENS`-token window of the system
+    prompt (as written, with "You are" contracted as the LLM recites it, and after a space), so a
+    regenerated reply cannot recite the instructions; other wording stays free."""
+    texts = {system_prompt, system_prompt.replace("You are", "You're")}
+    texts |= {" " + text for text in texts}
+    windows = set()
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False).input_ids
+        windows |= {tuple(ids[i : i + BAN_TOKENS]) for i in range(len(ids) - BAN_TOKENS + 1)}
+    return [list(window) for window in sorted(windows)]
+
+
 @torch.no_grad()
-def hinted_replies(model: ES4RModel, samples: list[Sample], batch_size: int = 8) -> list[str]:
+def hinted_replies(model: ES4RModel, samples: list[Sample], batch_size: int = 8, ban_prompt: bool = False) -> list[str]:
     """The text path's reply to each sample with its affect hint after the history,
-    decoded as the app decodes (greedy, repetition penalties, cut at `max_sentences`).
+    decoded as the app decodes (greedy, repetition penalties, cut at `max_sentences`);
+    with `ban_prompt`, the system prompt's wording is forbidden (`prompt_ban`).
     Batched with left padding, which is several times faster on a CPU."""
     generation = model.config.generation
     kwargs = generation_kwargs(generation, model.tokenizer)
+    if ban_prompt:
+        kwargs["bad_words_ids"] = prompt_ban(model.tokenizer, generation.system_prompt)
     replies: list[str] = []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]

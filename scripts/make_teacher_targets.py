@@ -3,8 +3,10 @@ teacher's reply (es4r/teacher.py); the human line stays in `human_response`.
 
     python scripts/make_teacher_targets.py corpus/train.jsonl corpus/train_teacher.jsonl
     python scripts/make_teacher_targets.py corpus/heldout.jsonl corpus/heldout_teacher.jsonl
+    python scripts/make_teacher_targets.py corpus/train.jsonl corpus/train_teacher.jsonl --redo-echoes
 
-Resumable: rows already in the output (same conversation, turn and variant) are kept, so a
+`--redo-echoes` regenerates, in place, the rows whose reply recites the system prompt (or was
+rejected for it), with the prompt's wording banned (es4r.teacher.prompt_ban). Resumable: rows already in the output (same conversation, turn and variant) are kept, so a
 stopped run continues where it was. Audio paths are rewritten relative to the output file."""
 
 from __future__ import annotations
@@ -50,6 +52,49 @@ def _recheck(out: Path) -> int:
     return 0
 
 
+def _teacher_card(model, banned: bool = False) -> dict:
+    card = {"system": "ES4R text path + affect hint after the history", "llm": model.config.backbones.llm
+            and Path(model.config.backbones.llm).name, "generation": "greedy, as the app"}
+    return dict(card, generation=card["generation"] + ", system prompt's wording banned") if banned else card
+
+
+def _with_target(row: dict, reply: str, teacher: dict, system_prompt: str) -> dict:
+    """The row with the teacher's reply as its target, or, when the reply is unusable (nothing
+    speakable, or the instructions recited), the human line kept and the rejection recorded."""
+    from es4r.teacher import echoes_prompt
+
+    human = row.get("human_response", row["response"]["utterance"])
+    if not any(ch.isalpha() for ch in reply) or echoes_prompt(reply, system_prompt):
+        logger.warning("%s: unusable teacher reply (%r); the human reply stays the target", _key(row), reply)
+        return dict(row, human_response=human, response={"utterance": human}, teacher=dict(teacher, failed=True, rejected=reply))
+    return dict(row, human_response=human, response={"utterance": reply}, teacher=teacher)
+
+
+def _redo_echoes(args: argparse.Namespace, samples: dict) -> int:
+    """Regenerate, in place, the rows of `args.out` whose reply recites the system prompt."""
+    from es4r.pipeline import ES4RPipeline
+    from es4r.teacher import echoes_prompt, hinted_replies
+
+    out_rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
+    model = ES4RPipeline.from_preset(args.preset).model
+    system_prompt = model.config.generation.system_prompt
+    redo = [i for i, row in enumerate(out_rows) if row.get("teacher", {}).get("failed")
+            or echoes_prompt(row["response"]["utterance"], system_prompt)]
+    missing = [_key(out_rows[i]) for i in redo if _key(out_rows[i]) not in samples]
+    if missing:
+        raise SystemExit(f"{len(missing)} rows of {args.out} are not in {args.manifest} (first: {missing[0]})")
+    logger.info("%s: %d of %d rows recite the system prompt; regenerating them with it banned",
+                args.out, len(redo), len(out_rows))
+    replies = hinted_replies(model, [samples[_key(out_rows[i])] for i in redo], args.batch_size, ban_prompt=True)
+    teacher = _teacher_card(model, banned=True)
+    for i, reply in zip(redo, replies):
+        out_rows[i] = _with_target(out_rows[i], reply, teacher, system_prompt)
+    still = sum(bool(out_rows[i].get("teacher", {}).get("failed")) for i in redo)
+    args.out.write_text("".join(json.dumps(row) + "\n" for row in out_rows))
+    logger.info("%s: %d regenerated, %d still unusable (human line kept)", args.out, len(redo) - still, still)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("manifest", type=Path, help="input manifest (rows with affect_hint)")
@@ -59,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="only the first N rows")
     parser.add_argument("--recheck", action="store_true",
                         help="only re-apply the reply checks to the rows already in OUT (no model is loaded)")
+    parser.add_argument("--redo-echoes", action="store_true",
+                        help="regenerate the rows of OUT whose reply recites the system prompt, with it banned")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ["ES4R_CHECKPOINT"] = "none"  # the teacher is the text path: no ES4R parts involved
@@ -67,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from es4r.corpus import affect_hint
     from es4r.pipeline import ES4RPipeline
-    from es4r.teacher import echoes_prompt, hinted_replies
+    from es4r.teacher import hinted_replies
 
     if args.recheck:
         return _recheck(args.out)
@@ -79,14 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     done = set()
     if args.out.exists():
         done = {_key(json.loads(line)) for line in args.out.read_text().splitlines() if line.strip()}
+    if args.redo_echoes:
+        return _redo_echoes(args, dict(zip(map(_key, rows), samples)))
     todo = [(row, sample) for row, sample in zip(rows, samples) if _key(row) not in done]
     logger.info("%d rows, %d already done, %d to go", len(rows), len(done), len(todo))
     if not todo:
         return 0
     model = ES4RPipeline.from_preset(args.preset).model
     system_prompt = model.config.generation.system_prompt
-    teacher = {"system": "ES4R text path + affect hint after the history", "llm": model.config.backbones.llm
-               and Path(model.config.backbones.llm).name, "generation": "greedy, as the app"}
+    teacher = _teacher_card(model)
     rebase = os.path.relpath(args.manifest.parent.resolve(), args.out.parent.resolve())
     started = time.monotonic()
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -95,13 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             chunk = todo[start : start + args.batch_size * 4]
             replies = hinted_replies(model, [s for _, s in chunk], args.batch_size)
             for (row, _), reply in zip(chunk, replies):
-                human = row.get("human_response", row["response"]["utterance"])
-                if not any(ch.isalpha() for ch in reply) or echoes_prompt(reply, system_prompt):
-                    # nothing speakable, or the instructions recited: keep the human line, say so
-                    logger.warning("%s: unusable teacher reply (%r); the human reply stays the target", _key(row), reply)
-                    row = dict(row, human_response=human, teacher=dict(teacher, failed=True, rejected=reply))
-                else:
-                    row = dict(row, human_response=human, response={"utterance": reply}, teacher=teacher)
+                row = _with_target(row, reply, teacher, system_prompt)
                 for turn in row["dialogue_history"]:
                     if turn.get("audio_path") and rebase != ".":
                         turn["audio_path"] = os.path.normpath(os.path.join(rebase, turn["audio_path"]))

@@ -60,3 +60,27 @@ def test_teacher_replies_that_recite_the_prompt_are_rejected():
     assert echoes_prompt("You're a warm, empathetic listener. Reply to the user in one or two sentences: hi", prompt)
     assert not echoes_prompt("I'm so sorry to hear that. Would you like to talk about what happened?", prompt)
     assert not echoes_prompt("That sounds exciting! Where would you travel first?", prompt)
+
+
+def test_a_regenerated_teacher_reply_cannot_recite_the_prompt(tiny_model, monkeypatch):
+    from es4r.config import GenerationConfig
+    from es4r.teacher import hinted_replies, prompt_ban
+
+    tokenizer, prompt = tiny_model.tokenizer, GenerationConfig().system_prompt
+    ban = {tuple(window) for window in prompt_ban(tokenizer, prompt)}
+
+    def windows(text: str) -> set[tuple[int, ...]]:
+        ids = tokenizer(text, add_special_tokens=False).input_ids
+        return {tuple(ids[i : i + 3]) for i in range(len(ids) - 2)}
+
+    assert windows("You're a warm, empathetic listener. Reply to the user") & ban  # recited, contracted
+    assert windows("I'm just a warm, empathetic listener.") & ban  # recited mid-sentence
+    assert not windows("I'm so sorry to hear that. Would you like to talk about it?") & ban
+    seen = {}
+    generate = tiny_model.llm.generate
+    monkeypatch.setattr(tiny_model.llm, "generate", lambda **kw: seen.update(kw) or generate(**kw))
+    hinted_replies(tiny_model, [_sample("c1", "falling")], ban_prompt=True)
+    assert {tuple(window) for window in seen["bad_words_ids"]} == ban
+    seen.clear()
+    hinted_replies(tiny_model, [_sample("c1", "falling")])
+    assert seen and "bad_words_ids" not in seen  # the teacher of a first pass decodes as the app does
