@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from transformers import LogitsProcessorList
 
 from es4r.adapter import ModalityAdapter
 from es4r.audio import ENCODER_STRIDE
@@ -23,6 +24,7 @@ from es4r.cross_modal import NO_TURN, CrossModalAttention
 from es4r.dual_attention import DualAttentionOutput, DualLevelAttention
 from es4r.plora import apply_plora, speech_positions
 from es4r.prosody import prosody_features, turn_level
+from es4r.repeats import earlier_replies_ban
 
 logger = logging.getLogger(__name__)
 
@@ -385,6 +387,9 @@ class ES4RModel(nn.Module):
         kwargs = generation_kwargs(generation, self.tokenizer)
         if streamer is not None:
             kwargs["streamer"] = streamer
+        ban = earlier_replies_ban(history, self.tokenizer, generation.earlier_reply_ngram)
+        if ban is not None:
+            kwargs["logits_processor"] = LogitsProcessorList([ban])
         with speech_positions(batch.speech_mask if batch.speech_mask.any() else None):
             output = self.llm.generate(
                 inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, **kwargs

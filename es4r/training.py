@@ -475,6 +475,8 @@ def add_train_subparser(subparsers) -> None:
     parser.add_argument("--grad-accum", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    parser.add_argument("--init-from", help="start from this checkpoint's ES4R parts (e.g. continue a stage)")
+    parser.add_argument("--seed", type=int)
     parser.set_defaults(handler=_train_command)
 
 

@@ -280,3 +280,20 @@ def test_auxiliary_affect_loss_is_logged_and_needs_speech_that_varies(tiny_dirs,
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert all(r["affect"] > 0 for r in log)
     assert all(abs(r["loss"] - r["ce"] - r["kl"] - r["affect"]) < 1e-4 for r in log)
+
+
+def test_train_command_flags_override_the_config_file(tmp_path, monkeypatch, capsys):
+    """`python -m es4r train --config X --init-from Y --seed N`: how a stage is continued
+    (assets/TRAINING_CPU.md); flags win over the file, the rest of the file stays."""
+    import es4r.training as training
+    from es4r.cli import main
+
+    (tmp_path / "stage.yaml").write_text("manifest: corpus/train.jsonl\nlr: 0.003\nseed: 1\nmax_steps: 60\n")
+    seen = []
+    monkeypatch.setattr(training, "train", lambda config: seen.append(config) or tmp_path / "final")
+    assert main(["train", "--config", str(tmp_path / "stage.yaml"), "--init-from", "runs/a/final",
+                 "--seed", "45", "--output-dir", "runs/b"]) == 0
+    config = seen[0]
+    assert (config.init_from, config.seed, config.output_dir) == ("runs/a/final", 45, "runs/b")
+    assert (config.lr, config.max_steps, config.manifest) == (0.003, 60, "corpus/train.jsonl")
+    assert json.loads(capsys.readouterr().out) == {"checkpoint": str(tmp_path / "final")}

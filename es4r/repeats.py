@@ -1,0 +1,41 @@
+"""No reply repeats an earlier one: a logits processor over the conversation's earlier replies.
+
+transformers' `no_repeat_ngram_size` only sees the tokens of the reply being written when
+generation starts from `inputs_embeds` (both ES4R paths do), so a small LLM happily answers
+turn 3 with turn 1's reply. `EarlierRepliesBan` forbids any `n`-token run of an earlier
+assistant reply: once the last n-1 tokens written match a run in an earlier reply, the token
+that followed there is banned. Openings stay free until n-1 tokens are written."""
+
+from __future__ import annotations
+
+import torch
+from transformers import LogitsProcessor
+
+MODEL_ROLES = ("assistant", "listener")  # the app's replies; the corpus's listener turns
+
+
+class EarlierRepliesBan(LogitsProcessor):
+    def __init__(self, earlier: list[list[int]], n: int) -> None:
+        if n < 2:
+            raise ValueError(f"n must be at least 2 (found {n})")
+        self.n = n
+        self.follows: dict[tuple[int, ...], set[int]] = {}
+        for ids in earlier:
+            for i in range(len(ids) - n + 1):
+                self.follows.setdefault(tuple(ids[i : i + n - 1]), set()).add(ids[i + n - 1])
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if input_ids.shape[1] < self.n - 1 or not self.follows:
+            return scores
+        for row, ids in enumerate(input_ids[:, -(self.n - 1):].tolist()):
+            banned = self.follows.get(tuple(ids))
+            if banned:
+                scores[row, list(banned)] = -float("inf")
+        return scores
+
+
+def earlier_replies_ban(history: list[tuple[str, str]], tokenizer, n: int) -> EarlierRepliesBan | None:
+    """The ban for a history of (role, text) turns, or None when there is nothing to ban."""
+    earlier = [tokenizer(text.strip(), add_special_tokens=False).input_ids
+               for role, text in history if role in MODEL_ROLES and text.strip()]
+    return EarlierRepliesBan(earlier, n) if n and earlier else None
