@@ -83,7 +83,7 @@ class GenerationConfig:
     repetition_penalty: float = 1.2
     no_repeat_ngram_size: int = 3
     # no run of this many tokens of an earlier reply in the conversation (es4r/repeats.py); 0 = off
-    earlier_reply_ngram: int = 0
+    earlier_reply_ngram: int = 4
     max_sentences: int = 2  # reply is cut at a sentence end after this many
     max_context_tokens: int = 2048  # LLM context budget for history + reply
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessor
 
-MODEL_ROLES = ("assistant", "listener")  # the app's replies; the corpus's listener turns
+from es4r.conversation import ASSISTANT  # the app's replies; a corpus's listener turns map to it too
 
 
 class EarlierRepliesBan(LogitsProcessor):
@@ -37,5 +37,5 @@ class EarlierRepliesBan(LogitsProcessor):
 def earlier_replies_ban(history: list[tuple[str, str]], tokenizer, n: int) -> EarlierRepliesBan | None:
     """The ban for a history of (role, text) turns, or None when there is nothing to ban."""
     earlier = [tokenizer(text.strip(), add_special_tokens=False).input_ids
-               for role, text in history if role in MODEL_ROLES and text.strip()]
+               for role, text in history if role == ASSISTANT and text.strip()]
     return EarlierRepliesBan(earlier, n) if n and earlier else None

@@ -33,9 +33,10 @@ def test_earlier_replies_are_the_models_turns_only(tiny_model):
 def test_generation_never_repeats_a_run_of_an_earlier_reply(tiny_model):
     """The tiny LLM answers the same words twice the same way; with the ban its second reply
     shares no 4-token run with the first (the text path; the speech path passes the same kwargs)."""
-    first = tiny_model.generate([("user", "hello there")], None)[0]
+    off = replace(tiny_model.config.generation, earlier_reply_ngram=0)
+    first = tiny_model.generate([("user", "hello there")], None, off)[0]
     history = [("user", "hello there"), ("assistant", first.text), ("user", "hello there")]
-    plain = tiny_model.generate(history, None)[0]
+    plain = tiny_model.generate(history, None, off)[0]
     earlier = _ngrams(tiny_model.tokenizer(first.text, add_special_tokens=False).input_ids, 4)
     assert _ngrams(plain.token_ids, 4) & earlier  # without the ban the reply comes back
     generation = replace(tiny_model.config.generation, earlier_reply_ngram=4)
