@@ -43,8 +43,7 @@ def _recheck(out: Path) -> int:
         row = json.loads(line)
         reply = row["response"]["utterance"]
         if not row.get("teacher", {}).get("failed") and echoes_prompt(reply, prompt):
-            row = dict(row, response={"utterance": row["human_response"]},
-                       teacher=dict(row.get("teacher", {}), failed=True, rejected=reply))
+            row = _with_target(row, reply, row.get("teacher", {}), prompt)
             rejected += 1
         rows.append(json.dumps(row))
     out.write_text("\n".join(rows) + "\n")
