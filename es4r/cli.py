@@ -58,9 +58,7 @@ def _respond(args: argparse.Namespace) -> int:
     if args.styletts2:
         overrides.update(tts=args.styletts2, voice="styletts2")
     if args.checkpoint:
-        from es4r.pipeline import resolve_checkpoint
-
-        overrides["es4r_checkpoint"] = resolve_checkpoint(args.checkpoint)
+        overrides["es4r_checkpoint"] = args.checkpoint  # "none" = the text path (pipeline.resolve_config)
     try:
         pipeline = ES4RPipeline.from_preset(args.preset, **overrides)
     except BackboneError as error:

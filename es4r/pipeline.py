@@ -59,44 +59,19 @@ class ES4RPipeline:
     @classmethod
     def from_preset(cls, name: str = "embedded", **backbone_overrides) -> "ES4RPipeline":
         """tiny (random, tests), embedded (offline packaged weights), paper (hub backbones)."""
-        config = preset_config(name)
-        backbones = config.backbones
-        if name == "tiny":
-            backbones = replace(backbones, **_tiny_paths())
-        elif name == "embedded":
-            from es4r.embedded.setup import prepare_embedded
-
-            paths = prepare_embedded()
-            shipped = SHIPPED_CHECKPOINT if (SHIPPED_CHECKPOINT / "es4r_config.json").exists() else None
-            backbones = replace(backbones, whisper=str(paths.whisper), llm=str(paths.llm),
-                                es4r_checkpoint=str(shipped) if shipped else None,
-                                tts=os.environ.get(STYLETTS2_ENV) or None)
-        if name == "paper" and os.environ.get(STYLETTS2_ENV):
-            backbones = replace(backbones, tts=os.environ[STYLETTS2_ENV])
-        if os.environ.get(CHECKPOINT_ENV):
-            backbones = replace(backbones, es4r_checkpoint=resolve_checkpoint(os.environ[CHECKPOINT_ENV]))
-        backbones = replace(backbones, **backbone_overrides)
-        return cls.from_config(replace(config, backbones=backbones))
+        return cls.from_config(resolve_config(name, **backbone_overrides))
 
     @classmethod
     def from_config(cls, config: ES4RConfig) -> "ES4RPipeline":
         from es4r.tts.voices import load_voice
 
-        torch.manual_seed(config.seed)
         if config.backbones.es4r_checkpoint:
             from es4r.checkpoint import restore_architecture
 
             config = restore_architecture(config, config.backbones.es4r_checkpoint)
+        model = load_model(config)
         b = config.backbones
-        whisper = load_whisper(b.whisper, b.device, b.dtype)
-        llm = load_llm(b.llm, b.device, b.dtype)
-        model = ES4RModel(whisper, llm, config).eval()
-        speech_path = False
-        if b.es4r_checkpoint:
-            from es4r.checkpoint import load_es4r_parts
-
-            load_es4r_parts(model, b.es4r_checkpoint)
-            speech_path = True
+        speech_path = bool(b.es4r_checkpoint)
         voice = load_voice(b.voice, styletts2_path=b.tts or None)
         components = {
             "asr": _status_of(b.whisper, f"Whisper ASR ({shown_source(b.whisper)})"),
@@ -390,6 +365,52 @@ SHIPPED_CHECKPOINT = _ROOT / "assets" / "es4r_embedded"
 def resolve_checkpoint(value: str) -> str | None:
     """`none` = the text path even when a checkpoint ships; anything else is a folder."""
     return None if value.strip().lower() == "none" else value
+
+
+def resolve_config(name: str = "embedded", **backbone_overrides) -> ES4RConfig:
+    """The one place a preset becomes a complete config, for the app, every CLI command and
+    training: the preset's defaults, its backbone paths (embedded weights unpacked, tiny ones
+    built), the shipped checkpoint, then $ES4R_STYLETTS2 and $ES4R_CHECKPOINT, then explicit
+    overrides (flags) last. An `es4r_checkpoint` of "none" means the text path; a checkpoint's
+    stored architecture is restored, or a mismatch refused (es4r.checkpoint.restore_architecture)."""
+    config = preset_config(name)
+    backbones = config.backbones
+    if name == "tiny":
+        backbones = replace(backbones, **_tiny_paths())
+    elif name == "embedded":
+        from es4r.embedded.setup import prepare_embedded
+
+        paths = prepare_embedded()
+        shipped = SHIPPED_CHECKPOINT if (SHIPPED_CHECKPOINT / "es4r_config.json").exists() else None
+        backbones = replace(backbones, whisper=str(paths.whisper), llm=str(paths.llm),
+                            es4r_checkpoint=str(shipped) if shipped else None,
+                            tts=os.environ.get(STYLETTS2_ENV) or None)
+    if name == "paper" and os.environ.get(STYLETTS2_ENV):
+        backbones = replace(backbones, tts=os.environ[STYLETTS2_ENV])
+    if os.environ.get(CHECKPOINT_ENV):
+        backbones = replace(backbones, es4r_checkpoint=os.environ[CHECKPOINT_ENV])
+    backbones = replace(backbones, **backbone_overrides)
+    if backbones.es4r_checkpoint:
+        backbones = replace(backbones, es4r_checkpoint=resolve_checkpoint(backbones.es4r_checkpoint))
+    config = replace(config, backbones=backbones)
+    if backbones.es4r_checkpoint:
+        from es4r.checkpoint import restore_architecture
+
+        config = restore_architecture(config, backbones.es4r_checkpoint)
+    return config
+
+
+def load_model(config: ES4RConfig) -> ES4RModel:
+    """Whisper + LLM + the ES4R parts of a resolved config, in eval mode; the trained parts are
+    loaded when the config names a checkpoint. Training builds its model here too."""
+    torch.manual_seed(config.seed)
+    b = config.backbones
+    model = ES4RModel(load_whisper(b.whisper, b.device, b.dtype), load_llm(b.llm, b.device, b.dtype), config).eval()
+    if b.es4r_checkpoint:
+        from es4r.checkpoint import load_es4r_parts
+
+        load_es4r_parts(model, b.es4r_checkpoint)
+    return model
 
 
 def with_asr_time(result: TurnResult, asr_seconds: float) -> TurnResult:

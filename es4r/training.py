@@ -333,9 +333,9 @@ def train(config: TrainConfig, model=None) -> Path:
     seed_everything(config.seed)
     accelerator = make_accelerator(config)
     if model is None:
-        from es4r.pipeline import ES4RPipeline
+        from es4r.pipeline import load_model, resolve_config
 
-        model = ES4RPipeline.from_preset(config.preset).model
+        model = load_model(resolve_config(config.preset))
     if config.init_from:
         load_es4r_parts(model, config.init_from, strict=False)
     restrict_training(model, config.train_only)

@@ -36,10 +36,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from es4r.data import load_manifest
     from es4r.evaluation.gates import corpus_checks, evaluate_gates, report_markdown
-    from es4r.pipeline import ES4RPipeline
+    from es4r.pipeline import load_model, resolve_config
 
     samples = load_manifest(args.manifest)
-    model = ES4RPipeline.from_preset(args.preset).model
+    model = load_model(resolve_config(args.preset))
     args.out.mkdir(parents=True, exist_ok=True)
     if args.corpus_checks:
         checks = corpus_checks(model, samples)

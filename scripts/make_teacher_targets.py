@@ -71,11 +71,11 @@ def _with_target(row: dict, reply: str, teacher: dict, system_prompt: str) -> di
 
 def _redo_echoes(args: argparse.Namespace, samples: dict) -> int:
     """Regenerate, in place, the rows of `args.out` whose reply recites the system prompt."""
-    from es4r.pipeline import ES4RPipeline
+    from es4r.pipeline import load_model, resolve_config
     from es4r.teacher import echoes_prompt, hinted_replies
 
     out_rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
-    model = ES4RPipeline.from_preset(args.preset).model
+    model = load_model(resolve_config(args.preset))
     system_prompt = model.config.generation.system_prompt
     redo = [i for i, row in enumerate(out_rows) if row.get("teacher", {}).get("failed")
             or echoes_prompt(row["response"]["utterance"], system_prompt)]
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     from dataclasses import replace
 
     from es4r.corpus import affect_hint
-    from es4r.pipeline import ES4RPipeline
+    from es4r.pipeline import load_model, resolve_config
     from es4r.teacher import hinted_replies
 
     if args.recheck:
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("%d rows, %d already done, %d to go", len(rows), len(done), len(todo))
     if not todo:
         return 0
-    model = ES4RPipeline.from_preset(args.preset).model
+    model = load_model(resolve_config(args.preset))
     system_prompt = model.config.generation.system_prompt
     teacher = _teacher_card(model)
     rebase = os.path.relpath(args.manifest.parent.resolve(), args.out.parent.resolve())

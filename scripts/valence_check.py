@@ -30,10 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from es4r.evaluation.valence import load_valence_set, play_set, report_markdown
-    from es4r.pipeline import ES4RPipeline, resolve_checkpoint
+    from es4r.pipeline import ES4RPipeline
     from es4r.systems import system_variant
 
-    overrides = {} if args.checkpoint is None else {"es4r_checkpoint": resolve_checkpoint(args.checkpoint)}
+    overrides = {} if args.checkpoint is None else {"es4r_checkpoint": args.checkpoint}
     pipeline = ES4RPipeline.from_preset(args.preset, **overrides)
     paths = args.paths or ["speech" if pipeline.speech_path else "text"]
     if "speech" in paths and not pipeline.speech_path:

@@ -41,3 +41,27 @@ def test_training_config_rejects_unknown_keys(tmp_path):
     path.write_text("manifest: x\nlearning_rate: 1\n")
     with pytest.raises(ValueError, match="unknown training settings"):
         TrainConfig.from_file(str(path))
+
+
+def test_one_resolver_orders_preset_environment_and_flags(tiny_model, tmp_path, monkeypatch):
+    """pipeline.resolve_config: $ES4R_CHECKPOINT over the preset, a flag over the environment,
+    "none" = the text path, and a checkpoint's own architecture restored into the config."""
+    import json
+
+    from es4r.checkpoint import CONFIG_FILE, save_es4r_parts
+    from es4r.pipeline import CHECKPOINT_ENV, resolve_config
+
+    checkpoint = save_es4r_parts(tiny_model, tmp_path / "ckpt")
+    meta = json.loads((checkpoint / CONFIG_FILE).read_text())
+    meta["config"]["adapter"]["hidden"] = 48  # trained with a wider adapter than the preset's
+    (checkpoint / CONFIG_FILE).write_text(json.dumps(meta))
+    monkeypatch.delenv(CHECKPOINT_ENV, raising=False)
+    assert resolve_config("tiny").backbones.es4r_checkpoint is None
+    assert resolve_config("tiny").backbones.whisper  # backbone paths filled in: a complete config
+    monkeypatch.setenv(CHECKPOINT_ENV, str(checkpoint))
+    from_env = resolve_config("tiny")
+    assert from_env.backbones.es4r_checkpoint == str(checkpoint)
+    assert from_env.adapter.hidden == 48  # the checkpoint's architecture, not the preset's 32
+    assert resolve_config("tiny", es4r_checkpoint="none").backbones.es4r_checkpoint is None  # the flag wins
+    monkeypatch.setenv(CHECKPOINT_ENV, "None")
+    assert resolve_config("tiny").backbones.es4r_checkpoint is None
