@@ -293,7 +293,7 @@ with gr.Blocks(title="ES4R Studio") as demo:
         status_details = gr.Markdown()
     gr.Markdown(SYNTHETIC_VOICE_NOTE, elem_id="voice-note")
     with gr.Row(equal_height=False):
-        with gr.Column(scale=5, min_width=380):
+        with gr.Column(scale=5, min_width=340):
             chatbot = gr.Chatbot(label="Conversation", height=CHAT_HEIGHT, elem_id="chat", buttons=["copy_all"],
                                  feedback_options=None, placeholder="Record a turn below to start.")
             reply_audio = gr.Audio(label="Reply (synthetic voice)", autoplay=True, interactive=False,
@@ -309,7 +309,7 @@ with gr.Blocks(title="ES4R Studio") as demo:
             download = gr.DownloadButton("Download conversation (.zip)", visible=False, size="md", elem_id="download")
             if _examples():
                 gr.Examples(_examples(), inputs=[audio_in], label="No microphone? Load an example turn, then Send")
-        with gr.Column(scale=6, min_width=480):
+        with gr.Column(scale=6, min_width=340):
             view_turn = gr.Dropdown(label="Show views for", choices=[], interactive=False, elem_id="view-turn")
             with gr.Tabs():
                 with gr.Tab("Energy & strategy", elem_id="tab-strategy", render_children=True) as strategy_tab:

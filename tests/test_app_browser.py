@@ -40,6 +40,7 @@ MIN_ENVELOPE_CORRELATION = 0.6
 ENVELOPE_HOP_SECONDS = 0.05  # coarse enough that capture jitter under load does not blur it
 MIN_REPLY_SECONDS = 0.2
 VIEWPORT = {"width": 1440, "height": 1000}
+PHONE = {"width": 390, "height": 844}
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
@@ -89,11 +90,11 @@ def app_url(tmp_path_factory):
 
 
 @contextmanager
-def browser_with_microphone(driver, clip: Path):
+def browser_with_microphone(driver, clip: Path, viewport: dict = VIEWPORT):
     """A headless Chromium whose microphone plays `clip` (16-bit PCM WAV) on every capture."""
     with tempfile.TemporaryDirectory() as profile:
         context = driver.chromium.launch_persistent_context(
-            profile, executable_path=str(CHROMIUM), headless=True, viewport=VIEWPORT,
+            profile, executable_path=str(CHROMIUM), headless=True, viewport=viewport,
             args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={clip}%noloop"])
         try:
             yield context
@@ -256,3 +257,24 @@ def test_rejected_upload_keeps_the_chat_and_clears_the_input(app_url, driver, tm
         page.locator("#mic button[aria-label='Record audio']").click()
         _speak_turn(page, SPEECH_CLIP, 2)  # the next recording goes straight through
         playwright_api.expect(page.locator("#turn-error")).to_have_text("")
+
+
+def test_a_phone_sized_page_fits_and_its_plots_scale(app_url, driver):
+    """At 390 px the page does not scroll sideways and each plot is drawn within the screen
+    (es4r/ui/plots.py sizes the labels so they stay readable at that scale)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    with browser_with_microphone(driver, SPEECH_CLIP, viewport=PHONE) as context:
+        page = _open_page(context, app_url)
+        page.locator("#mic button[aria-label='Upload file']").click()
+        page.locator("#mic input[type=file]").set_input_files(str(SPEECH_CLIP))
+        playwright_api.expect(page.locator("#send")).to_be_enabled(timeout=UPLOAD_TIMEOUT_MS)
+        page.locator("#send").click()
+        playwright_api.expect(page.locator("#chat .message.bot")).to_have_count(1, timeout=TURN_TIMEOUT_MS)
+        image = page.locator("#energy-plot img")
+        image.scroll_into_view_if_needed(timeout=TURN_TIMEOUT_MS)
+        playwright_api.expect(image).to_be_visible(timeout=TURN_TIMEOUT_MS)
+        box = image.bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], box
+        assert box["width"] >= 0.75 * PHONE["width"], f"the plot is drawn too small to read: {box}"
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        page.screenshot(path=str(ARTIFACTS / "app_phone.png"), full_page=True)

@@ -234,3 +234,32 @@ def test_new_conversation_and_preset(app_module, monkeypatch):
     assert app_module.current_preset() == "tiny"
     monkeypatch.delenv(app_module.PRESET_ENV)
     assert app_module.current_preset() == app_module.DEFAULT_PRESET
+
+
+def test_figures_stay_readable_on_a_phone_and_count_in_integers(session, pipeline):
+    """Shown scaled to a 390-px screen, no label is smaller than plots.MIN_TEXT_PX and none
+    runs past the figure's edge; heatmap axes (frames, segments) tick only on integers."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    result, maps = session.latest, session.latest.attention
+    figures = {"energy": plots.energy_figure(result.energies, result.strategy, pipeline.config.strategy.tolerance),
+               "fusion": plots.fusion_figure(result.fusion_weights),
+               "intra": plots.intra_figure(maps, 0, 0), "inter": plots.inter_figure(maps, 0),
+               "cross": plots.cross_figure(maps)}
+    for name, figure in figures.items():
+        renderer = FigureCanvasAgg(figure).get_renderer()
+        figure.draw(renderer)
+        scale = plots.PHONE_WIDTH_PX / figure.get_figwidth()  # screen pixels per inch of figure
+        width = figure.bbox.width
+        for text in figure.findobj(Text):
+            if not text.get_visible() or not text.get_text().strip():
+                continue
+            shown = text.get_fontsize() / 72 * scale
+            assert shown >= plots.MIN_TEXT_PX, f"{name}: {text.get_text()!r} would be {shown:.1f} px on a phone"
+            box = text.get_window_extent(renderer)
+            assert box.x0 >= -1 and box.x1 <= width + 1, f"{name}: {text.get_text()!r} runs past the edge"
+    for name in ("intra", "inter"):
+        axes = figures[name].axes[0]
+        for ticks in (axes.get_xticks(), axes.get_yticks()):
+            assert all(float(t).is_integer() for t in ticks), f"{name}: fractional ticks {ticks}"

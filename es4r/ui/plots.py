@@ -1,21 +1,31 @@
 """Matplotlib figures of one turn: energy trend, style-fusion weights and the three
 attention maps. Figures are built with `matplotlib.figure.Figure` (no pyplot global state),
-so concurrent sessions cannot draw into each other's figures."""
+so concurrent sessions cannot draw into each other's figures. Sizes are chosen for a phone:
+a figure is shown scaled to its column's width, and on a 390-px screen every label still
+renders at `MIN_TEXT_PX` or more (tests/test_app_unit.py checks each figure)."""
 
 from __future__ import annotations
 
+import functools
+
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
 from es4r.conversation import AttentionMaps
 
-FIGURE_SIZE = (6.4, 3.4)  # inches: fits a laptop screen's right-hand column
-HEATMAP_SIZE = (6.4, 4.2)
-DPI = 100
+FIGURE_SIZE = (4.8, 3.2)  # inches; narrow, so the labels stay large when a phone scales it down
+FUSION_SIZE = (4.8, 2.4)
+HEATMAP_SIZE = (4.8, 4.0)
+DPI = 150  # sharp on a laptop, where the figure is shown near its full 720 px
+FONT_PT = 11
+PHONE_WIDTH_PX = 360  # a 390-px screen less the page's margins
+MIN_TEXT_PX = 9  # no label smaller than this on that screen
 HEATMAP_CMAP = "magma"
-UNTRAINED_NOTE = "untrained ES4R modules — illustrates the mechanism only"
-MAX_WORD_TICKS = 40  # beyond this, only every n-th history word gets a tick label
+UNTRAINED_NOTE = "untrained ES4R modules —\nthey illustrate the mechanism only"
+MAX_WORD_TICKS = 24  # beyond this, only every n-th history word gets a tick label
 STRATEGY_COLOURS = {"comfort": "#3b6fb6", "encourage": "#e07b1a", "neutral": "#6b6b6b"}
 
 
@@ -23,10 +33,22 @@ def _figure(size: tuple[float, float] = FIGURE_SIZE) -> Figure:
     return Figure(figsize=size, dpi=DPI, layout="constrained")
 
 
+def _readable(build):
+    """Build the figure with the base font size every label is derived from."""
+
+    @functools.wraps(build)
+    def wrapper(*args, **kwargs) -> Figure:
+        with matplotlib.rc_context({"font.size": FONT_PT}):
+            return build(*args, **kwargs)
+
+    return wrapper
+
+
 def _title(text: str, meaningful: bool) -> str:
     return text if meaningful else f"{text}\n({UNTRAINED_NOTE})"
 
 
+@_readable
 def energy_figure(energies: list[float], strategy: str, tolerance: float) -> Figure:
     """Per-turn energy E_i (paper Sec. 3.3) with a least-squares trend line and the tolerance
     band around the previous turn: the last turn inside the band counts as "no change"."""
@@ -50,9 +72,10 @@ def energy_figure(energies: list[float], strategy: str, tolerance: float) -> Fig
     return figure
 
 
+@_readable
 def fusion_figure(weights: list[float]) -> Figure:
     """Style-fusion weights w_i ∝ 1/(E_i + ε) (paper Sec. 3.3): quieter turns count more."""
-    figure = _figure((6.4, 2.6))
+    figure = _figure(FUSION_SIZE)
     axes = figure.add_subplot()
     if not weights:
         axes.text(0.5, 0.5, "style fusion is off (ablation)", ha="center", va="center", transform=axes.transAxes)
@@ -76,9 +99,12 @@ def _heatmap(figure: Figure, matrix: np.ndarray, title: str, xlabel: str, ylabel
     axes.set_title(title, fontsize="medium")
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
+    for axis in (axes.xaxis, axes.yaxis):  # frames, segments and tokens are counted: no 2.5
+        axis.set_major_locator(MaxNLocator(integer=True))
     return axes
 
 
+@_readable
 def intra_figure(maps: AttentionMaps, window_index: int, head: int, dropped_turns: int = 0) -> Figure:
     """Intra-turn self-attention of one turn's frames (paper Sec. 3.1). window_index: 0-based
     among the turns inside the speech window (the oldest `dropped_turns` are outside it);
@@ -92,6 +118,7 @@ def intra_figure(maps: AttentionMaps, window_index: int, head: int, dropped_turn
     return figure
 
 
+@_readable
 def inter_figure(maps: AttentionMaps, head: int, dropped_turns: int = 0) -> Figure:
     """Inter-turn self-attention over the concatenated turns (paper Sec. 3.1); turn starts drawn."""
     figure = _figure(HEATMAP_SIZE)
@@ -109,6 +136,7 @@ def inter_figure(maps: AttentionMaps, head: int, dropped_turns: int = 0) -> Figu
     return figure
 
 
+@_readable
 def cross_figure(maps: AttentionMaps) -> Figure:
     """Cross-modal attention (paper Sec. 3.2): speech segments (rows) x history words (columns),
     one box per turn: a turn's speech may only read that turn's words."""
@@ -122,12 +150,12 @@ def cross_figure(maps: AttentionMaps) -> Figure:
             axes.add_patch(Rectangle((tokens[0] - 0.5, speech[0] - 0.5), tokens[1] - tokens[0], speech[1] - speech[0],
                                      fill=False, edgecolor="cyan", linewidth=0.8))
             axes.annotate(f"T{index + 1}", (tokens[0] - 0.5, speech[0] - 0.5), xytext=(2, -2),
-                          textcoords="offset points", color="cyan", fontsize="x-small", va="top")
+                          textcoords="offset points", color="cyan", fontsize="small", va="top")
     labels = [token.replace("Ġ", "").replace("▁", "").replace("Ċ", "\\n") for token in maps.history_tokens]
     step = max(1, -(-len(labels) // MAX_WORD_TICKS))
     positions = list(range(0, len(labels), step))
     axes.set_xticks(positions)
-    axes.set_xticklabels([labels[p] for p in positions], rotation=90, fontsize="x-small")
+    axes.set_xticklabels([labels[p] for p in positions], rotation=90, fontsize="small")
     return figure
 
 
