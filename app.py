@@ -296,6 +296,9 @@ with gr.Blocks(title="ES4R Studio") as demo:
         with gr.Column(scale=5, min_width=340):
             chatbot = gr.Chatbot(label="Conversation", height=CHAT_HEIGHT, elem_id="chat", buttons=["copy_all"],
                                  feedback_options=None, placeholder="Record a turn below to start.")
+            # The turn's one progress indicator (and a waiting visitor's place in the queue): it
+            # covers only this strip, never a message of the conversation.
+            turn_progress = gr.Markdown("", elem_id="turn-progress", min_height=56)
             reply_audio = gr.Audio(label="Reply (synthetic voice)", autoplay=True, interactive=False,
                                    elem_id="reply-audio")
             audio_in = gr.Audio(sources=["microphone", "upload"], type="filepath", format="wav",
@@ -339,8 +342,8 @@ with gr.Blocks(title="ES4R Studio") as demo:
     audio_in.start_recording(lambda: gr.update(interactive=False), None, [send], queue=False)
     send.click(lambda: gr.update(interactive=False), None, [send], queue=False).then(
         converse, [audio_in, state],
-        [state, chatbot, audio_in, turn_error, reply_audio, context, download, *VIEW_OUTPUTS],
-        show_progress_on=[chatbot],  # one progress bar, on the conversation, not over every view
+        [state, chatbot, audio_in, turn_error, reply_audio, context, download, turn_progress, *VIEW_OUTPUTS],
+        show_progress_on=[turn_progress],  # one progress bar, on its own strip, not over the chat or the views
     ).then(submit_state, [audio_in], [send], queue=False)
     reset.click(new_conversation, None,
                 [state, chatbot, reply_audio, audio_in, download, context, *VIEW_OUTPUTS], queue=False)

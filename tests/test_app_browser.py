@@ -265,9 +265,7 @@ def test_a_phone_sized_page_fits_and_its_plots_scale(app_url, driver):
     ARTIFACTS.mkdir(exist_ok=True)
     with browser_with_microphone(driver, SPEECH_CLIP, viewport=PHONE) as context:
         page = _open_page(context, app_url)
-        page.locator("#mic button[aria-label='Upload file']").click()
-        page.locator("#mic input[type=file]").set_input_files(str(SPEECH_CLIP))
-        playwright_api.expect(page.locator("#send")).to_be_enabled(timeout=UPLOAD_TIMEOUT_MS)
+        _upload_turn(page, SPEECH_CLIP)
         page.locator("#send").click()
         playwright_api.expect(page.locator("#chat .message.bot")).to_have_count(1, timeout=TURN_TIMEOUT_MS)
         image = page.locator("#energy-plot img")
@@ -278,3 +276,25 @@ def test_a_phone_sized_page_fits_and_its_plots_scale(app_url, driver):
         assert box["width"] >= 0.75 * PHONE["width"], f"the plot is drawn too small to read: {box}"
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
         page.screenshot(path=str(ARTIFACTS / "app_phone.png"), full_page=True)
+
+
+def _upload_turn(page, clip: Path) -> None:
+    page.locator("#mic button[aria-label='Upload file']").click()
+    page.locator("#mic input[type=file]").set_input_files(str(clip))
+    playwright_api.expect(page.locator("#send")).to_be_enabled(timeout=UPLOAD_TIMEOUT_MS)
+
+
+def test_one_progress_strip_shows_the_queue_and_covers_no_message(app_url, driver):
+    """Two visitors send at once: the second sees its place in the queue, the first its
+    progress; both only on the progress strip, never over the conversation."""
+    with browser_with_microphone(driver, SPEECH_CLIP) as first, browser_with_microphone(driver, OTHER_CLIP) as second:
+        page_a, page_b = _open_page(first, app_url), _open_page(second, app_url)
+        _upload_turn(page_a, SPEECH_CLIP)
+        _upload_turn(page_b, OTHER_CLIP)
+        page_a.locator("#send").click()
+        page_b.locator("#send").click()
+        playwright_api.expect(page_b.locator("#turn-progress")).to_contain_text("queue", timeout=TURN_TIMEOUT_MS)
+        playwright_api.expect(page_a.locator("#turn-progress")).to_contain_text("%", timeout=TURN_TIMEOUT_MS)
+        for page in (page_a, page_b):
+            assert "queue" not in page.locator("#chat").inner_text() and "%" not in page.locator("#chat").inner_text()
+            playwright_api.expect(page.locator("#chat .message.bot")).to_have_count(1, timeout=TURN_TIMEOUT_MS)
