@@ -23,14 +23,14 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from es4r.audio import FRAMES_PER_SECOND, AudioError
+from es4r.audio import AudioError
 from es4r.backbones import BackboneError
 from es4r.config import PRESETS
 from es4r.conversation import ASSISTANT, Turn
 from es4r.pipeline import ES4RPipeline, PipelineError, shown_source, with_asr_time
 from es4r.ui import plots
 from es4r.ui.archive import write_archive
-from es4r.ui.format import (SYNTHETIC_VOICE_NOTE, ContextUsage, chat_messages, context_markdown, latency_table,
+from es4r.ui.format import (SYNTHETIC_VOICE_NOTE, chat_messages, context_markdown, latency_table,
                             status_line, status_markdown, strategy_markdown)
 from es4r.ui.session import Session
 
@@ -76,18 +76,6 @@ def get_pipeline() -> ES4RPipeline:
 
 
 # ------------------------------------------------------------------ formatting helpers
-def _context_usage(pipeline: ES4RPipeline, session: Session) -> ContextUsage:
-    config = pipeline.config
-    users = session.conversation.user_turns
-    tokens = len(pipeline.model.tokenizer(session.conversation.history_text()).input_ids) if users else 0
-    return ContextUsage(
-        turn_seconds=[len(t.audio) / t.sample_rate for t in users],
-        window_seconds=pipeline.model.max_frames * config.dual.downsample / FRAMES_PER_SECOND,
-        history_tokens=tokens, max_tokens=config.generation.max_context_tokens,
-        reply_tokens=config.generation.max_new_tokens,
-        dropped_turns=session.latest.dropped_turns if session.latest else 0)
-
-
 def _int16(samples: np.ndarray) -> np.ndarray:
     return (np.clip(samples, -1.0, 1.0) * INT16_SCALE).astype(np.int16)
 
@@ -152,7 +140,7 @@ def load_page(session: Session):
         return ("**The model could not be loaded;** see the server log.", "", "", context_markdown(None))
     preset, components, voice = pipeline.config.preset, pipeline.components, pipeline.voice.name
     return (status_line(preset, components, voice), status_markdown(preset, components, voice),
-            _shown_settings(pipeline), context_markdown(_context_usage(pipeline, session)))
+            _shown_settings(pipeline), context_markdown(pipeline.context_usage(session.conversation)))
 
 
 def _archive_path() -> Path:
@@ -243,7 +231,7 @@ def converse(audio_path: str | None, session: Session, progress=gr.Progress()):
     new_session = session.answered(conversation, result)
     shown = len(new_session.results) - 1
     yield {state: new_session, chatbot: chat_messages(conversation), audio_in: None,
-           context: context_markdown(_context_usage(pipeline, new_session)),
+           context: context_markdown(pipeline.context_usage(conversation)),
            **dict(zip(VIEW_OUTPUTS, _views(pipeline, new_session, shown)))}
     yield {reply_audio: (result.sample_rate, _int16(result.reply_audio))}  # the voice first, the export after
     archive = write_archive(conversation, new_session.results, pipeline.config.to_json(), pipeline.config.preset,

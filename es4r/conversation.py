@@ -112,3 +112,33 @@ class TurnResult:
             "dropped_turns": self.dropped_turns, "attention_meaningful": self.attention.meaningful,
             "notes": list(self.notes),
         }
+
+
+@dataclass(frozen=True)
+class ContextUsage:
+    """How much of the speech encoder's window and of the LLM context the conversation uses,
+    as the pipeline counts it (ES4RPipeline.context_usage): every spoken turn, the user's and
+    the assistant's, is heard, and the window keeps what `ES4RModel.fit_window` keeps."""
+
+    turn_seconds: list[float]  # every spoken turn, oldest first
+    turns_in_window: int  # the most recent turns that fit the encoder window
+    window_seconds: float  # speech the encoder window holds (after input downsampling)
+    history_tokens: int
+    max_tokens: int  # LLM context budget for history + reply
+    reply_tokens: int  # reserved for the reply
+    dropped_turns: int  # oldest spoken turns outside the speech window
+
+    @property
+    def window_used(self) -> float:
+        return sum(self.turn_seconds[len(self.turn_seconds) - self.turns_in_window:])
+
+    def more_turns_that_fit(self) -> tuple[int, int]:
+        """(speech window, LLM context): further turns of the average length so far that fit."""
+        if not self.turn_seconds:
+            return 0, 0
+        average_seconds = sum(self.turn_seconds) / len(self.turn_seconds)
+        average_tokens = max(1, self.history_tokens // len(self.turn_seconds))
+        speech = int((self.window_seconds - self.window_used) // max(average_seconds, 1e-6))
+        text = int((self.max_tokens - self.reply_tokens - self.history_tokens) // average_tokens)
+        return max(speech, 0), max(text, 0)
+

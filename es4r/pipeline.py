@@ -18,10 +18,11 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from es4r.audio import AudioError, Waveform, load_audio, log_mel, prepare_waveform, turn_energy
+from es4r.audio import FRAMES_PER_SECOND, AudioError, Waveform, load_audio, log_mel, prepare_waveform, turn_energy
 from es4r.backbones import is_random, load_llm, load_whisper
 from es4r.config import FALLBACK, RANDOM, TRAINED, UNTRAINED, ES4RConfig, preset_config
-from es4r.conversation import ASSISTANT, USER, WALL, AttentionMaps, ComponentStatus, Conversation, Turn, TurnResult
+from es4r.conversation import (ASSISTANT, USER, WALL, AttentionMaps, ComponentStatus, ContextUsage, Conversation, Turn,
+                               TurnResult)
 from es4r.model import ES4RModel, GenerationOutput
 from es4r.strategy import StrategyDecision, select_strategy
 from es4r.style_fusion import fuse_styles, fusion_weights
@@ -251,6 +252,20 @@ class ES4RPipeline:
             path="speech" if self.speech_path else "text", voice=synthesis.engine, seed=synthesis.seed,
             dropped_turns=draft.dropped_turns, notes=tuple(notes),
         )
+
+    def context_usage(self, conversation: Conversation) -> ContextUsage:
+        """What the next turn will hear and read of `conversation`: its spoken turns (the
+        user's and the assistant's replies) through the model's own `fit_window`, and its
+        history tokens as the prompt holds them."""
+        config = self.config
+        heard = [t for t in conversation.turns if t.audio is not None and len(t.audio)]
+        seconds = [len(t.audio) / (t.sample_rate or config.audio.sample_rate) for t in heard]
+        kept, dropped = self.model.fit_window([self._features(t) for t in heard]) if heard else ([], 0)
+        tokens = len(self.model.prompt_parts(conversation.history(), config.generation).history_ids) if heard else 0
+        return ContextUsage(turn_seconds=seconds, turns_in_window=len(kept),
+                            window_seconds=self.model.max_frames * config.dual.downsample / FRAMES_PER_SECOND,
+                            history_tokens=tokens, max_tokens=config.generation.max_context_tokens,
+                            reply_tokens=config.generation.max_new_tokens, dropped_turns=dropped)
 
     def _features(self, turn: Turn) -> torch.Tensor | None:
         """Log-mel of a turn's audio at Whisper's rate (assistant replies come at the voice's)."""

@@ -204,7 +204,7 @@ def test_three_spoken_turns(app_url, driver):
         strategy = page.locator("#strategy")
         playwright_api.expect(strategy).to_contain_text("strategy")
         assert any(name in strategy.inner_text() for name in ("comfort", "encourage", "neutral"))
-        playwright_api.expect(page.locator("#context-meter")).to_contain_text("3 of 3 turns")
+        playwright_api.expect(page.locator("#context-meter")).to_contain_text("of 6 spoken turns")  # 3 recordings + 3 spoken replies
         playwright_api.expect(page.locator("#download")).to_be_visible()
         page.screenshot(path=str(ARTIFACTS / "app_three_turns.png"), full_page=True)
 

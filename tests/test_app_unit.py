@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from es4r.conversation import Conversation
+from es4r.conversation import ContextUsage, Conversation
 from es4r.ui import plots
 from es4r.ui.archive import write_archive
-from es4r.ui.format import (ContextUsage, context_markdown, latency_table, status_line, status_markdown,
+from es4r.ui.format import (context_markdown, latency_table, status_line, status_markdown,
                             strategy_markdown)
 from es4r.ui.session import Session
 
@@ -140,14 +140,28 @@ def test_text_views(session, pipeline, app_module):
 
 
 def test_context_meter_says_when_turns_are_dropped():
-    full = ContextUsage([20.0, 25.0, 20.0], window_seconds=60.0, history_tokens=90, max_tokens=512,
-                        reply_tokens=8, dropped_turns=1)
-    assert full.turns_in_window == 2
+    full = ContextUsage([20.0, 25.0, 20.0], turns_in_window=2, window_seconds=60.0, history_tokens=90,
+                        max_tokens=512, reply_tokens=8, dropped_turns=1)
+    assert full.window_used == 45.0
     text = context_markdown(full)
-    assert "2 of 3 turns" in text and "oldest 1 turn(s)" in text
-    roomy = ContextUsage([3.0], window_seconds=60.0, history_tokens=10, max_tokens=512, reply_tokens=8,
-                         dropped_turns=0)
+    assert "2 of 3 spoken turns" in text and "oldest 1 turn(s)" in text
+    roomy = ContextUsage([3.0], turns_in_window=1, window_seconds=60.0, history_tokens=10, max_tokens=512,
+                         reply_tokens=8, dropped_turns=0)
     assert roomy.more_turns_that_fit()[0] == 19 and "Warning" not in context_markdown(roomy)
+
+
+def test_context_usage_is_what_the_next_turn_hears(session, pipeline):
+    """The meter counts every spoken turn (the replies too) through the model's own window,
+    so it agrees with the inter-turn heatmap: the last turn heard its history's turns, the
+    next one will hear those plus the reply just spoken."""
+    usage = pipeline.context_usage(session.conversation)
+    spoken = [turn for turn in session.conversation.turns if turn.audio is not None]
+    assert len(usage.turn_seconds) == len(spoken) == 2 * TURNS
+    assert usage.turns_in_window + usage.dropped_turns == len(spoken)
+    if not usage.dropped_turns:
+        assert usage.turns_in_window == len(session.latest.attention.intra) + 1
+    prompt = pipeline.model.prompt_parts(session.conversation.history(), pipeline.config.generation)
+    assert usage.history_tokens == len(prompt.history_ids)
 
 
 def _run(handler_generator):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from es4r.config import FALLBACK, RANDOM, TRAINED, UNTRAINED
-from es4r.conversation import ASSISTANT, USER, WALL, ComponentStatus, Conversation, TurnResult
+from es4r.conversation import ASSISTANT, USER, WALL, ComponentStatus, ContextUsage, Conversation, TurnResult
 
 SYNTHETIC_VOICE_NOTE = ("**Note:** every reply is spoken by a **synthetic voice** (text-to-speech). "
                         "It is not a person and not a recording of one.")
@@ -95,48 +95,12 @@ def latency_table(results: tuple[TurnResult, ...] | list[TurnResult]) -> tuple[l
     return headers, rows
 
 
-@dataclass(frozen=True)
-class ContextUsage:
-    """How much of the speech encoder's window and of the LLM context the history uses."""
-
-    turn_seconds: list[float]  # every user turn, oldest first
-    window_seconds: float  # speech the encoder window holds (after input downsampling)
-    history_tokens: int
-    max_tokens: int  # LLM context budget for history + reply
-    reply_tokens: int  # reserved for the reply
-    dropped_turns: int  # oldest turns left out of the latest speech encoding
-
-    @property
-    def turns_in_window(self) -> int:
-        total, kept = 0.0, 0
-        for seconds in reversed(self.turn_seconds):
-            if total + seconds > self.window_seconds:
-                break
-            total, kept = total + seconds, kept + 1
-        return kept
-
-    @property
-    def window_used(self) -> float:
-        kept = self.turn_seconds[len(self.turn_seconds) - self.turns_in_window:]
-        return sum(kept)
-
-    def more_turns_that_fit(self) -> tuple[int, int]:
-        """(speech window, LLM context): further turns of the average length so far that fit."""
-        if not self.turn_seconds:
-            return 0, 0
-        average_seconds = sum(self.turn_seconds) / len(self.turn_seconds)
-        average_tokens = max(1, self.history_tokens // len(self.turn_seconds) // 2)  # user + reply per turn
-        speech = int((self.window_seconds - self.window_used) // max(average_seconds, 1e-6))
-        text = int((self.max_tokens - self.reply_tokens - self.history_tokens) // (2 * average_tokens))
-        return max(speech, 0), max(text, 0)
-
-
 def context_markdown(usage: ContextUsage | None) -> str:
     if usage is None or not usage.turn_seconds:
         return "**Context:** empty — record a first turn."
     speech_more, text_more = usage.more_turns_that_fit()
     lines = [
-        f"**Speech window:** {usage.turns_in_window} of {len(usage.turn_seconds)} turns "
+        f"**Speech window:** {usage.turns_in_window} of {len(usage.turn_seconds)} spoken turns, yours and the replies "
         f"({usage.window_used:.1f} s of {usage.window_seconds:.0f} s); about {speech_more} more turn(s) of this length fit.",
         f"**LLM context:** {usage.history_tokens} of {usage.max_tokens - usage.reply_tokens} history tokens "
         f"({usage.reply_tokens} kept for the reply); about {text_more} more turn(s) fit.",
