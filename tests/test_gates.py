@@ -84,3 +84,20 @@ def test_a_regenerated_teacher_reply_cannot_recite_the_prompt(tiny_model, monkey
     seen.clear()
     hinted_replies(tiny_model, [_sample("c1", "falling")])
     assert seen and "bad_words_ids" not in seen  # the teacher of a first pass decodes as the app does
+
+
+def test_gate_report_shows_each_systems_most_common_opening():
+    """The 25 % opening rule (issue: replies people accept) is read off the same 40 held-out
+    replies as the gates: each system's row names its most common four-word opening and share."""
+    from es4r.evaluation.gates import GateReport, report_markdown
+    from es4r.evaluation.valence import top_opening
+
+    replies = ["I'm so glad you're well.", "I'm so glad you're here!", "That sounds hard.", "Tell me more."]
+    opening, share = top_opening(replies)
+    assert (opening, share) == ("i'm so glad you're", 0.5)
+    metrics = {"bleu1": 0.3, "rougeL": 0.3, "bertscore": 0.6, "dist2": 0.7, "distinct": 4,
+               "top_opening": opening, "top_opening_share": share}
+    report = GateReport(systems={"text": metrics}, references=["a", "b", "c", "d"],
+                        gates={"distinct_replies": {"value": 4, "threshold": 3, "passed": True}})
+    text = report_markdown(report, "ckpt")
+    assert "| text |" in text and "50% \"i'm so glad you're\"" in text and "**PASSED**" in text

@@ -191,6 +191,7 @@ def evaluate_gates(model: ES4RModel, checkpoint: str, samples: list[Sample],
 
     from es4r.checkpoint import load_es4r_parts
     from es4r.evaluation.metrics import corpus_metrics
+    from es4r.evaluation.valence import top_opening
     from es4r.systems import cascade_reply
 
     groups = group_by_conversation(samples)
@@ -223,6 +224,7 @@ def evaluate_gates(model: ES4RModel, checkpoint: str, samples: list[Sample],
         metrics = corpus_metrics(replies, report.references, bertscore_model=bertscore_model).as_dict()
         report.systems[name] = {k: metrics.get(k) for k in ("bleu1", "rougeL", "bertscore", "dist2")}
         report.systems[name]["distinct"] = len({r.strip().lower() for r in replies})
+        report.systems[name]["top_opening"], report.systems[name]["top_opening_share"] = top_opening(replies)
     report.diversity = {f"{name}_{kind}": fn(vecs) for name, vecs in vectors.items()
                         for kind, fn in (("cos_between", between_dialogue_cosine), ("spread", centred_spread))}
 
@@ -267,10 +269,12 @@ def report_markdown(report: GateReport, checkpoint: str) -> str:
 
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
     lines = [f"# Ship gates for `{checkpoint}`", "", f"**{'PASSED' if report.passed else 'FAILED'}**", "",
-             "| system | BLEU-1 | ROUGE-L | BERTScore | Dist-2 | distinct replies |", "|---|---|---|---|---|---|"]
+             "| system | BLEU-1 | ROUGE-L | BERTScore | Dist-2 | distinct replies | most common 4-word opening |",
+             "|---|---|---|---|---|---|---|"]
     for name, m in report.systems.items():
+        opening = f"{m['top_opening_share']:.0%} \"{m['top_opening']}\"" if "top_opening" in m else "-"
         lines.append(f"| {name} | {fmt(m['bleu1'])} | {fmt(m['rougeL'])} | {fmt(m['bertscore'])} | "
-                     f"{fmt(m['dist2'])} | {m['distinct']}/{len(report.references)} |")
+                     f"{fmt(m['dist2'])} | {m['distinct']}/{len(report.references)} | {opening} |")
     lines += ["", "| gate | value | threshold | passed |", "|---|---|---|---|"]
     lines += [f"| {name} | {fmt(g['value'])} | {fmt(g['threshold'])} | {'yes' if g['passed'] else 'NO'} |"
               for name, g in report.gates.items()]
