@@ -54,7 +54,9 @@ _preset_override: str | None = None  # set by --preset
 
 
 STUDY_ENV = "ES4R_STUDY_DB"
-RAW_MICROPHONE_HEAD = f"<script>{(Path(__file__).resolve().parent / 'es4r' / 'ui' / 'microphone.js').read_text()}</script>"
+PAGE_SCRIPTS = ("microphone.js", "page_timing.js")  # raw microphone; Send → text/voice times measured in the page
+PAGE_HEAD = "".join(f"<script>{(Path(__file__).resolve().parent / 'es4r' / 'ui' / name).read_text()}</script>"
+                    for name in PAGE_SCRIPTS)
 RAW_MICROPHONE_NOTE = ("The microphone opens with automatic gain control, noise suppression and echo cancellation "
                        "**off** (where your browser allows it), so ES4R hears how loud you really speak.")
 STUDY_CONCURRENCY = 8  # annotators only read clips and write answers; no model runs
@@ -287,6 +289,7 @@ with gr.Blocks(title="ES4R Studio") as demo:
             # The turn's one progress indicator (and a waiting visitor's place in the queue): it
             # covers only this strip, never a message of the conversation.
             turn_progress = gr.Markdown("", elem_id="turn-progress", min_height=56)
+            gr.HTML('<p id="page-timing"></p>', elem_id="page-timing-box")  # filled by page_timing.js
             reply_audio = gr.Audio(label="Reply (synthetic voice)", autoplay=True, interactive=False,
                                    elem_id="reply-audio")
             audio_in = gr.Audio(sources=["microphone", "upload"], type="filepath", format="wav",
@@ -372,7 +375,7 @@ def main(argv: list[str] | None = None) -> None:
         get_pipeline()  # load before the first visitor arrives
     except BackboneError as error:
         parser.exit(2, f"error: {error}\n")
-    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), head=RAW_MICROPHONE_HEAD)
+    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), head=PAGE_HEAD)
 
 
 if __name__ == "__main__":

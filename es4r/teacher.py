@@ -16,6 +16,7 @@ import re
 
 import torch
 
+from es4r.config import GenerationConfig
 from es4r.data import Sample
 from es4r.model import ES4RModel, generation_kwargs
 from es4r.pipeline import trim_reply
@@ -53,12 +54,14 @@ def prompt_ban(tokenizer, system_prompt: str) -> list[list[int]]:
 
 
 @torch.no_grad()
-def hinted_replies(model: ES4RModel, samples: list[Sample], batch_size: int = 8, ban_prompt: bool = False) -> list[str]:
+def hinted_replies(model: ES4RModel, samples: list[Sample], batch_size: int = 8, ban_prompt: bool = False,
+                   generation: GenerationConfig | None = None) -> list[str]:
     """The text path's reply to each sample with its affect hint after the history,
     decoded as the app decodes (greedy, repetition penalties, cut at `max_sentences`);
     with `ban_prompt`, the system prompt's wording is forbidden (`prompt_ban`).
+    `generation` replaces the model's decoding settings (scripts/affect_ceiling.py samples).
     Batched with left padding, which is several times faster on a CPU."""
-    generation = model.config.generation
+    generation = generation or model.config.generation
     kwargs = generation_kwargs(generation, model.tokenizer)
     if ban_prompt:
         kwargs["bad_words_ids"] = prompt_ban(model.tokenizer, generation.system_prompt)

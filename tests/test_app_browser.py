@@ -261,13 +261,19 @@ def test_rejected_upload_keeps_the_chat_and_clears_the_input(app_url, driver, tm
 
 def test_a_phone_sized_page_fits_and_its_plots_scale(app_url, driver):
     """At 390 px the page does not scroll sideways and each plot is drawn within the screen
-    (es4r/ui/plots.py sizes the labels so they stay readable at that scale)."""
+    (es4r/ui/plots.py sizes the labels so they stay readable at that scale); the page shows
+    the seconds from Send to the reply text and to the voice, as it measured them."""
     ARTIFACTS.mkdir(exist_ok=True)
     with browser_with_microphone(driver, SPEECH_CLIP, viewport=PHONE) as context:
         page = _open_page(context, app_url)
         _upload_turn(page, SPEECH_CLIP)
         page.locator("#send").click()
         playwright_api.expect(page.locator("#chat .message.bot")).to_have_count(1, timeout=TURN_TIMEOUT_MS)
+        timing = page.locator("#page-timing")  # Send → reply text and → voice, measured in the page
+        playwright_api.expect(timing).to_contain_text("reply text after", timeout=TURN_TIMEOUT_MS)
+        playwright_api.expect(timing).to_contain_text("voice after", timeout=TURN_TIMEOUT_MS)
+        measured = page.evaluate("window.es4rPageTiming")
+        assert 0 < measured["text_s"] <= measured["voice_s"] < TURN_TIMEOUT_MS / 1000, measured
         image = page.locator("#energy-plot img")
         image.scroll_into_view_if_needed(timeout=TURN_TIMEOUT_MS)
         playwright_api.expect(image).to_be_visible(timeout=TURN_TIMEOUT_MS)

@@ -1,0 +1,54 @@
+// How long a turn feels in the page: from pressing Send to the first words of the reply in
+// the chat, and to the reply's voice starting. Measured here, in the browser (the latency
+// table holds the server's stage times); shown in #page-timing and kept on
+// window.es4rPageTiming for the browser test.
+(() => {
+  if (window.es4rPageTimingInstalled) return;
+  window.es4rPageTimingInstalled = true;
+  const GIVE_UP_MS = 180000;  // a voice that never starts (autoplay blocked) stops the search
+  let turn = null;
+  const seconds = (t) => ((t - turn.sent) / 1000).toFixed(1);
+  const show = () => {
+    const box = document.querySelector("#page-timing");
+    if (!box || !turn) return;
+    const text = turn.text ? `reply text after ${seconds(turn.text)} s` : "waiting for the reply text";
+    const voice = turn.voice ? `voice after ${seconds(turn.voice)} s` : "voice not started yet";
+    box.textContent = `In your browser, from pressing Send: ${text}, ${voice}.`;
+    window.es4rPageTiming = { text_s: turn.text ? (turn.text - turn.sent) / 1000 : null,
+                              voice_s: turn.voice ? (turn.voice - turn.sent) / 1000 : null };
+  };
+  const botMessages = () => document.querySelectorAll("#chat .message.bot");
+  document.addEventListener("click", (event) => {
+    const send = event.target.closest && event.target.closest("#send");
+    if (!send || send.disabled) return;
+    turn = { sent: performance.now(), bots: botMessages().length, text: null, voice: null };
+    show();
+  }, true);
+  new MutationObserver(() => {
+    if (!turn || turn.text) return;
+    const bots = botMessages();
+    const last = bots[bots.length - 1];
+    const words = last ? last.innerText.trim() : "";
+    if (bots.length > turn.bots && words && words !== "…") {
+      turn.text = performance.now();
+      show();
+    }
+  }).observe(document.body, { childList: true, subtree: true, characterData: true });
+  // The reply player's <audio> lives in a shadow root (WaveSurfer), whose media events do not
+  // reach the document; while a turn waits for its voice, look for a playing one every 50 ms.
+  const media = (root) => {
+    const found = [...root.querySelectorAll("audio, video")];
+    for (const element of root.querySelectorAll("*")) {
+      if (element.shadowRoot) found.push(...media(element.shadowRoot));
+    }
+    return found;
+  };
+  setInterval(() => {
+    if (!turn || turn.voice || performance.now() - turn.sent > GIVE_UP_MS) return;
+    const player = document.querySelector("#reply-audio");
+    if (player && media(player).some((m) => !m.paused && m.currentTime > 0)) {
+      turn.voice = performance.now();
+      show();
+    }
+  }, 50);
+})();
