@@ -80,7 +80,9 @@ def test_growth_check_on_constructed_timings():
 def test_evaluate_all_systems(speech_pipeline, tmp_path):
     from es4r.evaluation.run import evaluate
 
-    manifest = _write_manifest(tmp_path, _rows(tmp_path)[:2])
+    said_rows = _rows(tmp_path)[:2]
+    said_rows[1]["dialogue_history"][-1]["utterance"] = ""  # no transcript: the recogniser's words, marked
+    manifest = _write_manifest(tmp_path, said_rows)
     output = evaluate(speech_pipeline, manifest, list(SYSTEMS), tmp_path / "eval", bertscore_model=None)
     assert set(output.table) == set(SYSTEMS)
     rows = list(csv.DictReader(output.csv.open()))
@@ -100,6 +102,12 @@ def test_evaluate_all_systems(speech_pipeline, tmp_path):
 
     pairs = load_pairs(tmp_path / "eval")
     assert len(pairs) == 2
+    # the study shows what was said: the manifest's words, the recogniser's only where none exist
+    said = pairs[0].context[-1]
+    assert said.utterance == said_rows[0]["dialogue_history"][-1]["utterance"] and not said.recognised
+    heard = pairs[1].context[-1]
+    assert heard.recognised and heard.utterance == samples[1]["context"][-1]["utterance"]
+    assert [t.utterance for t in pairs[1].context[:-1]] == [t["utterance"] for t in said_rows[1]["dialogue_history"][:-1]]
 
 
 def test_speech_systems_need_a_checkpoint(tmp_path, tiny_pipeline):

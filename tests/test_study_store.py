@@ -201,3 +201,18 @@ def test_annotator_ids_are_normalised(tmp_path):
     assert [r["annotator_id"] for r in store.rows("SELECT annotator_id FROM annotators")] == ["rater07"]
     with pytest.raises(StudyError, match="capitals and surrounding spaces are ignored"):
         store.register("rater 07")
+
+
+def test_the_page_labels_recognised_words_and_shows_transcripts_as_they_are():
+    """Context bubbles carry the pairs file's words; recogniser output says so."""
+    from types import SimpleNamespace
+
+    from es4r.study.ui import RECOGNISED_NOTE, _chat
+
+    item = SimpleNamespace(context=[
+        {"role": "speaker", "utterance": "I lost my job.", "audio": None, "recognised": False},
+        {"role": "listener", "utterance": "Oh no.", "audio": None},  # a study built before the flag
+        {"role": "speaker", "utterance": "i lost my jab", "audio": None, "recognised": True}])
+    contents = [message["content"] for message in _chat(item)]
+    assert contents[:2] == ["I lost my job.", "Oh no."]
+    assert contents[2].startswith("i lost my jab") and RECOGNISED_NOTE in contents[2]

@@ -61,8 +61,13 @@ def evaluate(pipeline, manifest: str | Path, systems: list[str], out: str | Path
         sample_id = f"{sample.conversation_id}-{sample.turn_id}" + (f"-{sample.variant}" if sample.variant else "")
         conversation = _conversation(pipeline, sample, use_manifest_transcripts)
         context, user_index = [], 0
-        for turn in conversation.turns:
-            entry = {"role": "speaker" if turn.role != ASSISTANT else "listener", "utterance": turn.text}
+        for turn, said in zip(conversation.turns, sample.history):
+            # The listening study shows what was said: the manifest's words; the recogniser's
+            # only where the manifest has none, and then marked so the page can say it.
+            words = (said.utterance or "").strip()
+            entry = {"role": "speaker" if turn.role != ASSISTANT else "listener", "utterance": words or turn.text}
+            if not words:
+                entry["recognised"] = True
             if turn.audio is not None:
                 path = out / "context" / f"{sample_id}_{user_index}.wav"
                 sf.write(path, turn.audio, turn.sample_rate)

@@ -12,7 +12,9 @@ object per line::
 
 * ``sample_id``: unique in the file.
 * ``context``: the dialogue so far, oldest first; ``role`` is ``speaker`` or ``listener``;
-  ``audio_path`` is optional per turn.
+  ``utterance`` is what was said (the corpus transcript); ``audio_path`` is optional per turn;
+  ``recognised: true`` marks words that came from the speech recogniser because no
+  transcript existed (the page labels them).
 * ``systems``: each compared system's reply; both ``text`` and ``audio_path`` are required.
 * ``gold`` (optional): known answers for attention checks, written as the first system
   of the study over the second (``win`` / ``tie`` / ``lose``); gold items are shown to
@@ -64,6 +66,7 @@ class ContextTurn:
     role: str  # speaker | listener
     utterance: str
     audio_path: Path | None  # absolute
+    recognised: bool = False  # the words are speech-recogniser output (no transcript existed)
 
 
 @dataclass(frozen=True)
@@ -110,8 +113,10 @@ def _parse_line(folder: Path, row: object, where: str) -> PairSample:
                  f"{turn.get('role')!r}")
         _require(isinstance(turn.get("utterance"), str), at, "utterance must be a string")
         audio = turn.get("audio_path")
+        _require(isinstance(turn.get("recognised", False), bool), at, "recognised must be true or false")
         context.append(ContextTurn(turn["role"], turn["utterance"],
-                                   None if audio is None else _audio(folder, audio, at)))
+                                   None if audio is None else _audio(folder, audio, at),
+                                   turn.get("recognised", False)))
     systems = row.get("systems")
     _require(isinstance(systems, dict) and len(systems) >= 2, where,
              "systems must map at least two system names to {text, audio_path}")

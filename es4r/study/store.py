@@ -49,7 +49,7 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE items (
     item_id      INTEGER PRIMARY KEY,
     sample_id    TEXT NOT NULL UNIQUE,
-    context_json TEXT NOT NULL,          -- [{role, utterance, audio}]; audio: normalised file
+    context_json TEXT NOT NULL,          -- [{role, utterance, audio, recognised}]; audio: normalised file
     replies_json TEXT NOT NULL,          -- {system: {text, audio, seconds}}; audio: ditto
     gold_json    TEXT,                   -- {criterion: choice of systems[0] over systems[1]}
     coin         INTEGER NOT NULL);      -- study-level side coin (design.balanced_coins)
@@ -130,7 +130,7 @@ class StudySpec:
 @dataclass(frozen=True)
 class NewItem:
     sample_id: str
-    context: list[dict]  # [{role, utterance, audio: str | None}]
+    context: list[dict]  # [{role, utterance, audio: str | None, recognised: bool}]
     replies: dict[str, dict]  # system -> {text, audio}
     gold: dict[str, str] | None
     coin: bool
@@ -407,7 +407,8 @@ def build_study(pairs_dir: str | Path, db_path: str | Path, systems: tuple[str, 
         return {"text": text, "audio": clip.path.name, "seconds": clip.seconds}
 
     items = [NewItem(pair.sample_id,
-                     [{"role": t.role, "utterance": t.utterance, "audio": normalised(t.audio_path)}
+                     [{"role": t.role, "utterance": t.utterance, "audio": normalised(t.audio_path),
+                      "recognised": t.recognised}
                       for t in pair.context],
                      {name: reply(pair.replies[name].audio_path, pair.replies[name].text)
                       for name in systems},

@@ -108,11 +108,16 @@ def _updates(count: int, **changes) -> list[dict]:
     return [gr.update(**changes) for _ in range(count)]
 
 
+RECOGNISED_NOTE = "(words recognised automatically; no transcript of this turn exists)"
+
+
 def _chat(item: PresentedItem) -> list[dict]:
+    """The conversation as said (the pairs file's transcript); recogniser output is labelled."""
     messages = []
     for turn in item.context:
         role = ROLE_NAMES[turn["role"]]
-        messages.append({"role": role, "content": turn["utterance"]})
+        words = turn["utterance"] + (f"\n\n*{RECOGNISED_NOTE}*" if turn.get("recognised") else "")
+        messages.append({"role": role, "content": words})
         if turn["audio"]:
             messages.append({"role": role, "content": gr.Audio(turn["audio"], show_label=False,
                                                                buttons=[])})
