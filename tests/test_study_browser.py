@@ -1,6 +1,8 @@
 """The study app in a real headless Chromium: two annotators answer in parallel (one with the
 mouse, one with the keyboard shortcuts), one reloads mid-way and resumes, and the exported
-tallies match what they clicked. Audio really plays: answers unlock only at its end."""
+tallies match what they clicked. Audio really plays: answers unlock only at its end. On each
+of the three items the mouse annotator sees, the words and the context clips' played
+durations are that item's own."""
 
 from __future__ import annotations
 
@@ -76,8 +78,44 @@ async def start(page, url: str, who: str) -> str:
     return await page.inner_text("#study-progress .prose")
 
 
+def item_context(store, text_a: str) -> list[dict]:
+    """The context of the item whose reply A reads `text_a`, from the database."""
+    for row in store.rows("SELECT context_json, replies_json FROM items"):
+        if any(reply["text"] == text_a for reply in json.loads(row["replies_json"]).values()):
+            return json.loads(row["context_json"])
+    raise AssertionError(f"no item has the reply {text_a!r}")
+
+
+async def check_context(page, store, text_a: str) -> None:
+    """The conversation on the page is this item's own: its words in order, no other item's,
+    and its context clips, played in the page, last as long as the item's own files."""
+    import soundfile as sf
+
+    context = item_context(store, text_a)
+    shown = await page.inner_text("#study-context")
+    position = 0
+    for turn in context:
+        position = shown.find(turn["utterance"], position)
+        assert position >= 0, f"{turn['utterance']!r} missing or out of order in {shown!r}"
+    others = {t["utterance"] for row in store.rows("SELECT context_json FROM items")
+              for t in json.loads(row["context_json"])} - {t["utterance"] for t in context}
+    assert not any(other in shown for other in others), "another item's words are on the page"
+    expected = sorted(sf.info(str(store.stimuli_dir / t["audio"])).duration for t in context if t["audio"])
+    await page.evaluate("window.es4rMedia = new Set()")
+    buttons = page.locator("#study-context button[aria-label='Play']")
+    assert await buttons.count() == len(expected)
+    for index in range(len(expected)):
+        await buttons.nth(index).click()
+        await page.wait_for_function(f"[...window.es4rMedia].filter(m => isFinite(m.duration)).length > {index}")
+    played = await page.evaluate("[...window.es4rMedia].map(m => { m.pause(); return m.duration; })")
+    every = {t["utterance"]: sf.info(str(store.stimuli_dir / t["audio"])).duration
+             for row in store.rows("SELECT context_json FROM items") for t in json.loads(row["context_json"]) if t["audio"]}
+    progress = await page.inner_text("#study-progress .prose")
+    assert sorted(played) == pytest.approx(expected, abs=0.05), (progress, played, expected, every)
+
+
 async def answer_item(page, who: str, texts: dict[str, str], clicks: list, use_keys: bool,
-                      screenshot: Path | None = None) -> None:
+                      screenshot: Path | None = None, store=None) -> None:
     """Play both replies to the end, then answer every criterion by `who`'s policy."""
     progress = await page.inner_text("#study-progress .prose")
     html = (await page.content()).lower()
@@ -111,6 +149,8 @@ async def answer_item(page, who: str, texts: dict[str, str], clicks: list, use_k
             await page.click(f"#study-crit-{index} input[value='{presented}']")
         clicks.append((who, text_a, criterion.name, presented, system_a))
     await page.wait_for_selector("#study-next:not([disabled])")
+    if store is not None:
+        await check_context(page, store, text_a)
     if screenshot is not None:
         await page.screenshot(path=str(screenshot), full_page=True)
     if use_keys:
@@ -125,7 +165,7 @@ async def answer_item(page, who: str, texts: dict[str, str], clicks: list, use_k
 
 
 async def annotate(browser, url, who, texts, clicks, reload_after: int | None,
-                   pause_after: int | None = None) -> list[str]:
+                   pause_after: int | None = None, store=None) -> list[str]:
     context = await browser.new_context(viewport={"width": 1280, "height": 1000})
     page = await context.new_page()
     progress = [await start(page, url, who)]
@@ -133,7 +173,7 @@ async def annotate(browser, url, who, texts, clicks, reload_after: int | None,
     while await page.is_visible("#study-progress"):
         last_mouse_item = who == "ann-mouse" and answered == SAMPLES + GOLD - 1
         await answer_item(page, who, texts, clicks, use_keys=who == "ann-keys",
-                          screenshot=ARTIFACTS / "study_annotate.png" if last_mouse_item else None)
+                          screenshot=ARTIFACTS / "study_annotate.png" if last_mouse_item else None, store=store)
         answered += 1
         if answered == reload_after:
             await page.reload()
@@ -160,7 +200,7 @@ async def run_study(url, texts, store):
         browser = await driver.chromium.launch(executable_path=CHROMIUM, headless=True,
                                                args=LAUNCH_ARGS)
         progress_mouse, _ = await asyncio.gather(
-            annotate(browser, url, "ann-mouse", texts, clicks, reload_after=1),
+            annotate(browser, url, "ann-mouse", texts, clicks, reload_after=1, store=store),  # every item's own context
             annotate(browser, url, "ann-keys", texts, clicks, reload_after=None, pause_after=1))
         page = await browser.new_page(viewport={"width": 1280, "height": 1000})
         await page.goto(url)

@@ -119,8 +119,7 @@ def _chat(item: PresentedItem) -> list[dict]:
         words = turn["utterance"] + (f"\n\n*{RECOGNISED_NOTE}*" if turn.get("recognised") else "")
         messages.append({"role": role, "content": words})
         if turn["audio"]:
-            messages.append({"role": role, "content": gr.Audio(turn["audio"], show_label=False,
-                                                               buttons=[])})
+            messages.append({"role": role, "content": {"path": turn["audio"], "mime_type": "audio/wav"}})
     return messages
 
 
@@ -194,7 +193,7 @@ def build_study_tab(db_path: str | Path) -> None:
         status = (f"**Item {done.done + 1} of {done.total}** · annotator `{who}`"
                   + (f" · {message}" if message else ""))
         return ([Session(who, item.item_id), gr.update(visible=False), gr.update(visible=True),
-                 gr.update(visible=False), status, _chat(item), item.text_a, item.audio_a,
+                 gr.update(visible=False), status, [], item.text_a, item.audio_a,
                  item.text_b, item.audio_b, LOCKED_NOTE, gr.update(interactive=False), ""]
                 + _updates(len(radios), choices=CHOICE_LABELS, value=None, interactive=False))
 
@@ -252,14 +251,21 @@ def build_study_tab(db_path: str | Path) -> None:
         return [Session(), gr.update(visible=True), gr.update(visible=False), gr.update(visible=True), message,
                 state.annotator_id]
 
-    start.click(on_start, [annotator_box, agree], item_outputs)
-    annotator_box.submit(on_start, [annotator_box, agree], item_outputs)
+    def fill_context(state: Session) -> list[dict]:
+        """The open item's conversation, drawn after `show` emptied it: a chat player kept
+        from the previous item would otherwise go on playing that item's clip (measured in
+        Chromium: item 3 played item 2's context clip)."""
+        item = store.next_item(state.annotator_id) if state.annotator_id else None
+        return _chat(item) if item is not None and item.item_id == state.item_id else []
+
+    start.click(on_start, [annotator_box, agree], item_outputs).success(fill_context, [session], [context])
+    annotator_box.submit(on_start, [annotator_box, agree], item_outputs).success(fill_context, [session], [context])
     for side, audio in zip(SIDES, (audio_a, audio_b)):
         audio.play(lambda state, side=side: on_play(state, side), [session], None,
                    queue=False)
         audio.stop(lambda state, side=side: on_ended(state, side), [session],
                    [session, note, next_button, *radios], queue=False)
-    next_button.click(on_next, [session, *radios], item_outputs)
+    next_button.click(on_next, [session, *radios], item_outputs).success(fill_context, [session], [context])
     pause.click(on_pause, [session], [session, *views, done_text, annotator_box])
     _organiser_tab(store)
 
