@@ -69,8 +69,16 @@ def served_study(tmp_path):
     app.close()
 
 
-async def start(page, url: str, who: str) -> str:
+async def start(page, url: str, who: str, typed_html_first: bool = False) -> str:
     await page.goto(url)
+    if typed_html_first:  # an ID that is HTML is refused, and its text is never run as HTML
+        await page.fill("#study-annotator-id textarea, #study-annotator-id input", "<b id=typed>rater</b>")
+        await page.check("#study-consent input")
+        await page.click("#study-start")
+        await page.wait_for_selector("text=is not valid")
+        assert await page.locator("#typed").count() == 0, "typed HTML was rendered"
+        assert "<b id=typed>" in await page.inner_text("body")  # shown literally instead
+        await page.locator(".toast-close").first.click()  # the message goes; the form is as it was
     await page.fill("#study-annotator-id textarea, #study-annotator-id input", who)
     await page.check("#study-consent input")
     await page.click("#study-start")
@@ -162,13 +170,17 @@ async def answer_item(page, who: str, texts: dict[str, str], clicks: list, use_k
         " const done = document.querySelector('#study-done');"
         " return (p && p.innerText !== old) || (done && done.innerText.includes('Thank')); }",
         arg=progress)
+    if await page.is_visible("#study-progress"):  # the next item starts at the top, its progress line in view
+        await page.wait_for_timeout(300)
+        box = await page.locator("#study-progress").bounding_box()
+        assert box is not None and 0 <= box["y"] <= page.viewport_size["height"] - box["height"], box
 
 
 async def annotate(browser, url, who, texts, clicks, reload_after: int | None,
                    pause_after: int | None = None, store=None) -> list[str]:
     context = await browser.new_context(viewport={"width": 1280, "height": 1000})
     page = await context.new_page()
-    progress = [await start(page, url, who)]
+    progress = [await start(page, url, who, typed_html_first=store is not None)]
     answered = 0
     while await page.is_visible("#study-progress"):
         last_mouse_item = who == "ann-mouse" and answered == SAMPLES + GOLD - 1

@@ -216,3 +216,14 @@ def test_the_page_labels_recognised_words_and_shows_transcripts_as_they_are():
     contents = [message["content"] for message in _chat(item)]
     assert contents[:2] == ["I lost my job.", "Oh no."]
     assert contents[2].startswith("i lost my jab") and RECOGNISED_NOTE in contents[2]
+
+
+def test_reply_text_is_shown_as_written_never_as_html_or_markdown():
+    import markdown_it
+
+    from es4r.study.ui import _literal
+
+    written = "<b>Great</b> news! *Really* 1. fine_thing & [link](x)"
+    rendered = markdown_it.MarkdownIt().render(_literal(written))
+    assert "<b>" not in rendered and "<em>" not in rendered and "<a " not in rendered and "<ol" not in rendered
+    assert "&lt;b&gt;Great&lt;/b&gt;" in rendered and "*Really*" in rendered and "[link](x)" in rendered

@@ -9,7 +9,9 @@ which system is which. Answers unlock once both replies have played to the end.
 
 from __future__ import annotations
 
+import html
 import logging
+import re
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -53,6 +55,8 @@ CSS = """
 .study-criterion .wrap {gap: 0.5em}
 #study-progress {font-size: 1.05em}
 """
+# A new item starts at the top: its progress line in view, then the conversation.
+TOP_OF_ITEM_JS = "() => { window.scrollTo({top: 0}); }"
 SHORTCUTS_JS = """
 if (!window.es4rStudyKeys) {
   window.es4rStudyKeys = true;
@@ -109,6 +113,12 @@ def _updates(count: int, **changes) -> list[dict]:
 
 
 RECOGNISED_NOTE = "(words recognised automatically; no transcript of this turn exists)"
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+
+
+def _literal(text: str) -> str:
+    """Markdown that shows `text` exactly as written: no tags run, no emphasis or lists."""
+    return _MARKDOWN_SPECIALS.sub(r"\\\1", html.escape(text, quote=False))
 
 
 def _chat(item: PresentedItem) -> list[dict]:
@@ -116,7 +126,7 @@ def _chat(item: PresentedItem) -> list[dict]:
     messages = []
     for turn in item.context:
         role = ROLE_NAMES[turn["role"]]
-        words = turn["utterance"] + (f"\n\n*{RECOGNISED_NOTE}*" if turn.get("recognised") else "")
+        words = turn["utterance"] + (f"\n\n{RECOGNISED_NOTE}" if turn.get("recognised") else "")
         messages.append({"role": role, "content": words})
         if turn["audio"]:
             messages.append({"role": role, "content": {"path": turn["audio"], "mime_type": "audio/wav"}})
@@ -142,7 +152,8 @@ def build_study_tab(db_path: str | Path) -> None:
         with gr.Column(visible=False) as task_view:
             progress = gr.Markdown(elem_id="study-progress")
             context = gr.Chatbot(label="The conversation so far", height=None, min_height=120,
-                                 max_height=420, buttons=[], allow_file_downloads=False,
+                                 max_height=None, buttons=[], allow_file_downloads=False,  # all of it, no inner scroll
+                                 render_markdown=False,  # the words as said, never formatted or run as HTML
                                  feedback_options=None, elem_id="study-context")
             with gr.Row(elem_id="study-replies", equal_height=True):
                 with gr.Column(variant="panel"):
@@ -193,8 +204,8 @@ def build_study_tab(db_path: str | Path) -> None:
         status = (f"**Item {done.done + 1} of {done.total}** · annotator `{who}`"
                   + (f" · {message}" if message else ""))
         return ([Session(who, item.item_id), gr.update(visible=False), gr.update(visible=True),
-                 gr.update(visible=False), status, [], item.text_a, item.audio_a,
-                 item.text_b, item.audio_b, LOCKED_NOTE, gr.update(interactive=False), ""]
+                 gr.update(visible=False), status, [], _literal(item.text_a), item.audio_a,
+                 _literal(item.text_b), item.audio_b, LOCKED_NOTE, gr.update(interactive=False), ""]
                 + _updates(len(radios), choices=CHOICE_LABELS, value=None, interactive=False))
 
     def on_start(who: str, agreed: bool) -> list:
@@ -204,7 +215,7 @@ def build_study_tab(db_path: str | Path) -> None:
         try:
             done = store.register(who)
         except StudyError as error:
-            raise gr.Error(str(error)) from error
+            raise gr.Error(html.escape(str(error))) from error  # it may quote what was typed; shown as text
         return show(who, f"welcome back — resuming after {done.done} saved" if done.done else "")
 
     def on_play(state: Session, side: str) -> None:
@@ -235,7 +246,7 @@ def build_study_tab(db_path: str | Path) -> None:
             saved = store.submit(state.annotator_id, state.item_id,
                                  {c.name: answer for c, answer in zip(criteria, answers)})
         except NotListened as error:
-            raise gr.Error(str(error)) from error
+            raise gr.Error(html.escape(str(error))) from error  # it may quote what was typed; shown as text
         return show(state.annotator_id, "saved" if saved else "that item was already saved")
 
     def on_pause(state: Session) -> list:
@@ -258,14 +269,18 @@ def build_study_tab(db_path: str | Path) -> None:
         item = store.next_item(state.annotator_id) if state.annotator_id else None
         return _chat(item) if item is not None and item.item_id == state.item_id else []
 
-    start.click(on_start, [annotator_box, agree], item_outputs).success(fill_context, [session], [context])
-    annotator_box.submit(on_start, [annotator_box, agree], item_outputs).success(fill_context, [session], [context])
+    for event in (start.click, annotator_box.submit):
+        # No progress overlay: a refused start (bad ID, no consent) must leave the form usable;
+        # Gradio would otherwise lay its error state over every output, the form included.
+        event(on_start, [annotator_box, agree], item_outputs, show_progress="hidden").success(
+            fill_context, [session], [context]).then(None, js=TOP_OF_ITEM_JS)
     for side, audio in zip(SIDES, (audio_a, audio_b)):
         audio.play(lambda state, side=side: on_play(state, side), [session], None,
                    queue=False)
         audio.stop(lambda state, side=side: on_ended(state, side), [session],
                    [session, note, next_button, *radios], queue=False)
-    next_button.click(on_next, [session, *radios], item_outputs).success(fill_context, [session], [context])
+    next_button.click(on_next, [session, *radios], item_outputs, show_progress="hidden").success(
+        fill_context, [session], [context]).then(None, js=TOP_OF_ITEM_JS)
     pause.click(on_pause, [session], [session, *views, done_text, annotator_box])
     _organiser_tab(store)
 
