@@ -258,3 +258,50 @@ def test_two_annotators_in_chromium(served_study):
     for tally in summarise(store).tallies:
         assert (tally.win, tally.tie, tally.lose) == tuple(
             expected[tally.criterion][choice] for choice in ("win", "tie", "lose")), tally
+
+
+def test_a_server_restart_pauses_the_page_and_resumes_the_annotator(tmp_path):
+    """Kill the server mid-study: the open page says the connection is lost and pauses
+    answering; start it again: the page comes back by itself at the annotator's next
+    unsaved item, with the saved answer kept."""
+    from es4r.study.ui import build_study_app, study_allowed_paths
+
+    write_demo_pairs(tmp_path / "pairs", SAMPLES, SYSTEMS, gold_samples=GOLD, words_per_minute=FAST_SPEECH)
+    store = build_study(tmp_path / "pairs", tmp_path / "study.db", SYSTEMS, DEFAULT_CRITERIA, SAMPLES,
+                        per_item=2, seed=3)
+    texts = {reply["text"]: system for line in (tmp_path / "pairs" / "samples.jsonl").read_text().splitlines()
+             for system, reply in json.loads(line)["systems"].items()}
+    port = free_port()
+
+    def serve():
+        app = build_study_app(store.db_path)
+        app.queue()
+        app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                   allowed_paths=study_allowed_paths(store.db_path))
+        return app
+
+    async def run() -> None:
+        app = serve()
+        try:
+            async with playwright_api.async_playwright() as driver:
+                browser = await driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+                page = await browser.new_page(viewport={"width": 1280, "height": 1000})
+                await start(page, f"http://127.0.0.1:{port}/", "ann-restart")
+                await answer_item(page, "ann-keys", texts, [], use_keys=False)  # item 1 saved
+                assert (await page.inner_text("#study-progress .prose")).startswith("Item 2 of")
+                app.close()
+                await page.wait_for_selector("#study-connection:visible", timeout=UNLOCK_TIMEOUT_MS)
+                assert "lost" in await page.inner_text("#study-connection")
+                assert await page.evaluate("getComputedStyle(document.querySelector('#study-next'))"
+                                           ".pointerEvents") == "none"
+                app = serve()
+                await page.wait_for_selector("#study-progress .prose:has-text('connection restored')",
+                                             timeout=UNLOCK_TIMEOUT_MS * 2)
+                assert (await page.inner_text("#study-progress .prose")).startswith("Item 2 of")
+                assert not await page.is_visible("#study-connection")
+                await browser.close()
+        finally:
+            app.close()
+
+    asyncio.run(run())
+    assert store.progress("ann-restart").done == 1

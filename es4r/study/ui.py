@@ -54,7 +54,12 @@ CSS = """
 #study-replies .reply-text {min-height: 3.5em; font-size: 1.1em}
 .study-criterion .wrap {gap: 0.5em}
 #study-progress {font-size: 1.05em}
+#study-connection {position: sticky; top: 0; z-index: 1000; padding: 0.8em 1em; background: #8a1c1c;
+                   color: #ffffff; font-weight: 600}
+body.es4r-offline #study-replies, body.es4r-offline .study-criterion, body.es4r-offline #study-next,
+body.es4r-offline #study-pause {pointer-events: none; opacity: 0.45}
 """
+CONNECTION_JS = (Path(__file__).resolve().parent / "connection.js").read_text()
 # A new item starts at the top: its progress line in view, then the conversation.
 TOP_OF_ITEM_JS = "() => { window.scrollTo({top: 0}); }"
 SHORTCUTS_JS = """
@@ -74,6 +79,7 @@ if (!window.es4rStudyKeys) {
     const target = event.target;
     if (target && (target.tagName === "TEXTAREA" ||
         (target.tagName === "INPUT" && target.type !== "radio"))) return;
+    if (document.body.classList.contains("es4r-offline")) return;  // nothing can be saved now
     const key = event.key.toLowerCase();
     if (key in choiceForKey) {
       const open = [...document.querySelectorAll(".study-criterion")]
@@ -133,13 +139,13 @@ def _chat(item: PresentedItem) -> list[dict]:
     return messages
 
 
-def build_study_tab(db_path: str | Path) -> None:
-    """Add the annotator view and the organiser view inside the current gr.Blocks."""
+def build_study_tab(db_path: str | Path, page: gr.Blocks) -> None:
+    """Add the annotator view and the organiser view inside `page` (the current gr.Blocks)."""
     store = StudyStore(db_path)
     gr.set_static_paths(study_allowed_paths(db_path))
     criteria = store.spec.criteria
     session = gr.State(Session())
-    gr.HTML("", js_on_load=SHORTCUTS_JS, head=f"<style>{CSS}</style>", elem_id="study-shortcuts")
+    gr.HTML("", js_on_load=SHORTCUTS_JS + CONNECTION_JS, head=f"<style>{CSS}</style>", elem_id="study-shortcuts")
 
     with gr.Tab("Annotate"):
         with gr.Column(visible=True) as consent_view:
@@ -269,6 +275,17 @@ def build_study_tab(db_path: str | Path) -> None:
         item = store.next_item(state.annotator_id) if state.annotator_id else None
         return _chat(item) if item is not None and item.item_id == state.item_id else []
 
+    def on_resume(state: Session, request: gr.Request) -> list:
+        """Page opened as ?resume=ID (connection.js, after a lost connection): an annotator who
+        has started goes straight to their first unsaved item; anything else is the start form."""
+        who = normalise_annotator_id(request.query_params.get("resume"))
+        if not who or not store.progress(who).total:
+            return [state] + _updates(len(item_outputs) - 1)
+        logger.info("annotator %s resumed after a lost connection", who)
+        return show(who, "connection restored — resuming at your first unsaved item")
+
+    page.load(on_resume, [session], item_outputs, show_progress="hidden").success(
+        fill_context, [session], [context])
     for event in (start.click, annotator_box.submit):
         # No progress overlay: a refused start (bad ID, no consent) must leave the form usable;
         # Gradio would otherwise lay its error state over every output, the form included.
@@ -325,7 +342,7 @@ def build_study_app(db_path: str | Path) -> gr.Blocks:
     """The standalone study app (annotate + organiser tabs)."""
     with gr.Blocks(title="ES4R listening study") as app:
         gr.Markdown("# ES4R listening study")
-        build_study_tab(db_path)
+        build_study_tab(db_path, app)
     return app
 
 
