@@ -86,6 +86,24 @@ async def start(page, url: str, who: str, typed_html_first: bool = False) -> str
     return await page.inner_text("#study-progress .prose")
 
 
+CONTRAST_JS = """(selector) => {
+  const parse = (c) => c.match(/[\\d.]+/g).map(Number);
+  const channel = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+  const luminance = ([r, g, b]) => 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
+  return [...document.querySelectorAll(selector)].filter((e) => e.innerText.trim()).map((element) => {
+    let node = element, background = null;
+    while (node && !background) {
+      const colour = parse(getComputedStyle(node).backgroundColor);
+      if (colour.length < 4 || colour[3] > 0.9) background = colour;
+      node = node.parentElement;
+    }
+    const [a, b] = [luminance(parse(getComputedStyle(element).color)), luminance(background || [255, 255, 255])];
+    return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  });
+}"""
+MIN_CONTRAST = 4.5  # WCAG AA for body text
+
+
 def item_context(store, text_a: str) -> list[dict]:
     """The context of the item whose reply A reads `text_a`, from the database."""
     for row in store.rows("SELECT context_json, replies_json FROM items"):
@@ -109,6 +127,9 @@ async def check_context(page, store, text_a: str) -> None:
               for t in json.loads(row["context_json"])} - {t["utterance"] for t in context}
     assert not any(other in shown for other in others), "another item's words are on the page"
     expected = sorted(sf.info(str(store.stimuli_dir / t["audio"])).duration for t in context if t["audio"])
+    for selector in ("#study-context .message", "#study-text-a .prose", "#study-text-b .prose", "#study-progress .prose"):
+        ratios = await page.evaluate(CONTRAST_JS, selector)
+        assert ratios and min(ratios) >= MIN_CONTRAST, f"{selector}: contrast {ratios}"
     await page.evaluate("window.es4rMedia = new Set()")
     buttons = page.locator("#study-context button[aria-label='Play']")
     assert await buttons.count() == len(expected)
