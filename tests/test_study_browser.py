@@ -127,7 +127,8 @@ async def check_context(page, store, text_a: str) -> None:
               for t in json.loads(row["context_json"])} - {t["utterance"] for t in context}
     assert not any(other in shown for other in others), "another item's words are on the page"
     expected = sorted(sf.info(str(store.stimuli_dir / t["audio"])).duration for t in context if t["audio"])
-    for selector in ("#study-context .message", "#study-text-a .prose", "#study-text-b .prose", "#study-progress .prose"):
+    for selector in ("#study-context .message", "#study-text-a .prose", "#study-text-b .prose", "#study-progress .prose",
+                     ".study-criterion .info-text", ".study-criterion .has-info", ".study-criterion label span"):
         ratios = await page.evaluate(CONTRAST_JS, selector)
         assert ratios and min(ratios) >= MIN_CONTRAST, f"{selector}: contrast {ratios}"
     await page.evaluate("window.es4rMedia = new Set()")

@@ -53,6 +53,7 @@ CSS = """
 #study-replies button.skip, #study-replies button.rewind, #study-replies button.playback {display: none}
 #study-replies .reply-text {min-height: 3.5em; font-size: 1.1em}
 .study-criterion .wrap {gap: 0.5em}
+.study-criterion .info-text, .study-criterion .has-info {color: #3f3f46}  /* Gradio's grey is 1.9:1 on white */
 #study-progress {font-size: 1.05em}
 #study-connection {position: sticky; top: 0; z-index: 1000; padding: 0.8em 1em; background: #8a1c1c;
                    color: #ffffff; font-weight: 600}
