@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+# Offline before any test module imports huggingface_hub, which reads these once at import:
+# set later (in a fixture) they would not stop a hub lookup from waiting on the network.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
 DATA = Path(__file__).parent / "data"
 CLIPS = {
     "0880": (DATA / "librivox_0880.wav", "he was not an ill disposed young man"),
@@ -16,11 +21,12 @@ CLIPS = {
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _offline(tmp_path_factory):
-    """Nothing may download in tests; caches go to a temp dir."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    os.environ.setdefault("ES4R_CACHE", str(tmp_path_factory.mktemp("es4r_cache")))
+def _prepared_cache():
+    """The weights `scripts/setup.sh` prepared are reused: tests read the app's cache
+    ($ES4R_CACHE, else ~/.cache/es4r), so nothing is converted twice."""
+    from es4r.pipeline import default_cache_dir
+
+    os.environ.setdefault("ES4R_CACHE", str(default_cache_dir()))
     yield
 
 

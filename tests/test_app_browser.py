@@ -161,6 +161,22 @@ def _speak_turn(page, clip: Path, turn: int) -> None:
     playwright_api.expect(page.locator("#mic button.record-button")).to_be_visible(timeout=TURN_TIMEOUT_MS)
 
 
+def _upload_turn(page, clip: Path) -> None:
+    page.locator("#mic button[aria-label='Upload file']").click()
+    page.locator("#mic input[type=file]").set_input_files(str(clip))
+    playwright_api.expect(page.locator("#send")).to_be_enabled(timeout=UPLOAD_TIMEOUT_MS)
+
+
+def _send_upload(page, clip: Path, turn: int) -> None:
+    """Upload a turn, send it, wait for reply `turn` to finish and the input to clear."""
+    _upload_turn(page, clip)
+    page.locator("#send").click()
+    bot_messages = page.locator("#chat .message.bot")
+    playwright_api.expect(bot_messages).to_have_count(turn, timeout=TURN_TIMEOUT_MS)
+    playwright_api.expect(bot_messages.nth(turn - 1)).not_to_have_text("…", timeout=TURN_TIMEOUT_MS)
+    playwright_api.expect(page.locator("#send")).to_be_disabled(timeout=TURN_TIMEOUT_MS)
+
+
 def _check_reply_audio(page) -> None:
     """The reply player holds a real, audible WAV (fetched the way its download link does)."""
     link = page.locator("#reply-audio a[download]")
@@ -221,9 +237,9 @@ def test_two_sessions_keep_separate_histories(app_url, driver):
     ARTIFACTS.mkdir(exist_ok=True)
     with browser_with_microphone(driver, SPEECH_CLIP) as first, browser_with_microphone(driver, OTHER_CLIP) as second:
         page_a, page_b = _open_page(first, app_url), _open_page(second, app_url)
-        _speak_turn(page_a, SPEECH_CLIP, 1)
-        _speak_turn(page_b, OTHER_CLIP, 1)
-        _speak_turn(page_a, SPEECH_CLIP, 2)
+        _send_upload(page_a, SPEECH_CLIP, 1)  # uploads: the microphone has its own test above
+        _send_upload(page_b, OTHER_CLIP, 1)
+        _send_upload(page_a, SPEECH_CLIP, 2)
         assert len(_messages(page_a, "user")) == 2 and len(_messages(page_b, "user")) == 1
         page_b.reload()
         playwright_api.expect(page_b.locator("#status")).to_contain_text("tiny", timeout=TURN_TIMEOUT_MS)
@@ -284,10 +300,6 @@ def test_a_phone_sized_page_fits_and_its_plots_scale(app_url, driver):
         page.screenshot(path=str(ARTIFACTS / "app_phone.png"), full_page=True)
 
 
-def _upload_turn(page, clip: Path) -> None:
-    page.locator("#mic button[aria-label='Upload file']").click()
-    page.locator("#mic input[type=file]").set_input_files(str(clip))
-    playwright_api.expect(page.locator("#send")).to_be_enabled(timeout=UPLOAD_TIMEOUT_MS)
 
 
 def test_one_progress_strip_shows_the_queue_and_covers_no_message(app_url, driver):

@@ -22,13 +22,14 @@ def test_respond_cli_tiny(speech_paths, tmp_path):
     assert rate == result["sample_rate"] and len(audio) > 0
 
 
-def test_respond_cli_bad_audio_is_a_message(tmp_path):
+def test_respond_cli_bad_audio_is_a_message(tmp_path, capsys):
+    from es4r.cli import main
+
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio at all")
-    run = subprocess.run([sys.executable, "-m", "es4r", "respond", str(bad), "--preset", "tiny"],
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 2
-    assert "error:" in run.stderr and "Traceback" not in run.stderr
+    assert main(["respond", str(bad), "--preset", "tiny"]) == 2  # refused before any model loads
+    captured = capsys.readouterr()
+    assert captured.out == "" and "error:" in captured.err and "Traceback" not in captured.err
 
 
 def test_respond_checks_every_input_before_loading_models(tmp_path, speech_paths, monkeypatch, capsys):
