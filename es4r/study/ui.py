@@ -55,6 +55,7 @@ CSS = """
 .study-criterion .wrap {gap: 0.5em}
 .study-criterion .info-text, .study-criterion .has-info {color: #3f3f46}  /* Gradio's grey is 1.9:1 on white */
 #study-progress {font-size: 1.05em}
+#study-context .waveform-wrapper {max-height: 40px; overflow: hidden}  /* a context clip is one line, not 256 px */
 #study-connection {position: sticky; top: 0; z-index: 1000; padding: 0.8em 1em; background: #8a1c1c;
                    color: #ffffff; font-weight: 600}
 body.es4r-offline #study-replies, body.es4r-offline .study-criterion, body.es4r-offline #study-next,
