@@ -255,10 +255,9 @@ def test_rejected_upload_keeps_the_chat_and_clears_the_input(app_url, driver, tm
     not_audio.write_text("these are my notes, not a recording")
     with browser_with_microphone(driver, SPEECH_CLIP) as context:
         page = _open_page(context, app_url)
-        _speak_turn(page, SPEECH_CLIP, 1)
+        _send_upload(page, SPEECH_CLIP, 1)
         before = _messages(page, "user") + _messages(page, "bot")
-        page.locator("#mic button[aria-label='Upload file']").click()
-        page.locator("#mic input[type=file]").set_input_files(str(not_audio))
+        page.locator("#mic input[type=file]").set_input_files(str(not_audio))  # the upload source is still open
         send = page.locator("#send")
         playwright_api.expect(send).to_be_enabled(timeout=UPLOAD_TIMEOUT_MS)
         send.click()
