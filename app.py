@@ -232,10 +232,11 @@ def converse(audio_path: str | None, session: Session, progress=gr.Progress()):
     conversation = extended.with_turn(Turn(ASSISTANT, result.reply_text, result.reply_audio, result.sample_rate))
     new_session = session.answered(conversation, result)
     shown = len(new_session.results) - 1
+    # The voice first; the figures (about a second of drawing on a CPU) and the export after it.
     yield {state: new_session, chatbot: chat_messages(conversation), audio_in: None,
            context: context_markdown(pipeline.context_usage(conversation)),
-           **dict(zip(VIEW_OUTPUTS, _views(pipeline, new_session, shown)))}
-    yield {reply_audio: (result.sample_rate, _int16(result.reply_audio))}  # the voice first, the export after
+           reply_audio: (result.sample_rate, _int16(result.reply_audio))}
+    yield dict(zip(VIEW_OUTPUTS, _views(pipeline, new_session, shown)))
     archive = write_archive(conversation, new_session.results, pipeline.config.to_json(), pipeline.config.preset,
                             _archive_path())
     yield {download: gr.update(value=str(archive), visible=True)}

@@ -182,7 +182,9 @@ def test_turn_streams_text_before_audio(app_module, speech_paths):
     assert first[app_module.chatbot][-1]["content"] == "…", "transcript shown before the reply"
     texts = [i for i, y in enumerate(yields) if app_module.state in y]
     audios = [i for i, y in enumerate(yields) if app_module.reply_audio in y]
-    assert texts and audios and texts[0] < audios[0], "reply text must come before its audio"
+    assert texts and audios and texts[0] <= audios[0], "the turn is committed with (not after) its audio"
+    figures = [i for i, y in enumerate(yields) if app_module.energy_plot in y]
+    assert figures and figures[0] > audios[0], "figures are drawn after the voice starts"
     new_session = yields[texts[0]][app_module.state]
     # the reply is written into the chat while the LLM generates, then shown whole before synthesis
     written = [y[app_module.chatbot][-1]["content"] for y in yields[1:texts[0]] if app_module.chatbot in y]
