@@ -41,6 +41,11 @@ ENVELOPE_HOP_SECONDS = 0.05  # coarse enough that capture jitter under load does
 MIN_REPLY_SECONDS = 0.2
 VIEWPORT = {"width": 1440, "height": 1000}
 PHONE = {"width": 390, "height": 844}
+KEEP_REPLY_PLAYING_JS = """() => {
+  const media = (root) => [...root.querySelectorAll("audio, video"),
+                           ...[...root.querySelectorAll("*")].filter((e) => e.shadowRoot).flatMap((e) => media(e.shadowRoot))];
+  for (const m of media(document.querySelector("#reply-audio"))) { m.loop = true; m.play(); }
+}"""
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
@@ -239,7 +244,12 @@ def test_two_sessions_keep_separate_histories(app_url, driver):
         page_a, page_b = _open_page(first, app_url), _open_page(second, app_url)
         _send_upload(page_a, SPEECH_CLIP, 1)  # uploads: the microphone has its own test above
         _send_upload(page_b, OTHER_CLIP, 1)
+        page_a.evaluate(KEEP_REPLY_PLAYING_JS)  # as a long reply would be when the next turn is sent
         _send_upload(page_a, SPEECH_CLIP, 2)
+        # a second turn's voice is its own, not the first reply still playing when Send was pressed
+        playwright_api.expect(page_a.locator("#page-timing")).to_contain_text("voice after", timeout=TURN_TIMEOUT_MS)
+        measured = page_a.evaluate("window.es4rPageTiming")
+        assert 0 < measured["text_s"] <= measured["voice_s"], measured
         assert len(_messages(page_a, "user")) == 2 and len(_messages(page_b, "user")) == 1
         page_b.reload()
         playwright_api.expect(page_b.locator("#status")).to_contain_text("tiny", timeout=TURN_TIMEOUT_MS)

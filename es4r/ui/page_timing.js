@@ -17,11 +17,23 @@
     window.es4rPageTiming = { text_s: turn.text ? (turn.text - turn.sent) / 1000 : null,
                               voice_s: turn.voice ? (turn.voice - turn.sent) / 1000 : null };
   };
+  // The reply player's <audio> lives in a shadow root (WaveSurfer), whose media events do not
+  // reach the document; while a turn waits for its voice, look for a playing one every 50 ms.
+  const media = (root) => {
+    const found = [...root.querySelectorAll("audio, video")];
+    for (const element of root.querySelectorAll("*")) {
+      if (element.shadowRoot) found.push(...media(element.shadowRoot));
+    }
+    return found;
+  };
   const botMessages = () => document.querySelectorAll("#chat .message.bot");
   document.addEventListener("click", (event) => {
     const send = event.target.closest && event.target.closest("#send");
     if (!send || send.disabled) return;
-    turn = { sent: performance.now(), bots: botMessages().length, text: null, voice: null };
+    const player = document.querySelector("#reply-audio");
+    // The previous reply may still be playing: only a clip that was not there at Send counts.
+    const earlier = new Set(player ? media(player).map((m) => m.currentSrc) : []);
+    turn = { sent: performance.now(), bots: botMessages().length, text: null, voice: null, earlier };
     show();
   }, true);
   new MutationObserver(() => {
@@ -34,19 +46,10 @@
       show();
     }
   }).observe(document.body, { childList: true, subtree: true, characterData: true });
-  // The reply player's <audio> lives in a shadow root (WaveSurfer), whose media events do not
-  // reach the document; while a turn waits for its voice, look for a playing one every 50 ms.
-  const media = (root) => {
-    const found = [...root.querySelectorAll("audio, video")];
-    for (const element of root.querySelectorAll("*")) {
-      if (element.shadowRoot) found.push(...media(element.shadowRoot));
-    }
-    return found;
-  };
   setInterval(() => {
     if (!turn || turn.voice || performance.now() - turn.sent > GIVE_UP_MS) return;
     const player = document.querySelector("#reply-audio");
-    if (player && media(player).some((m) => !m.paused && m.currentTime > 0)) {
+    if (player && media(player).some((m) => !m.paused && m.currentTime > 0 && !turn.earlier.has(m.currentSrc))) {
       turn.voice = performance.now();
       show();
     }
