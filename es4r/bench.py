@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from es4r.audio import load_audio
-from es4r.conversation import ASSISTANT, Conversation, Turn
+from es4r.conversation import ASSISTANT, ENCODER_PARTS, STAGE_ORDER, Conversation, Turn
 
 logger = logging.getLogger(__name__)
 
 CLIP_DIR = Path(__file__).resolve().parent.parent / "tests" / "data"
-STAGES = ("features", "dual_attention", "whisper_encoder", "adapter", "cross_modal", "llm", "strategy_fusion", "tts")
+# The app's stages in the pipeline's order, the ES4R encoder split into its parts (the bench
+# runs on transcribed turns, so ASR is timed apart).
+STAGES = tuple(part for stage in STAGE_ORDER if stage != "asr"
+               for part in (ENCODER_PARTS if stage == "es4r_encoder" else (stage,)))
 
 
 @dataclass(frozen=True)

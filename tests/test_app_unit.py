@@ -137,6 +137,10 @@ def test_text_views(session, pipeline, app_module):
         assert total > 0 and abs(total - result.timings["wall"]) < 0.02  # the measured turn time
         assert abs(sum(row[i] for i in seconds) - total) < 0.01 * len(seconds)  # stages + other add up
         assert row[headers.index("LLM tokens/s")] == round(result.timings["llm_tokens_per_s"], 1)
+        # every stage the pipeline times has its place in the pipeline's declared order (none hides in "other")
+        from es4r.conversation import ENCODER_PARTS, RATES, STAGE_ORDER, WALL
+
+        assert set(result.timings) - {WALL, *RATES, *ENCODER_PARTS} <= set(STAGE_ORDER), result.timings
 
 
 def test_context_meter_says_when_turns_are_dropped():

@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from es4r.config import FALLBACK, RANDOM, TRAINED, UNTRAINED
-from es4r.conversation import ASSISTANT, USER, WALL, ComponentStatus, ContextUsage, Conversation, TurnResult
+from es4r.conversation import (ASSISTANT, STAGE_ORDER, USER, WALL, ComponentStatus, ContextUsage, Conversation,
+                               TurnResult)
 
 SYNTHETIC_VOICE_NOTE = ("**Note:** every reply is spoken by a **synthetic voice** (text-to-speech). "
                         "It is not a person and not a recording of one.")
@@ -15,7 +16,6 @@ STATUS_BADGES = {TRAINED: "trained", FALLBACK: "FALLBACK", RANDOM: "RANDOM weigh
 COMPONENT_NAMES = {"asr": "ASR", "speech_encoder": "speech encoder", "llm": "LLM",
                    "es4r_modules": "ES4R modules", "voice": "voice"}
 PENDING_REPLY = "…"
-STAGE_ORDER = ("asr", "features", "es4r_encoder", "llm", "cross_modal", "strategy_fusion", "tts")
 LOW_CONTEXT_TURNS = 1  # warn when about this many more turns still fit
 
 
