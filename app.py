@@ -232,11 +232,12 @@ def converse(audio_path: str | None, session: Session, progress=gr.Progress()):
     conversation = extended.with_turn(Turn(ASSISTANT, result.reply_text, result.reply_audio, result.sample_rate))
     new_session = session.answered(conversation, result)
     shown = len(new_session.results) - 1
-    # The voice first; the figures (about a second of drawing on a CPU) and the export after it.
+    # The voice first; the context meter, the figures (about a second of drawing on a CPU) and
+    # the export after it.
     yield {state: new_session, chatbot: chat_messages(conversation), audio_in: None,
-           context: context_markdown(pipeline.context_usage(conversation)),
            reply_audio: (result.sample_rate, _int16(result.reply_audio))}
-    yield dict(zip(VIEW_OUTPUTS, _views(pipeline, new_session, shown)))
+    yield {context: context_markdown(pipeline.context_usage(conversation)),
+           **dict(zip(VIEW_OUTPUTS, _views(pipeline, new_session, shown)))}
     archive = write_archive(conversation, new_session.results, pipeline.config.to_json(), pipeline.config.preset,
                             _archive_path())
     yield {download: gr.update(value=str(archive), visible=True)}
@@ -336,6 +337,9 @@ with gr.Blocks(title="ES4R Studio") as demo:
         converse, [audio_in, state],
         [state, chatbot, audio_in, turn_error, reply_audio, context, download, turn_progress, *VIEW_OUTPUTS],
         show_progress_on=[turn_progress],  # one progress bar, on its own strip, not over the chat or the views
+        # A next turn sent while this one still draws its figures (after its voice) runs next;
+        # Gradio's default ("once") would drop that click.
+        trigger_mode="always_last",
     ).then(submit_state, [audio_in], [send], queue=False)
     reset.click(new_conversation, None,
                 [state, chatbot, reply_audio, audio_in, download, context, *VIEW_OUTPUTS], queue=False)

@@ -267,7 +267,8 @@ def test_rejected_upload_keeps_the_chat_and_clears_the_input(app_url, driver, tm
         page = _open_page(context, app_url)
         _send_upload(page, SPEECH_CLIP, 1)
         before = _messages(page, "user") + _messages(page, "bot")
-        page.locator("#mic input[type=file]").set_input_files(str(not_audio))  # the upload source is still open
+        # sent at once, while turn 1 may still be drawing its figures: the click must not be dropped
+        page.locator("#mic input[type=file]").set_input_files(str(not_audio))
         send = page.locator("#send")
         playwright_api.expect(send).to_be_enabled(timeout=UPLOAD_TIMEOUT_MS)
         send.click()
