@@ -50,23 +50,31 @@ def free_port() -> int:
 
 @pytest.fixture
 def served_study(tmp_path):
-    from es4r.study.ui import build_study_app, study_allowed_paths
-
-    write_demo_pairs(tmp_path / "pairs", SAMPLES, SYSTEMS, gold_samples=GOLD,
-                     words_per_minute=FAST_SPEECH)
-    store = build_study(tmp_path / "pairs", tmp_path / "study.db", SYSTEMS, DEFAULT_CRITERIA,
-                        SAMPLES, per_item=2, seed=3)
-    texts = {}
-    for line in (tmp_path / "pairs" / "samples.jsonl").read_text().splitlines():
-        for system, reply in json.loads(line)["systems"].items():
-            texts[reply["text"]] = system
-    app = build_study_app(store.db_path)
-    app.queue(default_concurrency_limit=8)
+    store, texts = demo_study(tmp_path)
     port = free_port()
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-               allowed_paths=study_allowed_paths(store.db_path))
+    app = serve_study(store, port)
     yield store, texts, f"http://127.0.0.1:{port}/"
     app.close()
+
+
+def demo_study(tmp_path: Path):
+    """A study over spoken demo pairs, and each reply text → the system that wrote it."""
+    write_demo_pairs(tmp_path / "pairs", SAMPLES, SYSTEMS, gold_samples=GOLD, words_per_minute=FAST_SPEECH)
+    store = build_study(tmp_path / "pairs", tmp_path / "study.db", SYSTEMS, DEFAULT_CRITERIA,
+                        SAMPLES, per_item=2, seed=3)
+    texts = {reply["text"]: system for line in (tmp_path / "pairs" / "samples.jsonl").read_text().splitlines()
+             for system, reply in json.loads(line)["systems"].items()}
+    return store, texts
+
+
+def serve_study(store, port: int):
+    from es4r.study.ui import build_study_app, study_allowed_paths
+
+    app = build_study_app(store.db_path)
+    app.queue(default_concurrency_limit=8)
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+               allowed_paths=study_allowed_paths(store.db_path))
+    return app
 
 
 async def start(page, url: str, who: str, typed_html_first: bool = False) -> str:
@@ -286,24 +294,11 @@ def test_a_server_restart_pauses_the_page_and_resumes_the_annotator(tmp_path):
     """Kill the server mid-study: the open page says the connection is lost and pauses
     answering; start it again: the page comes back by itself at the annotator's next
     unsaved item, with the saved answer kept."""
-    from es4r.study.ui import build_study_app, study_allowed_paths
-
-    write_demo_pairs(tmp_path / "pairs", SAMPLES, SYSTEMS, gold_samples=GOLD, words_per_minute=FAST_SPEECH)
-    store = build_study(tmp_path / "pairs", tmp_path / "study.db", SYSTEMS, DEFAULT_CRITERIA, SAMPLES,
-                        per_item=2, seed=3)
-    texts = {reply["text"]: system for line in (tmp_path / "pairs" / "samples.jsonl").read_text().splitlines()
-             for system, reply in json.loads(line)["systems"].items()}
+    store, texts = demo_study(tmp_path)
     port = free_port()
 
-    def serve():
-        app = build_study_app(store.db_path)
-        app.queue()
-        app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                   allowed_paths=study_allowed_paths(store.db_path))
-        return app
-
     async def run() -> None:
-        app = serve()
+        app = serve_study(store, port)
         try:
             async with playwright_api.async_playwright() as driver:
                 browser = await driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
@@ -316,7 +311,7 @@ def test_a_server_restart_pauses_the_page_and_resumes_the_annotator(tmp_path):
                 assert "lost" in await page.inner_text("#study-connection")
                 assert await page.evaluate("getComputedStyle(document.querySelector('#study-next'))"
                                            ".pointerEvents") == "none"
-                app = serve()
+                app = serve_study(store, port)
                 await page.wait_for_selector("#study-progress .prose:has-text('connection restored')",
                                              timeout=UNLOCK_TIMEOUT_MS * 2)
                 assert (await page.inner_text("#study-progress .prose")).startswith("Item 2 of")
