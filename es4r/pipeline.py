@@ -64,12 +64,10 @@ class ES4RPipeline:
 
     @classmethod
     def from_config(cls, config: ES4RConfig) -> "ES4RPipeline":
+        """The pipeline of a complete config (`resolve_config` has filled its paths and
+        restored a checkpoint's architecture)."""
         from es4r.tts.voices import load_voice
 
-        if config.backbones.es4r_checkpoint:
-            from es4r.checkpoint import restore_architecture
-
-            config = restore_architecture(config, config.backbones.es4r_checkpoint)
         model = load_model(config)
         b = config.backbones
         speech_path = bool(b.es4r_checkpoint)

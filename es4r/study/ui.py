@@ -108,6 +108,7 @@ class Session:
     annotator_id: str = ""
     item_id: int | None = None
     heard: frozenset[str] = frozenset()  # sides played to the end on this item
+    context: tuple[dict, ...] = ()  # the open item's chat messages, drawn by fill_context
 
 
 def study_allowed_paths(db_path: str | Path) -> list[str]:
@@ -211,8 +212,8 @@ def build_study_tab(db_path: str | Path, page: gr.Blocks) -> None:
                 _updates(len(radios))
         status = (f"**Item {done.done + 1} of {done.total}** · annotator `{who}`"
                   + (f" · {message}" if message else ""))
-        return ([Session(who, item.item_id), gr.update(visible=False), gr.update(visible=True),
-                 gr.update(visible=False), status, [], _literal(item.text_a), item.audio_a,
+        return ([Session(who, item.item_id, context=tuple(_chat(item))), gr.update(visible=False),
+                 gr.update(visible=True), gr.update(visible=False), status, [], _literal(item.text_a), item.audio_a,
                  _literal(item.text_b), item.audio_b, LOCKED_NOTE, gr.update(interactive=False), ""]
                 + _updates(len(radios), choices=CHOICE_LABELS, value=None, interactive=False))
 
@@ -274,8 +275,7 @@ def build_study_tab(db_path: str | Path, page: gr.Blocks) -> None:
         """The open item's conversation, drawn after `show` emptied it: a chat player kept
         from the previous item would otherwise go on playing that item's clip (measured in
         Chromium: item 3 played item 2's context clip)."""
-        item = store.next_item(state.annotator_id) if state.annotator_id else None
-        return _chat(item) if item is not None and item.item_id == state.item_id else []
+        return list(state.context)
 
     def on_resume(state: Session, request: gr.Request) -> list:
         """Page opened as ?resume=ID (connection.js, after a lost connection): an annotator who
