@@ -31,6 +31,15 @@ def _prepared_cache():
 
 
 @pytest.fixture(scope="session")
+def embedded_untrained():
+    """The embedded preset with the ES4R parts at initialisation (text path), whatever ships:
+    loaded once for every test module that reads it (about 5 s on two cores)."""
+    from es4r.pipeline import ES4RPipeline
+
+    return ES4RPipeline.from_preset("embedded", es4r_checkpoint="none")
+
+
+@pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
     from es4r.backbones import make_tiny_llm, make_tiny_whisper
 

@@ -6,12 +6,16 @@ import pytest
 
 from es4r.config import FALLBACK, TRAINED
 from es4r.conversation import Conversation
-from es4r.pipeline import CHECKPOINT_ENV, SHIPPED_CHECKPOINT, ES4RPipeline, resolve_checkpoint
+from es4r.pipeline import CHECKPOINT_ENV, SHIPPED_CHECKPOINT, ES4RPipeline, resolve_checkpoint, resolve_config
 
 
 @pytest.fixture(scope="module")
-def embedded():
-    return ES4RPipeline.from_preset("embedded")
+def embedded(embedded_untrained):
+    """What a newcomer gets: the shipped checkpoint when one ships, else the untrained parts
+    (the session's shared pipeline, loaded once)."""
+    if resolve_config("embedded").backbones.es4r_checkpoint:
+        return ES4RPipeline.from_preset("embedded")
+    return embedded_untrained
 
 
 @pytest.fixture(scope="module")

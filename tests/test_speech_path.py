@@ -17,9 +17,8 @@ KL_BOUND = 0.2
 
 
 @pytest.fixture(scope="module")
-def spoken(monkeypatch_module):
-    monkeypatch_module.setenv("ES4R_CHECKPOINT", "none")  # the untrained parts, whatever ships
-    pipeline = ES4RPipeline.from_preset("embedded")
+def spoken(embedded_untrained):
+    pipeline = embedded_untrained
     root = pytest.importorskip("pathlib").Path(__file__).resolve().parent.parent / "assets" / "examples"
     conversation = Conversation()
     for index, name in enumerate(EXAMPLES):
@@ -30,12 +29,6 @@ def spoken(monkeypatch_module):
             conversation = conversation.with_turn(Turn(ASSISTANT, REPLIES[index], spoken_reply.waveform,
                                                        spoken_reply.sample_rate))
     return pipeline, conversation
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
 
 
 def _reply_kl(pipeline, conversation) -> tuple[float, torch.Tensor, list]:
@@ -59,15 +52,20 @@ def _reply_kl(pipeline, conversation) -> tuple[float, torch.Tensor, list]:
     return kl, context.weights, list(zip(parts.turn_spans, spans))
 
 
-def test_every_turn_is_heard_including_the_assistant_replies(spoken):
-    pipeline, conversation = spoken
-    _, _, spans = _reply_kl(pipeline, conversation)
+@pytest.fixture(scope="module")
+def measured(spoken):
+    """_reply_kl of the spoken conversation, computed once for the tests that read it."""
+    return _reply_kl(*spoken)
+
+
+def test_every_turn_is_heard_including_the_assistant_replies(measured):
+    _, _, spans = measured
     assert len(spans) == 5 and all(speech is not None for _, speech in spans)
 
 
-def test_untrained_speech_path_predicts_like_the_text_path(spoken):
+def test_untrained_speech_path_predicts_like_the_text_path(spoken, measured):
     pipeline, conversation = spoken
-    kl, _, _ = _reply_kl(pipeline, conversation)
+    kl, _, _ = measured
     assert kl < KL_BOUND, kl
     cross = pipeline.model.cross
     saved = cross.config
@@ -79,9 +77,8 @@ def test_untrained_speech_path_predicts_like_the_text_path(spoken):
     assert blind > 2 * kl and blind > KL_BOUND, (blind, kl)
 
 
-def test_real_speech_weights_are_block_diagonal_with_a_diagonal_per_turn(spoken):
-    pipeline, conversation = spoken
-    _, weights, spans = _reply_kl(pipeline, conversation)
+def test_real_speech_weights_are_block_diagonal_with_a_diagonal_per_turn(measured):
+    _, weights, spans = measured
     for (token_start, token_end), (speech_start, speech_end) in spans:
         block = weights[speech_start:speech_end]
         assert torch.allclose(block[:, token_start:token_end].sum(-1), torch.ones(speech_end - speech_start), atol=1e-4)
