@@ -13,7 +13,6 @@ import atexit
 import json
 import logging
 import os
-import queue
 import shutil
 import tempfile
 import threading
@@ -27,7 +26,7 @@ from es4r.audio import AudioError
 from es4r.backbones import BackboneError
 from es4r.config import PRESETS
 from es4r.conversation import ASSISTANT, Turn
-from es4r.pipeline import ES4RPipeline, PipelineError, shown_source, with_asr_time
+from es4r.pipeline import ES4RPipeline, PipelineError, shown_source
 from es4r.ui import plots
 from es4r.ui.archive import write_archive
 from es4r.ui.format import (SYNTHETIC_VOICE_NOTE, chat_messages, context_markdown, latency_table,
@@ -47,6 +46,7 @@ ARCHIVE_DIR = Path(tempfile.mkdtemp(prefix="es4r_archives_"))
 atexit.register(shutil.rmtree, ARCHIVE_DIR, True)
 ARCHIVE_KEEP_S = 3600  # an export link stays valid this long
 STREAM_INTERVAL_S = 0.1  # at most ten page updates a second while the reply is written
+STRATEGY_TAB, ATTENTION_TAB, LATENCY_TAB, SETTINGS_TAB = "strategy", "attention", "latency", "settings"
 
 _pipeline: ES4RPipeline | None = None
 _pipeline_lock = threading.Lock()
@@ -95,41 +95,47 @@ def _heads(result) -> int:
     return int(result.attention.intra[0].shape[0]) if result.attention.intra else 1
 
 
-def _attention_plots(session: Session, shown: int, window_turn: int, head: int):
+def _attention_plots(session: Session, shown: int, window_turn: int, head: int) -> dict:
     result = session.results[shown]
     maps, dropped = result.attention, result.dropped_turns
     window_turn = min(int(window_turn or 0), len(maps.intra) - 1)
     head = min(int(head or 1), _heads(result)) - 1
-    return (plots.intra_figure(maps, window_turn, head, dropped), plots.inter_figure(maps, head, dropped),
-            plots.cross_figure(maps))
+    return {intra_plot: plots.intra_figure(maps, window_turn, head, dropped),
+            inter_plot: plots.inter_figure(maps, head, dropped), cross_plot: plots.cross_figure(maps)}
 
 
-def _strategy_views(pipeline: ES4RPipeline, session: Session, shown: int) -> tuple:
+def _strategy_views(pipeline: ES4RPipeline, session: Session, shown: int) -> dict:
     result = session.results[shown]
-    return (plots.energy_figure(result.energies, result.strategy, pipeline.config.strategy.tolerance),
-            strategy_markdown(result, shown + 1), plots.fusion_figure(result.fusion_weights))
+    return {energy_plot: plots.energy_figure(result.energies, result.strategy, pipeline.config.strategy.tolerance),
+            strategy: strategy_markdown(result, shown + 1), fusion_plot: plots.fusion_figure(result.fusion_weights)}
 
 
-def _views(pipeline: ES4RPipeline, session: Session, shown: int) -> tuple:
-    """Every per-turn view of answered turn `shown` (0-based), in VIEW_OUTPUTS order."""
+def _views(pipeline: ES4RPipeline, session: Session, shown: int, open_tab: str) -> dict:
+    """Every per-turn view of answered turn `shown` (0-based), by component. Figures are drawn
+    only for the open tab (Gradio encodes each as a PNG: 1.1-1.9 s for all five per turn on
+    two cores); the others are cleared and drawn when their tab is opened."""
     result = session.results[shown]
     window = _window_choices(session, shown)
-    intra, inter, cross = _attention_plots(session, shown, len(window) - 1, 1)
     headers, rows = latency_table(session.results)
-    return (
-        gr.update(choices=_turn_choices(session), value=shown, interactive=True),
-        *_strategy_views(pipeline, session, shown),
-        gr.update(choices=window, value=len(window) - 1, interactive=True),
-        gr.update(maximum=_heads(result), value=1, interactive=True),
-        intra, inter, cross,
-        gr.update(value=rows, headers=headers),
-    )
+    views = {view_turn: gr.update(choices=_turn_choices(session), value=shown, interactive=True),
+             strategy: strategy_markdown(result, shown + 1),
+             window_turn: gr.update(choices=window, value=len(window) - 1, interactive=True),
+             head: gr.update(maximum=_heads(result), value=1, interactive=True),
+             latency: gr.update(value=rows, headers=headers),
+             energy_plot: None, fusion_plot: None, intra_plot: None, inter_plot: None, cross_plot: None}
+    if open_tab == STRATEGY_TAB:
+        views.update(_strategy_views(pipeline, session, shown))
+    elif open_tab == ATTENTION_TAB:
+        views.update(_attention_plots(session, shown, len(window) - 1, 1))
+    return views
 
 
-def _empty_views() -> tuple:
-    return (gr.update(choices=[], value=None, interactive=False), None, "*No turn yet.*", None,
-            gr.update(choices=[], value=None, interactive=False), gr.update(value=1, interactive=False),
-            None, None, None, gr.update(value=[], headers=["turn"]))
+def _empty_views() -> dict:
+    return {view_turn: gr.update(choices=[], value=None, interactive=False), energy_plot: None,
+            strategy: "*No turn yet.*", fusion_plot: None,
+            window_turn: gr.update(choices=[], value=None, interactive=False),
+            head: gr.update(value=1, interactive=False), intra_plot: None, inter_plot: None, cross_plot: None,
+            latency: gr.update(value=[], headers=["turn"])}
 
 
 # ------------------------------------------------------------------ event handlers
@@ -163,38 +169,12 @@ def _shown_settings(pipeline: ES4RPipeline) -> str:
     return json.dumps(settings, indent=2, sort_keys=True)
 
 
-def _think_streamed(pipeline: ES4RPipeline, conversation):
-    """pipeline.think in a worker thread; yields ("progress", (fraction, message)) and
-    ("text", reply so far) while it works, then ("draft", Draft). Progress and page updates
-    stay on this (the event's) thread; an error in the worker is raised here."""
-    updates: queue.Queue = queue.Queue()
-
-    def work() -> None:
-        try:
-            draft = pipeline.think(conversation, lambda f, m: updates.put(("progress", (f, m))),
-                                   on_text=lambda text: updates.put(("text", text)))
-            updates.put(("draft", draft))
-        except BaseException as error:
-            updates.put(("error", error))
-
-    threading.Thread(target=work, name="es4r-think", daemon=True).start()
-    while True:
-        kind, value = updates.get()
-        if kind == "error":
-            raise value
-        yield kind, value
-        if kind == "draft":
-            return
-
-
-def converse(audio_path: str | None, session: Session, progress=gr.Progress()):
-    """One turn, streamed: the transcript first, then reply text and views, then the audio."""
+def converse(audio_path: str | None, session: Session, open_tab: str = STRATEGY_TAB, progress=gr.Progress()):
+    """One turn, drawn as the pipeline reports it (ES4RPipeline.turn_events): the transcript,
+    the reply as it is written, the voice, then the open tab's views and the export."""
     if not audio_path:
         raise gr.Error("Record or upload a turn first.", print_exception=False)
     pipeline = get_pipeline()
-
-    def report(fraction: float, message: str) -> None:
-        progress(fraction, desc=message)
 
     def fail(message: str) -> dict:
         """The chat as it was, the message beside the input, the input cleared for the next try.
@@ -204,23 +184,22 @@ def converse(audio_path: str | None, session: Session, progress=gr.Progress()):
         return {chatbot: chat_messages(session.conversation), audio_in: None,
                 turn_error: f"**This turn was not used:** {message}"}
 
+    heard, answered, shown_at = session.conversation, None, 0.0
     try:
-        report(0.05, "transcribing")
-        started = time.perf_counter()
-        extended = pipeline.add_user_turn(session.conversation, audio_path)
-        asr_seconds = time.perf_counter() - started
-        yield {chatbot: chat_messages(extended, pending_reply=True), turn_error: ""}
-        draft, shown_at = None, 0.0
-        for kind, value in _think_streamed(pipeline, extended):
-            if kind == "progress":
-                report(*value)
-            elif kind == "text" and time.perf_counter() - shown_at >= STREAM_INTERVAL_S:
+        for event in pipeline.turn_events(session.conversation, audio_path):
+            if event.kind == "progress":
+                fraction, message = event.value
+                progress(fraction, desc=message)
+            elif event.kind == "heard":
+                heard = event.value
+                yield {chatbot: chat_messages(heard, pending_reply=True), turn_error: ""}
+            elif event.kind == "text" and time.perf_counter() - shown_at >= STREAM_INTERVAL_S:
                 shown_at = time.perf_counter()
-                yield {chatbot: chat_messages(extended.with_turn(Turn(ASSISTANT, value)))}
-            elif kind == "draft":
-                draft = value
-        yield {chatbot: chat_messages(extended.with_turn(Turn(ASSISTANT, draft.reply_text)))}
-        result = pipeline.speak(draft, report)
+                yield {chatbot: chat_messages(heard.with_turn(Turn(ASSISTANT, event.value)))}
+            elif event.kind == "written":
+                yield {chatbot: chat_messages(heard.with_turn(Turn(ASSISTANT, event.value)))}
+            elif event.kind == "answered":
+                answered = event.value
     except (AudioError, PipelineError) as error:
         yield fail(str(error))
         return
@@ -228,41 +207,38 @@ def converse(audio_path: str | None, session: Session, progress=gr.Progress()):
         logger.exception("unexpected failure while answering a turn")
         yield fail(GENERIC_ERROR)
         return
-    result = with_asr_time(result, asr_seconds)
-    conversation = extended.with_turn(Turn(ASSISTANT, result.reply_text, result.reply_audio, result.sample_rate))
+    conversation, result = answered
     new_session = session.answered(conversation, result)
-    shown = len(new_session.results) - 1
-    # The voice first; the context meter, the figures (about a second of drawing on a CPU) and
-    # the export after it.
+    # The voice first; the context meter, the open tab's figures and the export after it.
     yield {state: new_session, chatbot: chat_messages(conversation), audio_in: None,
            reply_audio: (result.sample_rate, _int16(result.reply_audio))}
     yield {context: context_markdown(pipeline.context_usage(conversation)),
-           **dict(zip(VIEW_OUTPUTS, _views(pipeline, new_session, shown)))}
+           **_views(pipeline, new_session, len(new_session.results) - 1, open_tab)}
     archive = write_archive(conversation, new_session.results, pipeline.config.to_json(), pipeline.config.preset,
                             _archive_path())
     yield {download: gr.update(value=str(archive), visible=True)}
 
 
-def new_conversation():
-    session = Session()
-    return (session, [], None, None, gr.update(value=None, visible=False), context_markdown(None), *_empty_views())
+def new_conversation() -> dict:
+    return {state: Session(), chatbot: [], reply_audio: None, audio_in: None,
+            download: gr.update(value=None, visible=False), context: context_markdown(None), **_empty_views()}
 
 
-def show_turn(session: Session, shown: int):
+def show_turn(session: Session, shown: int, open_tab: str) -> dict:
     if shown is None or not session.results:
         return _empty_views()
-    return _views(get_pipeline(), session, int(shown))
+    return _views(get_pipeline(), session, int(shown), open_tab)
 
 
-def show_attention(session: Session, shown: int, window_turn: int, head: int):
+def show_attention(session: Session, shown: int, window_turn: int, head: int) -> dict:
     if shown is None or not session.results:
-        return None, None, None
+        return {intra_plot: None, inter_plot: None, cross_plot: None}
     return _attention_plots(session, int(shown), window_turn, head)
 
 
-def show_strategy(session: Session, shown: int):
+def show_strategy(session: Session, shown: int) -> dict:
     if shown is None or not session.results:
-        return None, "*No turn yet.*", None
+        return {energy_plot: None, strategy: "*No turn yet.*", fusion_plot: None}
     return _strategy_views(get_pipeline(), session, int(shown))
 
 
@@ -278,6 +254,7 @@ def _examples() -> list[list[str]]:
 
 with gr.Blocks(title="ES4R Studio") as demo:
     state = gr.State(Session())
+    open_tab = gr.State(STRATEGY_TAB)  # which view tab this visitor is looking at: only its figures are drawn
     gr.Markdown("# ES4R Studio\nSpeak a few turns about how you feel; ES4R listens to *how* you say it, "
                 "answers in speech, and shows why it answered that way.")
     status = gr.Markdown("Loading the model…", elem_id="status")
@@ -319,10 +296,10 @@ with gr.Blocks(title="ES4R Studio") as demo:
                     intra_plot = gr.Plot(label="Intra-turn attention", elem_id="intra-plot", show_label=False)
                     inter_plot = gr.Plot(label="Inter-turn attention", elem_id="inter-plot", show_label=False)
                     cross_plot = gr.Plot(label="Cross-modal attention", elem_id="cross-plot", show_label=False)
-                with gr.Tab("Latency", elem_id="tab-latency", render_children=True):
+                with gr.Tab("Latency", elem_id="tab-latency", render_children=True) as latency_tab:
                     latency = gr.Dataframe(headers=["turn"], label="Seconds per pipeline stage, per turn",
                                            interactive=False, elem_id="latency")
-                with gr.Tab("Settings", elem_id="tab-settings", render_children=True):
+                with gr.Tab("Settings", elem_id="tab-settings", render_children=True) as settings_tab:
                     settings = gr.Code(label="Settings of this run (ES4RConfig, seeds included)", language="json")
 
     VIEW_OUTPUTS = [view_turn, energy_plot, strategy, fusion_plot, window_turn, head,
@@ -334,7 +311,7 @@ with gr.Blocks(title="ES4R Studio") as demo:
     audio_in.change(submit_state, [audio_in], [send], queue=False)
     audio_in.start_recording(lambda: gr.update(interactive=False), None, [send], queue=False)
     send.click(lambda: gr.update(interactive=False), None, [send], queue=False).then(
-        converse, [audio_in, state],
+        converse, [audio_in, state, open_tab],
         [state, chatbot, audio_in, turn_error, reply_audio, context, download, turn_progress, *VIEW_OUTPUTS],
         show_progress_on=[turn_progress],  # one progress bar, on its own strip, not over the chat or the views
         # A next turn sent while this one still draws its figures (after its voice) runs next;
@@ -343,10 +320,14 @@ with gr.Blocks(title="ES4R Studio") as demo:
     ).then(submit_state, [audio_in], [send], queue=False)
     reset.click(new_conversation, None,
                 [state, chatbot, reply_audio, audio_in, download, context, *VIEW_OUTPUTS], queue=False)
-    view_turn.input(show_turn, [state, view_turn], VIEW_OUTPUTS)
+    view_turn.input(show_turn, [state, view_turn, open_tab], VIEW_OUTPUTS)
     window_turn.input(show_attention, [state, view_turn, window_turn, head], ATTENTION_OUTPUTS)
     head.release(show_attention, [state, view_turn, window_turn, head], ATTENTION_OUTPUTS)
-    # Plots updated while their tab is hidden are not drawn: draw them again when it opens.
+    # A tab's figures are drawn when it opens (a turn draws only the open tab's; plots updated
+    # while their tab is hidden would not be drawn anyway).
+    for tab, name in ((strategy_tab, STRATEGY_TAB), (attention_tab, ATTENTION_TAB), (latency_tab, LATENCY_TAB),
+                      (settings_tab, SETTINGS_TAB)):
+        tab.select(lambda name=name: name, None, [open_tab], queue=False)
     attention_tab.select(show_attention, [state, view_turn, window_turn, head], ATTENTION_OUTPUTS)
     strategy_tab.select(show_strategy, [state, view_turn], STRATEGY_OUTPUTS)
 

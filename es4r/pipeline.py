@@ -1,14 +1,15 @@
 """ES4RPipeline: one object that hears a spoken conversation and answers it in speech.
 
 `add_user_turn` validates and transcribes audio; `respond` runs stages 1-3 on the whole
-history and returns a typed TurnResult; `converse` does both and returns the new
-conversation only when the whole turn succeeded."""
+history and returns a typed TurnResult; `turn_events` does both and reports each step as it
+happens (the app draws them); `converse` does both and returns the new conversation only when
+the whole turn succeeded. Presets are resolved in es4r.presets."""
 
 from __future__ import annotations
 
 import logging
-import os
-import re
+import queue
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -19,11 +20,13 @@ import numpy as np
 import torch
 
 from es4r.audio import FRAMES_PER_SECOND, AudioError, Waveform, load_audio, log_mel, prepare_waveform, turn_energy
-from es4r.backbones import is_random, load_llm, load_whisper
-from es4r.config import FALLBACK, RANDOM, TRAINED, UNTRAINED, ES4RConfig, preset_config
+from es4r.backbones import is_random
+from es4r.config import FALLBACK, RANDOM, TRAINED, UNTRAINED, ES4RConfig
 from es4r.conversation import (ASSISTANT, USER, WALL, AttentionMaps, ComponentStatus, ContextUsage, Conversation, Turn,
                                TurnResult)
 from es4r.model import ES4RModel, GenerationOutput
+from es4r.presets import load_model, resolve_config
+from es4r.reply_text import reply_streamer, trim_reply
 from es4r.strategy import StrategyDecision, select_strategy
 from es4r.style_fusion import fuse_styles, fusion_weights
 from es4r.tts.base import TTSError
@@ -31,9 +34,6 @@ from es4r.vad import speech_seconds
 
 logger = logging.getLogger(__name__)
 
-STYLETTS2_ENV = "ES4R_STYLETTS2"  # folder or hub id of a StyleTTS2 checkpoint
-# A trained ES4R checkpoint folder, or "none" for the text path; overrides the preset's choice.
-CHECKPOINT_ENV = "ES4R_CHECKPOINT"
 TEXT_PATH_NOTE = "text path — no trained ES4R speech checkpoint loaded"
 FALLBACK_REPLY = "I'm here with you. Could you tell me a little more?"
 ProgressFn = Callable[[float, str], None]
@@ -41,10 +41,6 @@ ProgressFn = Callable[[float, str], None]
 
 class PipelineError(RuntimeError):
     """A turn could not be answered; the message is for the user, the conversation is intact."""
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("ES4R_CACHE", Path.home() / ".cache" / "es4r"))
 
 
 class ES4RPipeline:
@@ -126,14 +122,48 @@ class ES4RPipeline:
     def converse(self, conversation: Conversation, audio, transcript: str | None = None,
                  progress: ProgressFn | None = None) -> tuple[Conversation, TurnResult]:
         """Add a user turn and answer it. On any failure the given conversation is unchanged."""
+        for event in self.turn_events(conversation, audio, transcript):
+            if event.kind == "progress":
+                _report(progress, *event.value)
+            elif event.kind == "answered":
+                return event.value
+        raise PipelineError("The turn ended without an answer.")  # turn_events always answers or raises
+
+    def turn_events(self, conversation: Conversation, audio, transcript: str | None = None) -> Iterator[TurnEvent]:
+        """One whole turn as it happens, for a page that shows it while it is made: "progress"
+        (fraction, message), "heard" (the conversation with the transcribed user turn), "text"
+        (the reply so far, as the LLM writes it), "written" (the final reply text, before it is
+        spoken), "answered" (the new conversation and its TurnResult). Stages 1-3 run in a
+        worker thread so the caller's thread stays free to draw each event; an error there is
+        raised here, and the given conversation is never changed."""
         started = time.perf_counter()
-        _report(progress, 0.05, "transcribing")
+        yield TurnEvent("progress", (0.05, "transcribing"))
         extended = self.add_user_turn(conversation, audio, transcript)
         asr_seconds = time.perf_counter() - started
-        result = self.respond(extended, progress)
-        result = with_asr_time(result, asr_seconds)
-        reply = Turn(ASSISTANT, result.reply_text, result.reply_audio, result.sample_rate)
-        return extended.with_turn(reply), result
+        yield TurnEvent("heard", extended)
+        events: queue.Queue[TurnEvent] = queue.Queue()
+
+        def work() -> None:
+            try:
+                draft = self.think(extended, lambda f, m: events.put(TurnEvent("progress", (f, m))),
+                                   on_text=lambda text: events.put(TurnEvent("text", text)))
+                events.put(TurnEvent("written", draft.reply_text))
+                result = self.speak(draft, lambda f, m: events.put(TurnEvent("progress", (f, m))))
+                events.put(TurnEvent("answered", with_asr_time(result, asr_seconds)))
+            except BaseException as error:  # handed to the caller's thread
+                events.put(TurnEvent("error", error))
+
+        threading.Thread(target=work, name="es4r-turn", daemon=True).start()
+        while True:
+            event = events.get()
+            if event.kind == "error":
+                raise event.value
+            if event.kind == "answered":
+                result = event.value
+                reply = Turn(ASSISTANT, result.reply_text, result.reply_audio, result.sample_rate)
+                yield TurnEvent("answered", (extended.with_turn(reply), result))
+                return
+            yield event
 
     def respond(self, conversation: Conversation, progress: ProgressFn | None = None) -> TurnResult:
         """Answer a conversation whose last turn is the user's (stages 1-3)."""
@@ -213,7 +243,7 @@ class ES4RPipeline:
     def _generate(self, history, features, encoding, on_text: Callable[[str], None] | None) -> GenerationOutput:
         """model.generate; with `on_text`, each finished piece of text is passed on as it comes."""
         generation = self.config.generation
-        streamer = _reply_streamer(self.model.tokenizer, generation.max_sentences, on_text) if on_text else None
+        streamer = reply_streamer(self.model.tokenizer, generation.max_sentences, on_text) if on_text else None
         return self.model.generate(history, features, generation, encoding=encoding, streamer=streamer)[0]
 
     def speak(self, draft: Draft, progress: ProgressFn | None = None) -> TurnResult:
@@ -289,6 +319,14 @@ class ES4RPipeline:
 
 
 @dataclass(frozen=True)
+class TurnEvent:
+    """One step of `ES4RPipeline.turn_events`: its kind and what it carries."""
+
+    kind: str  # progress | heard | text | written | answered (| error, internal)
+    value: object
+
+
+@dataclass(frozen=True)
 class Draft:
     """The reply before it is spoken: what `think` hands to `speak`."""
 
@@ -304,36 +342,6 @@ class Draft:
 
 
 _ASR_MAX_TOKENS = 128  # one 30 s turn of speech is well under this
-_SENTENCE_END = ".!?"
-# Small LLMs sometimes continue the "User: / You:" history layout with a speaker label.
-_ROLE_PREFIX = re.compile(r"^\s*(?:You|Assistant|Listener)\s*:\s*", re.IGNORECASE)
-
-
-def trim_reply(text: str, max_sentences: int) -> str:
-    """Drop a leading speaker label ("You:"), then keep the first `max_sentences` sentences; drop a trailing unfinished one when a
-    complete sentence exists (small LLMs ramble and stop mid-sentence at the token cap)."""
-    text = _ROLE_PREFIX.sub("", " ".join(text.split()))
-    ends = [i for i, ch in enumerate(text) if ch in _SENTENCE_END and (i + 1 == len(text) or text[i + 1] == " ")]
-    if not ends:
-        return text
-    cut = ends[min(max_sentences, len(ends)) - 1]
-    return text[: cut + 1]
-
-
-def _reply_streamer(tokenizer, max_sentences: int, on_text: Callable[[str], None]):
-    """A transformers TextStreamer that, on generate's own thread, hands the reply so far
-    (trimmed as the final text is) to `on_text` each time a piece of text is finalised."""
-    from transformers import TextStreamer
-
-    class ReplyStreamer(TextStreamer):
-        reply = ""
-
-        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-            self.reply += text
-            if text.strip():
-                on_text(trim_reply(self.reply, max_sentences))
-
-    return ReplyStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
 
 
 def shown_source(path_or_id: str) -> str:
@@ -349,81 +357,6 @@ def _status_of(path_or_id: str, description: str) -> ComponentStatus:
     if is_random(path_or_id):
         return ComponentStatus(RANDOM, description + " — random weights, output not meaningful")
     return ComponentStatus(TRAINED, description)
-
-
-TINY_BACKBONES_VERSION = 2  # bump when make_tiny_* change, so stale caches are not reused
-
-
-def _tiny_paths() -> dict[str, str]:
-    """Tiny random backbones, built once per cache dir (they are deterministic)."""
-    from es4r.backbones import make_tiny_llm, make_tiny_whisper
-    from es4r.tts.styletts2 import make_tiny_styletts2_checkpoint
-
-    root = default_cache_dir() / f"tiny-v{TINY_BACKBONES_VERSION}"
-    paths = {"whisper": root / "whisper", "llm": root / "llm", "tts": root / "styletts2"}
-    if not (paths["whisper"] / "config.json").exists():
-        make_tiny_whisper(paths["whisper"])
-    if not (paths["llm"] / "config.json").exists():
-        make_tiny_llm(paths["llm"])
-    if not (paths["tts"] / "config.yml").exists():
-        make_tiny_styletts2_checkpoint(paths["tts"])
-    return {k: str(v) for k, v in paths.items()}
-
-
-_ROOT = Path(__file__).resolve().parent.parent
-# A checkpoint here is the embedded preset's default: the speech path switches on by itself.
-SHIPPED_CHECKPOINT = _ROOT / "assets" / "es4r_embedded"
-
-
-def resolve_checkpoint(value: str) -> str | None:
-    """`none` = the text path even when a checkpoint ships; anything else is a folder."""
-    return None if value.strip().lower() == "none" else value
-
-
-def resolve_config(name: str = "embedded", **backbone_overrides) -> ES4RConfig:
-    """The one place a preset becomes a complete config, for the app, every CLI command and
-    training: the preset's defaults, its backbone paths (embedded weights unpacked, tiny ones
-    built), the shipped checkpoint, then $ES4R_STYLETTS2 and $ES4R_CHECKPOINT, then explicit
-    overrides (flags) last. An `es4r_checkpoint` of "none" means the text path; a checkpoint's
-    stored architecture is restored, or a mismatch refused (es4r.checkpoint.restore_architecture)."""
-    config = preset_config(name)
-    backbones = config.backbones
-    if name == "tiny":
-        backbones = replace(backbones, **_tiny_paths())
-    elif name == "embedded":
-        from es4r.embedded.setup import prepare_embedded
-
-        paths = prepare_embedded()
-        shipped = SHIPPED_CHECKPOINT if (SHIPPED_CHECKPOINT / "es4r_config.json").exists() else None
-        backbones = replace(backbones, whisper=str(paths.whisper), llm=str(paths.llm),
-                            es4r_checkpoint=str(shipped) if shipped else None,
-                            tts=os.environ.get(STYLETTS2_ENV) or None)
-    if name == "paper" and os.environ.get(STYLETTS2_ENV):
-        backbones = replace(backbones, tts=os.environ[STYLETTS2_ENV])
-    if os.environ.get(CHECKPOINT_ENV):
-        backbones = replace(backbones, es4r_checkpoint=os.environ[CHECKPOINT_ENV])
-    backbones = replace(backbones, **backbone_overrides)
-    if backbones.es4r_checkpoint:
-        backbones = replace(backbones, es4r_checkpoint=resolve_checkpoint(backbones.es4r_checkpoint))
-    config = replace(config, backbones=backbones)
-    if backbones.es4r_checkpoint:
-        from es4r.checkpoint import restore_architecture
-
-        config = restore_architecture(config, backbones.es4r_checkpoint)
-    return config
-
-
-def load_model(config: ES4RConfig) -> ES4RModel:
-    """Whisper + LLM + the ES4R parts of a resolved config, in eval mode; the trained parts are
-    loaded when the config names a checkpoint. Training builds its model here too."""
-    torch.manual_seed(config.seed)
-    b = config.backbones
-    model = ES4RModel(load_whisper(b.whisper, b.device, b.dtype), load_llm(b.llm, b.device, b.dtype), config).eval()
-    if b.es4r_checkpoint:
-        from es4r.checkpoint import load_es4r_parts
-
-        load_es4r_parts(model, b.es4r_checkpoint)
-    return model
 
 
 def with_asr_time(result: TurnResult, asr_seconds: float) -> TurnResult:

@@ -14,7 +14,8 @@ import torch
 
 from es4r.conversation import ASSISTANT, USER, Conversation
 from es4r.model import generation_kwargs
-from es4r.pipeline import FALLBACK_REPLY, ES4RPipeline, trim_reply
+from es4r.pipeline import FALLBACK_REPLY, ES4RPipeline
+from es4r.reply_text import trim_reply
 
 SYSTEMS = {
     "es4r": "ES4R: speech path (needs a trained ES4R checkpoint)",

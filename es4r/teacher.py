@@ -19,7 +19,7 @@ import torch
 from es4r.config import GenerationConfig
 from es4r.data import Sample
 from es4r.model import ES4RModel, generation_kwargs
-from es4r.pipeline import trim_reply
+from es4r.reply_text import trim_reply
 
 logger = logging.getLogger(__name__)
 

@@ -333,7 +333,7 @@ def train(config: TrainConfig, model=None) -> Path:
     seed_everything(config.seed)
     accelerator = make_accelerator(config)
     if model is None:
-        from es4r.pipeline import load_model, resolve_config
+        from es4r.presets import load_model, resolve_config
 
         model = load_model(resolve_config(config.preset))
     if config.init_from:

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from es4r.data import load_manifest
     from es4r.evaluation.gates import group_by_conversation
     from es4r.evaluation.metrics import sentence_embeddings
-    from es4r.pipeline import load_model, resolve_config
+    from es4r.presets import load_model, resolve_config
     from es4r.teacher import hinted_replies
 
     rows = [json.loads(line) for line in args.manifest.read_text().splitlines() if line.strip()]

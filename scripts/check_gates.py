@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from es4r.data import load_manifest
     from es4r.evaluation.gates import corpus_checks, evaluate_gates, report_markdown
-    from es4r.pipeline import load_model, resolve_config
+    from es4r.presets import load_model, resolve_config
 
     samples = load_manifest(args.manifest)
     model = load_model(resolve_config(args.preset))

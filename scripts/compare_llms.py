@@ -26,7 +26,7 @@ from es4r.conversation import format_history
 from es4r.embedded.llm_gguf import LLM_CHOICES
 from es4r.embedded.locate import MissingWeightsPackage
 from es4r.embedded.setup import prepare_embedded
-from es4r.pipeline import trim_reply
+from es4r.reply_text import trim_reply
 
 SEED = 42
 DIALOGUES: dict[str, list[tuple[str, str]]] = {

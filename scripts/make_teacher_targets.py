@@ -71,7 +71,7 @@ def _with_target(row: dict, reply: str, teacher: dict, system_prompt: str) -> di
 
 def _redo_echoes(args: argparse.Namespace, samples: dict) -> int:
     """Regenerate, in place, the rows of `args.out` whose reply recites the system prompt."""
-    from es4r.pipeline import load_model, resolve_config
+    from es4r.presets import load_model, resolve_config
     from es4r.teacher import echoes_prompt, hinted_replies
 
     out_rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     from dataclasses import replace
 
     from es4r.corpus import affect_hint
-    from es4r.pipeline import load_model, resolve_config
+    from es4r.presets import load_model, resolve_config
     from es4r.teacher import hinted_replies
 
     if args.recheck:

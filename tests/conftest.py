@@ -24,9 +24,9 @@ CLIPS = {
 def _prepared_cache():
     """The weights `scripts/setup.sh` prepared are reused: tests read the app's cache
     ($ES4R_CACHE, else ~/.cache/es4r), so nothing is converted twice."""
-    from es4r.pipeline import default_cache_dir
+    from es4r.embedded.setup import cache_root
 
-    os.environ.setdefault("ES4R_CACHE", str(default_cache_dir()))
+    os.environ.setdefault("ES4R_CACHE", str(cache_root()))
     yield
 
 

@@ -202,6 +202,23 @@ def test_turn_streams_text_before_audio(app_module, speech_paths):
     assert audios[0] < len(yields) - 1 and archive.is_file() and app_module.ARCHIVE_DIR in archive.parents
 
 
+def test_a_turn_draws_only_the_open_tabs_figures(app_module, session, speech_paths):
+    """Each figure costs a PNG encoding in Gradio: a turn draws the open tab's figures and
+    clears the others, which are drawn when their tab opens."""
+    figures = {app_module.STRATEGY_TAB: (app_module.energy_plot, app_module.fusion_plot),
+               app_module.ATTENTION_TAB: (app_module.intra_plot, app_module.inter_plot, app_module.cross_plot),
+               app_module.LATENCY_TAB: ()}
+    every = [plot for plots_of_tab in figures.values() for plot in plots_of_tab]
+    for tab, drawn in figures.items():
+        yields, error = _run(app_module.converse(str(speech_paths[0]), session, tab))
+        views = next(y for y in yields if app_module.view_turn in y)
+        assert error is None and all(plot in views for plot in every)
+        assert [plot for plot in every if views[plot] is not None] == list(drawn), tab
+        assert views[app_module.latency]["value"] and app_module.strategy in views
+    opened = app_module.show_attention(session, 0, 0, 1)
+    assert all(opened[plot] is not None for plot in figures[app_module.ATTENTION_TAB])
+
+
 def test_bad_audio_keeps_history(app_module, session, tmp_path):
     too_long = tmp_path / "long.wav"
     rate = 16_000
@@ -248,7 +265,8 @@ def test_voice_failure_after_the_text_keeps_the_conversation(app_module, session
 
 def test_new_conversation_and_preset(app_module, monkeypatch):
     outputs = app_module.new_conversation()
-    assert outputs[0] == Session() and outputs[0].conversation == Conversation() and outputs[1] == []
+    assert outputs[app_module.state] == Session() and outputs[app_module.state].conversation == Conversation()
+    assert outputs[app_module.chatbot] == [] and outputs[app_module.energy_plot] is None
     monkeypatch.setattr(app_module, "_preset_override", None)
     monkeypatch.setenv(app_module.PRESET_ENV, "tiny")
     assert app_module.current_preset() == "tiny"

@@ -79,7 +79,7 @@ def reply(embedded):
 
     from es4r.backbones import load_llm
     from es4r.config import GenerationConfig
-    from es4r.pipeline import trim_reply
+    from es4r.reply_text import trim_reply
 
     llm = load_llm(str(embedded.llm), device="cpu")
     settings = GenerationConfig()

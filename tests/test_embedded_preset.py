@@ -6,7 +6,8 @@ import pytest
 
 from es4r.config import FALLBACK, TRAINED
 from es4r.conversation import Conversation
-from es4r.pipeline import CHECKPOINT_ENV, SHIPPED_CHECKPOINT, ES4RPipeline, resolve_checkpoint, resolve_config
+from es4r.pipeline import ES4RPipeline
+from es4r.presets import CHECKPOINT_ENV, SHIPPED_CHECKPOINT, resolve_checkpoint, resolve_config
 
 
 @pytest.fixture(scope="module")

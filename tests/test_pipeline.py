@@ -6,7 +6,8 @@ import pytest
 from es4r.audio import AudioError
 from es4r.config import RANDOM, UNTRAINED
 from es4r.conversation import Conversation
-from es4r.pipeline import TEXT_PATH_NOTE, ES4RPipeline, PipelineError, trim_reply
+from es4r.pipeline import TEXT_PATH_NOTE, ES4RPipeline, PipelineError
+from es4r.reply_text import trim_reply
 
 
 @pytest.fixture(scope="module")

@@ -81,7 +81,7 @@ def _is_current(folder: Path, wanted: dict) -> bool:
     return {k: found.get(k) for k in wanted} == wanted
 
 
-def _build_once(folder: Path, wanted: dict, convert: Callable[[Path], Path]) -> bool:
+def build_once(folder: Path, wanted: dict, convert: Callable[[Path], Path]) -> bool:
     """Make `folder` with `convert` unless its manifest already matches `wanted`. Builds into a
     temporary sibling and renames it, under a lock, so a crash or a second process never
     leaves half a folder. Returns whether it converted."""
@@ -121,11 +121,11 @@ def prepare_embedded(cache_dir: str | Path | None = None, whisper: str = DEFAULT
     llm_dir = root / f"llm-{llm}"
     converted = []
     whisper_wanted = _source_manifest("whisper", whisper, whisper_source.files, whisper_source.carriers, WHISPER_DTYPE)
-    if _build_once(whisper_dir, whisper_wanted,
+    if build_once(whisper_dir, whisper_wanted,
                    lambda out: whisper_ct2.convert_ct2_whisper(whisper_source, out, WHISPER_DTYPE)):
         converted.append("whisper")
     llm_wanted = _source_manifest("llm", llm, llm_source.parts, llm_source.carriers, LLM_DTYPE)
-    if _build_once(llm_dir, llm_wanted,
+    if build_once(llm_dir, llm_wanted,
                    lambda out: llm_gguf.convert_gguf_llm(llm_source, out, LLM_DTYPE)):
         converted.append("llm")
     return EmbeddedPaths(whisper_dir, llm_dir, root, whisper, llm, llm_source.licence, tuple(converted),

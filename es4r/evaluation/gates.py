@@ -29,7 +29,7 @@ import torch
 
 from es4r.data import PreparedSample, Sample, prepare_sample
 from es4r.model import LOG_MEL_FLOOR_BELOW_MAX, ES4RModel
-from es4r.pipeline import trim_reply
+from es4r.reply_text import trim_reply
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,93 @@
+"""Presets become complete configs here, and configs become models: the one resolution the
+app, every CLI command, training and the scripts share (so `--checkpoint none`, the shipped
+checkpoint and the environment mean the same everywhere)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from es4r.backbones import load_llm, load_whisper
+from es4r.config import ES4RConfig, preset_config
+from es4r.embedded.setup import build_once, cache_root
+from es4r.model import ES4RModel
+
+STYLETTS2_ENV = "ES4R_STYLETTS2"  # folder or hub id of a StyleTTS2 checkpoint
+# A trained ES4R checkpoint folder, or "none" for the text path; overrides the preset's choice.
+CHECKPOINT_ENV = "ES4R_CHECKPOINT"
+
+TINY_BACKBONES_VERSION = 2  # bump when make_tiny_* change, so stale caches are not reused
+
+
+def _tiny_paths() -> dict[str, str]:
+    """Tiny random backbones, built once per cache dir (they are deterministic), each into a
+    staging folder renamed under a lock, so processes starting together never read half of one."""
+    from es4r.backbones import make_tiny_llm, make_tiny_whisper
+    from es4r.tts.styletts2 import make_tiny_styletts2_checkpoint
+
+    root = cache_root() / f"tiny-v{TINY_BACKBONES_VERSION}"
+    builders = {"whisper": make_tiny_whisper, "llm": make_tiny_llm, "tts": make_tiny_styletts2_checkpoint}
+    paths = {}
+    for key, build in builders.items():
+        paths[key] = root / ("styletts2" if key == "tts" else key)
+        build_once(paths[key], {"kind": "tiny", "name": key, "version": TINY_BACKBONES_VERSION}, build)
+    return {k: str(v) for k, v in paths.items()}
+
+
+_ROOT = Path(__file__).resolve().parent.parent
+# A checkpoint here is the embedded preset's default: the speech path switches on by itself.
+SHIPPED_CHECKPOINT = _ROOT / "assets" / "es4r_embedded"
+
+
+def resolve_checkpoint(value: str) -> str | None:
+    """`none` = the text path even when a checkpoint ships; anything else is a folder."""
+    return None if value.strip().lower() == "none" else value
+
+
+def resolve_config(name: str = "embedded", **backbone_overrides) -> ES4RConfig:
+    """The one place a preset becomes a complete config, for the app, every CLI command and
+    training: the preset's defaults, its backbone paths (embedded weights unpacked, tiny ones
+    built), the shipped checkpoint, then $ES4R_STYLETTS2 and $ES4R_CHECKPOINT, then explicit
+    overrides (flags) last. An `es4r_checkpoint` of "none" means the text path; a checkpoint's
+    stored architecture is restored, or a mismatch refused (es4r.checkpoint.restore_architecture)."""
+    config = preset_config(name)
+    backbones = config.backbones
+    if name == "tiny":
+        backbones = replace(backbones, **_tiny_paths())
+    elif name == "embedded":
+        from es4r.embedded.setup import prepare_embedded
+
+        paths = prepare_embedded()
+        shipped = SHIPPED_CHECKPOINT if (SHIPPED_CHECKPOINT / "es4r_config.json").exists() else None
+        backbones = replace(backbones, whisper=str(paths.whisper), llm=str(paths.llm),
+                            es4r_checkpoint=str(shipped) if shipped else None,
+                            tts=os.environ.get(STYLETTS2_ENV) or None)
+    if name == "paper" and os.environ.get(STYLETTS2_ENV):
+        backbones = replace(backbones, tts=os.environ[STYLETTS2_ENV])
+    if os.environ.get(CHECKPOINT_ENV):
+        backbones = replace(backbones, es4r_checkpoint=os.environ[CHECKPOINT_ENV])
+    backbones = replace(backbones, **backbone_overrides)
+    if backbones.es4r_checkpoint:
+        backbones = replace(backbones, es4r_checkpoint=resolve_checkpoint(backbones.es4r_checkpoint))
+    config = replace(config, backbones=backbones)
+    if backbones.es4r_checkpoint:
+        from es4r.checkpoint import restore_architecture
+
+        config = restore_architecture(config, backbones.es4r_checkpoint)
+    return config
+
+
+def load_model(config: ES4RConfig) -> ES4RModel:
+    """Whisper + LLM + the ES4R parts of a resolved config, in eval mode; the trained parts are
+    loaded when the config names a checkpoint. Training builds its model here too."""
+    torch.manual_seed(config.seed)
+    b = config.backbones
+    model = ES4RModel(load_whisper(b.whisper, b.device, b.dtype), load_llm(b.llm, b.device, b.dtype), config).eval()
+    if b.es4r_checkpoint:
+        from es4r.checkpoint import load_es4r_parts
+
+        load_es4r_parts(model, b.es4r_checkpoint)
+    return model
