@@ -1,4 +1,4 @@
-"""Stage 1, step 6 (second half): the modality adapter from Whisper width to LLM width.
+"""Stage 1 (paper Sec. 3.1, second half): the modality adapter from Whisper width to LLM width.
 
 Three Conv1d layers, kernel 5, stride 2: the speech sequence becomes 8x shorter, so a
 30 s window (1500 encoder positions) costs the LLM about 188 tokens."""

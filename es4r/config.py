@@ -17,7 +17,7 @@ UNTRAINED = "untrained"  # ES4R-specific modules at initialisation (identity pat
 
 @dataclass(frozen=True)
 class AudioConfig:
-    sample_rate: int = 16_000  # Whisper's rate; every input is resampled to it
+    sample_rate: int = 16_000  # = es4r.audio.SAMPLE_RATE, Whisper's rate; every input is resampled to it
     min_seconds: float = 0.3  # shorter turns are refused
     max_seconds: float = 30.0  # longer turns are refused (one Whisper window)
     silence_rms: float = 1e-3  # below this RMS a turn is "silent"
@@ -29,7 +29,7 @@ class AudioConfig:
 
 @dataclass(frozen=True)
 class DualAttentionConfig:
-    """Stage 1, steps 2-5: downsampling and intra-/inter-turn self-attention."""
+    """Stage 1 (paper Sec. 3.1): downsampling and intra-/inter-turn self-attention."""
 
     downsample: int = 2  # keep every k-th mel frame (official code subsamples frames)
     intra_heads: int = 8
@@ -40,7 +40,7 @@ class DualAttentionConfig:
 
 @dataclass(frozen=True)
 class AdapterConfig:
-    """Stage 1, step 6: 3 x Conv1d(kernel 5, stride 2) -> x8 shorter, hidden 512."""
+    """Stage 1 (paper Sec. 3.1), the modality adapter: 3 x Conv1d(kernel 5, stride 2) -> x8 shorter, hidden 512."""
 
     hidden: int = 512
     kernel: int = 5
@@ -50,7 +50,7 @@ class AdapterConfig:
 
 @dataclass(frozen=True)
 class CrossModalConfig:
-    """Stage 2, step 8 (es4r/cross_modal.py): turn-block mask + monotonic position prior."""
+    """Stage 2 (paper Sec. 3.2, es4r/cross_modal.py): turn-block mask + monotonic position prior."""
 
     heads: int = 8
     dropout: float = 0.1  # on the gated speech term (never on the attention weights: it would blur the prior)
@@ -120,7 +120,7 @@ def default_strategy_table() -> dict[str, StrategyParams]:
 
 @dataclass(frozen=True)
 class StrategyConfig:
-    """Stage 3, step 13: energy trend -> strategy."""
+    """Stage 3 (paper Sec. 3.3): energy trend -> strategy."""
 
     tolerance: float = 0.05  # relative change below this counts as "no change"
     table: dict[str, StrategyParams] = field(default_factory=default_strategy_table)
@@ -193,7 +193,7 @@ PRESETS = ("paper", "embedded", "tiny")
 
 def preset_config(name: str) -> ES4RConfig:
     """The config of a named preset. Backbone paths of `embedded` and `tiny` are filled in
-    by their builders (es4r.embedded / es4r.backbones.make_tiny_backbones)."""
+    by es4r.presets.resolve_config (es4r.embedded, es4r.backbones.make_tiny_*)."""
     if name == "paper":
         return ES4RConfig(preset="paper")
     if name == "embedded":
@@ -237,7 +237,7 @@ class TrainConfig:
     plora_start_step: int = 0  # staged training: PLoRA frozen before this optimizer step
     cache_teacher: bool = True  # the frozen teacher's logits computed once per sample, reused
     affect_loss_weight: float = 0.0  # auxiliary per-turn energy/pace regression from S (training.AffectHead)
-    gate_lr_scale: float = 1.0  # learning-rate multiplier (no weight decay) for the closed-at-start gates of step 8
+    gate_lr_scale: float = 1.0  # learning-rate multiplier (no weight decay) for the closed-at-start gates of the cross-modal block
     init_from: str | None = None  # start from this checkpoint's parts (a second stage); parts it lacks keep their init
     train_only: tuple[str, ...] = ()  # train only parameters whose names start with these (e.g. "cross.cue")
     two_path_weight: float = 1.0  # weight of CE + KL on the batch; 0 skips it (a stage of affect pairs only)

@@ -1,4 +1,4 @@
-"""Stage 2, step 8: speech-guided cross-modal attention (paper, Sec. 3.2).
+"""Stage 2: speech-guided cross-modal attention (paper, Sec. 3.2).
 
 S' = Attention(query = S, key = value = E_text): the speech sequence S decides which of
 the history's own word embeddings E_text make up S'. As in the authors' code there is no

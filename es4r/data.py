@@ -178,10 +178,3 @@ class ManifestDataset(torch.utils.data.Dataset):
 def collate(items: list[PreparedSample]) -> list[PreparedSample]:
     """Batches stay lists: the model builds both paths' padded inputs itself (build_path)."""
     return list(items)
-
-
-def energy_trend(energies: list[float]) -> float:
-    """Slope of energy over turns (for data cards)."""
-    if len(energies) < 2:
-        return 0.0
-    return float(np.polyfit(np.arange(len(energies)), energies, 1)[0])

@@ -6,8 +6,8 @@ generation. Only the ES4R modules (dual, adapter, cross, PLoRA) are trainable.""
 
 from __future__ import annotations
 
+import copy
 import logging
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +25,7 @@ from es4r.dual_attention import DualAttentionOutput, DualLevelAttention
 from es4r.plora import apply_plora, speech_positions
 from es4r.prosody import prosody_features, turn_level
 from es4r.repeats import earlier_replies_ban
+from es4r.timing import timed
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class PromptParts:
 
 @dataclass(frozen=True)
 class SpeechContext:
-    """The speech path's middle of the prompt for one dialogue (step 8 applied per turn)."""
+    """The speech path's middle of the prompt for one dialogue (paper Sec. 3.2, applied per turn)."""
 
     middle: torch.Tensor  # (L, W): S' for heard turns, the turn's word embeddings for unheard ones
     speech_flags: torch.Tensor  # (L,) bool: True at S' positions (where PLoRA applies)
@@ -101,19 +102,6 @@ def generation_kwargs(generation: GenerationConfig, tokenizer) -> dict:
     return kwargs
 
 
-class _StageClock:
-    """Adds elapsed seconds per named stage into a dict (no-op without one)."""
-
-    def __init__(self, timings: dict[str, float] | None):
-        self.timings, self.last = timings, time.perf_counter()
-
-    def lap(self, stage: str) -> None:
-        now = time.perf_counter()
-        if self.timings is not None:
-            self.timings[stage] = self.timings.get(stage, 0.0) + now - self.last
-        self.last = now
-
-
 class ES4RModel(nn.Module):
     def __init__(self, whisper: WhisperBackbone, llm: LLMBackbone, config: ES4RConfig):
         super().__init__()
@@ -129,6 +117,19 @@ class ES4RModel(nn.Module):
         device = next(llm.model.parameters()).device
         for module in (self.dual, self.adapter, self.cross):
             module.to(device)
+
+    def with_config(self, config: ES4RConfig) -> "ES4RModel":
+        """This model's weights under another config (an ablation such as no_dual): a view that
+        shares every parameter and gives the ES4R parts the new config's sections; this model
+        itself is left as it is."""
+        view = copy.copy(self)
+        view._modules = dict(self._modules)
+        for name, section in (("dual", config.dual), ("adapter", config.adapter), ("cross", config.cross)):
+            part = copy.copy(self._modules[name])
+            part.config = section
+            view._modules[name] = part
+        view.config = config
+        return view
 
     # -------------------------------------------------------------- parameters
     def trainable_modules(self) -> dict[str, nn.Module]:
@@ -157,26 +158,25 @@ class ES4RModel(nn.Module):
     def encode_speech(self, dialogues: list[list[torch.Tensor]], timings: dict[str, float] | None = None) -> SpeechEncoding:
         """dialogues: per dialogue, per turn, log-mel (n_mels, frames). Returns S (B, S, W_llm).
         `timings`, when given, receives seconds per sub-stage (for the benchmark)."""
-        clock = _StageClock(timings)
         fitted = [self.fit_window(turns) for turns in dialogues]
-        dual = self.dual([turns for turns, _ in fitted])
-        clock.lap("dual_attention")
-        encoder = self.whisper.model.get_encoder()
-        dtype = next(encoder.parameters()).dtype
-        batch, n_mels, length = dual.features.shape
-        window = dual.features.new_empty(batch, n_mels, self.max_frames)
-        for b in range(batch):
-            valid = int(dual.lengths[b])
-            floor = dual.features[b, :, :valid].max() - LOG_MEL_FLOOR_BELOW_MAX
-            window[b] = floor
-            window[b, :, :valid] = dual.features[b, :, :valid]
-        encoded = encoder(window.to(dtype)).last_hidden_state  # (B, max_frames / 2, W_enc)
-        clock.lap("whisper_encoder")
-        encoded_lengths = (dual.lengths + ENCODER_STRIDE - 1) // ENCODER_STRIDE
-        encoded = encoded[:, : int(encoded_lengths.max())].to(self.adapter.layers[0].weight.dtype)
-        speech = self.adapter(encoded)  # (B, ~S/8, W_llm)
-        lengths = self.adapter.output_length(encoded_lengths)
-        clock.lap("adapter")
+        with timed(timings, "dual_attention"):
+            dual = self.dual([turns for turns, _ in fitted])
+        with timed(timings, "whisper_encoder"):
+            encoder = self.whisper.model.get_encoder()
+            dtype = next(encoder.parameters()).dtype
+            batch, n_mels, length = dual.features.shape
+            window = dual.features.new_empty(batch, n_mels, self.max_frames)
+            for b in range(batch):
+                valid = int(dual.lengths[b])
+                floor = dual.features[b, :, :valid].max() - LOG_MEL_FLOOR_BELOW_MAX
+                window[b] = floor
+                window[b, :, :valid] = dual.features[b, :, :valid]
+            encoded = encoder(window.to(dtype)).last_hidden_state  # (B, max_frames / 2, W_enc)
+        with timed(timings, "adapter"):
+            encoded_lengths = (dual.lengths + ENCODER_STRIDE - 1) // ENCODER_STRIDE
+            encoded = encoded[:, : int(encoded_lengths.max())].to(self.adapter.layers[0].weight.dtype)
+            speech = self.adapter(encoded)  # (B, ~S/8, W_llm)
+            lengths = self.adapter.output_length(encoded_lengths)
         spans = [self._turn_spans(turn_lengths, int(n)) for turn_lengths, n in zip(dual.turn_lengths, lengths)]
         levels = [[turn_level(features) for features in turns] for turns, _ in fitted]
         return SpeechEncoding(speech, lengths, dual, [dropped for _, dropped in fitted], spans, levels)

@@ -11,7 +11,6 @@ import logging
 import queue
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -29,6 +28,7 @@ from es4r.presets import load_model, resolve_config
 from es4r.reply_text import reply_streamer, trim_reply
 from es4r.strategy import StrategyDecision, select_strategy
 from es4r.style_fusion import fuse_styles, fusion_weights
+from es4r.timing import timed
 from es4r.tts.base import TTSError
 from es4r.vad import speech_seconds
 
@@ -186,12 +186,12 @@ class ES4RPipeline:
         if dropped_text:
             notes.append(f"{dropped_text} oldest turn(s) were left out of the text history to fit the LLM context "
                          f"of {config.generation.max_context_tokens} tokens")
-        with _timed(timings, "features"):
+        with timed(timings, "features"):
             # Every turn with audio is heard: the user's recordings and the assistant's own
             # spoken replies (a turn of the paper is a speaker-listener exchange).
             features = [self._features(t) for t in history.turns]
         _report(progress, 0.2, "listening (dual-level attention, Whisper encoder)")
-        with _timed(timings, "es4r_encoder"):
+        with timed(timings, "es4r_encoder"):
             encoding = self.model.encode_speech([[f for f in features if f is not None]], timings)
         dropped = encoding.dropped_turns[0]
         if dropped:
@@ -203,7 +203,7 @@ class ES4RPipeline:
             notes.append(f"{len(silent)} turn(s) have no audio and are read as text on the speech path")
 
         _report(progress, 0.4, "thinking (LLM)")
-        with _timed(timings, "llm"):
+        with timed(timings, "llm"):
             generated = self._generate(history.history(), features if self.speech_path else None, encoding, on_text)
         timings["llm_tokens_per_s"] = len(generated.token_ids) / max(timings["llm"], 1e-9)
         reply_text = trim_reply(generated.text, config.generation.max_sentences)
@@ -216,12 +216,12 @@ class ES4RPipeline:
         cross, history_tokens = generated.cross_weights, generated.history_tokens
         parts = self.model.prompt_parts(history.history(), config.generation)
         if cross is None:  # text path: still show what the untrained cross-modal block attends to
-            with _timed(timings, "cross_modal"):
+            with timed(timings, "cross_modal"):
                 speech = encoding.embeddings[0, : int(encoding.lengths[0])]
                 cross = self.model.speech_context(speech, spans, parts).weights.detach().cpu()
 
         _report(progress, 0.7, "choosing strategy and voice style")
-        with _timed(timings, "strategy_fusion"):
+        with timed(timings, "strategy_fusion"):
             energies = [float(t.energy) for t in users]
             decision = select_strategy(energies, config.strategy)
             weights = fusion_weights(energies, config.strategy.fusion_eps) if config.strategy.empathetic_tts else None
@@ -251,7 +251,7 @@ class ES4RPipeline:
         started = time.perf_counter()
         timings, notes = dict(draft.timings), list(draft.notes)
         users = draft.conversation.user_turns
-        with _timed(timings, "strategy_fusion"):
+        with timed(timings, "strategy_fusion"):
             style = None
             if draft.fusion_weights is not None and self.voice.accepts_style:
                 styles = [self.voice.extract_style(t.audio, t.sample_rate) for t in users]
@@ -261,7 +261,7 @@ class ES4RPipeline:
                              "and shown, strategy pace/expressiveness are applied")
         _report(progress, 0.8, "speaking (TTS)")
         try:
-            with _timed(timings, "tts"):
+            with timed(timings, "tts"):
                 synthesis = self.voice.synthesize(draft.reply_text, style, draft.decision.params, seed=self.config.seed)
         except TTSError as error:
             raise PipelineError(f"The reply could not be spoken ({error}). Please try the turn again.") from error
@@ -364,15 +364,6 @@ def with_asr_time(result: TurnResult, asr_seconds: float) -> TurnResult:
     timings = {"asr": asr_seconds, **result.timings}
     timings[WALL] = timings.get(WALL, 0.0) + asr_seconds
     return replace(result, timings=timings)
-
-
-@contextmanager
-def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
 
 
 def _report(progress: ProgressFn | None, fraction: float, message: str) -> None:

@@ -1,4 +1,4 @@
-"""Stage 2, step 10: PLoRA — LoRA applied only at the speech positions of a sequence.
+"""Stage 2 (paper Sec. 3.2): PLoRA — LoRA applied only at the speech positions of a sequence.
 
 Built on peft's custom-layer registration: every targeted nn.Linear becomes a
 `PLoRALinear`, a peft LoRA layer whose low-rank update is multiplied by a per-position

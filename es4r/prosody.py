@@ -1,4 +1,4 @@
-"""How each heard turn was spoken, as two numbers beside its S' (an addition to step 8).
+"""How each heard turn was spoken, as two numbers beside its S' (our addition to the paper's Sec. 3.2).
 
 Why: the frozen Whisper encoder keeps how fast a turn was spoken (a linear probe on its
 outputs reaches R² 0.70 for pace) but not how loud (R² −0.02), and a modality adapter

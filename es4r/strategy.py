@@ -1,4 +1,4 @@
-"""Stage 3, step 13: the speaking strategy from the energy trend of the user's turns.
+"""Stage 3 (paper Sec. 3.3): the speaking strategy from the energy trend of the user's turns.
 
 Sustained decrease (E_{t-2} > E_{t-1} > E_t) -> comfort; increase (E_t > E_{t-1}) ->
 encourage; otherwise neutral. A relative tolerance keeps noise from flipping it."""

@@ -1,4 +1,4 @@
-"""Stage 3, step 15: style fusion ("empathy memory").
+"""Stage 3 (paper Sec. 3.3): style fusion ("empathy memory").
 
 One style vector per user utterance, fused with weights w_i ∝ 1 / (E_i + ε), normalised:
 quieter turns count more."""

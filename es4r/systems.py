@@ -5,13 +5,12 @@ three ablations — all configuration switches of the same pipeline — and a pl
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Iterator
 
 import numpy as np
 import torch
 
+from es4r.config import ES4RConfig
 from es4r.conversation import ASSISTANT, USER, Conversation
 from es4r.model import generation_kwargs
 from es4r.pipeline import FALLBACK_REPLY, ES4RPipeline
@@ -38,26 +37,25 @@ def check_systems(names: list[str], pipeline: ES4RPipeline) -> None:
                          "without one only es4r_text and cascade can run")
 
 
-@contextmanager
-def system_variant(pipeline: ES4RPipeline, name: str) -> Iterator[ES4RPipeline]:
-    """Temporarily switch the pipeline to one ES4R system (not the cascade)."""
-    model = pipeline.model
-    saved = (pipeline.config, pipeline.speech_path, model.dual.config, model.cross.config)
-    config = pipeline.config
-    if name == "es4r_text":
-        pipeline.speech_path = False
-    elif name == "no_dual":
-        model.dual.config = replace(model.dual.config, enabled=False)
-    elif name == "no_cross":
-        model.cross.config = replace(model.cross.config, enabled=False)
-    elif name == "no_empathetic_tts":
-        pipeline.config = replace(config, strategy=replace(config.strategy, empathetic_tts=False))
-    elif name not in ("es4r",):
-        raise ValueError(f"{name!r} is not an ES4R variant; choose from {', '.join(SPEECH_SYSTEMS + ('es4r_text',))}")
-    try:
-        yield pipeline
-    finally:
-        pipeline.config, pipeline.speech_path, model.dual.config, model.cross.config = saved
+def variant_config(config: ES4RConfig, name: str) -> ES4RConfig:
+    """The config of one ES4R system (not the cascade): the paper's ablations switch a part off."""
+    if name == "no_dual":
+        return replace(config, dual=replace(config.dual, enabled=False))
+    if name == "no_cross":
+        return replace(config, cross=replace(config.cross, enabled=False))
+    if name == "no_empathetic_tts":
+        return replace(config, strategy=replace(config.strategy, empathetic_tts=False))
+    if name in ("es4r", "es4r_text"):
+        return config
+    raise ValueError(f"{name!r} is not an ES4R variant; choose from {', '.join(SPEECH_SYSTEMS + ('es4r_text',))}")
+
+
+def system_variant(pipeline: ES4RPipeline, name: str) -> ES4RPipeline:
+    """The pipeline as one ES4R system: a new pipeline over the same weights (ES4RModel.with_config)
+    with the variant's config; `pipeline` itself is not changed."""
+    config = variant_config(pipeline.config, name)
+    return ES4RPipeline(config, pipeline.model.with_config(config), pipeline.voice, pipeline.components,
+                        speech_path=pipeline.speech_path and name != "es4r_text")
 
 
 @dataclass(frozen=True)

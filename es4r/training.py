@@ -29,8 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from es4r.affect_pairs import PairSampler, affect_pair_loss, held_out_margin
-from es4r.config import TrainConfig
+from es4r.config import PRESETS, TrainConfig
 from es4r.data import ManifestDataset, PreparedSample, collate, load_manifest
+from es4r.model import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def response_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
     """Logits that predict each response token (position p-1 predicts label p), flattened in
     (batch, position) order so the two paths line up token by token. -> (N, V), (N,)"""
     shifted_logits, shifted_labels = logits[:, :-1], labels[:, 1:]
-    keep = shifted_labels != -100
+    keep = shifted_labels != IGNORE_INDEX
     return shifted_logits[keep], shifted_labels[keep]
 
 
@@ -247,7 +248,7 @@ def restrict_training(model, only: tuple[str, ...]) -> None:
 
 
 def parameter_groups(model, config: TrainConfig, extra: list[torch.nn.Parameter]) -> list[dict]:
-    """AdamW groups: the gates of step 8 (es4r/cross_modal.py) start closed at 0 and move by
+    """AdamW groups: the gates of the cross-modal block (es4r/cross_modal.py) start closed at 0 and move by
     about lr per step, so at lr 2e-4 they could open to only ~0.04 in a 180-step CPU run;
     `gate_lr_scale` lets them open within the run, and they get no weight decay (it would
     pull them shut)."""
@@ -469,7 +470,7 @@ def add_train_subparser(subparsers) -> None:
     parser.add_argument("--config", help="YAML or JSON file of TrainConfig fields (see configs/)")
     parser.add_argument("--manifest", help="training manifest (JSONL)")
     parser.add_argument("--output-dir", help="where checkpoints and train_log.jsonl go")
-    parser.add_argument("--preset", choices=["paper", "embedded", "tiny"], help="backbones to train on")
+    parser.add_argument("--preset", choices=PRESETS, help="backbones to train on")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--grad-accum", type=int)

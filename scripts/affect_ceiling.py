@@ -25,6 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
+from es4r.config import PRESETS  # noqa: E402
+
 logger = logging.getLogger("affect_ceiling")
 REWORDED = {
     "falling": "The user sounds sad and weary: they spoke more quietly and more slowly as the conversation went on.",
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("manifest", type=Path, help="held-out teacher manifest (falling/rising/flat rows)")
     parser.add_argument("--gates", type=Path, help="a gates.json whose trained replies to score against the centroid")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--preset", default="embedded", choices=["embedded", "paper", "tiny"])
+    parser.add_argument("--preset", default="embedded", choices=PRESETS)
     parser.add_argument("--out", type=Path, default=Path("runs/affect_ceiling"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

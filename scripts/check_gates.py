@@ -18,13 +18,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
+from es4r.config import PRESETS  # noqa: E402
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("manifest", type=Path, help="held-out manifest with teacher replies (all three variants)")
     parser.add_argument("checkpoint", nargs="?", help="trained ES4R checkpoint folder")
     parser.add_argument("--out", type=Path, default=Path("runs/gates"), help="report folder")
-    parser.add_argument("--preset", default="embedded", choices=["embedded", "paper", "tiny"])
+    parser.add_argument("--preset", default="embedded", choices=PRESETS)
     parser.add_argument("--corpus-checks", action="store_true", help="only the before-training corpus checks")
     parser.add_argument("--ship", type=Path, help="when every gate passes, copy the checkpoint here "
                                                   "(assets/es4r_embedded makes it the embedded default)")

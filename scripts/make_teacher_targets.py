@@ -21,6 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
+from es4r.config import PRESETS  # noqa: E402
+
 from es4r.data import load_manifest  # noqa: E402
 
 logger = logging.getLogger("make_teacher_targets")
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("manifest", type=Path, help="input manifest (rows with affect_hint)")
     parser.add_argument("out", type=Path, help="output manifest (appended to; resumable)")
-    parser.add_argument("--preset", default="embedded", choices=["embedded", "paper", "tiny"])
+    parser.add_argument("--preset", default="embedded", choices=PRESETS)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--limit", type=int, help="only the first N rows")
     parser.add_argument("--recheck", action="store_true",

@@ -17,10 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
+from es4r.config import PRESETS  # noqa: E402
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="embedded", choices=["embedded", "paper", "tiny"])
+    parser.add_argument("--preset", default="embedded", choices=PRESETS)
     parser.add_argument("--checkpoint", help="ES4R checkpoint folder (default: the preset's; 'none' for none)")
     parser.add_argument("--paths", nargs="+", default=None, choices=["text", "speech"],
                         help="which paths answer (default: the one the app would use)")
@@ -41,8 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     conversations = load_valence_set()[: args.limit]
     reports = []
     for path in paths:
-        with system_variant(pipeline, "es4r" if path == "speech" else "es4r_text"):
-            reports.append(play_set(pipeline, conversations))
+        reports.append(play_set(system_variant(pipeline, "es4r" if path == "speech" else "es4r_text"), conversations))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "valence.json").write_text(json.dumps(
         {"summaries": [r.summary() for r in reports],

@@ -18,18 +18,20 @@ def speech_pipeline(tmp_path_factory, tiny_pipeline):
     return ES4RPipeline.from_preset("tiny", es4r_checkpoint=str(folder))
 
 
-def test_variants_switch_and_restore(speech_pipeline):
+def test_variants_are_configs_over_shared_weights(speech_pipeline):
+    """Each ablation is its own config over the same weights; the pipeline it came from is
+    never edited."""
     pipeline = speech_pipeline
-    with system_variant(pipeline, "no_dual"):
-        assert not pipeline.model.dual.config.enabled
-    with system_variant(pipeline, "no_cross"):
-        assert not pipeline.model.cross.config.enabled
-    with system_variant(pipeline, "no_empathetic_tts"):
-        assert not pipeline.config.strategy.empathetic_tts
-    with system_variant(pipeline, "es4r_text"):
-        assert not pipeline.speech_path
+    variants = {name: system_variant(pipeline, name) for name in ("no_dual", "no_cross", "no_empathetic_tts", "es4r_text")}
+    assert not variants["no_dual"].model.dual.config.enabled and not variants["no_dual"].config.dual.enabled
+    assert not variants["no_cross"].model.cross.config.enabled and not variants["no_cross"].config.cross.enabled
+    assert not variants["no_empathetic_tts"].config.strategy.empathetic_tts
+    assert not variants["es4r_text"].speech_path
     assert pipeline.speech_path and pipeline.model.dual.config.enabled and pipeline.model.cross.config.enabled
-    assert pipeline.config.strategy.empathetic_tts
+    assert pipeline.config.strategy.empathetic_tts and pipeline.model.config is pipeline.config
+    for variant in variants.values():  # the same tensors, not copies
+        shared = dict(variant.model.named_parameters())
+        assert all(shared[name] is value for name, value in pipeline.model.named_parameters())
 
 
 def test_ablations_change_what_the_llm_reads(speech_pipeline, speech_paths, monkeypatch):
@@ -56,8 +58,7 @@ def test_ablations_change_what_the_llm_reads(speech_pipeline, speech_paths, monk
         inputs = {}
         for name in ("es4r", "no_dual", "no_cross", "es4r"):
             read.clear()
-            with system_variant(speech_pipeline, name):
-                speech_pipeline.think(conversation)
+            system_variant(speech_pipeline, name).think(conversation)
             inputs.setdefault(name, []).append(read[0])
     finally:
         model.load_state_dict(saved, strict=False)

@@ -67,13 +67,9 @@ def test_untrained_speech_path_predicts_like_the_text_path(spoken, measured):
     pipeline, conversation = spoken
     kl, _, _ = measured
     assert kl < KL_BOUND, kl
-    cross = pipeline.model.cross
-    saved = cross.config
-    cross.config = type(saved)(**{**saved.__dict__, "enabled": False})  # S' = S: the words never reach the LLM
-    try:
-        blind, _, _ = _reply_kl(pipeline, conversation)
-    finally:
-        cross.config = saved
+    from es4r.systems import system_variant
+
+    blind, _, _ = _reply_kl(system_variant(pipeline, "no_cross"), conversation)  # S' = S: the words never reach the LLM
     assert blind > 2 * kl and blind > KL_BOUND, (blind, kl)
 
 

@@ -64,19 +64,6 @@ def package_dir(carrier: Carrier) -> Path:
     return Path(locations[0])
 
 
-def package_file(carrier: Carrier, pattern: str) -> Path:
-    """The one file matching a glob `pattern` (searched recursively) inside a carrier."""
-    root = package_dir(carrier)
-    matches = sorted(root.rglob(pattern))
-    if len(matches) != 1:
-        raise MissingWeightsPackage(
-            f"expected exactly one file matching {pattern!r} in {root}, found {len(matches)} "
-            f"({', '.join(m.name for m in matches) or 'none'}); reinstall with: "
-            f"{carrier.install_hint} --force-reinstall"
-        )
-    return matches[0]
-
-
 def is_installed(carrier: Carrier) -> bool:
     """Whether a carrier is importable (without importing it)."""
     return importlib.util.find_spec(carrier.module) is not None

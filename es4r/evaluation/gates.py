@@ -187,12 +187,11 @@ def evaluate_gates(model: ES4RModel, checkpoint: str, samples: list[Sample],
                    thresholds: Thresholds = Thresholds(), bertscore_model: str | None = "auto") -> GateReport:
     """Replies of every system on the held-out rows, the metrics, and the four gates.
     `model` must hold the untrained ES4R parts; the checkpoint is loaded into it half-way."""
-    from dataclasses import replace
 
     from es4r.checkpoint import load_es4r_parts
     from es4r.evaluation.metrics import corpus_metrics
     from es4r.evaluation.valence import top_opening
-    from es4r.systems import cascade_reply
+    from es4r.systems import cascade_reply, variant_config
 
     groups = group_by_conversation(samples)
     rows = metric_rows(groups)
@@ -200,8 +199,8 @@ def evaluate_gates(model: ES4RModel, checkpoint: str, samples: list[Sample],
     report = GateReport(references=[s.response for s in rows])
     vectors: dict[str, list[torch.Tensor]] = {}
 
-    def speech_system(name: str) -> None:
-        replies, vecs = zip(*(speech_reply(model, prepared[id(s)]) for s in rows))
+    def speech_system(name: str, system: ES4RModel = model) -> None:
+        replies, vecs = zip(*(speech_reply(system, prepared[id(s)]) for s in rows))
         report.replies[name], vectors[name] = list(replies), list(vecs)
         logger.info("%s: %d replies", name, len(replies))
 
@@ -211,14 +210,8 @@ def evaluate_gates(model: ES4RModel, checkpoint: str, samples: list[Sample],
     report.replies["cascade"] = [cascade_reply(model, model.config.generation, s.history_turns())[0] for s in rows]
     load_es4r_parts(model, checkpoint)
     speech_system("trained")
-    for name, section in (("no_dual", "dual"), ("no_cross", "cross")):
-        module = getattr(model, section)
-        saved = module.config
-        module.config = replace(saved, enabled=False)
-        try:
-            speech_system(name)
-        finally:
-            module.config = saved
+    for name in ("no_dual", "no_cross"):
+        speech_system(name, model.with_config(variant_config(model.config, name)))
 
     for name, replies in report.replies.items():
         metrics = corpus_metrics(replies, report.references, bertscore_model=bertscore_model).as_dict()

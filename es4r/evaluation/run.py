@@ -80,8 +80,7 @@ def evaluate(pipeline, manifest: str | Path, systems: list[str], out: str | Path
                 result = cascade_respond(pipeline, conversation)
                 extra = {}
             else:
-                with system_variant(pipeline, name):
-                    result = pipeline.respond(conversation)
+                result = system_variant(pipeline, name).respond(conversation)
                 extra = {"strategy": result.strategy, "path": result.path}
             audio_path = out / name / f"{sample_id}.wav"
             audio_path.parent.mkdir(exist_ok=True)

@@ -102,7 +102,7 @@ if (!window.es4rStudyKeys) {
 
 
 @dataclass(frozen=True)
-class Session:
+class AnnotatorPlace:
     """One browser's place in the study (kept in gr.State, never shared)."""
 
     annotator_id: str = ""
@@ -147,7 +147,7 @@ def build_study_tab(db_path: str | Path, page: gr.Blocks) -> None:
     store = StudyStore(db_path)
     gr.set_static_paths(study_allowed_paths(db_path))
     criteria = store.spec.criteria
-    session = gr.State(Session())
+    session = gr.State(AnnotatorPlace())
     gr.HTML("", js_on_load=SHORTCUTS_JS + CONNECTION_JS, head=f"<style>{CSS}</style>", elem_id="study-shortcuts")
 
     with gr.Tab("Annotate"):
@@ -207,12 +207,12 @@ def build_study_tab(db_path: str | Path, page: gr.Blocks) -> None:
         if item is None:
             finished = (f"### Thank you, {who}!\n\nYou have answered all {done.total} items; "
                         "your answers are saved. You can close this page.")
-            return [Session(who), gr.update(visible=False), gr.update(visible=False),
+            return [AnnotatorPlace(who), gr.update(visible=False), gr.update(visible=False),
                     gr.update(visible=True)] + _updates(8) + [finished] + \
                 _updates(len(radios))
         status = (f"**Item {done.done + 1} of {done.total}** · annotator `{who}`"
                   + (f" · {message}" if message else ""))
-        return ([Session(who, item.item_id, context=tuple(_chat(item))), gr.update(visible=False),
+        return ([AnnotatorPlace(who, item.item_id, context=tuple(_chat(item))), gr.update(visible=False),
                  gr.update(visible=True), gr.update(visible=False), status, [], _literal(item.text_a), item.audio_a,
                  _literal(item.text_b), item.audio_b, LOCKED_NOTE, gr.update(interactive=False), ""]
                 + _updates(len(radios), choices=CHOICE_LABELS, value=None, interactive=False))
@@ -227,11 +227,11 @@ def build_study_tab(db_path: str | Path, page: gr.Blocks) -> None:
             raise gr.Error(html.escape(str(error))) from error  # it may quote what was typed; shown as text
         return show(who, f"welcome back — resuming after {done.done} saved" if done.done else "")
 
-    def on_play(state: Session, side: str) -> None:
+    def on_play(state: AnnotatorPlace, side: str) -> None:
         if state.item_id is not None:
             store.log_play(state.annotator_id, state.item_id, side, "play")
 
-    def on_ended(state: Session, side: str) -> list:
+    def on_ended(state: AnnotatorPlace, side: str) -> list:
         if state.item_id is None:
             return [state, gr.update(), gr.update()] + _updates(len(radios))
         store.log_play(state.annotator_id, state.item_id, side, "ended")
@@ -245,7 +245,7 @@ def build_study_tab(db_path: str | Path, page: gr.Blocks) -> None:
         return [state, UNLOCKED_NOTE, gr.update(interactive=True)] + \
             _updates(len(radios), interactive=True)
 
-    def on_next(state: Session, *answers: str | None) -> list:
+    def on_next(state: AnnotatorPlace, *answers: str | None) -> list:
         if state.item_id is None:
             raise gr.Error("No item is open; press Start first.")
         missing = [c.name for c, answer in zip(criteria, answers) if answer is None]
@@ -258,7 +258,7 @@ def build_study_tab(db_path: str | Path, page: gr.Blocks) -> None:
             raise gr.Error(html.escape(str(error))) from error  # it may quote what was typed; shown as text
         return show(state.annotator_id, "saved" if saved else "that item was already saved")
 
-    def on_pause(state: Session) -> list:
+    def on_pause(state: AnnotatorPlace) -> list:
         """Stop for now: says exactly what is saved (every submitted item; not the open one's
         clicks) and offers the start form again, ID filled in, to resume at once or later."""
         if not state.annotator_id:
@@ -268,16 +268,16 @@ def build_study_tab(db_path: str | Path, page: gr.Blocks) -> None:
                    "Answers on the item that was open were **not** saved; it will be shown again. "
                    f"To continue, press **Start / resume** with the ID `{state.annotator_id}` — now or "
                    "whenever you come back.")
-        return [Session(), gr.update(visible=True), gr.update(visible=False), gr.update(visible=True), message,
+        return [AnnotatorPlace(), gr.update(visible=True), gr.update(visible=False), gr.update(visible=True), message,
                 state.annotator_id]
 
-    def fill_context(state: Session) -> list[dict]:
+    def fill_context(state: AnnotatorPlace) -> list[dict]:
         """The open item's conversation, drawn after `show` emptied it: a chat player kept
         from the previous item would otherwise go on playing that item's clip (measured in
         Chromium: item 3 played item 2's context clip)."""
         return list(state.context)
 
-    def on_resume(state: Session, request: gr.Request) -> list:
+    def on_resume(state: AnnotatorPlace, request: gr.Request) -> list:
         """Page opened as ?resume=ID (connection.js, after a lost connection): an annotator who
         has started goes straight to their first unsaved item; anything else is the start form."""
         who = normalise_annotator_id(request.query_params.get("resume"))

@@ -137,11 +137,7 @@ class StyleTTS2Engine:
         logger.info("StyleTTS2 loaded from %s (%s)", path_or_id, RANDOM if config.random else TRAINED)
         return cls(networks, config, device)
 
-    def parameter_counts(self) -> dict[str, int]:
-        """Parameters per network (the diffusion transformer is shared, counted once)."""
-        return {name: sum(p.numel() for p in net.parameters()) for name, net in self.networks.items()}
-
-    # ---- style (step 15) -------------------------------------------------------------
+    # ---- style (paper Sec. 3.3) ---------------------------------------------------------
     def reference_mel(self, waveform: np.ndarray) -> torch.Tensor:
         """24 kHz waveform -> normalised log-mel (1, 1, n_mels, frames), StyleTTS2's features."""
         import librosa
@@ -180,7 +176,7 @@ class StyleTTS2Engine:
             logger.warning(note)
         return style[0].cpu().numpy().astype(np.float32)
 
-    # ---- synthesis (step 16) ---------------------------------------------------------
+    # ---- synthesis (paper Sec. 3.3) -----------------------------------------------------
     def tokens(self, text: str) -> list[int]:
         """Speakable text -> StyleTTS2 symbol ids, with the start token; unknown symbols dropped."""
         phonemes = phonemize_en(text)
