@@ -25,10 +25,8 @@ TURNS = len(TRANSCRIPTS)  # two: enough for a trend, a tolerance band and a turn
 
 
 @pytest.fixture(scope="module")
-def pipeline():
-    from es4r.pipeline import ES4RPipeline
-
-    return ES4RPipeline.from_preset("tiny")
+def pipeline(tiny_pipeline):
+    return tiny_pipeline  # the session's one tiny pipeline (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
