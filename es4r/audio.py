@@ -157,8 +157,6 @@ def log_mel(samples: np.ndarray, n_mels: int) -> np.ndarray:
 
     Uses transformers' WhisperFeatureExtractor maths (so features match what the frozen
     encoder saw in pretraining) without padding to 30 s."""
-    from transformers import WhisperFeatureExtractor
-
     extractor = _extractor(n_mels)
     features = extractor(
         samples, sampling_rate=SAMPLE_RATE, return_tensors="np", padding="longest",

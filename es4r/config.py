@@ -50,13 +50,13 @@ class AdapterConfig:
 
 @dataclass(frozen=True)
 class CrossModalConfig:
-    """Stage 2 (paper Sec. 3.2, es4r/cross_modal.py): turn-block mask + monotonic position prior."""
+    """Stage 2 (paper Sec. 3.2, es4r/modeling/cross_modal.py): turn-block mask + monotonic position prior."""
 
     heads: int = 8
     dropout: float = 0.1  # on the gated speech term (never on the attention weights: it would blur the prior)
     prior_sigma: float = 0.5  # width of the in-turn position prior at initialisation, in tokens
     enabled: bool = True  # ablation switch: "without cross-modal attention"
-    prosody: bool = True  # gated per-turn loudness and rate beside S' (es4r/prosody.py)
+    prosody: bool = True  # gated per-turn loudness and rate beside S' (es4r/modeling/prosody.py)
     prosody_level_scale: float = 0.15  # log-mel level change that counts as one unit (~6 dB)
     prosody_rate_scale: float = 0.12  # log speaking-rate change that counts as one unit (~12 %)
     prosody_cue: bool = True  # the last heard turn's loudness/rate also at the reply cue (zero at start)
@@ -82,7 +82,7 @@ class GenerationConfig:
     top_p: float = 0.9
     repetition_penalty: float = 1.2
     no_repeat_ngram_size: int = 3
-    # no run of this many tokens of an earlier reply in the conversation (es4r/repeats.py); 0 = off
+    # no run of this many tokens of an earlier reply in the conversation (es4r/modeling/repeats.py); 0 = off
     earlier_reply_ngram: int = 4
     max_sentences: int = 2  # reply is cut at a sentence end after this many
     max_context_tokens: int = 2048  # LLM context budget for history + reply
@@ -193,7 +193,7 @@ PRESETS = ("paper", "embedded", "tiny")
 
 def preset_config(name: str) -> ES4RConfig:
     """The config of a named preset. Backbone paths of `embedded` and `tiny` are filled in
-    by es4r.presets.resolve_config (es4r.embedded, es4r.backbones.make_tiny_*)."""
+    by es4r.presets.resolve_config (es4r.embedded, es4r.modeling.backbones.make_tiny_*)."""
     if name == "paper":
         return ES4RConfig(preset="paper")
     if name == "embedded":
@@ -241,7 +241,7 @@ class TrainConfig:
     init_from: str | None = None  # start from this checkpoint's parts (a second stage); parts it lacks keep their init
     train_only: tuple[str, ...] = ()  # train only parameters whose names start with these (e.g. "cross.cue")
     two_path_weight: float = 1.0  # weight of CE + KL on the batch; 0 skips it (a stage of affect pairs only)
-    affect_pair_weight: float = 0.0  # falling/rising pairs with swapped audio (es4r/affect_pairs.py)
+    affect_pair_weight: float = 0.0  # falling/rising pairs with swapped audio (es4r/training/affect_pairs.py)
     seed: int = 42
     max_steps: int | None = None  # stop early (smoke runs, time-boxed CPU runs)
     log_every: int = 1

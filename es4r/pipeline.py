@@ -19,17 +19,17 @@ import numpy as np
 import torch
 
 from es4r.audio import FRAMES_PER_SECOND, AudioError, Waveform, load_audio, log_mel, prepare_waveform, turn_energy
-from es4r.backbones import is_random
+from es4r.modeling.backbones import is_random
 from es4r.config import FALLBACK, RANDOM, TRAINED, UNTRAINED, ES4RConfig
 from es4r.conversation import (ASSISTANT, USER, WALL, AttentionMaps, ComponentStatus, ContextUsage, Conversation, Turn,
                                TurnResult)
-from es4r.model import ES4RModel, GenerationOutput
+from es4r.modeling.model import ES4RModel, GenerationOutput
 from es4r.presets import load_model, resolve_config
 from es4r.reply_text import reply_streamer, trim_reply
-from es4r.strategy import StrategyDecision, select_strategy
-from es4r.style_fusion import fuse_styles, fusion_weights
+from es4r.voice.strategy import StrategyDecision, select_strategy
+from es4r.voice.style_fusion import fuse_styles, fusion_weights
 from es4r.timing import timed
-from es4r.tts.base import TTSError
+from es4r.voice.base import TTSError
 from es4r.vad import speech_seconds
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class ES4RPipeline:
     def from_config(cls, config: ES4RConfig) -> "ES4RPipeline":
         """The pipeline of a complete config (`resolve_config` has filled its paths and
         restored a checkpoint's architecture)."""
-        from es4r.tts.voices import load_voice
+        from es4r.voice.voices import load_voice
 
         model = load_model(config)
         b = config.backbones

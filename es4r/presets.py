@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from es4r.backbones import load_llm, load_whisper
+from es4r.modeling.backbones import load_llm, load_whisper
 from es4r.config import ES4RConfig, preset_config
 from es4r.embedded.setup import build_once, cache_root
-from es4r.model import ES4RModel
+from es4r.modeling.model import ES4RModel
 
 STYLETTS2_ENV = "ES4R_STYLETTS2"  # folder or hub id of a StyleTTS2 checkpoint
 # A trained ES4R checkpoint folder, or "none" for the text path; overrides the preset's choice.
@@ -25,8 +25,8 @@ TINY_BACKBONES_VERSION = 2  # bump when make_tiny_* change, so stale caches are 
 def _tiny_paths() -> dict[str, str]:
     """Tiny random backbones, built once per cache dir (they are deterministic), each into a
     staging folder renamed under a lock, so processes starting together never read half of one."""
-    from es4r.backbones import make_tiny_llm, make_tiny_whisper
-    from es4r.tts.styletts2 import make_tiny_styletts2_checkpoint
+    from es4r.modeling.backbones import make_tiny_llm, make_tiny_whisper
+    from es4r.voice.styletts2 import make_tiny_styletts2_checkpoint
 
     root = cache_root() / f"tiny-v{TINY_BACKBONES_VERSION}"
     builders = {"whisper": make_tiny_whisper, "llm": make_tiny_llm, "tts": make_tiny_styletts2_checkpoint}
@@ -52,7 +52,7 @@ def resolve_config(name: str = "embedded", **backbone_overrides) -> ES4RConfig:
     training: the preset's defaults, its backbone paths (embedded weights unpacked, tiny ones
     built), the shipped checkpoint, then $ES4R_STYLETTS2 and $ES4R_CHECKPOINT, then explicit
     overrides (flags) last. An `es4r_checkpoint` of "none" means the text path; a checkpoint's
-    stored architecture is restored, or a mismatch refused (es4r.checkpoint.restore_architecture)."""
+    stored architecture is restored, or a mismatch refused (es4r.training.checkpoint.restore_architecture)."""
     config = preset_config(name)
     backbones = config.backbones
     if name == "tiny":
@@ -74,7 +74,7 @@ def resolve_config(name: str = "embedded", **backbone_overrides) -> ES4RConfig:
         backbones = replace(backbones, es4r_checkpoint=resolve_checkpoint(backbones.es4r_checkpoint))
     config = replace(config, backbones=backbones)
     if backbones.es4r_checkpoint:
-        from es4r.checkpoint import restore_architecture
+        from es4r.training.checkpoint import restore_architecture
 
         config = restore_architecture(config, backbones.es4r_checkpoint)
     return config
@@ -87,7 +87,7 @@ def load_model(config: ES4RConfig) -> ES4RModel:
     b = config.backbones
     model = ES4RModel(load_whisper(b.whisper, b.device, b.dtype), load_llm(b.llm, b.device, b.dtype), config).eval()
     if b.es4r_checkpoint:
-        from es4r.checkpoint import load_es4r_parts
+        from es4r.training.checkpoint import load_es4r_parts
 
         load_es4r_parts(model, b.es4r_checkpoint)
     return model

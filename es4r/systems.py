@@ -12,7 +12,7 @@ import torch
 
 from es4r.config import ES4RConfig
 from es4r.conversation import ASSISTANT, USER, Conversation
-from es4r.model import generation_kwargs
+from es4r.modeling.model import generation_kwargs
 from es4r.pipeline import FALLBACK_REPLY, ES4RPipeline
 from es4r.reply_text import trim_reply
 

@@ -1,4 +1,4 @@
-"""Build the spoken ES4R training corpus from chitchat-dataset (see es4r/corpus.py and
+"""Build the spoken ES4R training corpus from chitchat-dataset (see es4r/data/corpus.py and
 assets/DATA_CARD.md). Each conversation gives three rows (falling, rising, flat): the same
 words and voices, only the user's loudness and pace trajectory differ.
 
@@ -16,7 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from es4r.corpus import DEFAULT_VOICES, ESPEAK_VOICES, CorpusError, build_corpus  # noqa: E402
+from es4r.data.corpus import DEFAULT_VOICES, ESPEAK_VOICES, build_corpus  # noqa: E402
+from es4r.data.corpus_source import CorpusError  # noqa: E402
 
 VOICE_POOLS = {"all": DEFAULT_VOICES, "espeak": ESPEAK_VOICES}
 

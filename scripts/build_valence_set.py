@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     import soundfile
 
     from es4r.audio import SAMPLE_RATE, prepare_waveform
-    from es4r.corpus import DEFAULT_VOICES, NEUTRAL_PARAMS, Renderer
+    from es4r.data.corpus import DEFAULT_VOICES, NEUTRAL_PARAMS, Renderer
     from es4r.evaluation.valence import VALENCE_SET
 
     folder = args.folder or VALENCE_SET

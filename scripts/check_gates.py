@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("name a checkpoint, or pass --corpus-checks")
     os.environ["ES4R_CHECKPOINT"] = "none"  # start from the untrained parts; the checkpoint is loaded later
 
-    from es4r.data import load_manifest
+    from es4r.data.manifest import load_manifest
     from es4r.evaluation.gates import corpus_checks, evaluate_gates, report_markdown
     from es4r.presets import load_model, resolve_config
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "corpus_checks.json").write_text(json.dumps(checks, indent=2))
         print(json.dumps(checks, indent=2))
         return 0
-    from es4r.checkpoint import restore_architecture
+    from es4r.training.checkpoint import restore_architecture
 
     if restore_architecture(model.config, args.checkpoint) != model.config:
         raise SystemExit("error: the checkpoint was trained with other module settings; gates need the same model")
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "gates.md").write_text(report_markdown(report, args.checkpoint))
     print((args.out / "gates.md").read_text())
     if args.ship and report.passed:
-        from es4r.checkpoint import ship
+        from es4r.training.checkpoint import ship
 
         gates = {name: {k: g[k] for k in ("value", "threshold")} for name, g in report.gates.items()}
         logging.info("all gates passed: shipped to %s", ship(args.checkpoint, args.ship, {"ship_gates": gates}))

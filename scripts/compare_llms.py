@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from es4r.backbones import load_llm
+from es4r.modeling.backbones import load_llm
 from es4r.config import GenerationConfig
 from es4r.conversation import format_history
 from es4r.embedded.llm_gguf import LLM_CHOICES

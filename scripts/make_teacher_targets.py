@@ -1,12 +1,12 @@
 """Replace the response of every row of a spoken-corpus manifest with the affect-aware
-teacher's reply (es4r/teacher.py); the human line stays in `human_response`.
+teacher's reply (es4r/data/teacher.py); the human line stays in `human_response`.
 
     python scripts/make_teacher_targets.py corpus/train.jsonl corpus/train_teacher.jsonl
     python scripts/make_teacher_targets.py corpus/heldout.jsonl corpus/heldout_teacher.jsonl
     python scripts/make_teacher_targets.py corpus/train.jsonl corpus/train_teacher.jsonl --redo-echoes
 
 `--redo-echoes` regenerates, in place, the rows whose reply recites the system prompt (or was
-rejected for it), with the prompt's wording banned (es4r.teacher.prompt_ban). Resumable: rows already in the output (same conversation, turn and variant) are kept, so a
+rejected for it), with the prompt's wording banned (es4r.data.teacher.prompt_ban). Resumable: rows already in the output (same conversation, turn and variant) are kept, so a
 stopped run continues where it was. Audio paths are rewritten relative to the output file."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from es4r.config import PRESETS  # noqa: E402
 
-from es4r.data import load_manifest  # noqa: E402
+from es4r.data.manifest import load_manifest  # noqa: E402
 
 logger = logging.getLogger("make_teacher_targets")
 
@@ -36,7 +36,7 @@ def _recheck(out: Path) -> int:
     """Targets written before a check existed: rows whose reply recites the system prompt go
     back to the human line (teacher.failed), in place."""
     from es4r.config import GenerationConfig
-    from es4r.teacher import echoes_prompt
+    from es4r.data.teacher import echoes_prompt
 
     prompt, rejected, rows = GenerationConfig().system_prompt, 0, []
     for line in out.read_text().splitlines():
@@ -62,7 +62,7 @@ def _teacher_card(model, banned: bool = False) -> dict:
 def _with_target(row: dict, reply: str, teacher: dict, system_prompt: str) -> dict:
     """The row with the teacher's reply as its target, or, when the reply is unusable (nothing
     speakable, or the instructions recited), the human line kept and the rejection recorded."""
-    from es4r.teacher import echoes_prompt
+    from es4r.data.teacher import echoes_prompt
 
     human = row.get("human_response", row["response"]["utterance"])
     if not any(ch.isalpha() for ch in reply) or echoes_prompt(reply, system_prompt):
@@ -74,7 +74,7 @@ def _with_target(row: dict, reply: str, teacher: dict, system_prompt: str) -> di
 def _redo_echoes(args: argparse.Namespace, samples: dict) -> int:
     """Regenerate, in place, the rows of `args.out` whose reply recites the system prompt."""
     from es4r.presets import load_model, resolve_config
-    from es4r.teacher import echoes_prompt, hinted_replies
+    from es4r.data.teacher import echoes_prompt, hinted_replies
 
     out_rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
     model = load_model(resolve_config(args.preset))
@@ -113,9 +113,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from dataclasses import replace
 
-    from es4r.corpus import affect_hint
+    from es4r.data.corpus import affect_hint
     from es4r.presets import load_model, resolve_config
-    from es4r.teacher import hinted_replies
+    from es4r.data.teacher import hinted_replies
 
     if args.recheck:
         return _recheck(args.out)

@@ -10,10 +10,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from es4r.backbones import load_llm, load_whisper  # noqa: E402
+from es4r.modeling.backbones import load_llm, load_whisper  # noqa: E402
 from es4r.config import TrainConfig, preset_config  # noqa: E402
-from es4r.model import ES4RModel  # noqa: E402
-from es4r.training import train, trainable_parameters  # noqa: E402
+from es4r.modeling.model import ES4RModel  # noqa: E402
+from es4r.training.trainer import train, trainable_parameters  # noqa: E402
 
 
 def digest(model) -> str:
@@ -28,7 +28,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = ES4RModel(load_whisper(whisper_dir, "cpu"), load_llm(llm_dir, "cpu"), preset_config("tiny"))
     before = digest(model)
-    import es4r.training as training
+    import es4r.training.trainer as training
 
     seen, loss = [], training.two_path_loss
 

@@ -41,7 +41,7 @@ def embedded_untrained():
 
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
-    from es4r.backbones import make_tiny_llm, make_tiny_whisper
+    from es4r.modeling.backbones import make_tiny_llm, make_tiny_whisper
 
     root = tmp_path_factory.mktemp("tiny")
     return {"whisper": make_tiny_whisper(root / "whisper"), "llm": make_tiny_llm(root / "llm")}
@@ -51,9 +51,9 @@ def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
 def tiny_model(tiny_dirs):
     import torch
 
-    from es4r.backbones import load_llm, load_whisper
+    from es4r.modeling.backbones import load_llm, load_whisper
     from es4r.config import preset_config
-    from es4r.model import ES4RModel
+    from es4r.modeling.model import ES4RModel
 
     torch.manual_seed(0)
     whisper = load_whisper(str(tiny_dirs["whisper"]), "cpu")

@@ -1,8 +1,8 @@
 import torch
 
-from es4r.adapter import ModalityAdapter
+from es4r.modeling.adapter import ModalityAdapter
 from es4r.config import AdapterConfig, CrossModalConfig
-from es4r.cross_modal import NO_TURN, CrossModalAttention
+from es4r.modeling.cross_modal import NO_TURN, CrossModalAttention
 
 
 def test_adapter_shortens_by_eight_and_maps_width():

@@ -1,4 +1,4 @@
-"""The reply cue and the affect-pair stage (es4r/affect_pairs.py): falling and rising renderings
+"""The reply cue and the affect-pair stage (es4r/training/affect_pairs.py): falling and rising renderings
 of one conversation, their audio swapped between the two teacher replies."""
 
 import json
@@ -8,11 +8,11 @@ import pytest
 import soundfile
 import torch
 
-from es4r.affect_pairs import affect_pair_loss, affect_pairs, held_out_margin
+from es4r.training.affect_pairs import affect_pair_loss, affect_pairs, held_out_margin
 from es4r.audio import load_audio
 from es4r.config import TrainConfig
-from es4r.data import load_manifest, prepare_sample
-from es4r.training import restrict_training, train
+from es4r.data.manifest import load_manifest, prepare_sample
+from es4r.training.trainer import restrict_training, train
 from tests.test_training import _model
 
 GAINS = {"falling": (1.0, 0.5, 0.25), "rising": (0.25, 0.5, 1.0), "flat": (0.5, 0.5, 0.5)}
@@ -93,7 +93,7 @@ def test_margin_comes_from_the_audio_alone(tiny_dirs, tmp_path, speech_paths):
 def test_cue_only_stage_from_an_older_checkpoint_trains_the_cue_and_learns_to_hear(tiny_dirs, tmp_path, speech_paths):
     from safetensors.torch import load_file, save_file
 
-    from es4r.checkpoint import WEIGHTS_FILE, save_es4r_parts
+    from es4r.training.checkpoint import WEIGHTS_FILE, save_es4r_parts
 
     model = _model(tiny_dirs)
     stage1 = save_es4r_parts(model, tmp_path / "stage1")
@@ -124,7 +124,7 @@ def test_train_only_must_name_something(tiny_model):
 
 
 def test_shipped_checkpoint_names_no_folder_of_this_machine(tiny_model, tmp_path):
-    from es4r.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_es4r_parts, save_es4r_parts, ship
+    from es4r.training.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_es4r_parts, save_es4r_parts, ship
 
     saved = save_es4r_parts(tiny_model, tmp_path / "run" / "final", {"train_config": {"manifest": str(tmp_path / "m")}})
     shipped = ship(saved, tmp_path / "assets", {"ship_gates": {"distinct_replies": {"value": 40, "threshold": 38}}})

@@ -48,7 +48,7 @@ def test_one_resolver_orders_preset_environment_and_flags(tiny_model, tmp_path, 
     "none" = the text path, and a checkpoint's own architecture restored into the config."""
     import json
 
-    from es4r.checkpoint import CONFIG_FILE, save_es4r_parts
+    from es4r.training.checkpoint import CONFIG_FILE, save_es4r_parts
     from es4r.presets import CHECKPOINT_ENV, resolve_config
 
     checkpoint = save_es4r_parts(tiny_model, tmp_path / "ckpt")

@@ -1,4 +1,4 @@
-"""The spoken corpus builder (es4r/corpus.py): a tiny real build from chitchat-dataset with
+"""The spoken corpus builder (es4r/data/corpus.py): a tiny real build from chitchat-dataset with
 espeak-ng voices, checked through the manifest loader and the written WAVs: three variants
 per conversation that differ only in the speaker's loudness and pace, and spoken listener
 turns in another voice."""
@@ -15,13 +15,15 @@ import pytest
 import soundfile
 
 from es4r.audio import SAMPLE_RATE, load_audio, turn_energy
-from es4r.corpus import (
+from es4r.data.corpus import (
     AFFECT_HINTS, CARD_FILE, DEFAULT_VOICES, ENERGY_MELS, ENERGY_PLANS, ESPEAK_VOICES, LISTENER_VOICE, MANIFESTS,
-    MAX_HISTORY_SECONDS, MAX_SAMPLE_SECONDS, REFERENCE_ENERGY, SPEAKER_TURNS, Renderer, affect_hint, build_corpus,
-    candidates, clean_utterance, find_source, listener_voice, load_conversations, plan_gains, plan_paces, split_order,
+    MAX_HISTORY_SECONDS, MAX_SAMPLE_SECONDS, REFERENCE_ENERGY, Renderer, affect_hint, build_corpus, listener_voice,
+    plan_gains, plan_paces,
 )
-from es4r.data import load_manifest
-from es4r.strategy import select_strategy
+from es4r.data.corpus_source import (SPEAKER_TURNS, candidates, clean_utterance, find_source, load_conversations,
+                                     split_order)
+from es4r.data.manifest import load_manifest
+from es4r.voice.strategy import select_strategy
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("chitchat_dataset") is None, reason="needs chitchat-dataset==0.9.0 (the text source)"

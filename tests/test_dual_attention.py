@@ -1,7 +1,7 @@
 import torch
 
 from es4r.config import DualAttentionConfig
-from es4r.dual_attention import DualLevelAttention
+from es4r.modeling.dual_attention import DualLevelAttention
 
 
 def _module(enabled=True):

@@ -23,7 +23,7 @@ def embedded(embedded_untrained):
 def embedded_speech(embedded, tmp_path_factory, monkeypatch_module):
     """A checkpoint for the embedded backbones (the parts at initialisation, saved through the
     training code's writer), loaded the way a user names one: ES4R_CHECKPOINT=folder."""
-    from es4r.checkpoint import save_es4r_parts
+    from es4r.training.checkpoint import save_es4r_parts
 
     folder = tmp_path_factory.mktemp("embedded_checkpoint")
     save_es4r_parts(embedded.model, folder, {"step": 0})

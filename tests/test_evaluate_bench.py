@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from es4r.checkpoint import save_es4r_parts
+from es4r.training.checkpoint import save_es4r_parts
 from es4r.pipeline import ES4RPipeline
 from es4r.systems import SYSTEMS, system_variant
 from tests.test_training import _rows, _write_manifest

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from es4r.data import HistoryTurn, Sample
+from es4r.data.manifest import HistoryTurn, Sample
 from es4r.evaluation.gates import (
     affect_test, between_dialogue_cosine, centred_spread, group_by_conversation, metric_rows,
 )
@@ -54,7 +54,7 @@ def test_affect_test_counts_differences_and_which_teacher_each_reply_is_closer_t
 
 def test_teacher_replies_that_recite_the_prompt_are_rejected():
     from es4r.config import GenerationConfig
-    from es4r.teacher import echoes_prompt
+    from es4r.data.teacher import echoes_prompt
 
     prompt = GenerationConfig().system_prompt
     assert echoes_prompt("You're a warm, empathetic listener. Reply to the user in one or two sentences: hi", prompt)
@@ -64,7 +64,7 @@ def test_teacher_replies_that_recite_the_prompt_are_rejected():
 
 def test_a_regenerated_teacher_reply_cannot_recite_the_prompt(tiny_model, monkeypatch):
     from es4r.config import GenerationConfig
-    from es4r.teacher import hinted_replies, prompt_ban
+    from es4r.data.teacher import hinted_replies, prompt_ban
 
     tokenizer, prompt = tiny_model.tokenizer, GenerationConfig().system_prompt
     ban = {tuple(window) for window in prompt_ban(tokenizer, prompt)}

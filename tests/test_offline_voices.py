@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from es4r.config import FALLBACK, StrategyParams, default_strategy_table
-from es4r.tts import espeak_engine, piper_engine, voices
-from es4r.tts.base import TTSEngine, TTSError
-from es4r.tts.espeak_engine import EspeakEngine, espeak_knobs
-from es4r.tts.piper_engine import PiperEngine, piper_available, piper_knobs
+from es4r.voice import espeak_engine, piper_engine, voices
+from es4r.voice.base import TTSEngine, TTSError
+from es4r.voice.espeak_engine import EspeakEngine, espeak_knobs
+from es4r.voice.piper_engine import PiperEngine, piper_available, piper_knobs
 
 SENTENCE = "I hear how tired you are, and it makes sense to feel that way after such a long week."
 STRATEGIES = ("comfort", "neutral", "encourage")
@@ -177,7 +177,7 @@ def test_missing_espeak_says_how_to_install(monkeypatch):
 # --------------------------------------------------------------------- load_voice
 @needs_piper
 def test_auto_without_checkpoint_picks_piper_and_warns(caplog):
-    with caplog.at_level(logging.WARNING, logger="es4r.tts.voices"):
+    with caplog.at_level(logging.WARNING, logger="es4r.voice.voices"):
         voice = voices.load_voice("auto")
     assert voice.name == "piper:en_US-joe-medium"
     assert voice.status == FALLBACK and voice.accepts_style is False
@@ -187,7 +187,7 @@ def test_auto_without_checkpoint_picks_piper_and_warns(caplog):
 @needs_espeak
 def test_auto_without_piper_falls_back_to_espeak_and_warns(monkeypatch, caplog):
     monkeypatch.setattr(piper_engine, "piper_available", lambda: False)
-    with caplog.at_level(logging.WARNING, logger="es4r.tts.voices"):
+    with caplog.at_level(logging.WARNING, logger="es4r.voice.voices"):
         voice = voices.load_voice("auto")
     assert voice.name == "espeak-ng" and voice.status == FALLBACK and voice.accepts_style is False
     assert "espeak-ng" in caplog.text and "not installed" in caplog.text
@@ -196,7 +196,7 @@ def test_auto_without_piper_falls_back_to_espeak_and_warns(monkeypatch, caplog):
 @needs_espeak
 def test_auto_with_unloadable_checkpoint_falls_back(monkeypatch, tmp_path, caplog):
     monkeypatch.setattr(piper_engine, "piper_available", lambda: False)  # keep the test fast
-    with caplog.at_level(logging.WARNING, logger="es4r.tts.voices"):
+    with caplog.at_level(logging.WARNING, logger="es4r.voice.voices"):
         voice = voices.load_voice("auto", styletts2_path=str(tmp_path / "missing"))
     assert voice.status == FALLBACK
     assert "could not be loaded" in caplog.text

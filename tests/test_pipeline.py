@@ -79,7 +79,7 @@ def test_energy_trend_drives_strategy(pipeline, speech_paths):
 
 
 def test_paper_preset_loads_local_folders(tiny_dirs, speech_paths):
-    from es4r.tts.styletts2 import make_tiny_styletts2_checkpoint
+    from es4r.voice.styletts2 import make_tiny_styletts2_checkpoint
 
     tts = make_tiny_styletts2_checkpoint(tiny_dirs["whisper"].parent / "styletts2")
     paper = ES4RPipeline.from_preset("paper", whisper=str(tiny_dirs["whisper"]), llm=str(tiny_dirs["llm"]),

@@ -9,9 +9,9 @@ HISTORY = [("user", "hello there"), ("assistant", "hi, how are you"), ("user", "
 
 
 def _bf16_model(tiny_dirs):
-    from es4r.backbones import load_llm, load_whisper
+    from es4r.modeling.backbones import load_llm, load_whisper
     from es4r.config import preset_config
-    from es4r.model import ES4RModel
+    from es4r.modeling.model import ES4RModel
 
     torch.manual_seed(0)
     whisper = load_whisper(str(tiny_dirs["whisper"]), "cpu", "bf16")
@@ -31,13 +31,13 @@ def test_bf16_generation_on_both_paths(tiny_dirs, speech_paths):
 
 
 def test_one_training_step_under_bf16_autocast(tiny_dirs, tmp_path):
-    from es4r.data import ManifestDataset, load_manifest
-    from es4r.training import two_path_loss
+    from es4r.data.manifest import ManifestDataset, load_manifest
+    from es4r.training.losses import two_path_loss
     from tests.test_training import _rows, _write_manifest
 
-    from es4r.backbones import load_llm, load_whisper
+    from es4r.modeling.backbones import load_llm, load_whisper
     from es4r.config import preset_config
-    from es4r.model import ES4RModel
+    from es4r.modeling.model import ES4RModel
 
     torch.manual_seed(0)
     model = ES4RModel(load_whisper(str(tiny_dirs["whisper"]), "cpu"), load_llm(str(tiny_dirs["llm"]), "cpu"),
@@ -55,9 +55,9 @@ def test_one_training_step_under_bf16_autocast(tiny_dirs, tmp_path):
 
 def test_casting_the_model_casts_every_network(tiny_dirs, speech_paths):
     """ES4RModel registers everything it runs (Whisper included): one .to() casts it all."""
-    from es4r.backbones import load_llm, load_whisper
+    from es4r.modeling.backbones import load_llm, load_whisper
     from es4r.config import preset_config
-    from es4r.model import ES4RModel
+    from es4r.modeling.model import ES4RModel
 
     model = ES4RModel(load_whisper(str(tiny_dirs["whisper"]), "cpu"), load_llm(str(tiny_dirs["llm"]), "cpu"),
                       preset_config("tiny")).eval()
@@ -72,7 +72,7 @@ def test_casting_the_model_casts_every_network(tiny_dirs, speech_paths):
 def test_gpu_branches_with_the_device_check_mocked(monkeypatch, tiny_dirs):
     """Where several GPUs are present, the LLM loads in bf16 sharded by a device map; one GPU:
     bf16, moved to it. (The CUDA checks are mocked; the loader is the real code path.)"""
-    import es4r.backbones as backbones
+    import es4r.modeling.backbones as backbones
 
     seen = {}
 
@@ -104,7 +104,7 @@ def test_training_autocasts_to_bf16_on_a_gpu(monkeypatch):
     import accelerate
 
     from es4r.config import TrainConfig
-    from es4r.training import make_accelerator
+    from es4r.training.trainer import make_accelerator
 
     seen = {}
     monkeypatch.setattr(accelerate, "Accelerator", lambda **kwargs: seen.update(kwargs) or "accelerator")

@@ -1,4 +1,4 @@
-"""How a turn was spoken, beside S' (es4r/prosody.py): the measures, the closed gate, and
+"""How a turn was spoken, beside S' (es4r/modeling/prosody.py): the measures, the closed gate, and
 the gates' own learning rate."""
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from es4r.audio import load_audio, log_mel
-from es4r.prosody import prosody_features, turn_level
+from es4r.modeling.prosody import prosody_features, turn_level
 
 HISTORY = [("user", "hello there"), ("assistant", "hi, how are you"), ("user", "i feel sad today")]
 
@@ -50,7 +50,7 @@ def test_prosody_reaches_s_prime_only_through_its_gate(tiny_model, speech_paths)
 
 def test_gates_train_at_their_own_rate(tiny_model):
     from es4r.config import TrainConfig
-    from es4r.training import parameter_groups, trainable_parameters
+    from es4r.training.trainer import parameter_groups, trainable_parameters
 
     config = TrainConfig(manifest="unused.jsonl", lr=1e-3, gate_lr_scale=20.0)
     groups = parameter_groups(tiny_model, config, [])

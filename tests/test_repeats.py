@@ -1,10 +1,10 @@
-"""No reply repeats an earlier one (es4r/repeats.py)."""
+"""No reply repeats an earlier one (es4r/modeling/repeats.py)."""
 
 from dataclasses import replace
 
 import torch
 
-from es4r.repeats import EarlierRepliesBan, earlier_replies_ban
+from es4r.modeling.repeats import EarlierRepliesBan, earlier_replies_ban
 
 
 def _ngrams(ids: list[int], n: int) -> set[tuple[int, ...]]:

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from es4r.conversation import ASSISTANT, Conversation, Turn
-from es4r.pipeline import ES4RPipeline
 
 EXAMPLES = ("rough_week_1", "rough_week_2", "rough_week_3")
 REPLIES = ("That sounds really hard. What happened?", "I'm sorry. That must have hurt.")
@@ -34,7 +33,7 @@ def spoken(embedded_untrained):
 def _reply_kl(pipeline, conversation) -> tuple[float, torch.Tensor, list]:
     """Mean KL(text ‖ speech) over the tokens of the text path's own greedy reply (teacher
     forced on both paths, as in training), the cross-modal weights, and (token, speech) spans."""
-    from es4r.training import kl_text_speech, response_logits
+    from es4r.training.losses import kl_text_speech, response_logits
 
     model = pipeline.model.eval()
     features = [pipeline._features(t) for t in conversation.turns]

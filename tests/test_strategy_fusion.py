@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from es4r.config import StrategyConfig
-from es4r.strategy import select_strategy
-from es4r.style_fusion import fuse_styles, fusion_weights
+from es4r.voice.strategy import select_strategy
+from es4r.voice.style_fusion import fuse_styles, fusion_weights
 
 
 @pytest.mark.parametrize("energies, expected", [

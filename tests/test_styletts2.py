@@ -1,5 +1,5 @@
-"""StyleTTS2 engine on a tiny random checkpoint in the official layout (es4r/tts/styletts2*.py,
-es4r/tts/phonemes.py). Real speech comes from espeak-ng and pocketsphinx-testdata."""
+"""StyleTTS2 engine on a tiny random checkpoint in the official layout (es4r/voice/styletts2*.py,
+es4r/voice/phonemes.py). Real speech comes from espeak-ng and pocketsphinx-testdata."""
 
 import dataclasses
 import shutil
@@ -13,16 +13,12 @@ import torch
 import yaml
 
 from es4r.config import RANDOM, default_strategy_table
-from es4r.tts import styletts2 as st2
-from es4r.tts.base import TTSEngine, TTSError
-from es4r.tts.phonemes import check_espeak, phonemize_en, tokenize_like_nltk
-from es4r.tts.styletts2 import StyleTTS2Engine, is_noise_like, make_tiny_styletts2_checkpoint
-from es4r.tts.styletts2_model import (
-    TINY_CHECKPOINT_NAME,
-    TINY_MAX_PHONEME_FRAMES,
-    StyleTTS2CheckpointError,
-    StyleTTS2ConfigError,
-)
+from es4r.voice import styletts2 as st2
+from es4r.voice.base import TTSEngine, TTSError
+from es4r.voice.phonemes import check_espeak, phonemize_en, tokenize_like_nltk
+from es4r.voice.styletts2 import StyleTTS2Engine, is_noise_like, make_tiny_styletts2_checkpoint
+from es4r.voice.styletts2_checkpoint import TINY_CHECKPOINT_NAME, TINY_MAX_PHONEME_FRAMES, StyleTTS2CheckpointError
+from es4r.voice.styletts2_networks import StyleTTS2ConfigError
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 

@@ -1,8 +1,8 @@
-"""Reply text -> speakable text and sentences (es4r/tts/text_normalize.py)."""
+"""Reply text -> speakable text and sentences (es4r/voice/text_normalize.py)."""
 
 import pytest
 
-from es4r.tts.text_normalize import (
+from es4r.voice.text_normalize import (
     MIN_SENTENCE_WORDS,
     normalize_for_tts,
     number_to_words,

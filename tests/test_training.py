@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from es4r.config import TrainConfig
-from es4r.data import ManifestDataset, ManifestError, load_manifest
-from es4r.training import TeacherCache, kl_text_speech, learning_rate_factor, response_logits, train, two_path_loss
+from es4r.data.manifest import ManifestDataset, ManifestError, load_manifest
+from es4r.training.losses import TeacherCache, kl_text_speech, response_logits, two_path_loss
+from es4r.training.trainer import learning_rate_factor, train
 from tests.conftest import CLIPS
 
 
@@ -36,9 +37,9 @@ def _rows(folder):
 
 
 def _model(tiny_dirs):
-    from es4r.backbones import load_llm, load_whisper
+    from es4r.modeling.backbones import load_llm, load_whisper
     from es4r.config import preset_config
-    from es4r.model import ES4RModel
+    from es4r.modeling.model import ES4RModel
 
     torch.manual_seed(0)
     return ES4RModel(load_whisper(str(tiny_dirs["whisper"]), "cpu"), load_llm(str(tiny_dirs["llm"]), "cpu"),
@@ -125,7 +126,7 @@ def test_loss_falls_frozen_stays_frozen_checkpoint_reproduces(tiny_dirs, tmp_pat
     sample = ManifestDataset(load_manifest(manifest), 80)[0]
     with torch.no_grad():
         expected = two_path_loss(model, [sample], 2.0).loss
-    from es4r.checkpoint import load_es4r_parts
+    from es4r.training.checkpoint import load_es4r_parts
 
     fresh = _model(tiny_dirs).eval()
     load_es4r_parts(fresh, final)
@@ -177,7 +178,7 @@ def test_kept_snapshots_and_held_out_loss_are_logged(tiny_dirs, tmp_path):
     # validation switches dropout off only for itself: training mode is restored
     assert all(m.training for m in model.trainable_modules().values())
     # a snapshot is a loadable checkpoint of the parts at that step
-    from es4r.checkpoint import load_es4r_parts
+    from es4r.training.checkpoint import load_es4r_parts
 
     fresh = _model(tiny_dirs)
     load_es4r_parts(fresh, run / "step-000005")
@@ -185,7 +186,7 @@ def test_kept_snapshots_and_held_out_loss_are_logged(tiny_dirs, tmp_path):
 
 
 def test_speech_diversity_tells_a_constant_prompt_from_real_input(tiny_dirs, tmp_path):
-    from es4r.training import speech_diversity
+    from es4r.training.trainer import speech_diversity
 
     model = _model(tiny_dirs)
     samples = list(ManifestDataset(load_manifest(_write_manifest(tmp_path, _rows(tmp_path))), 80))
@@ -205,7 +206,7 @@ def test_teacher_reads_the_affect_hint_and_is_computed_once(tiny_dirs, tmp_path,
     does), and its logits are cached per sample key: a second epoch does not rerun it."""
     from dataclasses import replace
 
-    from es4r.training import teacher_logits
+    from es4r.training.losses import teacher_logits
 
     model = _model(tiny_dirs).eval()
     rows = _rows(tmp_path)
@@ -237,15 +238,15 @@ def test_staged_training_keeps_plora_frozen_until_its_step(tiny_dirs, tmp_path):
 
 
 def test_checkpoint_refuses_other_module_settings_and_pipeline_restores_them(tiny_dirs, tmp_path):
-    from es4r.checkpoint import load_es4r_parts, restore_architecture, save_es4r_parts
+    from es4r.training.checkpoint import load_es4r_parts, restore_architecture, save_es4r_parts
     from es4r.config import CrossModalConfig, preset_config
 
     model = _model(tiny_dirs)
     save_es4r_parts(model, tmp_path / "ckpt")
     other = preset_config("tiny")
     other = other.replace(cross=CrossModalConfig(heads=2, prior_sigma=1.0))
-    from es4r.backbones import load_llm, load_whisper
-    from es4r.model import ES4RModel
+    from es4r.modeling.backbones import load_llm, load_whisper
+    from es4r.modeling.model import ES4RModel
 
     wrong = ES4RModel(load_whisper(str(tiny_dirs["whisper"]), "cpu"), load_llm(str(tiny_dirs["llm"]), "cpu"), other)
     with pytest.raises(ValueError, match=r"cross.prior_sigma: checkpoint 0.5 vs model 1.0"):
@@ -255,7 +256,7 @@ def test_checkpoint_refuses_other_module_settings_and_pipeline_restores_them(tin
 
 
 def test_auxiliary_affect_loss_is_logged_and_needs_speech_that_varies(tiny_dirs, tmp_path):
-    from es4r.training import AffectHead, affect_loss
+    from es4r.training.losses import AffectHead, affect_loss
 
     model = _model(tiny_dirs)
     manifest = _write_manifest(tmp_path, _rows(tmp_path))
@@ -285,7 +286,7 @@ def test_auxiliary_affect_loss_is_logged_and_needs_speech_that_varies(tiny_dirs,
 def test_train_command_flags_override_the_config_file(tmp_path, monkeypatch, capsys):
     """`python -m es4r train --config X --init-from Y --seed N`: how a stage is continued
     (assets/TRAINING_CPU.md); flags win over the file, the rest of the file stays."""
-    import es4r.training as training
+    import es4r.training.trainer as training
     from es4r.cli import main
 
     (tmp_path / "stage.yaml").write_text("manifest: corpus/train.jsonl\nlr: 0.003\nseed: 1\nmax_steps: 60\n")

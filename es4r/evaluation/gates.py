@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from es4r.data import PreparedSample, Sample, prepare_sample
-from es4r.model import LOG_MEL_FLOOR_BELOW_MAX, ES4RModel
+from es4r.data.manifest import PreparedSample, Sample, prepare_sample
+from es4r.modeling.model import LOG_MEL_FLOOR_BELOW_MAX, ES4RModel
 from es4r.reply_text import trim_reply
 
 logger = logging.getLogger(__name__)
@@ -111,11 +111,11 @@ def centred_spread(vectors: list[torch.Tensor]) -> float:
 def affect_test(falling: list[str], rising: list[str], teacher_falling: list[str], teacher_rising: list[str],
                 system_prompt: str | None = None) -> dict:
     """Gate 4 on replies to the same conversations rendered falling vs rising. With the
-    `system_prompt`, a pair whose teacher reply recites it (es4r.teacher.echoes_prompt: the
+    `system_prompt`, a pair whose teacher reply recites it (es4r.data.teacher.echoes_prompt: the
     small LLM's failure, not a reply) has no reference to be closer to: it is counted in
     `differ` but set aside from `closer_share` and reported as `broken_references`."""
     from es4r.evaluation.metrics import sentence_embeddings
-    from es4r.teacher import echoes_prompt
+    from es4r.data.teacher import echoes_prompt
 
     differ = [i for i, (a, b) in enumerate(zip(falling, rising)) if a.strip() != b.strip()]
     broken = [i for i in differ if system_prompt and (echoes_prompt(teacher_falling[i], system_prompt)
@@ -188,7 +188,7 @@ def evaluate_gates(model: ES4RModel, checkpoint: str, samples: list[Sample],
     """Replies of every system on the held-out rows, the metrics, and the four gates.
     `model` must hold the untrained ES4R parts; the checkpoint is loaded into it half-way."""
 
-    from es4r.checkpoint import load_es4r_parts
+    from es4r.training.checkpoint import load_es4r_parts
     from es4r.evaluation.metrics import corpus_metrics
     from es4r.evaluation.valence import top_opening
     from es4r.systems import cascade_reply, variant_config

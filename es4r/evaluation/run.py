@@ -15,7 +15,7 @@ import soundfile as sf
 
 from es4r.audio import load_audio
 from es4r.conversation import ASSISTANT, Conversation, Turn
-from es4r.data import SPEAKER, Sample, load_manifest
+from es4r.data.manifest import SPEAKER, Sample, load_manifest
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,6 @@ without a browser."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 from es4r.config import FALLBACK, RANDOM, TRAINED, UNTRAINED
 from es4r.conversation import (ASSISTANT, STAGE_ORDER, USER, WALL, ComponentStatus, ContextUsage, Conversation,

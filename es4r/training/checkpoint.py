@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from es4r.config import ES4RConfig
-from es4r.plora import load_plora_state_dict, plora_state_dict
+from es4r.modeling.plora import load_plora_state_dict, plora_state_dict
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ depends on how the person sounds, and stage 3 (Section 3.3, steps 12–13) alrea
 turns' energy. So each heard turn's loudness and speaking rate, measured from the same
 log-mel features stage 1 reads, are centred over the dialogue (the trend across turns is
 what matters, not the microphone's level) and reach the LLM through a gated projection in
-es4r/cross_modal.py that starts closed. `CrossModalConfig.prosody` turns it off."""
+es4r/modeling/cross_modal.py that starts closed. `CrossModalConfig.prosody` turns it off."""
 
 from __future__ import annotations
 

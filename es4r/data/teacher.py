@@ -5,7 +5,7 @@ them learns to ignore the audio (the collapsed CPU runs, assets/TRAINING_CPU.md)
 target of each affect variant of a conversation is the reply of ES4R's own text path (same
 LLM, same empathetic system prompt, same decoding) given one more sentence after the
 history: how the person sounds, derived from the variant's planned energy/pace trajectory
-(es4r.corpus.AFFECT_HINTS).
+(es4r.data.corpus.AFFECT_HINTS).
 The speech path is trained on these replies without the hint (paper, Sec. 3.2: the text
 path is the teacher), so the only way to match them is to hear the trajectory."""
 
@@ -17,8 +17,8 @@ import re
 import torch
 
 from es4r.config import GenerationConfig
-from es4r.data import Sample
-from es4r.model import ES4RModel, generation_kwargs
+from es4r.data.manifest import Sample
+from es4r.modeling.model import ES4RModel, generation_kwargs
 from es4r.reply_text import trim_reply
 
 logger = logging.getLogger(__name__)

@@ -14,15 +14,11 @@ import numpy as np
 import torch
 
 from es4r.config import RANDOM, TRAINED, StrategyParams
-from es4r.tts.base import SynthesisResult, TTSError
-from es4r.tts.phonemes import check_espeak, phonemize_en
-from es4r.tts.styletts2_model import (
-    MIN_STYLE_FRAMES,
-    StyleTTS2Config,
-    load_checkpoint_folder,
-    make_tiny_styletts2_checkpoint,
-)
-from es4r.tts.text_normalize import speakable, split_sentences
+from es4r.voice.base import SynthesisResult, TTSError
+from es4r.voice.phonemes import check_espeak, phonemize_en
+from es4r.voice.styletts2_checkpoint import load_checkpoint_folder, make_tiny_styletts2_checkpoint
+from es4r.voice.styletts2_networks import MIN_STYLE_FRAMES, StyleTTS2Config
+from es4r.voice.text_normalize import speakable, split_sentences
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from es4r.config import FALLBACK
-from es4r.tts.base import TTSEngine
+from es4r.voice.base import TTSEngine
 
 logger = logging.getLogger(__name__)
 
@@ -15,26 +15,26 @@ NO_STYLE = "it cannot take a style vector: replies keep one timbre and the strat
 
 
 def _styletts2(path: str) -> TTSEngine:
-    from es4r.tts.styletts2 import StyleTTS2Engine
+    from es4r.voice.styletts2 import StyleTTS2Engine
 
     return StyleTTS2Engine.from_pretrained(path)
 
 
 def _piper() -> TTSEngine:
-    from es4r.tts.piper_engine import PiperEngine
+    from es4r.voice.piper_engine import PiperEngine
 
     return PiperEngine.from_pretrained(status=FALLBACK)
 
 
 def _espeak() -> TTSEngine:
-    from es4r.tts.espeak_engine import EspeakEngine
+    from es4r.voice.espeak_engine import EspeakEngine
 
     return EspeakEngine.from_system(status=FALLBACK)
 
 
 def _offline(reason: str) -> TTSEngine:
     """Piper if its voice is installed, else espeak-ng; each choice is a logged fallback."""
-    from es4r.tts.piper_engine import INSTALL_HINT, VOICE_NAME, piper_available
+    from es4r.voice.piper_engine import INSTALL_HINT, VOICE_NAME, piper_available
 
     if piper_available():
         logger.warning("%s; using the offline Piper voice %s instead (%s)", reason, VOICE_NAME, NO_STYLE)

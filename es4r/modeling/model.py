@@ -15,16 +15,16 @@ import torch
 from torch import nn
 from transformers import LogitsProcessorList
 
-from es4r.adapter import ModalityAdapter
+from es4r.modeling.adapter import ModalityAdapter
 from es4r.audio import ENCODER_STRIDE
-from es4r.backbones import LLMBackbone, WhisperBackbone
+from es4r.modeling.backbones import LLMBackbone, WhisperBackbone
 from es4r.config import ES4RConfig, GenerationConfig
 from es4r.conversation import history_lines
-from es4r.cross_modal import NO_TURN, CrossModalAttention
-from es4r.dual_attention import DualAttentionOutput, DualLevelAttention
-from es4r.plora import apply_plora, speech_positions
-from es4r.prosody import prosody_features, turn_level
-from es4r.repeats import earlier_replies_ban
+from es4r.modeling.cross_modal import NO_TURN, CrossModalAttention
+from es4r.modeling.dual_attention import DualAttentionOutput, DualLevelAttention
+from es4r.modeling.plora import apply_plora, speech_positions
+from es4r.modeling.prosody import prosody_features, turn_level
+from es4r.modeling.repeats import earlier_replies_ban
 from es4r.timing import timed
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class SpeechEncoding:
     dual: DualAttentionOutput
     dropped_turns: list[int]  # oldest turns left out to fit the encoder window, per dialogue
     turn_spans: list[list[tuple[int, int]]]  # per dialogue, per encoded turn: [start, end) speech positions
-    turn_levels: list[list[float]]  # per dialogue, per encoded turn: loudness (es4r/prosody.py)
+    turn_levels: list[list[float]]  # per dialogue, per encoded turn: loudness (es4r/modeling/prosody.py)
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ hear how the person sounds.
 
 Trainable: dual-level attention, adapter, cross-modal attention, PLoRA. Frozen: Whisper
 and the LLM base. A later stage starts from a checkpoint (`init_from`), may train some parts
-only (`train_only`) and may add the affect pairs (es4r/affect_pairs.py, `affect_pair_weight`).
-Runs under Hugging Face Accelerate, so `accelerate launch` makes the same
+only (`train_only`) and may add the affect pairs (es4r/training/affect_pairs.py, `affect_pair_weight`).
+The loss itself is in losses.py. Runs under Hugging Face Accelerate, so `accelerate launch` makes the same
 command data-parallel on several GPUs, machines or CPU processes."""
 
 from __future__ import annotations
@@ -21,148 +21,22 @@ import math
 import random
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from es4r.affect_pairs import PairSampler, affect_pair_loss, held_out_margin
 from es4r.config import PRESETS, TrainConfig
-from es4r.data import ManifestDataset, PreparedSample, collate, load_manifest
-from es4r.model import IGNORE_INDEX
+from es4r.data.manifest import ManifestDataset, PreparedSample, collate, load_manifest
+from es4r.training.affect_pairs import PairSampler, affect_pair_loss, held_out_margin
+from es4r.training.losses import AffectHead, TeacherCache, TwoPathLoss, two_path_loss
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.pt"
 LOG_FILE = "train_log.jsonl"
-
-
-@dataclass(frozen=True)
-class TwoPathLoss:
-    loss: torch.Tensor  # ce + kl (+ affect_weight x affect)
-    ce: torch.Tensor
-    kl: torch.Tensor
-    response_tokens: int
-    speech: list[torch.Tensor]  # per dialogue, the adapter's speech vectors (S, W) the loss was computed on
-    affect: torch.Tensor | None = None  # auxiliary per-turn affect regression loss, when on
-    pair_margin: torch.Tensor | None = None  # affect pair margin (es4r/affect_pairs.py), when on
-
-
-# Per speaker turn: log energy (es4r.audio.turn_energy) and log frames per character (pace),
-# centred and scaled by typical values of the spoken corpus so both count alike.
-AFFECT_CENTRE = (-2.4, 1.9)
-AFFECT_SCALE = (0.5, 0.2)
-
-
-class AffectHead(torch.nn.Module):
-    """Auxiliary, training only (not saved in checkpoints): predicts each speaker turn's
-    energy and pace from the mean of its speech vectors S. A constant S cannot predict
-    them, so the loss keeps the adapter's output tied to how the turn was spoken — the
-    failure of CPU run 3 was an adapter that turned constant (assets/TRAINING_CPU.md)."""
-
-    def __init__(self, width: int):
-        super().__init__()
-        self.linear = torch.nn.Linear(width, len(AFFECT_CENTRE))
-
-    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
-        return self.linear(vectors)
-
-
-def affect_loss(head: AffectHead, batch: list[PreparedSample], speech: list[torch.Tensor],
-                spans: list[list[tuple[int, int] | None]]) -> torch.Tensor:
-    """MSE of the head's per-turn predictions against the measured, standardised targets."""
-    predictions, targets = [], []
-    for item, vectors, sample_spans in zip(batch, speech, spans):
-        energies = iter(item.energies)
-        for turn, features, span in zip(item.sample.history, item.features, sample_spans):
-            if turn.role != "speaker":
-                continue
-            energy = next(energies)
-            if span is None or features is None:
-                continue
-            measured = (math.log(max(energy, 1e-6)), math.log(features.shape[1] / max(len(turn.utterance), 1)))
-            targets.append([(m - c) / s for m, c, s in zip(measured, AFFECT_CENTRE, AFFECT_SCALE)])
-            predictions.append(head(vectors[span[0]:span[1]].mean(0)))
-    if not predictions:
-        return speech[0].new_zeros(())
-    return F.mse_loss(torch.stack(predictions).float(), torch.tensor(targets, device=speech[0].device))
-
-
-def response_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits that predict each response token (position p-1 predicts label p), flattened in
-    (batch, position) order so the two paths line up token by token. -> (N, V), (N,)"""
-    shifted_logits, shifted_labels = logits[:, :-1], labels[:, 1:]
-    keep = shifted_labels != IGNORE_INDEX
-    return shifted_logits[keep], shifted_labels[keep]
-
-
-def kl_text_speech(speech_logits: torch.Tensor, text_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(P_text ‖ P_speech), both softened by `temperature`, mean over response tokens."""
-    log_p_speech = F.log_softmax(speech_logits.float() / temperature, dim=-1)
-    log_p_text = F.log_softmax(text_logits.float() / temperature, dim=-1)
-    return (log_p_text.exp() * (log_p_text - log_p_speech)).sum(-1).mean()
-
-
-class TeacherCache:
-    """The teacher's response logits per sample key. The text path runs the frozen base LLM
-    (PLoRA is off at text positions, dropout off), so its logits never change: computed once,
-    reused every later epoch. Kept in memory as float16 (~0.1 MB per response token for a
-    49k vocabulary)."""
-
-    def __init__(self) -> None:
-        self.logits: dict[str, torch.Tensor] = {}
-
-    def get(self, keys: list[str]) -> list[torch.Tensor] | None:
-        found = [self.logits.get(k) for k in keys]
-        return None if any(f is None for f in found) else found
-
-    def put(self, keys: list[str], per_sample: list[torch.Tensor]) -> None:
-        for key, logits in zip(keys, per_sample):
-            self.logits[key] = logits.detach().to(torch.float16).cpu()
-
-
-def teacher_logits(model, batch: list[PreparedSample], responses: list[list[int]],
-                   cache: TeacherCache | None) -> torch.Tensor:
-    """The text path's response logits (N, V), each sample's affect hint closing its prompt."""
-    keys = [item.sample.key for item in batch]
-    cached = cache.get(keys) if cache is not None else None
-    if cached is None:
-        parts = [model.prompt_parts(item.sample.history_turns(), hint=item.sample.affect_hint) for item in batch]
-        with torch.no_grad():
-            text_batch = model.build_path(parts, [model.embed(p.history_ids) for p in parts], responses,
-                                          None, pad_left=False)
-            logits = model.path_logits(text_batch)
-        cached = [response_logits(logits[b : b + 1], text_batch.labels[b : b + 1])[0] for b in range(len(batch))]
-        if cache is not None:
-            cache.put(keys, cached)
-    return torch.cat([c.to(model.device, torch.float32) for c in cached])
-
-
-def two_path_loss(model, batch: list[PreparedSample], temperature: float, kl_t2_scale: bool = False,
-                  cache: TeacherCache | None = None, affect_head: AffectHead | None = None,
-                  affect_weight: float = 0.0) -> TwoPathLoss:
-    """Build both paths for a batch, run (or look up) the teacher, return CE + KL."""
-    tokenizer = model.tokenizer
-    parts = [model.prompt_parts(item.sample.history_turns()) for item in batch]
-    responses = [tokenizer(item.sample.response, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
-                 for item in batch]
-    speech, spans, contexts = model.speech_contexts([item.features for item in batch], parts)
-    speech_batch = model.build_path(parts, [c.middle for c in contexts], responses,
-                                    [c.speech_flags for c in contexts], pad_left=False, cues=[c.cue for c in contexts])
-    text_logits = teacher_logits(model, batch, responses, cache)
-    speech_logits, labels = response_logits(model.path_logits(speech_batch), speech_batch.labels)
-    ce = F.cross_entropy(speech_logits.float(), labels)
-    kl = kl_text_speech(speech_logits, text_logits, temperature)
-    if kl_t2_scale:  # Hinton et al.'s T^2 keeps the soft-target gradients on the CE scale
-        kl = kl * temperature**2
-    loss, affect = ce + kl, None
-    if affect_head is not None and affect_weight > 0:
-        affect = affect_loss(affect_head, batch, speech, spans)
-        loss = loss + affect_weight * affect
-    return TwoPathLoss(loss, ce.detach(), kl.detach(), int(labels.numel()), speech,
-                       affect.detach() if affect is not None else None)
 
 
 @contextmanager
@@ -248,7 +122,7 @@ def restrict_training(model, only: tuple[str, ...]) -> None:
 
 
 def parameter_groups(model, config: TrainConfig, extra: list[torch.nn.Parameter]) -> list[dict]:
-    """AdamW groups: the gates of the cross-modal block (es4r/cross_modal.py) start closed at 0 and move by
+    """AdamW groups: the gates of the cross-modal block (es4r/modeling/cross_modal.py) start closed at 0 and move by
     about lr per step, so at lr 2e-4 they could open to only ~0.04 in a 180-step CPU run;
     `gate_lr_scale` lets them open within the run, and they get no weight decay (it would
     pull them shut)."""
@@ -329,7 +203,7 @@ def train(config: TrainConfig, model=None) -> Path:
     Returns the folder of the final ES4R checkpoint."""
     from tqdm.auto import tqdm
 
-    from es4r.checkpoint import load_es4r_parts, save_es4r_parts
+    from es4r.training.checkpoint import load_es4r_parts, save_es4r_parts
 
     seed_everything(config.seed)
     accelerator = make_accelerator(config)

@@ -1,5 +1,5 @@
 """Affect pairs: one conversation rendered falling and rising (same words), each variant with
-its own affect-aware teacher reply (es4r/teacher.py), and the speech path asked to prefer the
+its own affect-aware teacher reply (es4r/data/teacher.py), and the speech path asked to prefer the
 reply that matches what it heard.
 
 Why a pair loss: in the two-path loss the affect is a few tokens of each reply ("I'm so sorry…"
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from es4r.data import PreparedSample, Sample, prepare_sample
+from es4r.data.manifest import PreparedSample, Sample, prepare_sample
 
 PAIR = ("falling", "rising")
 
@@ -48,7 +48,7 @@ def affect_pairs(samples: list[Sample]) -> list[tuple[Sample, Sample]]:
 def response_logprobs(model, items: list[PreparedSample], responses: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Speech path, teacher forcing: each row's summed log-probability of its response (B,)
     and its token count (B,). Rows may repeat an item with different responses."""
-    from es4r.training import response_logits
+    from es4r.training.losses import response_logits
 
     tokenizer = model.tokenizer
     parts = [model.prompt_parts(item.sample.history_turns()) for item in items]

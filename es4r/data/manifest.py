@@ -16,7 +16,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from es4r.audio import AudioError, load_audio, log_mel, turn_energy

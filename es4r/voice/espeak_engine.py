@@ -16,8 +16,8 @@ import numpy as np
 import soundfile
 
 from es4r.config import FALLBACK, StrategyParams
-from es4r.tts.base import SynthesisResult, TTSError
-from es4r.tts.text_normalize import speakable
+from es4r.voice.base import SynthesisResult, TTSError
+from es4r.voice.text_normalize import speakable
 
 logger = logging.getLogger(__name__)
 

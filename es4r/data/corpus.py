@@ -1,5 +1,6 @@
 """The spoken training corpus: real human chit-chat (PyPI `chitchat-dataset`, MIT) turned
-into an ES4R manifest (the JSONL layout of es4r/data.py) by speaking every history turn with an
+into an ES4R manifest (the JSONL layout of es4r/data/manifest.py; the source and its windows:
+corpus_source.py; the card: corpus_card.py) by speaking every history turn with an
 offline voice: the speaker's turns in the conversation's speaker voice, following a planned
 loudness and pace trajectory, the listener's turns in a different, neutral voice.
 
@@ -13,16 +14,11 @@ durations measured on the written WAVs."""
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import json
 import logging
-import re
 import time
-import unicodedata
 import warnings
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -31,28 +27,18 @@ import soundfile
 
 from es4r.audio import SAMPLE_RATE, load_audio, prepare_waveform, turn_energy
 from es4r.config import StrategyParams, default_strategy_table
-from es4r.data import LISTENER, SPEAKER
-from es4r.strategy import NEUTRAL, select_strategy
-from es4r.tts.base import TTSError
+from es4r.data.corpus_card import CorpusCard, describe_corpus
+from es4r.data.corpus_source import (HELDOUT_FRACTION, MAX_SPEAKER_CHARS, MAX_TURN_CHARS, MIN_WORDS, SOURCE_NAME,
+                                     SPEAKER_TURNS, WINDOW_TURNS, Candidate, CorpusError, candidates,
+                                     load_conversations, split_order)
+from es4r.data.manifest import LISTENER, SPEAKER
+from es4r.voice.base import TTSError
+from es4r.voice.strategy import NEUTRAL
 
 logger = logging.getLogger(__name__)
 
-SOURCE_PACKAGE = "chitchat_dataset"  # PyPI chitchat-dataset; its JSON is read, never imported
-SOURCE_FILE = "dataset.json"
-SOURCE_NAME = "chitchat-dataset 0.9.0 (BYU PCC lab Chit-Chat Challenge)"
-SOURCE_LICENCE = "MIT"
-SOURCE_URL = "https://github.com/BYU-PCCL/chitchat-dataset"
-INSTALL_HINT = "pip install chitchat-dataset==0.9.0"
 
-SPEAKER_TURNS = 3  # speaker turns per sample: three are needed to see a sustained fall
-WINDOW_TURNS = 2 * SPEAKER_TURNS  # S L S L S + the listener response
-MIN_WORDS = 2  # shorter turns ("ok", "lol") say nothing to learn from
-MAX_TURN_CHARS = 150  # about 10 s of speech; keeps three turns inside the audio budget
-MAX_SPEAKER_CHARS = 330  # all speaker turns of a sample, about 25 s at ~13 chars/s
 MAX_SAMPLE_SECONDS = 25.0  # total speaker audio per sample, checked after synthesis
-MAX_NON_ASCII_FRACTION = 0.05  # more than this (emoji, other scripts) drops the turn
-MAX_SEED = 2**30  # per-sample seeds stay well inside onnxruntime's int range
-HELDOUT_FRACTION = 0.1  # share of conversations reserved for held-out, by hashed id
 
 ENERGY_PLANS = ("falling", "rising", "flat")  # also the variants: one row per plan per conversation
 MIN_STEP_DB, MAX_STEP_DB = 3.0, 6.0  # gain change between consecutive speaker turns
@@ -71,7 +57,7 @@ EXPRESSIVENESS_JITTER = 0.08  # per-turn change
 NEUTRAL_PARAMS = default_strategy_table()[NEUTRAL]  # alpha/beta unused by offline voices
 LISTENER_PARAMS = replace(NEUTRAL_PARAMS, name="corpus-listener", gain_db=0.0)  # neutral pace and prosody
 LISTENER_SEED_OFFSET = 1000  # listener turns' synthesis seeds, apart from the speaker turns'
-# How the speaker sounds, by plan: the affect-aware teacher's note (es4r/teacher.py). Worded
+# How the speaker sounds, by plan: the affect-aware teacher's note (es4r/data/teacher.py). Worded
 # as a listener would say it, with the feeling named first: measured on 12 held-out
 # conversations, SmolLM2's replies to the falling and rising renderings then differed in
 # 12 / 12 (with a longer descriptive wording in the system prompt: 20 / 32).
@@ -82,14 +68,6 @@ AFFECT_HINTS = {
 }
 MANIFESTS = {"train": "train.jsonl", "heldout": "heldout.jsonl"}
 CARD_FILE = "card.json"
-_PUNCTUATION_END = tuple(".!?,;:")
-_TYPOGRAPHY = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"',
-                             "\u2013": "-", "\u2014": "-", "\u2026": "..."})
-_UNSPEAKABLE = re.compile(r"https?://|www\.|\S@\S|<[^>]*>")
-
-
-class CorpusError(RuntimeError):
-    """The corpus cannot be built as asked; the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -118,34 +96,6 @@ LISTENER_VOICE = VoiceSpec("espeak:en-us+f2", "espeak", "en-us+f2")
 
 
 @dataclass(frozen=True)
-class Conversation:
-    conversation_id: str
-    messages: tuple[tuple[str, ...], ...]  # raw chat lines of each message, in order
-
-    def turns(self) -> tuple[str | None, ...]:
-        """Cleaned text per message; None where it failed the filter (see clean_utterance)."""
-        return tuple(clean_utterance(list(lines)) for lines in self.messages)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One conversation picked for a split, with its window (everything but audio); it
-    becomes one row per plan."""
-
-    split: str
-    conversation_id: str
-    turns: tuple[str | None, ...]  # cleaned, as Conversation.turns()
-    start: int  # index of the first speaker message
-    seed: int
-
-    def speaker_indices(self) -> list[int]:
-        return list(range(self.start, self.start + WINDOW_TURNS - 1, 2))
-
-    def listener_indices(self) -> list[int]:
-        return list(range(self.start + 1, self.start + WINDOW_TURNS - 1, 2))
-
-
-@dataclass(frozen=True)
 class Persona:
     """The per-conversation randomness of the speaker, drawn once and shared by the three
     variants, so that only the plan tells them apart."""
@@ -155,119 +105,6 @@ class Persona:
     expressiveness: tuple[float, ...]  # per speaker turn
     step_db: float
     level_db: float
-
-
-@dataclass(frozen=True)
-class CorpusCard:
-    """What was built: written to OUT/card.json and summarised in assets/DATA_CARD.md."""
-
-    out_dir: str
-    seed: int
-    counts: dict  # split -> rows (three per conversation)
-    conversations: dict  # split -> conversations
-    seconds: dict  # split -> speaker audio over all rows {total, turn_*, sample_*}, listener audio
-    # over conversations {listener_total, listener_turn_*}, and history_mean / history_max per row
-    voices: dict  # speaker voice name -> conversations
-    listener_voices: dict  # listener voice name -> conversations
-    plans: dict  # split -> {plan: rows}
-    strategies: dict  # split -> {strategy chosen on measured energies: rows}
-    plan_followed: float  # share of falling/rising rows whose energies move as planned
-    pace_followed: float  # share of falling/rising rows whose seconds per character, relative to
-    # the flat row's same turn, move as planned
-    pace_followed_raw: float  # the same on plain seconds per character (different texts per turn)
-    rejected: dict  # reason -> conversations skipped
-    build_seconds: float
-    source: dict
-    settings: dict  # the limits and voice ranges the build used
-
-
-def find_source() -> Path:
-    """The JSON file of the installed chitchat-dataset package, found without importing it."""
-    spec = importlib.util.find_spec(SOURCE_PACKAGE)
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(location) / SOURCE_FILE
-        if path.is_file():
-            return path
-    raise CorpusError(f"expected the {SOURCE_PACKAGE} package with {SOURCE_FILE}; not installed: {INSTALL_HINT}")
-
-
-def clean_utterance(pieces: list[str]) -> str | None:
-    """One message (one or more chat lines) -> one speakable ASCII turn, or None if it is
-    empty, too short or long, mostly non-ASCII, or holds links / addresses / markup."""
-    sentences = []
-    for piece in pieces:
-        piece = " ".join(piece.translate(_TYPOGRAPHY).split())
-        if piece:
-            sentences.append(piece if piece.endswith(_PUNCTUATION_END) else piece + ".")
-    text = " ".join(sentences)
-    if not text or _UNSPEAKABLE.search(text):
-        return None
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    if len(text) - len(ascii_text) > MAX_NON_ASCII_FRACTION * len(text):
-        return None
-    ascii_text = " ".join(ascii_text.split())
-    words = [w for w in ascii_text.split() if any(c.isalpha() for c in w)]
-    if len(words) < MIN_WORDS or len(ascii_text) > MAX_TURN_CHARS:
-        return None
-    return ascii_text
-
-
-def load_conversations(path: Path | None = None) -> list[Conversation]:
-    """Conversations of the source long enough for one window, ordered by id. Text is
-    cleaned later, only for the conversations a build looks at."""
-    path = path or find_source()
-    with open(path, encoding="utf-8") as handle:
-        raw = json.load(handle)
-    conversations = []
-    for conversation_id in sorted(raw):
-        messages = raw[conversation_id].get("messages", [])
-        if len(messages) >= WINDOW_TURNS:
-            lines = tuple(tuple(line.get("text", "") for line in message) for message in messages)
-            conversations.append(Conversation(conversation_id, lines))
-    return conversations
-
-
-def _hash_fraction(seed: int, key: str) -> float:
-    digest = hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
-    return int(digest[:12], 16) / float(16**12)
-
-
-def split_order(conversations: list[Conversation], seed: int) -> dict[str, list[Conversation]]:
-    """Conversations of each split in seeded order. A conversation's split depends only on
-    (seed, id), so asking for more samples never moves one across the split."""
-    order = sorted(conversations, key=lambda c: _hash_fraction(seed, "order:" + c.conversation_id))
-    heldout = [c for c in order if _hash_fraction(seed, "split:" + c.conversation_id) < HELDOUT_FRACTION]
-    train = [c for c in order if _hash_fraction(seed, "split:" + c.conversation_id) >= HELDOUT_FRACTION]
-    return {"train": train, "heldout": heldout}
-
-
-def window_starts(turns: tuple[str | None, ...]) -> list[int]:
-    """Starts of S L S L S R windows whose cleaned turns all passed the filter and whose
-    speaker text fits the audio budget."""
-    starts = []
-    for start in range(len(turns) - WINDOW_TURNS + 1):
-        window = turns[start:start + WINDOW_TURNS]
-        if any(t is None for t in window):
-            continue
-        if sum(len(window[i]) for i in range(0, WINDOW_TURNS - 1, 2)) <= MAX_SPEAKER_CHARS:
-            starts.append(start)
-    return starts
-
-
-def candidates(conversations: list[Conversation], split: str, seed: int) -> Iterator[Candidate]:
-    """Candidates of one split in seeded order (each is rendered in every plan)."""
-    for conversation in conversations:
-        turns = conversation.turns()
-        starts = window_starts(turns)
-        if not starts:
-            continue
-        rng = _rng(seed, conversation.conversation_id)
-        yield Candidate(split, conversation.conversation_id, turns, int(starts[rng.integers(len(starts))]),
-                        int(rng.integers(MAX_SEED)))
-
-
-def _rng(seed: int, key: str) -> np.random.Generator:
-    return np.random.default_rng([seed, int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)])
 
 
 def _ramp(plan: str, turns: int) -> list[float]:
@@ -334,11 +171,11 @@ class Renderer:
         """The voice's engine, loaded on first use (the listener voice may be outside the pool)."""
         if voice.name not in self._engines:
             if voice.engine == "piper":
-                from es4r.tts.piper_engine import PiperEngine
+                from es4r.voice.piper_engine import PiperEngine
 
                 self._engines[voice.name] = PiperEngine.from_pretrained()
             else:
-                from es4r.tts.espeak_engine import EspeakEngine
+                from es4r.voice.espeak_engine import EspeakEngine
 
                 self._engines[voice.name] = EspeakEngine.from_system(voice=voice.espeak_voice)
         return self._engines[voice.name]
@@ -471,7 +308,7 @@ def _render_in_worker(candidate: Candidate) -> list[dict] | str:
 
 def available_voices(voices: tuple[VoiceSpec, ...]) -> tuple[VoiceSpec, ...]:
     """The pool without Piper if its voice is not installed (said in a warning)."""
-    from es4r.tts.piper_engine import INSTALL_HINT as PIPER_HINT, piper_available
+    from es4r.voice.piper_engine import INSTALL_HINT as PIPER_HINT, piper_available
 
     if any(v.engine == "piper" for v in voices) and not piper_available():
         warnings.warn(f"the Piper voice is not installed ({PIPER_HINT}); building with espeak-ng voices only")
@@ -525,71 +362,9 @@ def build_corpus(out_dir: str | Path, n_train: int = 240, n_heldout: int = 40, s
     for split, name in MANIFESTS.items():
         with open(out_dir / name, "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(row) + "\n" for row in rows[split])
-    card = _card(out_dir, seed, rows, rejected, time.monotonic() - started)
+    card = describe_corpus(out_dir, seed, rows, rejected, time.monotonic() - started, build_settings())
     (out_dir / CARD_FILE).write_text(json.dumps(asdict(card), indent=2), encoding="utf-8")
     return card
-
-
-def _moves_as_planned(values: list[float], plan: str, sign: float = 1.0) -> bool:
-    """Whether `values` move strictly in the plan's direction (times `sign`); flat: always."""
-    steps = sign * np.diff(values)
-    return bool({"falling": np.all(steps < 0), "rising": np.all(steps > 0)}.get(plan, True))
-
-
-def plan_followed(row: dict) -> bool:
-    """Whether measured energies move as planned (strictly, turn to turn)."""
-    return _moves_as_planned(row["energies"], row["energy_plan"])
-
-
-def pace_followed(row: dict, raw: bool = False) -> bool:
-    """Whether measured pace moves as planned: falling turns take strictly more time per
-    character each turn, rising less. By default per character of the flat row's same turn
-    (`pace_vs_flat`, the same text, so only the plan's factor is left); `raw` uses plain
-    seconds per character, where different texts per turn add their own noise."""
-    return _moves_as_planned(row["seconds_per_char" if raw else "pace_vs_flat"], row["energy_plan"], sign=-1.0)
-
-
-def _stats(values: list[float], prefix: str) -> dict:
-    values = values or [0.0]
-    return {f"{prefix}mean": round(float(np.mean(values)), 2), f"{prefix}min": round(min(values), 2),
-            f"{prefix}max": round(max(values), 2)}
-
-
-def _card(out_dir: Path, seed: int, rows: dict[str, list[dict]], rejected: Counter, elapsed: float) -> CorpusCard:
-    seconds, plans, strategies, conversations = {}, {}, {}, {}
-    voices: Counter = Counter()
-    listener_voices: Counter = Counter()
-    for split, split_rows in rows.items():
-        firsts = list({row["conversation_id"]: row for row in split_rows}.values())  # one row per conversation
-        conversations[split] = len(firsts)
-        turn_seconds = [s for row in split_rows for s in row["seconds"]]
-        sample_seconds = [sum(row["seconds"]) for row in split_rows]
-        listener_seconds = [s for row in firsts for s in row["listener_seconds"]]
-        history_seconds = [sum(row["seconds"]) + sum(row["listener_seconds"]) for row in split_rows] or [0.0]
-        seconds[split] = {"total": round(sum(turn_seconds), 1), **_stats(turn_seconds, "turn_"),
-                          "sample_mean": round(float(np.mean(sample_seconds or [0.0])), 2),
-                          "sample_max": round(max(sample_seconds or [0.0]), 2),
-                          "listener_total": round(sum(listener_seconds), 1), **_stats(listener_seconds, "listener_turn_"),
-                          "history_mean": round(float(np.mean(history_seconds)), 2),
-                          "history_max": round(max(history_seconds), 2)}
-        plans[split] = dict(Counter(row["energy_plan"] for row in split_rows))
-        strategies[split] = dict(Counter(select_strategy(row["energies"]).name for row in split_rows))
-        voices.update(row["voice"] for row in firsts)
-        listener_voices.update(row["listener_voice"] for row in firsts)
-    directed = [row for split_rows in rows.values() for row in split_rows if row["energy_plan"] != "flat"]
-
-    def share(followed) -> float:
-        return float(np.mean([followed(row) for row in directed])) if directed else 1.0
-
-    return CorpusCard(
-        out_dir=str(out_dir), seed=seed, counts={split: len(r) for split, r in rows.items()},
-        conversations=conversations, seconds=seconds, voices=dict(voices), listener_voices=dict(listener_voices),
-        plans=plans, strategies=strategies, plan_followed=share(plan_followed), pace_followed=share(pace_followed),
-        pace_followed_raw=share(lambda row: pace_followed(row, raw=True)), rejected=dict(rejected),
-        build_seconds=round(elapsed, 1),
-        source={"name": SOURCE_NAME, "licence": SOURCE_LICENCE, "url": SOURCE_URL, "install": INSTALL_HINT},
-        settings=build_settings(),
-    )
 
 
 def build_settings() -> dict:

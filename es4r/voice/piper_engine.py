@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from es4r.config import FALLBACK, StrategyParams
-from es4r.tts.base import SynthesisResult, TTSError
-from es4r.tts.text_normalize import speakable
+from es4r.voice.base import SynthesisResult, TTSError
+from es4r.voice.text_normalize import speakable
 
 logger = logging.getLogger(__name__)
 

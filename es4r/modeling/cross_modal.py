@@ -18,7 +18,7 @@ first training step. Three choices make the untrained block already useful:
 Speech enters S' in two ways that training can open: the content term q(S)·k(E) of the
 logits (zero at initialisation), and an additive speech term tanh(g) ⊙ W_s S whose gate g
 starts closed (0) — the channel for how something was said (energy, pace). With
-`config.prosody`, each turn's measured loudness and rate (es4r/prosody.py) are added too,
+`config.prosody`, each turn's measured loudness and rate (es4r/modeling/prosody.py) are added too,
 through a projection whose rows start at the scale of a word embedding and a gate of their own
 that starts closed. With `config.prosody_cue`, the last heard turn's loudness and rate are also
 projected onto the reply cue (the tokens that close the user's message and open the reply, where
@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from es4r.config import CrossModalConfig
-from es4r.prosody import PROSODY_FEATURES
+from es4r.modeling.prosody import PROSODY_FEATURES
 
 NO_TURN = -1  # turn id of padding (speech or text positions that belong to no turn)
 
@@ -70,7 +70,7 @@ class CrossModalAttention(nn.Module):
         self.output = nn.Linear(width, width)
         self.speech = nn.Linear(width, width)  # the additive speech term, behind the gate
         self.gate = nn.Parameter(torch.zeros(width))  # tanh(0) = 0: closed at initialisation
-        if config.prosody:  # how each turn was spoken (es4r/prosody.py), behind its own closed gate
+        if config.prosody:  # how each turn was spoken (es4r/modeling/prosody.py), behind its own closed gate
             self.prosody = nn.Linear(len(PROSODY_FEATURES), width, bias=False)
             self.prosody_gate = nn.Parameter(torch.zeros(width))
             nn.init.normal_(self.prosody.weight, std=embedding_rms)
@@ -118,7 +118,7 @@ class CrossModalAttention(nn.Module):
         hold each position's turn index (NO_TURN = padding). Returns S' (B, S, W) and the
         weights (B, S, T) averaged over heads; a speech position's row sums to 1 over its turn's
         tokens (0 when its turn has no tokens). `prosody` (B, S, 2), when given, is each speech
-        position's turn loudness and rate (es4r/prosody.py), added through its gate."""
+        position's turn loudness and rate (es4r/modeling/prosody.py), added through its gate."""
         batch, length, width = speech.shape
         if not self.config.enabled:  # ablation "without cross-modal attention": S goes in as it is
             return speech, speech.new_zeros(batch, length, text_embeddings.shape[1])

@@ -1,1 +1,0 @@
-"""Speech synthesis engines behind one small interface (see base.py)."""
