@@ -18,7 +18,7 @@ from es4r.config import AudioConfig
 logger = logging.getLogger(__name__)
 PEAK_NOTE_ABOVE = 1.01  # a peak this far over full scale is worth telling the user about
 
-SAMPLE_RATE = 16_000  # Whisper's input rate
+SAMPLE_RATE = AudioConfig.sample_rate  # Whisper's input rate, set once (config.AudioConfig)
 N_FFT = 400  # 25 ms window
 HOP_LENGTH = 160  # 10 ms hop
 CHUNK_LENGTH = 30  # seconds in one Whisper window

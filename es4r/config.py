@@ -17,7 +17,7 @@ UNTRAINED = "untrained"  # ES4R-specific modules at initialisation (identity pat
 
 @dataclass(frozen=True)
 class AudioConfig:
-    sample_rate: int = 16_000  # = es4r.audio.SAMPLE_RATE, Whisper's rate; every input is resampled to it
+    sample_rate: int = 16_000  # Whisper's input rate (es4r.audio.SAMPLE_RATE reads it); every input is resampled to it
     min_seconds: float = 0.3  # shorter turns are refused
     max_seconds: float = 30.0  # longer turns are refused (one Whisper window)
     silence_rms: float = 1e-3  # below this RMS a turn is "silent"

@@ -111,7 +111,7 @@ def check(fault: Fault) -> tuple[str, float]:
             return "stale", 0.0
         target.write_text(text.replace(fault.old, fault.new))
         start = time.perf_counter()
-        run = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *fault.tests],
+        run = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-n", "0", "-p", "no:cacheprovider", *fault.tests],
                              cwd=copy, capture_output=True, text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
         seconds = time.perf_counter() - start
     if run.returncode == 1:

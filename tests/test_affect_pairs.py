@@ -45,6 +45,7 @@ def test_pairs_are_the_falling_and_rising_rows_of_one_conversation(tmp_path, spe
     assert [(f.conversation_id, f.variant, r.variant) for f, r in pairs] == [("c0", "falling", "rising")]
 
 
+@pytest.mark.slow
 def test_reply_cue_starts_at_zero_and_follows_the_last_turn(tiny_model, tmp_path, speech_paths):
     samples = load_manifest(_corpus(tmp_path, speech_paths, conversations=1))
     contexts = {}

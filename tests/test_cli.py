@@ -6,6 +6,7 @@ import pytest
 import soundfile as sf
 
 
+@pytest.mark.slow
 def test_respond_cli_tiny(speech_paths, tmp_path):
     out = tmp_path / "reply.wav"
     run = subprocess.run(

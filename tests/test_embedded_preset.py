@@ -47,6 +47,7 @@ def test_components_are_named_honestly(embedded):
         assert "text path" in components["es4r_modules"].description
 
 
+@pytest.mark.slow
 def test_checkpoint_named_by_env_switches_on_the_speech_path(embedded_speech, speech_paths):
     assert embedded_speech.speech_path
     assert embedded_speech.components["es4r_modules"].status == TRAINED
@@ -56,6 +57,7 @@ def test_checkpoint_named_by_env_switches_on_the_speech_path(embedded_speech, sp
     assert re.findall(r"[A-Za-z']+", result.reply_text) and result.reply_audio.size > 0
 
 
+@pytest.mark.slow
 def test_answers_real_speech(embedded, speech_paths):
     conversation = Conversation()
     for path in speech_paths[:2]:

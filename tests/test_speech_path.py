@@ -7,6 +7,8 @@ import torch
 
 from es4r.conversation import ASSISTANT, Conversation, Turn
 
+pytestmark = pytest.mark.slow  # the embedded backbones on three real spoken turns
+
 EXAMPLES = ("rough_week_1", "rough_week_2", "rough_week_3")
 REPLIES = ("That sounds really hard. What happened?", "I'm sorry. That must have hurt.")
 # Measured on this conversation (3 spoken user turns, 2 spoken replies), mean KL(text ‖ speech)

@@ -104,6 +104,7 @@ def test_response_positions_line_up_across_paths():
     assert torch.equal(picked[0], logits[0, 1]) and torch.equal(picked[2], logits[1, 0])
 
 
+@pytest.mark.slow
 def test_loss_falls_frozen_stays_frozen_checkpoint_reproduces(tiny_dirs, tmp_path):
     model = _model(tiny_dirs)
     manifest = _write_manifest(tmp_path, _rows(tmp_path))
@@ -134,6 +135,7 @@ def test_loss_falls_frozen_stays_frozen_checkpoint_reproduces(tiny_dirs, tmp_pat
         assert torch.equal(two_path_loss(fresh, [sample], 2.0).loss, expected)
 
 
+@pytest.mark.slow
 def test_two_processes_under_accelerate_sync_gradients(tiny_dirs, tmp_path):
     """`accelerate launch --multi_gpu` with 2 processes (gloo on CPU): each sees a different sample, and after a
     step both hold identical parameters (gradients were all-reduced)."""
