@@ -16,6 +16,9 @@ WALL = "wall"  # TurnResult.timings key: the turn's measured seconds, stages and
 STAGE_ORDER = ("asr", "features", "es4r_encoder", "llm", "cross_modal", "strategy_fusion", "tts")
 ENCODER_PARTS = ("dual_attention", "whisper_encoder", "adapter")  # inside es4r_encoder, shown apart
 RATES = ("llm_tokens_per_s", "tts_rtf")  # not seconds of the turn
+# Moments, in seconds from the start of the turn (ES4RPipeline.turn_events): the first words
+# of the reply, and the whole reply text (before it is spoken). Not stages: never summed.
+MILESTONES = ("first_words", "reply_text")
 
 
 @dataclass(frozen=True)

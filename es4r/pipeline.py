@@ -154,12 +154,17 @@ class ES4RPipeline:
                 events.put(TurnEvent("error", error))
 
         threading.Thread(target=work, name="es4r-turn", daemon=True).start()
+        moments: dict[str, float] = {}
         while True:
             event = events.get()
             if event.kind == "error":
                 raise event.value
+            if event.kind in ("text", "written"):
+                moments.setdefault("first_words", time.perf_counter() - started)
+            if event.kind == "written":
+                moments["reply_text"] = time.perf_counter() - started
             if event.kind == "answered":
-                result = event.value
+                result = replace(event.value, timings={**event.value.timings, **moments})
                 reply = Turn(ASSISTANT, result.reply_text, result.reply_audio, result.sample_rate)
                 yield TurnEvent("answered", (extended.with_turn(reply), result))
                 return

@@ -136,9 +136,12 @@ def test_text_views(session, pipeline, app_module):
         assert abs(sum(row[i] for i in seconds) - total) < 0.01 * len(seconds)  # stages + other add up
         assert row[headers.index("LLM tokens/s")] == round(result.timings["llm_tokens_per_s"], 1)
         # every stage the pipeline times has its place in the pipeline's declared order (none hides in "other")
-        from es4r.conversation import ENCODER_PARTS, RATES, STAGE_ORDER, WALL
+        from es4r.conversation import ENCODER_PARTS, MILESTONES, RATES, STAGE_ORDER, WALL
 
-        assert set(result.timings) - {WALL, *RATES, *ENCODER_PARTS} <= set(STAGE_ORDER), result.timings
+        assert set(result.timings) - {WALL, *RATES, *ENCODER_PARTS, *MILESTONES} <= set(STAGE_ORDER), result.timings
+        # the moments a turn reached its first words and its whole text, in order, inside the turn
+        first, text = (row[headers.index(f"{n} at (s from start)")] for n in ("first words", "reply text"))
+        assert 0 < first <= text <= total, (first, text, total)
 
 
 def test_context_meter_says_when_turns_are_dropped():

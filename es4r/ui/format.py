@@ -6,8 +6,8 @@ from __future__ import annotations
 
 
 from es4r.config import FALLBACK, RANDOM, TRAINED, UNTRAINED
-from es4r.conversation import (ASSISTANT, STAGE_ORDER, USER, WALL, ComponentStatus, ContextUsage, Conversation,
-                               TurnResult)
+from es4r.conversation import (ASSISTANT, MILESTONES, STAGE_ORDER, USER, WALL, ComponentStatus, ContextUsage,
+                               Conversation, TurnResult)
 
 SYNTHETIC_VOICE_NOTE = ("**Note:** every reply is spoken by a **synthetic voice** (text-to-speech). "
                         "It is not a person and not a recording of one.")
@@ -77,19 +77,25 @@ def strategy_markdown(result: TurnResult, turn_number: int) -> str:
             + (f"\n\n**Notes:**{notes}" if notes else ""))
 
 
+MILESTONE_NAMES = {"first_words": "first words", "reply_text": "reply text"}
+
+
 def latency_table(results: tuple[TurnResult, ...] | list[TurnResult]) -> tuple[list[str], list[list]]:
     """(headers, rows): seconds per pipeline stage per turn, the seconds between stages
     ("other"), and the turn's measured total — the stage columns plus "other" add up to it.
     Sub-stages (the encoder's parts, in `bench`) and rates (LLM tokens/s, TTS real-time
     factor) are not seconds of the turn and stand apart after the total."""
     stages = [s for s in STAGE_ORDER if any(s in r.timings for r in results)]
-    headers = ["turn", *[f"{s} (s)" for s in stages], "other (s)", "total (s)", "LLM tokens/s", "TTS RTF"]
+    moments = [m for m in MILESTONES if any(m in r.timings for r in results)]
+    headers = ["turn", *[f"{s} (s)" for s in stages], "other (s)", "total (s)",
+               *[f"{MILESTONE_NAMES[m]} at (s from start)" for m in moments], "LLM tokens/s", "TTS RTF"]
     rows = []
     for number, result in enumerate(results, start=1):
         seconds = [result.timings.get(s, 0.0) for s in stages]
         total = result.timings.get(WALL, sum(seconds))
         other = max(total - sum(seconds), 0.0)
         rows.append([number, *[round(x, 2) for x in seconds], round(other, 2), round(sum(seconds) + other, 2),
+                     *[round(result.timings.get(m, 0.0), 2) for m in moments],
                      round(result.timings.get("llm_tokens_per_s", 0.0), 1), round(result.timings.get("tts_rtf", 0.0), 2)])
     return headers, rows
 
