@@ -81,25 +81,36 @@ def measure(url: str, clips: list[Path], workdir: Path) -> list[dict]:
             page.locator("#send").click()
             expect(page.locator("#page-timing")).to_contain_text("voice after", timeout=TURN_TIMEOUT_MS)
             expect(page.locator("#send")).to_be_disabled(timeout=TURN_TIMEOUT_MS)  # the input was cleared
-            page.wait_for_function(f"document.querySelector('#turn-progress').innerText.trim() === ''",
+            page.wait_for_function("document.querySelector('#turn-progress').innerText.trim() === ''",
                                    timeout=TURN_TIMEOUT_MS)  # the turn's event has ended: its export is written
             seen = page.evaluate("window.es4rPageTiming")
             turns.append({"turn": number, "clip": clip.name, "page_first_words_s": seen["text_s"],
                           "page_voice_s": seen["voice_s"]})
             logger.info("turn %d: %s", number, page.locator("#page-timing").inner_text())
-        with page.expect_download() as download:
-            page.locator("#download").click()
-        archive = workdir / "conversation.zip"
-        download.value.save_as(archive)
+        record = _exported(page, workdir, len(clips))
         browser.close()
-    with zipfile.ZipFile(archive) as exported:
-        record = json.loads(exported.read("conversation.json"))
     for turn, saved in zip(turns, record["turns"]):
         timings = saved["result"]["timings"]
         turn.update(pipeline_first_words_s=timings.get("first_words"), pipeline_reply_text_s=timings.get("reply_text"),
                     pipeline_total_s=timings.get("wall"), tts_s=timings.get("tts"))
         turn["around_pipeline_s"] = round(turn["page_first_words_s"] - turn["pipeline_first_words_s"], 2)
     return turns
+
+
+def _exported(page, workdir: Path, turns: int, tries: int = 40) -> dict:
+    """The conversation.json of the page's export once it holds every turn (the export is
+    written last in a turn, after the voice and the figures)."""
+    for attempt in range(tries):
+        with page.expect_download() as download:
+            page.locator("#download").click()
+        archive = workdir / f"conversation{attempt}.zip"
+        download.value.save_as(archive)
+        with zipfile.ZipFile(archive) as exported:
+            record = json.loads(exported.read("conversation.json"))
+        if len(record["turns"]) == turns and all("result" in t for t in record["turns"]):
+            return record
+        time.sleep(0.5)
+    raise SystemExit(f"the export never held all {turns} turns")
 
 
 def main() -> int:

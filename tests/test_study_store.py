@@ -17,7 +17,8 @@ import pytest
 
 from es4r.study.demo import write_tone_pairs
 from es4r.study.design import DEFAULT_CRITERIA
-from es4r.study.store import NotListened, StudyError, StudyFull, StudyStore, build_study
+from es4r.study.build import build_study
+from es4r.study.store import NotListened, StudyError, StudyFull, StudyStore
 
 SYSTEMS = ("es4r", "baseline")
 REPO = Path(__file__).resolve().parents[1]

@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 from transformers import LogitsProcessorList
 
-from es4r.modeling.adapter import ModalityAdapter
 from es4r.audio import ENCODER_STRIDE
-from es4r.modeling.backbones import LLMBackbone, WhisperBackbone
 from es4r.config import ES4RConfig, GenerationConfig
 from es4r.conversation import history_lines
+from es4r.modeling.adapter import ModalityAdapter
+from es4r.modeling.backbones import LLMBackbone, WhisperBackbone
 from es4r.modeling.cross_modal import NO_TURN, CrossModalAttention
-from es4r.modeling.dual_attention import DualAttentionOutput, DualLevelAttention
+from es4r.modeling.dual_attention import DualLevelAttention
+from es4r.modeling.outputs import GenerationOutput, PathBatch, PromptParts, SpeechContext, SpeechEncoding
 from es4r.modeling.plora import apply_plora, speech_positions
 from es4r.modeling.prosody import prosody_features, turn_level
 from es4r.modeling.repeats import earlier_replies_ban
@@ -33,55 +33,6 @@ SPEECH_PLACEHOLDER = "<<ES4R_SPEECH>>"  # stands where the speech sequence goes 
 LOG_MEL_FLOOR_BELOW_MAX = 2.0  # Whisper's log-mel of silence sits 8 dB/4 = 2.0 below the clip maximum
 IGNORE_INDEX = -100
 FRAMES_PER_POSITION = ENCODER_STRIDE * 8  # downsampled frames per speech position (encoder x2, adapter x8)
-
-
-@dataclass(frozen=True)
-class SpeechEncoding:
-    embeddings: torch.Tensor  # (B, S, W_llm) adapter output (before cross-modal attention)
-    lengths: torch.Tensor  # (B,) valid speech positions
-    dual: DualAttentionOutput
-    dropped_turns: list[int]  # oldest turns left out to fit the encoder window, per dialogue
-    turn_spans: list[list[tuple[int, int]]]  # per dialogue, per encoded turn: [start, end) speech positions
-    turn_levels: list[list[float]]  # per dialogue, per encoded turn: loudness (es4r/modeling/prosody.py)
-
-
-@dataclass(frozen=True)
-class PromptParts:
-    prefix_ids: list[int]  # chat template up to where the history goes
-    history_ids: list[int]  # the transcribed history (text path; keys of cross-modal attention)
-    suffix_ids: list[int]  # end of the user message + assistant header
-    turn_spans: list[tuple[int, int]]  # per history turn: [start, end) in history_ids
-
-
-@dataclass(frozen=True)
-class SpeechContext:
-    """The speech path's middle of the prompt for one dialogue (paper Sec. 3.2, applied per turn)."""
-
-    middle: torch.Tensor  # (L, W): S' for heard turns, the turn's word embeddings for unheard ones
-    speech_flags: torch.Tensor  # (L,) bool: True at S' positions (where PLoRA applies)
-    weights: torch.Tensor  # (S, T) cross-modal weights, speech positions x history tokens
-    unheard_turns: list[int]  # history turns read as text (no audio, or outside the speech window)
-    prosody: torch.Tensor | None = None  # (heard turns, 2) centred loudness and rate, when used
-    cue: torch.Tensor | None = None  # (W,) added to the reply cue's embeddings (CrossModalAttention.reply_cue)
-
-
-@dataclass(frozen=True)
-class PathBatch:
-    """One path's model inputs. speech_mask marks where PLoRA applies (all False on the text path)."""
-
-    inputs_embeds: torch.Tensor  # (B, L, W)
-    attention_mask: torch.Tensor  # (B, L)
-    speech_mask: torch.Tensor  # (B, L) bool
-    labels: torch.Tensor | None  # (B, L) response token ids, IGNORE_INDEX elsewhere
-
-
-@dataclass(frozen=True)
-class GenerationOutput:
-    text: str
-    token_ids: list[int]
-    cross_weights: torch.Tensor | None  # (S, T_history) speech segments x history tokens
-    history_tokens: list[str]
-    speech_path: bool
 
 
 def embedding_rms(llm: nn.Module) -> float:

@@ -41,7 +41,7 @@ def _reporting(handler):
 
 @_reporting
 def handle_create(args: argparse.Namespace) -> int:
-    from es4r.study.store import build_study
+    from es4r.study.build import build_study
 
     store = build_study(args.pairs, args.out, tuple(args.systems), criteria_by_name(args.criteria),
                         args.samples, args.annotators_per_item, args.items_per_annotator,

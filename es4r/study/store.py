@@ -4,7 +4,8 @@ it is given, so a crash or restart loses nothing that was submitted.
 Each call opens its own connection (safe across Gradio's worker threads and across
 processes); writes that must not race run inside ``BEGIN IMMEDIATE``, and unique keys make
 a second answer to the same item by the same annotator impossible. The blinding key (which
-system is "A") lives in ``assignments`` and is only read by the export.
+system is "A") lives in ``assignments`` and is only read by the export. A study is created
+from an evaluation's outputs by es4r.study.build.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import secrets
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -20,9 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
-from es4r.study.design import (CHOICES, Criterion, ItemLoad, annotator_seed, balanced_coins,
-                               pick_samples, plan_annotator)
-from es4r.study.stimuli import TARGET_LUFS, load_pairs, normalise_clip
+from es4r.study.design import CHOICES, Criterion, ItemLoad, annotator_seed, plan_annotator
 
 logger = logging.getLogger(__name__)
 
@@ -369,55 +367,3 @@ class StudyStore:
 def stimuli_dir_for(db_path: str | Path) -> Path:
     db_path = Path(db_path).resolve()
     return db_path.with_name(f"{db_path.stem}_stimuli")
-
-
-def build_study(pairs_dir: str | Path, db_path: str | Path, systems: tuple[str, str],
-                criteria: tuple[Criterion, ...], samples: int, per_item: int,
-                per_annotator: int | None = None, seed: int = 0,
-                target_lufs: float = TARGET_LUFS) -> StudyStore:
-    """Create a study from the evaluate command's per-sample outputs: pick `samples` of
-    them (plus every gold sample), loudness-normalise every clip, and write the database."""
-    if Path(db_path).exists():
-        raise StudyError(f"{db_path} already exists; choose another --out or delete it")
-    if len(set(systems)) != 2:
-        raise StudyError(f"--systems needs two different names, found {list(systems)}")
-    pairs = load_pairs(pairs_dir)
-    for pair in pairs:
-        missing = [name for name in systems if name not in pair.replies]
-        if missing:
-            raise StudyError(f"{Path(pairs_dir) / 'samples.jsonl'}:{pair.line}: no reply from "
-                             f"{missing}; this sample has {sorted(pair.replies)}")
-        unknown = sorted(set(pair.gold or {}) - {c.name for c in criteria})
-        if unknown:
-            raise StudyError(f"{Path(pairs_dir) / 'samples.jsonl'}:{pair.line}: gold answers for "
-                             f"{unknown}, which are not criteria of this study")
-    regular = [pair.sample_id for pair in pairs if pair.gold is None]
-    chosen = set(pick_samples(regular, samples, seed)) | {p.sample_id for p in pairs if p.gold}
-    if per_item < 1:
-        raise StudyError(f"--annotators-per-item must be at least 1, found {per_item}")
-    stimuli = stimuli_dir_for(db_path)
-    kept = [pair for pair in pairs if pair.sample_id in chosen]
-    coins = balanced_coins(len(kept), seed)
-
-    def normalised(path: Path | None) -> str | None:
-        return None if path is None else normalise_clip(path, stimuli, target_lufs).path.name
-
-    def reply(path: Path, text: str) -> dict:
-        clip = normalise_clip(path, stimuli, target_lufs)
-        return {"text": text, "audio": clip.path.name, "seconds": clip.seconds}
-
-    items = [NewItem(pair.sample_id,
-                     [{"role": t.role, "utterance": t.utterance, "audio": normalised(t.audio_path),
-                      "recognised": t.recognised}
-                      for t in pair.context],
-                     {name: reply(pair.replies[name].audio_path, pair.replies[name].text)
-                      for name in systems},
-                     pair.gold, coin)
-             for pair, coin in zip(kept, coins)]
-    spec = StudySpec(tuple(systems), tuple(criteria), per_item, per_annotator or samples, seed,
-                     target_lufs, secrets.token_urlsafe(ORGANISER_CODE_BYTES),
-                     str(Path(pairs_dir).resolve()))
-    logger.info("study %s: %d items (%d gold), %d stimuli normalised to %.1f LUFS", db_path,
-                len(items), sum(p.gold is not None for p in kept), len(list(stimuli.glob("*.wav"))),
-                target_lufs)
-    return StudyStore.create(db_path, spec, items)

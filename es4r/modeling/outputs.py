@@ -1,0 +1,60 @@
+"""What ES4RModel's steps hand each other and return: the speech encoding (stage 1), the
+prompt's parts and the speech path's middle of the prompt (stage 2), one path's model inputs,
+and a generated reply."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from es4r.modeling.dual_attention import DualAttentionOutput
+
+
+@dataclass(frozen=True)
+class SpeechEncoding:
+    embeddings: torch.Tensor  # (B, S, W_llm) adapter output (before cross-modal attention)
+    lengths: torch.Tensor  # (B,) valid speech positions
+    dual: DualAttentionOutput
+    dropped_turns: list[int]  # oldest turns left out to fit the encoder window, per dialogue
+    turn_spans: list[list[tuple[int, int]]]  # per dialogue, per encoded turn: [start, end) speech positions
+    turn_levels: list[list[float]]  # per dialogue, per encoded turn: loudness (es4r/modeling/prosody.py)
+
+
+@dataclass(frozen=True)
+class PromptParts:
+    prefix_ids: list[int]  # chat template up to where the history goes
+    history_ids: list[int]  # the transcribed history (text path; keys of cross-modal attention)
+    suffix_ids: list[int]  # end of the user message + assistant header
+    turn_spans: list[tuple[int, int]]  # per history turn: [start, end) in history_ids
+
+
+@dataclass(frozen=True)
+class SpeechContext:
+    """The speech path's middle of the prompt for one dialogue (paper Sec. 3.2, applied per turn)."""
+
+    middle: torch.Tensor  # (L, W): S' for heard turns, the turn's word embeddings for unheard ones
+    speech_flags: torch.Tensor  # (L,) bool: True at S' positions (where PLoRA applies)
+    weights: torch.Tensor  # (S, T) cross-modal weights, speech positions x history tokens
+    unheard_turns: list[int]  # history turns read as text (no audio, or outside the speech window)
+    prosody: torch.Tensor | None = None  # (heard turns, 2) centred loudness and rate, when used
+    cue: torch.Tensor | None = None  # (W,) added to the reply cue's embeddings (CrossModalAttention.reply_cue)
+
+
+@dataclass(frozen=True)
+class PathBatch:
+    """One path's model inputs. speech_mask marks where PLoRA applies (all False on the text path)."""
+
+    inputs_embeds: torch.Tensor  # (B, L, W)
+    attention_mask: torch.Tensor  # (B, L)
+    speech_mask: torch.Tensor  # (B, L) bool
+    labels: torch.Tensor | None  # (B, L) response token ids, IGNORE_INDEX elsewhere
+
+
+@dataclass(frozen=True)
+class GenerationOutput:
+    text: str
+    token_ids: list[int]
+    cross_weights: torch.Tensor | None  # (S, T_history) speech segments x history tokens
+    history_tokens: list[str]
+    speech_path: bool
