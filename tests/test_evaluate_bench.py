@@ -129,6 +129,8 @@ def test_bench_rows(speech_pipeline, tmp_path):
         assert row.stages["whisper_encoder"] > 0 and row.stages["llm"] > 0 and row.stages["tts"] > 0
         assert row.speech_path_s > 0 and row.text_path_s > 0 and row.speech_tokens > 0 and row.text_tokens > 0
         assert row.path_ratio == row.speech_path_s / row.text_path_s
+        assert 0 < row.speech_first_words_s <= row.speech_path_s and 0 < row.text_first_words_s <= row.text_path_s
+    assert speech_pipeline.speech_path  # measuring the text path switched nothing on the pipeline itself
     assert "| turns |" in format_table(rows) and "linear" in growth_check(rows)
     write_json(rows, tmp_path / "bench.json", {"preset": "tiny"})
     assert json.loads((tmp_path / "bench.json").read_text())["rows"][1]["turns"] == 2
