@@ -10,10 +10,14 @@ _SENTENCE_END = ".!?"
 _ROLE_PREFIX = re.compile(r"^\s*(?:You|Assistant|Listener)\s*:\s*", re.IGNORECASE)
 
 
+def _normalised(text: str) -> str:
+    return _ROLE_PREFIX.sub("", " ".join(text.split()))
+
+
 def trim_reply(text: str, max_sentences: int) -> str:
     """Drop a leading speaker label ("You:"), then keep the first `max_sentences` sentences; drop a trailing unfinished one when a
     complete sentence exists (small LLMs ramble and stop mid-sentence at the token cap)."""
-    text = _ROLE_PREFIX.sub("", " ".join(text.split()))
+    text = _normalised(text)
     ends = [i for i, ch in enumerate(text) if ch in _SENTENCE_END and (i + 1 == len(text) or text[i + 1] == " ")]
     if not ends:
         return text
@@ -35,3 +39,29 @@ def reply_streamer(tokenizer, max_sentences: int, on_text: Callable[[str], None]
                 on_text(trim_reply(self.reply, max_sentences))
 
     return ReplyStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+
+def confirmed_sentences(text: str) -> int:
+    """Sentence ends in `text` (as trim_reply finds them) that more text already follows, so
+    no later token can turn them into something else ("3." becoming "3.5")."""
+    text = _normalised(text)
+    return sum(ch in _SENTENCE_END and i + 1 < len(text) and text[i + 1] == " " for i, ch in enumerate(text))
+
+
+def sentences_done(tokenizer, max_sentences: int, prompt_length: int = 0):
+    """A transformers StoppingCriteria that ends a row once its reply holds `max_sentences`
+    confirmed sentences. trim_reply would cut the reply there anyway, so the reply is the
+    same and the tokens after it are never decoded (on the embedded LLM, the last quarter of
+    a 48-token reply is often a third sentence that is thrown away). `prompt_length`: tokens
+    of the prompt at the start of each row (0 when generating from inputs_embeds)."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class SentencesDone(StoppingCriteria):
+        def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+            done = [confirmed_sentences(tokenizer.decode(row[prompt_length:], skip_special_tokens=True)) >= max_sentences
+                    for row in input_ids]
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return SentencesDone()
+

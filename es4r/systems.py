@@ -77,7 +77,7 @@ def cascade_reply(model, generation, history: list[tuple[str, str]]) -> tuple[st
                  if role in (USER, ASSISTANT)]
     inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                            return_dict=True, return_tensors="pt").to(model.device)
-    output = model.llm.generate(**inputs, **generation_kwargs(generation, tokenizer))
+    output = model.llm.generate(**inputs, **generation_kwargs(generation, tokenizer, inputs["input_ids"].shape[1]))
     new_tokens = output[0, inputs["input_ids"].shape[1]:]
     text = trim_reply(tokenizer.decode(new_tokens, skip_special_tokens=True), generation.max_sentences)
     return text or FALLBACK_REPLY, int(new_tokens.numel())

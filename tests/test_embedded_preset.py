@@ -73,3 +73,27 @@ def test_answers_real_speech(embedded, speech_paths):
 
 def test_none_forces_the_text_path():
     assert resolve_checkpoint("none") is None and resolve_checkpoint("runs/x/final") == "runs/x/final"
+
+
+@pytest.mark.slow
+def test_generation_stops_once_the_kept_sentences_are_written(embedded, monkeypatch):
+    """The LLM stops when the reply holds max_sentences confirmed sentences: the reply is the
+    one the full generation is trimmed to, from fewer decoded tokens."""
+    import es4r.modeling.model as modeling
+    from es4r.reply_text import trim_reply
+
+    model, sentences = embedded.model, embedded.config.generation.max_sentences
+    history = [("user", "I had a really rough week at work."), ("user", "We are having a baby!")]
+    stopped = [model.generate([turn], None)[0] for turn in history]
+    full_kwargs = modeling.generation_kwargs
+
+    def without_stop(*args, **kwargs):
+        found = full_kwargs(*args, **kwargs)
+        found.pop("stopping_criteria")
+        return found
+
+    monkeypatch.setattr(modeling, "generation_kwargs", without_stop)
+    full = [model.generate([turn], None)[0] for turn in history]
+    assert [trim_reply(g.text, sentences) for g in stopped] == [trim_reply(g.text, sentences) for g in full]
+    assert all(len(s.token_ids) <= len(f.token_ids) for s, f in zip(stopped, full))
+    assert sum(len(s.token_ids) for s in stopped) < sum(len(f.token_ids) for f in full)  # measured: 40 + 35 vs 44 + 45 tokens

@@ -12,7 +12,7 @@ import logging
 import numpy as np
 import torch
 from torch import nn
-from transformers import LogitsProcessorList
+from transformers import LogitsProcessorList, StoppingCriteriaList
 
 from es4r.audio import ENCODER_STRIDE
 from es4r.config import ES4RConfig, GenerationConfig
@@ -25,6 +25,7 @@ from es4r.modeling.outputs import GenerationOutput, PathBatch, PromptParts, Spee
 from es4r.modeling.plora import apply_plora, speech_positions
 from es4r.modeling.prosody import prosody_features, turn_level
 from es4r.modeling.repeats import earlier_replies_ban
+from es4r.reply_text import sentences_done
 from es4r.timing import timed
 
 logger = logging.getLogger(__name__)
@@ -41,12 +42,15 @@ def embedding_rms(llm: nn.Module) -> float:
     return float(weight.pow(2).mean().sqrt())
 
 
-def generation_kwargs(generation: GenerationConfig, tokenizer) -> dict:
-    """`generate()` arguments from the config: one place for ES4R and the cascade baseline."""
+def generation_kwargs(generation: GenerationConfig, tokenizer, prompt_length: int = 0) -> dict:
+    """`generate()` arguments from the config: one place for ES4R, the teacher and the cascade
+    baseline. Generation stops once the reply holds `max_sentences` sentences (the reply is
+    cut there anyway); `prompt_length` is the prompt's tokens at the start of each output row."""
     kwargs = dict(
         max_new_tokens=generation.max_new_tokens, do_sample=generation.do_sample,
         repetition_penalty=generation.repetition_penalty, no_repeat_ngram_size=generation.no_repeat_ngram_size,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        stopping_criteria=StoppingCriteriaList([sentences_done(tokenizer, generation.max_sentences, prompt_length)]),
     )
     if generation.do_sample:
         kwargs.update(temperature=generation.temperature, top_p=generation.top_p)
