@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,11 @@ import pytest
 # set later (in a fixture) they would not stop a hub lookup from waiting on the network.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# Each pytest-xdist worker compiles numba functions (librosa's) into its own cache folder:
+# two processes writing numba's cache beside librosa at once corrupted it, and every later
+# run that loaded it crashed (segmentation fault in librosa.pyin; seen in a fresh venv).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["NUMBA_CACHE_DIR"] = str(Path(tempfile.gettempdir()) / f"es4r-numba-{os.environ['PYTEST_XDIST_WORKER']}")
 
 DATA = Path(__file__).parent / "data"
 CLIPS = {
