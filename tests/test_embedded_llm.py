@@ -3,6 +3,7 @@ cache is idempotent, and the real SmolLM2 answers real sad and happy messages in
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -70,6 +71,8 @@ def test_warm_start_converts_nothing(embedded):
     assert (again.whisper, again.llm) == (embedded.whisper, embedded.llm)
     for folder in (again.whisper, again.llm):
         assert (folder / MANIFEST).is_file() and (folder / "model.safetensors").is_file()
+        sources = json.loads((folder / MANIFEST).read_text())["sources"]
+        assert sources and not any("/" in name for name in sources)  # no venv path: another venv reuses it
 
 
 @pytest.fixture(scope="module")

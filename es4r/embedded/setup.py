@@ -62,13 +62,15 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
 
 def _source_manifest(kind: str, name: str, files: tuple[Path, ...], carriers: tuple[Carrier, ...],
                      dtype: torch.dtype) -> dict:
-    """What a converted folder depends on: if any of it changes, the folder is rebuilt."""
+    """What a converted folder depends on: if any of it changes, the folder is rebuilt. Source
+    files by name and size, with their packages' versions: the same weights installed in
+    another virtual environment (another path) are not converted again."""
     return {
         "kind": kind,
         "name": name,
         "converter_version": CONVERTER_VERSION,
         "dtype": str(dtype).removeprefix("torch."),
-        "sources": {str(p): p.stat().st_size for p in files},
+        "sources": {p.name: p.stat().st_size for p in files},
         "carriers": {c.distribution: importlib.metadata.version(c.distribution) for c in carriers},
     }
 
