@@ -135,7 +135,7 @@ def _empty_views() -> dict:
             strategy: "*No turn yet.*", fusion_plot: None,
             window_turn: gr.update(choices=[], value=None, interactive=False),
             head: gr.update(value=1, interactive=False), intra_plot: None, inter_plot: None, cross_plot: None,
-            latency: gr.update(value=[], headers=["turn"])}
+            latency: gr.update(value=[], headers=["stage"])}
 
 
 # ------------------------------------------------------------------ event handlers
@@ -297,8 +297,8 @@ with gr.Blocks(title="ES4R Studio") as demo:
                     inter_plot = gr.Plot(label="Inter-turn attention", elem_id="inter-plot", show_label=False)
                     cross_plot = gr.Plot(label="Cross-modal attention", elem_id="cross-plot", show_label=False)
                 with gr.Tab("Latency", elem_id="tab-latency", render_children=True) as latency_tab:
-                    latency = gr.Dataframe(headers=["turn"], label="Seconds per pipeline stage, per turn",
-                                           interactive=False, elem_id="latency")
+                    latency = gr.Dataframe(headers=["stage"], interactive=False, elem_id="latency", max_height=640,
+                                           label="Seconds per pipeline stage (rows), per turn (columns)")
                 with gr.Tab("Settings", elem_id="tab-settings", render_children=True) as settings_tab:
                     settings = gr.Code(label="Settings of this run (ES4RConfig, seeds included)", language="json")
 

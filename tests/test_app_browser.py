@@ -233,6 +233,12 @@ def test_three_spoken_turns(app_url, driver):
             playwright_api.expect(page.locator(f"{plot} img")).to_be_visible(timeout=TURN_TIMEOUT_MS)
         page.screenshot(path=str(ARTIFACTS / "app_attention.png"), full_page=True)
 
+        page.get_by_role("tab", name="Latency").click()  # three turns of stages fit the column at 1440 px
+        playwright_api.expect(page.locator("#latency th").filter(has_text="turn 3")).to_be_visible()
+        widths = page.evaluate("() => { const t = document.querySelector('#latency table');"
+                               " return [t.scrollWidth, document.querySelector('#latency').clientWidth]; }")
+        assert widths[0] <= widths[1] + 1, f"the latency table scrolls sideways: {widths}"
+
         page.locator("#new-conversation").click()
         playwright_api.expect(page.locator("#chat .message")).to_have_count(0)
 

@@ -128,19 +128,22 @@ def test_text_views(session, pipeline, app_module):
     card = strategy_markdown(session.latest, TURNS)
     assert session.latest.strategy in card and session.latest.strategy_reason in card
     headers, rows = latency_table(session.results)
-    assert len(rows) == TURNS and "TTS RTF" in headers and "llm (s)" in headers
-    seconds = [i for i, h in enumerate(headers) if h.endswith("(s)") and h != "total (s)"]
-    for row, result in zip(rows, session.results):
-        total = row[headers.index("total (s)")]
+    labels = [row[0] for row in rows]
+    assert headers == ["stage", *[f"turn {n}" for n in range(1, TURNS + 1)]]
+    assert "TTS RTF" in labels and "llm (s)" in labels
+    seconds = [i for i, label in enumerate(labels) if label.endswith("(s)") and label != "total (s)"]
+    for column, result in enumerate(session.results, start=1):
+        value = {label: row[column] for label, row in zip(labels, rows)}
+        total = value["total (s)"]
         assert total > 0 and abs(total - result.timings["wall"]) < 0.02  # the measured turn time
-        assert abs(sum(row[i] for i in seconds) - total) < 0.01 * len(seconds)  # stages + other add up
-        assert row[headers.index("LLM tokens/s")] == round(result.timings["llm_tokens_per_s"], 1)
+        assert abs(sum(rows[i][column] for i in seconds) - total) < 0.01 * len(seconds)  # stages + other add up
+        assert value["LLM tokens/s"] == round(result.timings["llm_tokens_per_s"], 1)
         # every stage the pipeline times has its place in the pipeline's declared order (none hides in "other")
         from es4r.conversation import ENCODER_PARTS, MILESTONES, RATES, STAGE_ORDER, WALL
 
         assert set(result.timings) - {WALL, *RATES, *ENCODER_PARTS, *MILESTONES} <= set(STAGE_ORDER), result.timings
         # the moments a turn reached its first words and its whole text, in order, inside the turn
-        first, text = (row[headers.index(f"{n} at (s from start)")] for n in ("first words", "reply text"))
+        first, text = (value[f"{n} (at s)"] for n in ("first words", "reply text"))
         assert 0 < first <= text <= total, (first, text, total)
 
 

@@ -81,23 +81,27 @@ MILESTONE_NAMES = {"first_words": "first words", "reply_text": "reply text"}
 
 
 def latency_table(results: tuple[TurnResult, ...] | list[TurnResult]) -> tuple[list[str], list[list]]:
-    """(headers, rows): seconds per pipeline stage per turn, the seconds between stages
-    ("other"), and the turn's measured total — the stage columns plus "other" add up to it.
-    Sub-stages (the encoder's parts, in `bench`) and rates (LLM tokens/s, TTS real-time
-    factor) are not seconds of the turn and stand apart after the total."""
+    """(headers, rows): one column per turn, one row per pipeline stage in the pipeline's order,
+    then the seconds between stages ("other") and the turn's measured total — the stage rows
+    plus "other" add up to it. Below them, apart: the moments the first words and the whole
+    reply text arrived ("(at s)": seconds from the start of the turn, not durations) and the
+    rates (LLM tokens/s, TTS real-time factor). Stages run down the page and turns across it,
+    so six turns fit the view column at 1440 px."""
     stages = [s for s in STAGE_ORDER if any(s in r.timings for r in results)]
     moments = [m for m in MILESTONES if any(m in r.timings for r in results)]
-    headers = ["turn", *[f"{s} (s)" for s in stages], "other (s)", "total (s)",
-               *[f"{MILESTONE_NAMES[m]} at (s from start)" for m in moments], "LLM tokens/s", "TTS RTF"]
-    rows = []
-    for number, result in enumerate(results, start=1):
+    columns = []
+    for result in results:
         seconds = [result.timings.get(s, 0.0) for s in stages]
         total = result.timings.get(WALL, sum(seconds))
         other = max(total - sum(seconds), 0.0)
-        rows.append([number, *[round(x, 2) for x in seconds], round(other, 2), round(sum(seconds) + other, 2),
-                     *[round(result.timings.get(m, 0.0), 2) for m in moments],
-                     round(result.timings.get("llm_tokens_per_s", 0.0), 1), round(result.timings.get("tts_rtf", 0.0), 2)])
-    return headers, rows
+        columns.append([*[round(x, 2) for x in seconds], round(other, 2), round(sum(seconds) + other, 2),
+                        *[round(result.timings.get(m, 0.0), 2) for m in moments],
+                        round(result.timings.get("llm_tokens_per_s", 0.0), 1),
+                        round(result.timings.get("tts_rtf", 0.0), 2)])
+    labels = [*[f"{s} (s)" for s in stages], "other (s)", "total (s)",
+              *[f"{MILESTONE_NAMES[m]} (at s)" for m in moments], "LLM tokens/s", "TTS RTF"]
+    headers = ["stage", *[f"turn {n}" for n in range(1, len(results) + 1)]]
+    return headers, [[label, *(column[i] for column in columns)] for i, label in enumerate(labels)]
 
 
 def context_markdown(usage: ContextUsage | None) -> str:
