@@ -23,9 +23,9 @@ import gradio as gr
 import numpy as np
 
 from es4r.audio import AudioError
-from es4r.modeling.backbones import BackboneError
 from es4r.config import PRESETS
 from es4r.conversation import ASSISTANT, Turn
+from es4r.modeling.backbones import BackboneError
 from es4r.pipeline import ES4RPipeline, PipelineError, shown_source
 from es4r.ui import plots
 from es4r.ui.archive import write_archive

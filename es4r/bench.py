@@ -81,9 +81,7 @@ def _conversation(pipeline, clips, turns: int, reply_audio=None) -> tuple[Conver
 def _respond_on(pipeline, conversation: Conversation, speech: bool) -> tuple[float, int, float]:
     """respond() on the given path (a pipeline over the same model, the given one untouched);
     returns (seconds, reply tokens, seconds to the first reply words)."""
-    from es4r.pipeline import ES4RPipeline
-
-    path = ES4RPipeline(pipeline.config, pipeline.model, pipeline.voice, pipeline.components, speech_path=speech)
+    path = pipeline.variant(speech_path=speech)
     first_words: list[float] = []
     start = time.perf_counter()
     draft = path.think(conversation, on_text=lambda text: first_words or first_words.append(time.perf_counter() - start))

@@ -35,8 +35,8 @@ def _respond(args: argparse.Namespace) -> int:
     import soundfile as sf
 
     from es4r.audio import AudioError, load_audio
-    from es4r.modeling.backbones import BackboneError
     from es4r.conversation import Conversation
+    from es4r.modeling.backbones import BackboneError
     from es4r.pipeline import ES4RPipeline, PipelineError
 
     if args.transcripts is not None and len(args.transcripts) != len(args.turns):
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_respond(subparsers)
-    for module_name, function in (("es4r.training.trainer", "add_train_subparser"),
+    for module_name, function in (("es4r.training.cli", "add_train_subparser"),
                                   ("es4r.evaluation.cli", "add_evaluation_subparsers"),
                                   ("es4r.study.cli", "add_study_subparsers")):
         try:

@@ -19,18 +19,18 @@ import numpy as np
 import torch
 
 from es4r.audio import FRAMES_PER_SECOND, AudioError, Waveform, load_audio, log_mel, prepare_waveform, turn_energy
-from es4r.modeling.backbones import is_random
 from es4r.config import FALLBACK, RANDOM, TRAINED, UNTRAINED, ES4RConfig
 from es4r.conversation import (ASSISTANT, USER, WALL, AttentionMaps, ComponentStatus, ContextUsage, Conversation, Turn,
                                TurnResult)
+from es4r.modeling.backbones import is_random
 from es4r.modeling.model import ES4RModel, GenerationOutput
 from es4r.presets import load_model, resolve_config
 from es4r.reply_text import reply_streamer, trim_reply
+from es4r.timing import timed
+from es4r.vad import speech_seconds
+from es4r.voice.base import TTSError
 from es4r.voice.strategy import StrategyDecision, select_strategy
 from es4r.voice.style_fusion import fuse_styles, fusion_weights
-from es4r.timing import timed
-from es4r.voice.base import TTSError
-from es4r.vad import speech_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,14 @@ class ES4RPipeline:
             log = logger.warning if value.status in (FALLBACK, RANDOM, UNTRAINED) else logger.info
             log("%s: %s — %s", key, value.status, value.description)
         return cls(config, model, voice, components, speech_path)
+
+    def variant(self, config: ES4RConfig | None = None, speech_path: bool | None = None) -> "ES4RPipeline":
+        """This pipeline's weights and voice under another config (an ablation: the model's
+        `with_config` view) and/or on the other path; this pipeline is left as it is."""
+        config = config or self.config
+        model = self.model if config is self.config else self.model.with_config(config)
+        return ES4RPipeline(config, model, self.voice, self.components,
+                            self.speech_path if speech_path is None else speech_path)
 
     # ---------------------------------------------------------------- turns
     def add_user_turn(self, conversation: Conversation, audio: str | Path | bytes | Waveform | tuple,

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from es4r.modeling.backbones import load_llm, load_whisper
 from es4r.config import ES4RConfig, preset_config
 from es4r.embedded.setup import build_once, cache_root
+from es4r.modeling.backbones import load_llm, load_whisper, make_tiny_llm, make_tiny_whisper
 from es4r.modeling.model import ES4RModel
 
 STYLETTS2_ENV = "ES4R_STYLETTS2"  # folder or hub id of a StyleTTS2 checkpoint
@@ -25,16 +25,14 @@ TINY_BACKBONES_VERSION = 2  # bump when make_tiny_* change, so stale caches are 
 def _tiny_paths() -> dict[str, str]:
     """Tiny random backbones, built once per cache dir (they are deterministic), each into a
     staging folder renamed under a lock, so processes starting together never read half of one."""
-    from es4r.modeling.backbones import make_tiny_llm, make_tiny_whisper
     from es4r.voice.styletts2 import make_tiny_styletts2_checkpoint
 
     root = cache_root() / f"tiny-v{TINY_BACKBONES_VERSION}"
-    builders = {"whisper": make_tiny_whisper, "llm": make_tiny_llm, "tts": make_tiny_styletts2_checkpoint}
-    paths = {}
-    for key, build in builders.items():
-        paths[key] = root / ("styletts2" if key == "tts" else key)
-        build_once(paths[key], {"kind": "tiny", "name": key, "version": TINY_BACKBONES_VERSION}, build)
-    return {k: str(v) for k, v in paths.items()}
+    builders = {"whisper": ("whisper", make_tiny_whisper), "llm": ("llm", make_tiny_llm),
+                "tts": ("styletts2", make_tiny_styletts2_checkpoint)}
+    for key, (folder, build) in builders.items():
+        build_once(root / folder, {"kind": "tiny", "name": key, "version": TINY_BACKBONES_VERSION}, build)
+    return {key: str(root / folder) for key, (folder, _) in builders.items()}
 
 
 _ROOT = Path(__file__).resolve().parent.parent

@@ -53,9 +53,7 @@ def variant_config(config: ES4RConfig, name: str) -> ES4RConfig:
 def system_variant(pipeline: ES4RPipeline, name: str) -> ES4RPipeline:
     """The pipeline as one ES4R system: a new pipeline over the same weights (ES4RModel.with_config)
     with the variant's config; `pipeline` itself is not changed."""
-    config = variant_config(pipeline.config, name)
-    return ES4RPipeline(config, pipeline.model.with_config(config), pipeline.voice, pipeline.components,
-                        speech_path=pipeline.speech_path and name != "es4r_text")
+    return pipeline.variant(variant_config(pipeline.config, name), pipeline.speech_path and name != "es4r_text")
 
 
 @dataclass(frozen=True)

@@ -52,10 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from es4r.data.manifest import load_manifest
+    from es4r.data.teacher import hinted_replies
     from es4r.evaluation.gates import group_by_conversation
     from es4r.evaluation.metrics import sentence_embeddings
     from es4r.presets import load_model, resolve_config
-    from es4r.data.teacher import hinted_replies
 
     rows = [json.loads(line) for line in args.manifest.read_text().splitlines() if line.strip()]
     samples = [replace(s, affect_hint=r.get("affect_hint")) for s, r in zip(load_manifest(args.manifest), rows)]

@@ -20,12 +20,12 @@ import time
 
 import torch
 
-from es4r.modeling.backbones import load_llm
 from es4r.config import GenerationConfig
 from es4r.conversation import format_history
 from es4r.embedded.llm_gguf import LLM_CHOICES
 from es4r.embedded.locate import MissingWeightsPackage
 from es4r.embedded.setup import prepare_embedded
+from es4r.modeling.backbones import load_llm
 from es4r.reply_text import trim_reply
 
 SEED = 42

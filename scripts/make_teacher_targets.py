@@ -73,8 +73,8 @@ def _with_target(row: dict, reply: str, teacher: dict, system_prompt: str) -> di
 
 def _redo_echoes(args: argparse.Namespace, samples: dict) -> int:
     """Regenerate, in place, the rows of `args.out` whose reply recites the system prompt."""
-    from es4r.presets import load_model, resolve_config
     from es4r.data.teacher import echoes_prompt, hinted_replies
+    from es4r.presets import load_model, resolve_config
 
     out_rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
     model = load_model(resolve_config(args.preset))
@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     from dataclasses import replace
 
     from es4r.data.corpus import affect_hint
-    from es4r.presets import load_model, resolve_config
     from es4r.data.teacher import hinted_replies
+    from es4r.presets import load_model, resolve_config
 
     if args.recheck:
         return _recheck(args.out)

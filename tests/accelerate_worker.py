@@ -10,8 +10,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from es4r.modeling.backbones import load_llm, load_whisper  # noqa: E402
 from es4r.config import TrainConfig, preset_config  # noqa: E402
+from es4r.modeling.backbones import load_llm, load_whisper  # noqa: E402
 from es4r.modeling.model import ES4RModel  # noqa: E402
 from es4r.training.trainer import train, trainable_parameters  # noqa: E402
 

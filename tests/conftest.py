@@ -57,8 +57,8 @@ def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
 def tiny_model(tiny_dirs):
     import torch
 
-    from es4r.modeling.backbones import load_llm, load_whisper
     from es4r.config import preset_config
+    from es4r.modeling.backbones import load_llm, load_whisper
     from es4r.modeling.model import ES4RModel
 
     torch.manual_seed(0)

@@ -1,7 +1,7 @@
 import torch
 
-from es4r.modeling.adapter import ModalityAdapter
 from es4r.config import AdapterConfig, CrossModalConfig
+from es4r.modeling.adapter import ModalityAdapter
 from es4r.modeling.cross_modal import NO_TURN, CrossModalAttention
 
 

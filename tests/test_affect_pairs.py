@@ -8,10 +8,10 @@ import pytest
 import soundfile
 import torch
 
-from es4r.training.affect_pairs import affect_pair_loss, affect_pairs, held_out_margin
 from es4r.audio import load_audio
 from es4r.config import TrainConfig
 from es4r.data.manifest import load_manifest, prepare_sample
+from es4r.training.affect_pairs import affect_pair_loss, affect_pairs, held_out_margin
 from es4r.training.trainer import restrict_training, train
 from tests.test_training import _model
 

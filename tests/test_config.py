@@ -48,8 +48,8 @@ def test_one_resolver_orders_preset_environment_and_flags(tiny_model, tmp_path, 
     "none" = the text path, and a checkpoint's own architecture restored into the config."""
     import json
 
-    from es4r.training.checkpoint import CONFIG_FILE, save_es4r_parts
     from es4r.presets import CHECKPOINT_ENV, resolve_config
+    from es4r.training.checkpoint import CONFIG_FILE, save_es4r_parts
 
     checkpoint = save_es4r_parts(tiny_model, tmp_path / "ckpt")
     meta = json.loads((checkpoint / CONFIG_FILE).read_text())

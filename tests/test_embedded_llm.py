@@ -80,8 +80,8 @@ def reply(embedded):
     """The app's reply to one message: its system prompt, decoding settings and trimming."""
     import torch
 
-    from es4r.modeling.backbones import load_llm
     from es4r.config import GenerationConfig
+    from es4r.modeling.backbones import load_llm
     from es4r.reply_text import trim_reply
 
     llm = load_llm(str(embedded.llm), device="cpu")

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from es4r.training.checkpoint import save_es4r_parts
 from es4r.pipeline import ES4RPipeline
 from es4r.systems import SYSTEMS, system_variant
+from es4r.training.checkpoint import save_es4r_parts
 from tests.test_training import _rows, _write_manifest
 
 

@@ -47,8 +47,8 @@ def test_untrained_whisper_encoder_input_is_the_log_mels_in_order(tiny_model, fe
 
 def test_plora_acts_at_speech_positions_during_generation(tiny_dirs, features):
     """With non-zero LoRA weights the speech path's reply changes; the text path's does not."""
-    from es4r.modeling.backbones import load_llm, load_whisper
     from es4r.config import preset_config
+    from es4r.modeling.backbones import load_llm, load_whisper
     from es4r.modeling.model import ES4RModel
 
     torch.manual_seed(0)
@@ -140,8 +140,8 @@ def test_two_path_layout(tiny_model):
 
 
 def test_checkpoint_round_trip_and_refusal(features, tmp_path, tiny_dirs):
-    from es4r.modeling.backbones import load_llm, load_whisper
     from es4r.config import preset_config
+    from es4r.modeling.backbones import load_llm, load_whisper
     from es4r.modeling.model import ES4RModel
 
     tiny_model = ES4RModel(load_whisper(str(tiny_dirs["whisper"]), "cpu"), load_llm(str(tiny_dirs["llm"]), "cpu"),

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from es4r.modeling.backbones import load_llm
 from es4r.config import PLoRAConfig
+from es4r.modeling.backbones import load_llm
 from es4r.modeling.plora import apply_plora, load_plora_state_dict, plora_state_dict, speech_positions
 
 

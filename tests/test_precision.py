@@ -9,8 +9,8 @@ HISTORY = [("user", "hello there"), ("assistant", "hi, how are you"), ("user", "
 
 
 def _bf16_model(tiny_dirs):
-    from es4r.modeling.backbones import load_llm, load_whisper
     from es4r.config import preset_config
+    from es4r.modeling.backbones import load_llm, load_whisper
     from es4r.modeling.model import ES4RModel
 
     torch.manual_seed(0)
@@ -35,8 +35,8 @@ def test_one_training_step_under_bf16_autocast(tiny_dirs, tmp_path):
     from es4r.training.losses import two_path_loss
     from tests.test_training import _rows, _write_manifest
 
-    from es4r.modeling.backbones import load_llm, load_whisper
     from es4r.config import preset_config
+    from es4r.modeling.backbones import load_llm, load_whisper
     from es4r.modeling.model import ES4RModel
 
     torch.manual_seed(0)
@@ -55,8 +55,8 @@ def test_one_training_step_under_bf16_autocast(tiny_dirs, tmp_path):
 
 def test_casting_the_model_casts_every_network(tiny_dirs, speech_paths):
     """ES4RModel registers everything it runs (Whisper included): one .to() casts it all."""
-    from es4r.modeling.backbones import load_llm, load_whisper
     from es4r.config import preset_config
+    from es4r.modeling.backbones import load_llm, load_whisper
     from es4r.modeling.model import ES4RModel
 
     model = ES4RModel(load_whisper(str(tiny_dirs["whisper"]), "cpu"), load_llm(str(tiny_dirs["llm"]), "cpu"),

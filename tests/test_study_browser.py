@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from es4r.study.build import build_study
 from es4r.study.demo import espeak_available, write_demo_pairs
 from es4r.study.design import DEFAULT_CRITERIA, to_systems
-from es4r.study.build import build_study
 
 CHROMIUM = "/usr/bin/chromium"
 playwright_api = pytest.importorskip("playwright.async_api", reason="pip install playwright==1.65.2")

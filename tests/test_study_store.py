@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from es4r.study.build import build_study
 from es4r.study.demo import write_tone_pairs
 from es4r.study.design import DEFAULT_CRITERIA
-from es4r.study.build import build_study
 from es4r.study.store import NotListened, StudyError, StudyFull, StudyStore
 
 SYSTEMS = ("es4r", "baseline")
@@ -108,8 +108,8 @@ def test_answers_unlock_only_after_both_replies_heard(tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys
-    from es4r.study.store import StudyStore
     from es4r.study.design import DEFAULT_CRITERIA
+    from es4r.study.store import StudyStore
     store = StudyStore(sys.argv[1])
     answers = {c.name: "tie" for c in DEFAULT_CRITERIA}
     saved = 0

@@ -37,8 +37,8 @@ def _rows(folder):
 
 
 def _model(tiny_dirs):
-    from es4r.modeling.backbones import load_llm, load_whisper
     from es4r.config import preset_config
+    from es4r.modeling.backbones import load_llm, load_whisper
     from es4r.modeling.model import ES4RModel
 
     torch.manual_seed(0)
@@ -240,8 +240,8 @@ def test_staged_training_keeps_plora_frozen_until_its_step(tiny_dirs, tmp_path):
 
 
 def test_checkpoint_refuses_other_module_settings_and_pipeline_restores_them(tiny_dirs, tmp_path):
-    from es4r.training.checkpoint import load_es4r_parts, restore_architecture, save_es4r_parts
     from es4r.config import CrossModalConfig, preset_config
+    from es4r.training.checkpoint import load_es4r_parts, restore_architecture, save_es4r_parts
 
     model = _model(tiny_dirs)
     save_es4r_parts(model, tmp_path / "ckpt")

@@ -114,8 +114,8 @@ def affect_test(falling: list[str], rising: list[str], teacher_falling: list[str
     `system_prompt`, a pair whose teacher reply recites it (es4r.data.teacher.echoes_prompt: the
     small LLM's failure, not a reply) has no reference to be closer to: it is counted in
     `differ` but set aside from `closer_share` and reported as `broken_references`."""
-    from es4r.evaluation.metrics import sentence_embeddings
     from es4r.data.teacher import echoes_prompt
+    from es4r.evaluation.metrics import sentence_embeddings
 
     differ = [i for i, (a, b) in enumerate(zip(falling, rising)) if a.strip() != b.strip()]
     broken = [i for i in differ if system_prompt and (echoes_prompt(teacher_falling[i], system_prompt)
@@ -188,10 +188,10 @@ def evaluate_gates(model: ES4RModel, checkpoint: str, samples: list[Sample],
     """Replies of every system on the held-out rows, the metrics, and the four gates.
     `model` must hold the untrained ES4R parts; the checkpoint is loaded into it half-way."""
 
-    from es4r.training.checkpoint import load_es4r_parts
     from es4r.evaluation.metrics import corpus_metrics
     from es4r.evaluation.valence import top_opening
     from es4r.systems import cascade_reply, variant_config
+    from es4r.training.checkpoint import load_es4r_parts
 
     groups = group_by_conversation(samples)
     rows = metric_rows(groups)

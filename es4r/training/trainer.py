@@ -14,7 +14,6 @@ command data-parallel on several GPUs, machines or CPU processes."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from es4r.config import PRESETS, TrainConfig
+from es4r.config import TrainConfig
 from es4r.data.manifest import ManifestDataset, PreparedSample, collate, load_manifest
 from es4r.training.affect_pairs import PairSampler, affect_pair_loss, held_out_margin
 from es4r.training.losses import AffectHead, TeacherCache, TwoPathLoss, two_path_loss
@@ -335,33 +334,3 @@ def train(config: TrainConfig, model=None) -> Path:
     save(output / "last", config.epochs)
     save(output / "final", config.epochs, resumable=False)
     return output / "final"
-
-
-def add_train_subparser(subparsers) -> None:
-    parser = subparsers.add_parser("train", help="train ES4R's speech path (two-path CE+KL with PLoRA)",
-                                   description="Train on a JSONL manifest. Settings come from --config (YAML/JSON "
-                                               "with TrainConfig fields); flags override them.")
-    parser.add_argument("--config", help="YAML or JSON file of TrainConfig fields (see configs/)")
-    parser.add_argument("--manifest", help="training manifest (JSONL)")
-    parser.add_argument("--output-dir", help="where checkpoints and train_log.jsonl go")
-    parser.add_argument("--preset", choices=PRESETS, help="backbones to train on")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--grad-accum", type=int)
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
-    parser.add_argument("--init-from", help="start from this checkpoint's ES4R parts (e.g. continue a stage)")
-    parser.add_argument("--seed", type=int)
-    parser.set_defaults(handler=_train_command)
-
-
-def _train_command(args: argparse.Namespace) -> int:
-    config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
-    overrides = {k: v for k, v in vars(args).items()
-                 if k in TrainConfig.__dataclass_fields__ and v is not None}
-    config = TrainConfig(**{**asdict(config), **overrides})
-    if not config.manifest:
-        raise SystemExit("error: no training manifest: pass --manifest or set manifest in --config")
-    final = train(config)
-    print(json.dumps({"checkpoint": str(final)}))
-    return 0
