@@ -191,3 +191,21 @@ def turn_energy(samples: np.ndarray, n_mels: int = 80) -> float:
         n_mels=n_mels, power=1.0,
     )
     return float(np.linalg.norm(mel, axis=0).mean())
+
+
+WARM_UP_RATES = (22_050, SAMPLE_RATE)  # a Piper reply resampled to Whisper's rate, as every later turn does
+
+
+def warm_up_resampler() -> float:
+    """Resample a short clip once so numba compiles librosa's helpers and caches them on disk:
+    on a fresh install that first call took 15 s here, which would otherwise fall on the first
+    visitor's turn; a later process loads the cached code in about 2 s, at start-up instead of
+    in a turn. Returns the seconds."""
+    import time
+
+    import librosa
+
+    start = time.perf_counter()
+    librosa.resample(np.zeros(WARM_UP_RATES[0] // 10, dtype=np.float32), orig_sr=WARM_UP_RATES[0],
+                     target_sr=WARM_UP_RATES[1])
+    return time.perf_counter() - start
