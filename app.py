@@ -46,6 +46,8 @@ ARCHIVE_DIR = Path(tempfile.mkdtemp(prefix="es4r_archives_"))
 atexit.register(shutil.rmtree, ARCHIVE_DIR, True)
 ARCHIVE_KEEP_S = 3600  # an export link stays valid this long
 STREAM_INTERVAL_S = 0.1  # at most ten page updates a second while the reply is written
+STREAM_TAIL_SAMPLES = 32  # a sentence's last samples, sent apart to bring its encoded audio out
+STREAM_SETTLE_S = 0.15  # time for Gradio's AAC encoder (ffmpeg) to encode a sentence (~3 s in ~0.03 s)
 STRATEGY_TAB, ATTENTION_TAB, LATENCY_TAB, SETTINGS_TAB = "strategy", "attention", "latency", "settings"
 
 _pipeline: ES4RPipeline | None = None
@@ -171,7 +173,8 @@ def _shown_settings(pipeline: ES4RPipeline) -> str:
 
 def converse(audio_path: str | None, session: Session, open_tab: str = STRATEGY_TAB, progress=gr.Progress()):
     """One turn, drawn as the pipeline reports it (ES4RPipeline.turn_events): the transcript,
-    the reply as it is written, the voice, then the open tab's views and the export."""
+    the reply as it is written, each sentence's voice as it is spoken, then the whole reply, the
+    open tab's views and the export."""
     if not audio_path:
         raise gr.Error("Record or upload a turn first.", print_exception=False)
     pipeline = get_pipeline()
@@ -198,6 +201,8 @@ def converse(audio_path: str | None, session: Session, open_tab: str = STRATEGY_
                 yield {chatbot: chat_messages(heard.with_turn(Turn(ASSISTANT, event.value)))}
             elif event.kind == "written":
                 yield {chatbot: chat_messages(heard.with_turn(Turn(ASSISTANT, event.value)))}
+            elif event.kind == "voice":  # a sentence, spoken while the next is written: played at once
+                yield from _stream_sentence(*event.value)
             elif event.kind == "answered":
                 answered = event.value
     except (AudioError, PipelineError) as error:
@@ -209,7 +214,8 @@ def converse(audio_path: str | None, session: Session, open_tab: str = STRATEGY_
         return
     conversation, result = answered
     new_session = session.answered(conversation, result)
-    # The voice first; the context meter, the open tab's figures and the export after it.
+    # The turn (its whole reply as one file) first; the context meter, the open tab's figures
+    # and the export after it.
     yield {state: new_session, chatbot: chat_messages(conversation), audio_in: None,
            reply_audio: (result.sample_rate, _int16(result.reply_audio))}
     yield {context: context_markdown(pipeline.context_usage(conversation)),
@@ -217,6 +223,20 @@ def converse(audio_path: str | None, session: Session, open_tab: str = STRATEGY_
     archive = write_archive(conversation, new_session.results, pipeline.config.to_json(), pipeline.config.preset,
                             _archive_path())
     yield {download: gr.update(value=str(archive), visible=True)}
+
+
+def _stream_sentence(rate: int, samples: np.ndarray):
+    """One spoken sentence into the streaming player. Gradio's AAC stream passes on only the
+    frames its encoder has finished when a chunk arrives (for a whole sentence: one 43 ms frame,
+    the rest waiting for the next chunk), so the sentence goes in two: all but its last few
+    samples, then, once the encoder has caught up, those samples, which carry the rest out."""
+    pcm = _int16(samples)
+    if len(pcm) <= 2 * STREAM_TAIL_SAMPLES:
+        yield {reply_stream: (rate, pcm)}
+        return
+    yield {reply_stream: (rate, pcm[:-STREAM_TAIL_SAMPLES])}
+    time.sleep(STREAM_SETTLE_S)
+    yield {reply_stream: (rate, pcm[-STREAM_TAIL_SAMPLES:])}
 
 
 def new_conversation() -> dict:
@@ -242,6 +262,11 @@ def show_strategy(session: Session, shown: int) -> dict:
     return _strategy_views(get_pipeline(), session, int(shown))
 
 
+def take_turn(audio_path: str | None):
+    """Send pressed: keep this recording for the turn, and no second Send for it."""
+    return audio_path, gr.update(interactive=False)
+
+
 def submit_state(audio_path: str | None):
     """Send is clickable only once a recording or upload has fully arrived."""
     return gr.update(interactive=bool(audio_path))
@@ -254,6 +279,7 @@ def _examples() -> list[list[str]]:
 
 with gr.Blocks(title="ES4R Studio") as demo:
     state = gr.State(Session())
+    sent_audio = gr.State(None)  # the recording of the turn being answered, taken when Send was pressed
     open_tab = gr.State(STRATEGY_TAB)  # which view tab this visitor is looking at: only its figures are drawn
     gr.Markdown("# ES4R Studio\nSpeak a few turns about how you feel; ES4R listens to *how* you say it, "
                 "answers in speech, and shows why it answered that way.")
@@ -269,7 +295,11 @@ with gr.Blocks(title="ES4R Studio") as demo:
             # covers only this strip, never a message of the conversation.
             turn_progress = gr.Markdown("", elem_id="turn-progress", min_height=56)
             gr.HTML('<p id="page-timing"></p>', elem_id="page-timing-box")  # filled by page_timing.js
-            reply_audio = gr.Audio(label="Reply (synthetic voice)", autoplay=True, interactive=False,
+            # The reply plays sentence by sentence as it is spoken; the whole reply, one WAV file
+            # (the one the export holds), is below it for replay and download.
+            reply_stream = gr.Audio(label="Reply (synthetic voice), playing as it is spoken", streaming=True,
+                                    autoplay=True, interactive=False, elem_id="reply-stream")
+            reply_audio = gr.Audio(label="Whole reply (replay or download)", interactive=False,
                                    elem_id="reply-audio")
             audio_in = gr.Audio(sources=["microphone", "upload"], type="filepath", format="wav",
                                 label="Your turn: record, then press Send", elem_id="mic")
@@ -310,9 +340,12 @@ with gr.Blocks(title="ES4R Studio") as demo:
     demo.load(load_page, [state], [status, status_details, settings, context])
     audio_in.change(submit_state, [audio_in], [send], queue=False)
     audio_in.start_recording(lambda: gr.update(interactive=False), None, [send], queue=False)
-    send.click(lambda: gr.update(interactive=False), None, [send], queue=False).then(
-        converse, [audio_in, state, open_tab],
-        [state, chatbot, audio_in, turn_error, reply_audio, context, download, turn_progress, *VIEW_OUTPUTS],
+    # The recording is taken at the click: a turn that waits for the one before it (still
+    # streaming its voice) must not read the input later, when it may have been cleared.
+    send.click(take_turn, [audio_in], [sent_audio, send], queue=False).then(
+        converse, [sent_audio, state, open_tab],
+        [state, chatbot, audio_in, turn_error, reply_stream, reply_audio, context, download, turn_progress,
+         *VIEW_OUTPUTS],
         show_progress_on=[turn_progress],  # one progress bar, on its own strip, not over the chat or the views
         # A next turn sent while this one still draws its figures (after its voice) runs next;
         # Gradio's default ("once") would drop that click.

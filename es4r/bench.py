@@ -43,6 +43,8 @@ class BenchRow:
     text_tokens: int
     speech_first_words_s: float = 0.0  # respond() start -> the first reply words, speech path
     text_first_words_s: float = 0.0  # the same on the text path (add the ASR time for the user's wait)
+    speech_first_audio_s: float = 0.0  # respond() start -> the first reply sentence spoken, speech path
+    text_first_audio_s: float = 0.0  # the same on the text path
 
     @property
     def path_ratio(self) -> float:
@@ -78,16 +80,20 @@ def _conversation(pipeline, clips, turns: int, reply_audio=None) -> tuple[Conver
     return conversation, asr
 
 
-def _respond_on(pipeline, conversation: Conversation, speech: bool) -> tuple[float, int, float]:
-    """respond() on the given path (a pipeline over the same model, the given one untouched);
-    returns (seconds, reply tokens, seconds to the first reply words)."""
+def _respond_on(pipeline, conversation: Conversation, speech: bool) -> tuple[float, int, float, float]:
+    """respond() on the given path (a pipeline over the same model, the given one untouched),
+    speaking each sentence as it is written, as the app does; returns (seconds, reply tokens,
+    seconds to the first reply words, seconds to the first reply audio)."""
     path = pipeline.variant(speech_path=speech)
     first_words: list[float] = []
+    first_audio: list[float] = []
     start = time.perf_counter()
-    draft = path.think(conversation, on_text=lambda text: first_words or first_words.append(time.perf_counter() - start))
-    result = path.speak(draft)
+    result = path.respond(conversation,
+                          on_text=lambda text: first_words or first_words.append(time.perf_counter() - start),
+                          on_audio=lambda rate, audio: first_audio or first_audio.append(time.perf_counter() - start))
     seconds = time.perf_counter() - start
-    return seconds, round(result.timings["llm"] * result.timings["llm_tokens_per_s"]), (first_words or [seconds])[0]
+    tokens = round(result.timings["llm"] * result.timings["llm_tokens_per_s"])
+    return seconds, tokens, (first_words or [seconds])[0], (first_audio or [seconds])[0]
 
 
 def run_bench(pipeline, history_lengths=(1, 3, 5, 8), repeats: int = 3, clips: list[Path] | None = None) -> list[BenchRow]:
@@ -102,7 +108,7 @@ def run_bench(pipeline, history_lengths=(1, 3, 5, 8), repeats: int = 3, clips: l
     rows = []
     for turns in history_lengths:
         asr_runs, es4r_runs, cascade_runs, stage_runs, tps, rtf = [], [], [], [], [], []
-        paths: dict[bool, list[tuple[float, int, float]]] = {True: [], False: []}
+        paths: dict[bool, list[tuple[float, int, float, float]]] = {True: [], False: []}
         for _ in range(repeats):
             conversation, asr = _conversation(pipeline, clips, turns, reply_audio)
             for speech in (True, False):
@@ -123,12 +129,10 @@ def run_bench(pipeline, history_lengths=(1, 3, 5, 8), repeats: int = 3, clips: l
         rows.append(BenchRow(turns, asr, es4r, cascade, (asr + es4r) / max(asr + cascade, 1e-9), to_text, asr + es4r,
                              stages,
                              statistics.median(tps), statistics.median(rtf), _peak_rss_mb(),
-                             statistics.median(s for s, _, _ in paths[True]),
-                             statistics.median(s for s, _, _ in paths[False]),
-                             int(statistics.median(n for _, n, _ in paths[True])),
-                             int(statistics.median(n for _, n, _ in paths[False])),
-                             statistics.median(f for _, _, f in paths[True]),
-                             statistics.median(f for _, _, f in paths[False])))
+                             *(statistics.median(run[0] for run in paths[speech]) for speech in (True, False)),
+                             *(int(statistics.median(run[1] for run in paths[speech])) for speech in (True, False)),
+                             *(statistics.median(run[2] for run in paths[speech]) for speech in (True, False)),
+                             *(statistics.median(run[3] for run in paths[speech]) for speech in (True, False))))
         logger.info("bench: %d turns done", turns)
     return rows
 
@@ -136,7 +140,7 @@ def run_bench(pipeline, history_lengths=(1, 3, 5, 8), repeats: int = 3, clips: l
 def format_table(rows: list[BenchRow]) -> str:
     head = ["turns", "ASR s", "ES4R s", "cascade s", "ratio", "to text s", "to audio s", *STAGES, "tok/s",
             "TTS RTF", "peak MB", "speech path s (tokens)", "text path s (tokens)", "speech/text", "per token",
-            "first words s (speech / text)"]
+            "first words s (speech / text)", "first audio s (speech / text)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         values = [str(r.turns), f"{r.asr_s:.2f}", f"{r.es4r_s:.2f}", f"{r.cascade_s:.2f}", f"{r.ratio:.2f}",
@@ -144,7 +148,8 @@ def format_table(rows: list[BenchRow]) -> str:
                   *(f"{r.stages[s]:.3f}" for s in STAGES), f"{r.llm_tokens_per_s:.1f}", f"{r.tts_rtf:.2f}",
                   f"{r.peak_rss_mb:.0f}", f"{r.speech_path_s:.2f} ({r.speech_tokens})",
                   f"{r.text_path_s:.2f} ({r.text_tokens})", f"{r.path_ratio:.2f}", f"{r.path_ratio_per_token:.2f}",
-                  f"{r.speech_first_words_s:.2f} / {r.text_first_words_s:.2f}"]
+                  f"{r.speech_first_words_s:.2f} / {r.text_first_words_s:.2f}",
+                  f"{r.speech_first_audio_s:.2f} / {r.text_first_audio_s:.2f}"]
         lines.append("| " + " | ".join(values) + " |")
     return "\n".join(lines)
 

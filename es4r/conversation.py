@@ -18,7 +18,7 @@ ENCODER_PARTS = ("dual_attention", "whisper_encoder", "adapter")  # inside es4r_
 RATES = ("llm_tokens_per_s", "tts_rtf")  # not seconds of the turn
 # Moments, in seconds from the start of the turn (ES4RPipeline.turn_events): the first words
 # of the reply, and the whole reply text (before it is spoken). Not stages: never summed.
-MILESTONES = ("first_words", "reply_text")
+MILESTONES = ("first_words", "first_audio", "reply_text")
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from es4r.reply_text import reply_streamer, trim_reply
 from es4r.timing import timed
 from es4r.vad import speech_seconds
 from es4r.voice.base import TTSError
+from es4r.voice.sentence_speaker import SentenceSpeaker
 from es4r.voice.strategy import StrategyDecision, select_strategy
 from es4r.voice.style_fusion import fuse_styles, fusion_weights
 
@@ -140,8 +141,10 @@ class ES4RPipeline:
     def turn_events(self, conversation: Conversation, audio, transcript: str | None = None) -> Iterator[TurnEvent]:
         """One whole turn as it happens, for a page that shows it while it is made: "progress"
         (fraction, message), "heard" (the conversation with the transcribed user turn), "text"
-        (the reply so far, as the LLM writes it), "written" (the final reply text, before it is
-        spoken), "answered" (the new conversation and its TurnResult). Stages 1-3 run in a
+        (the reply so far, as the LLM writes it), "voice" ((sample rate, audio) of each sentence
+        as soon as it is spoken — the first while the LLM still writes the next), "written"
+        (the final reply text), "answered" (the new conversation and its TurnResult, whose
+        audio is every "voice" piece joined). Stages 1-3 run in a
         worker thread so the caller's thread stays free to draw each event; an error there is
         raised here, and the given conversation is never changed."""
         started = time.perf_counter()
@@ -153,10 +156,10 @@ class ES4RPipeline:
 
         def work() -> None:
             try:
-                draft = self.think(extended, lambda f, m: events.put(TurnEvent("progress", (f, m))),
-                                   on_text=lambda text: events.put(TurnEvent("text", text)))
-                events.put(TurnEvent("written", draft.reply_text))
-                result = self.speak(draft, lambda f, m: events.put(TurnEvent("progress", (f, m))))
+                result = self.respond(extended, lambda f, m: events.put(TurnEvent("progress", (f, m))),
+                                      on_text=lambda text: events.put(TurnEvent("text", text)),
+                                      on_written=lambda text: events.put(TurnEvent("written", text)),
+                                      on_audio=lambda rate, audio: events.put(TurnEvent("voice", (rate, audio))))
                 events.put(TurnEvent("answered", with_asr_time(result, asr_seconds)))
             except BaseException as error:  # handed to the caller's thread
                 events.put(TurnEvent("error", error))
@@ -169,6 +172,8 @@ class ES4RPipeline:
                 raise event.value
             if event.kind in ("text", "written"):
                 moments.setdefault("first_words", time.perf_counter() - started)
+            if event.kind == "voice":
+                moments.setdefault("first_audio", time.perf_counter() - started)
             if event.kind == "written":
                 moments["reply_text"] = time.perf_counter() - started
             if event.kind == "answered":
@@ -178,21 +183,64 @@ class ES4RPipeline:
                 return
             yield event
 
-    def respond(self, conversation: Conversation, progress: ProgressFn | None = None) -> TurnResult:
-        """Answer a conversation whose last turn is the user's (stages 1-3)."""
-        return self.speak(self.think(conversation, progress), progress)
+    def respond(self, conversation: Conversation, progress: ProgressFn | None = None,
+                on_text: Callable[[str], None] | None = None, on_written: Callable[[str], None] | None = None,
+                on_audio: Callable[[int, np.ndarray], None] | None = None) -> TurnResult:
+        """Answer a conversation whose last turn is the user's (stages 1-3). `on_text`: the
+        reply as it is written; `on_written`: the final text, before the rest is spoken;
+        `on_audio`: (rate, samples) of each sentence as soon as it is spoken, while the LLM
+        writes the next (the result's audio is the same file either way)."""
+        plan = self.plan_voice(conversation)
+        speaker = self.sentence_speaker(plan, on_audio) if on_audio is not None else None
+
+        def written_so_far(text: str) -> None:
+            if on_text is not None:
+                on_text(text)
+            if speaker is not None:
+                speaker.offer(text)
+
+        streaming = on_text is not None or speaker is not None
+        draft = self.think(conversation, progress, on_text=written_so_far if streaming else None, plan=plan)
+        if on_written is not None:
+            on_written(draft.reply_text)
+        return self.speak(draft, progress, speaker=speaker)
+
+    def plan_voice(self, conversation: Conversation) -> VoicePlan:
+        """Stage 3's choices, which depend only on the user's turns so far and so are made
+        before the LLM writes: the strategy from the energies (Eq. 10) and the fused style
+        (Eq. 11-12), so the reply can be spoken as it is written."""
+        if not conversation.turns or conversation.turns[-1].role != USER:
+            raise PipelineError("There is no new user turn to answer.")
+        started, notes = time.perf_counter(), []
+        users = conversation.user_turns
+        energies = [float(t.energy) for t in users]
+        decision = select_strategy(energies, self.config.strategy)
+        weights = fusion_weights(energies, self.config.strategy.fusion_eps) if self.config.strategy.empathetic_tts else None
+        style = None
+        if weights is not None and self.voice.accepts_style:
+            style = fuse_styles([self.voice.extract_style(t.audio, t.sample_rate) for t in users], weights)
+        elif weights is not None:
+            notes.append(f"the voice ({self.voice.name}) cannot take a style vector: fusion weights are computed "
+                         "and shown, strategy pace/expressiveness are applied")
+        return VoicePlan(energies, decision, weights, style, notes, time.perf_counter() - started)
+
+    def sentence_speaker(self, plan: VoicePlan, on_audio: Callable[[int, np.ndarray], None]) -> SentenceSpeaker:
+        """A speaker for this plan's voice settings that speaks each sentence as it is written."""
+        try:
+            return SentenceSpeaker(lambda: self.voice.start(plan.style, plan.decision.params, seed=self.config.seed),
+                                   on_audio)
+        except TTSError as error:
+            raise PipelineError(f"The reply could not be spoken ({error}). Please try the turn again.") from error
 
     def think(self, conversation: Conversation, progress: ProgressFn | None = None,
-              on_text: Callable[[str], None] | None = None) -> Draft:
+              on_text: Callable[[str], None] | None = None, plan: VoicePlan | None = None) -> Draft:
         """Stages 1-2 and the strategy: everything up to the reply text (shown before audio).
         `on_text`, when given, receives the reply as it grows, token by token (trimmed the same
         way as the final text), so a page can show it while the LLM is still writing."""
-        if not conversation.turns or conversation.turns[-1].role != USER:
-            raise PipelineError("There is no new user turn to answer.")
+        plan = plan or self.plan_voice(conversation)
         started = time.perf_counter()
-        timings: dict[str, float] = {}
+        timings: dict[str, float] = {"strategy_fusion": plan.seconds}
         notes: list[str] = [f"your recording: {note}" for note in conversation.turns[-1].notes]
-        users = conversation.user_turns
         config = self.config
 
         history, dropped_text = self._fit_context(conversation)
@@ -233,12 +281,6 @@ class ES4RPipeline:
                 speech = encoding.embeddings[0, : int(encoding.lengths[0])]
                 cross = self.model.speech_context(speech, spans, parts).weights.detach().cpu()
 
-        _report(progress, 0.7, "choosing strategy and voice style")
-        with timed(timings, "strategy_fusion"):
-            energies = [float(t.energy) for t in users]
-            decision = select_strategy(energies, config.strategy)
-            weights = fusion_weights(energies, config.strategy.fusion_eps) if config.strategy.empathetic_tts else None
-
         dual = encoding.dual
         boundaries = list(np.cumsum([0] + dual.turn_lengths[0][:-1]).astype(int))
         attention = AttentionMaps(
@@ -250,8 +292,8 @@ class ES4RPipeline:
             meaningful=self.speech_path,
             cross_blocks=list(zip(parts.turn_spans, spans)),
         )
-        timings[WALL] = time.perf_counter() - started  # the stages plus the work between them
-        return Draft(conversation, reply_text, energies, decision, weights, attention, timings, notes, dropped)
+        timings[WALL] = plan.seconds + time.perf_counter() - started  # the stages plus the work between them
+        return Draft(conversation, reply_text, plan, attention, timings, notes, dropped)
 
     def _generate(self, history, features, encoding, on_text: Callable[[str], None] | None) -> GenerationOutput:
         """model.generate; with `on_text`, each finished piece of text is passed on as it comes."""
@@ -259,36 +301,39 @@ class ES4RPipeline:
         streamer = reply_streamer(self.model.tokenizer, generation.max_sentences, on_text) if on_text else None
         return self.model.generate(history, features, generation, encoding=encoding, streamer=streamer)[0]
 
-    def speak(self, draft: Draft, progress: ProgressFn | None = None) -> TurnResult:
-        """Stage 3 synthesis: style fusion and the voice. TTS failures become PipelineError."""
+    def speak(self, draft: Draft, progress: ProgressFn | None = None,
+              speaker: SentenceSpeaker | None = None) -> TurnResult:
+        """Stage 3 synthesis with the draft's voice plan. With a `speaker` that already spoke
+        the sentences settled while the LLM wrote, only the rest is spoken here ("tts" is then
+        the time after the text was done). TTS failures become PipelineError."""
         started = time.perf_counter()
-        timings, notes = dict(draft.timings), list(draft.notes)
-        users = draft.conversation.user_turns
-        with timed(timings, "strategy_fusion"):
-            style = None
-            if draft.fusion_weights is not None and self.voice.accepts_style:
-                styles = [self.voice.extract_style(t.audio, t.sample_rate) for t in users]
-                style = fuse_styles(styles, draft.fusion_weights)
-            elif draft.fusion_weights is not None:
-                notes.append(f"the voice ({self.voice.name}) cannot take a style vector: fusion weights are computed "
-                             "and shown, strategy pace/expressiveness are applied")
+        plan = draft.plan
+        timings, notes = dict(draft.timings), [*plan.notes, *draft.notes]
         _report(progress, 0.8, "speaking (TTS)")
         try:
             with timed(timings, "tts"):
-                synthesis = self.voice.synthesize(draft.reply_text, style, draft.decision.params, seed=self.config.seed)
+                if speaker is not None:
+                    synthesis = speaker.finish(draft.reply_text)
+                else:
+                    synthesis = self.voice.synthesize(draft.reply_text, plan.style, plan.decision.params,
+                                                      seed=self.config.seed)
         except TTSError as error:
             raise PipelineError(f"The reply could not be spoken ({error}). Please try the turn again.") from error
+        if speaker is not None:  # its voice session was built before the LLM started
+            timings["tts"] += speaker.start_seconds
+            timings[WALL] = timings.get(WALL, 0.0) + speaker.start_seconds
         notes.extend(synthesis.notes)
-        timings["tts_rtf"] = timings["tts"] / max(synthesis.seconds, 1e-6)
+        rendered = speaker.render_seconds if speaker is not None else timings["tts"]
+        timings["tts_rtf"] = rendered / max(synthesis.seconds, 1e-6)
         timings[WALL] = timings.get(WALL, 0.0) + time.perf_counter() - started
         _report(progress, 1.0, "done")
-        decision = draft.decision
+        decision = plan.decision
         return TurnResult(
-            transcripts=[t.text for t in users], reply_text=draft.reply_text,
+            transcripts=[t.text for t in draft.conversation.user_turns], reply_text=draft.reply_text,
             reply_audio=synthesis.waveform.astype(np.float32), sample_rate=synthesis.sample_rate,
-            energies=draft.energies, strategy=decision.name, strategy_reason=decision.reason,
+            energies=plan.energies, strategy=decision.name, strategy_reason=decision.reason,
             strategy_params={**decision.params.__dict__, "engine": synthesis.params},
-            fusion_weights=[float(w) for w in draft.fusion_weights] if draft.fusion_weights is not None else [],
+            fusion_weights=[float(w) for w in plan.fusion_weights] if plan.fusion_weights is not None else [],
             attention=draft.attention, timings=timings, components=self.components,
             path="speech" if self.speech_path else "text", voice=synthesis.engine, seed=synthesis.seed,
             dropped_turns=draft.dropped_turns, notes=tuple(notes),
@@ -335,8 +380,20 @@ class ES4RPipeline:
 class TurnEvent:
     """One step of `ES4RPipeline.turn_events`: its kind and what it carries."""
 
-    kind: str  # progress | heard | text | written | answered (| error, internal)
+    kind: str  # progress | heard | text | voice | written | answered (| error, internal)
     value: object
+
+
+@dataclass(frozen=True)
+class VoicePlan:
+    """How the reply will be spoken, chosen before it is written (`plan_voice`)."""
+
+    energies: list[float]
+    decision: StrategyDecision
+    fusion_weights: np.ndarray | None
+    style: np.ndarray | None  # the fused style vector (voices that take one)
+    notes: list[str]
+    seconds: float  # time it took (the "strategy_fusion" stage)
 
 
 @dataclass(frozen=True)
@@ -345,9 +402,7 @@ class Draft:
 
     conversation: Conversation
     reply_text: str
-    energies: list[float]
-    decision: StrategyDecision
-    fusion_weights: np.ndarray | None
+    plan: VoicePlan
     attention: AttentionMaps
     timings: dict[str, float]
     notes: list[str]

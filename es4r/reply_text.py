@@ -14,7 +14,7 @@ def _normalised(text: str) -> str:
     return _ROLE_PREFIX.sub("", " ".join(text.split()))
 
 
-def _sentence_ends(text: str) -> list[int]:
+def sentence_ends(text: str) -> list[int]:
     """Positions of the sentence-ending marks of normalised `text` (one followed by a space or
     at the very end)."""
     return [i for i, ch in enumerate(text) if ch in _SENTENCE_END and (i + 1 == len(text) or text[i + 1] == " ")]
@@ -24,7 +24,7 @@ def trim_reply(text: str, max_sentences: int) -> str:
     """Drop a leading speaker label ("You:"), then keep the first `max_sentences` sentences; drop a trailing unfinished one when a
     complete sentence exists (small LLMs ramble and stop mid-sentence at the token cap)."""
     text = _normalised(text)
-    ends = _sentence_ends(text)
+    ends = sentence_ends(text)
     if not ends:
         return text
     cut = ends[min(max_sentences, len(ends)) - 1]
@@ -51,7 +51,7 @@ def confirmed_sentences(text: str) -> int:
     """Sentence ends in `text` (as trim_reply finds them) that more text already follows, so
     no later token can turn them into something else ("3." becoming "3.5")."""
     text = _normalised(text)
-    return sum(i + 1 < len(text) for i in _sentence_ends(text))
+    return sum(i + 1 < len(text) for i in sentence_ends(text))
 
 
 def sentences_done(tokenizer, max_sentences: int, prompt_length: int = 0):

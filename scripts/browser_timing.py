@@ -92,8 +92,10 @@ def measure(url: str, clips: list[Path], workdir: Path) -> list[dict]:
     for turn, saved in zip(turns, record["turns"]):
         timings = saved["result"]["timings"]
         turn.update(pipeline_first_words_s=timings.get("first_words"), pipeline_reply_text_s=timings.get("reply_text"),
-                    pipeline_total_s=timings.get("wall"), tts_s=timings.get("tts"))
+                    pipeline_first_audio_s=timings.get("first_audio"), pipeline_total_s=timings.get("wall"),
+                    tts_s=timings.get("tts"))
         turn["around_pipeline_s"] = round(turn["page_first_words_s"] - turn["pipeline_first_words_s"], 2)
+        turn["voice_around_pipeline_s"] = round(turn["page_voice_s"] - (turn["pipeline_first_audio_s"] or 0.0), 2)
     return turns
 
 
@@ -131,12 +133,12 @@ def main() -> int:
             server.terminate()
             server.wait(timeout=30)
     header = ("turn", "page: first words s", "pipeline: first words s", "around the pipeline s", "page: voice s",
-              "pipeline: reply text s", "pipeline: total s")
+              "pipeline: first audio s", "voice around the pipeline s", "pipeline: reply text s", "pipeline: total s")
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for t in turns:
         print(f"| {t['turn']} | {t['page_first_words_s']:.2f} | {t['pipeline_first_words_s']:.2f} | "
-              f"{t['around_pipeline_s']:.2f} | {t['page_voice_s']:.2f} | {t['pipeline_reply_text_s']:.2f} | "
-              f"{t['pipeline_total_s']:.2f} |")
+              f"{t['around_pipeline_s']:.2f} | {t['page_voice_s']:.2f} | {t['pipeline_first_audio_s'] or 0:.2f} | "
+              f"{t['voice_around_pipeline_s']:.2f} | {t['pipeline_reply_text_s']:.2f} | {t['pipeline_total_s']:.2f} |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"preset": args.preset, "turns": turns}, indent=2))

@@ -40,10 +40,12 @@ ENVELOPE_HOP_SECONDS = 0.05  # coarse enough that capture jitter under load does
 MIN_REPLY_SECONDS = 0.2
 VIEWPORT = {"width": 1440, "height": 1000}
 PHONE = {"width": 390, "height": 844}
+SLOW_REPLY = ("I am so sorry that your week has been this hard. "
+              "It sounds like you have been carrying a great deal on your own for a long time.")
 KEEP_REPLY_PLAYING_JS = """() => {
   const media = (root) => [...root.querySelectorAll("audio, video"),
                            ...[...root.querySelectorAll("*")].filter((e) => e.shadowRoot).flatMap((e) => media(e.shadowRoot))];
-  for (const m of media(document.querySelector("#reply-audio"))) { m.loop = true; m.play(); }
+  for (const m of media(document.querySelector("#reply-stream"))) { m.loop = true; m.play(); }
 }"""
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -59,29 +61,28 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    """app.py on the tiny preset, on a free local port, for the whole module."""
+def _serve(script: Path, tmp_path_factory, **extra_env: str):
+    """`script` (app.py or a variant of it) on the tiny preset, on a free local port."""
     port = _free_port()
     log_path = tmp_path_factory.mktemp("app") / "app.log"
-    env = {**os.environ, "ES4R_PRESET": "tiny", "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+    env = {**os.environ, **extra_env, "ES4R_PRESET": "tiny", "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
            "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "ES4R_CACHE": os.environ.get("ES4R_CACHE", str(tmp_path_factory.mktemp("es4r_cache")))}
     with open(log_path, "w") as log:
-        server = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=log,
+        server = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, env=env, stdout=log,
                                   stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + STARTUP_SECONDS
     try:
         while True:
             if server.poll() is not None:
-                pytest.fail(f"app.py exited with {server.returncode}:\n{log_path.read_text()[-3000:]}")
+                pytest.fail(f"{script.name} exited with {server.returncode}:\n{log_path.read_text()[-3000:]}")
             try:
                 with urllib.request.urlopen(url, timeout=2):
                     break
             except OSError:
                 if time.monotonic() > deadline:
-                    pytest.fail(f"app.py did not answer within {STARTUP_SECONDS} s:\n{log_path.read_text()[-3000:]}")
+                    pytest.fail(f"{script.name} did not answer within {STARTUP_SECONDS} s:\n{log_path.read_text()[-3000:]}")
                 time.sleep(0.5)
         yield url
     finally:
@@ -91,6 +92,18 @@ def app_url(tmp_path_factory):
         except subprocess.TimeoutExpired:
             server.kill()
         print(log_path.read_text()[-2000:])
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    """app.py on the tiny preset, for the whole module."""
+    yield from _serve(ROOT / "app.py", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def slow_reply_url(tmp_path_factory):
+    """The app with an LLM that writes a fixed two-sentence reply slowly (tests/slow_reply_app.py)."""
+    yield from _serve(ROOT / "tests" / "slow_reply_app.py", tmp_path_factory, ES4R_SLOW_REPLY=SLOW_REPLY)
 
 
 @contextmanager
@@ -241,6 +254,32 @@ def test_three_spoken_turns(app_url, driver):
 
         page.locator("#new-conversation").click()
         playwright_api.expect(page.locator("#chat .message")).to_have_count(0)
+
+
+def test_the_reply_is_shown_and_heard_while_it_is_written(slow_reply_url, driver):
+    """A two-sentence reply written word by word (tests/slow_reply_app.py): its first words are
+    on the page before it is complete, and its first sentence is heard before the last one
+    is written; afterwards the whole reply is one WAV file, as long as the sentences heard."""
+    with browser_with_microphone(driver, SPEECH_CLIP) as context:
+        page = _open_page(context, slow_reply_url)
+        _upload_turn(page, SPEECH_CLIP)
+        page.locator("#send").click()
+        playwright_api.expect(page.locator("#page-timing")).to_contain_text("voice after", timeout=TURN_TIMEOUT_MS)
+        seen = page.evaluate("window.es4rPageTiming")
+        bot = page.locator("#chat .message.bot").last
+        playwright_api.expect(bot).to_have_text(SLOW_REPLY, timeout=TURN_TIMEOUT_MS)
+        first_sentence = SLOW_REPLY[: SLOW_REPLY.index(".") + 1]
+        assert SLOW_REPLY.startswith(seen["words_at_text"]) and len(seen["words_at_text"]) < len(first_sentence), seen
+        assert seen["words_at_voice"].startswith(first_sentence) and len(seen["words_at_voice"]) < len(SLOW_REPLY), (
+            f"the voice started only when the page showed {seen['words_at_voice']!r}")
+        _check_reply_audio(page)
+        # the next turns are sent while the reply before is still playing, and still answered
+        for turn in (2, 3):
+            page.wait_for_function("document.querySelector('#turn-progress').innerText.trim() === ''",
+                                   timeout=TURN_TIMEOUT_MS)
+            _send_upload(page, OTHER_CLIP, turn)
+            assert "Record or upload" not in page.content()
+        assert len(_messages(page, "bot")) == 3
 
 
 def test_two_sessions_keep_separate_histories(app_url, driver):

@@ -77,7 +77,7 @@ def strategy_markdown(result: TurnResult, turn_number: int) -> str:
             + (f"\n\n**Notes:**{notes}" if notes else ""))
 
 
-MILESTONE_NAMES = {"first_words": "first words", "reply_text": "reply text"}
+MILESTONE_NAMES = {"first_words": "first words", "first_audio": "first audio", "reply_text": "reply text"}
 
 
 def latency_table(results: tuple[TurnResult, ...] | list[TurnResult]) -> tuple[list[str], list[list]]:

@@ -15,7 +15,8 @@
     const voice = turn.voice ? `voice after ${seconds(turn.voice)} s` : "voice not started yet";
     box.textContent = `In your browser, from pressing Send: ${text}, ${voice}.`;
     window.es4rPageTiming = { text_s: turn.text ? (turn.text - turn.sent) / 1000 : null,
-                              voice_s: turn.voice ? (turn.voice - turn.sent) / 1000 : null };
+                              voice_s: turn.voice ? (turn.voice - turn.sent) / 1000 : null,
+                              words_at_text: turn.wordsAtText, words_at_voice: turn.wordsAtVoice };
   };
   // The reply player's <audio> lives in a shadow root (WaveSurfer), whose media events do not
   // reach the document; while a turn waits for its voice, look for a playing one every 50 ms.
@@ -27,10 +28,16 @@
     return found;
   };
   const botMessages = () => document.querySelectorAll("#chat .message.bot");
+  // The reply as the page shows it (kept at the first words and when the voice starts, so a
+  // test can see that both came before the reply was complete).
+  const replyShown = () => {
+    const bots = botMessages();
+    return bots.length > turn.bots ? bots[bots.length - 1].innerText.trim() : "";
+  };
   document.addEventListener("click", (event) => {
     const send = event.target.closest && event.target.closest("#send");
     if (!send || send.disabled) return;
-    const player = document.querySelector("#reply-audio");
+    const player = document.querySelector("#reply-stream");
     // The previous reply may still be playing: only a clip that was not there at Send counts.
     const earlier = new Set(player ? media(player).map((m) => m.currentSrc) : []);
     turn = { sent: performance.now(), bots: botMessages().length, text: null, voice: null, earlier };
@@ -43,14 +50,16 @@
     const words = last ? last.innerText.trim() : "";
     if (bots.length > turn.bots && words && words !== "…") {
       turn.text = performance.now();
+      turn.wordsAtText = words;
       show();
     }
   }).observe(document.body, { childList: true, subtree: true, characterData: true });
   setInterval(() => {
     if (!turn || turn.voice || performance.now() - turn.sent > GIVE_UP_MS) return;
-    const player = document.querySelector("#reply-audio");
+    const player = document.querySelector("#reply-stream");
     if (player && media(player).some((m) => !m.paused && m.currentTime > 0 && !turn.earlier.has(m.currentSrc))) {
       turn.voice = performance.now();
+      turn.wordsAtVoice = replyShown();
       show();
     }
   }, 50);

@@ -1,5 +1,7 @@
-"""The one interface every voice implements: extract a style, synthesise with strategy
-parameters. The pipeline only talks to this."""
+"""The one interface every voice implements: extract a style, speak a reply sentence by
+sentence (`start` → `Utterance`), or all at once (`synthesize`, which is the same sentences
+through the same utterance, so a reply spoken while it is written is the same file as one
+spoken after). The pipeline only talks to this."""
 
 from __future__ import annotations
 
@@ -30,6 +32,43 @@ class TTSError(RuntimeError):
     """Synthesis failed in a way the caller should report to the user."""
 
 
+class Utterance(Protocol):
+    """One reply being spoken: `add` renders the next sentence and returns its audio (with the
+    pause before it); `result` is every sentence so far as one file. Seeded state (noise
+    generators, the previous sentence's style) carries from one sentence to the next."""
+
+    sample_rate: int
+
+    def add(self, sentence: str) -> np.ndarray:
+        """Speak one sentence of `sentences(text)`; float32 mono at `sample_rate`."""
+
+    def result(self) -> SynthesisResult:
+        """The whole reply so far (TTSError if nothing was spoken)."""
+
+
+def sentences(text: str) -> list[str]:
+    """The units a reply is spoken in: its TTS-normalised sentences (short ones joined)."""
+    from es4r.voice.text_normalize import speakable, split_sentences
+
+    return split_sentences(speakable(text))
+
+
+def speak_whole(engine: "TTSEngine", text: str, style: np.ndarray | None, params: StrategyParams,
+                seed: int = 0) -> SynthesisResult:
+    """`text` through one utterance, sentence by sentence: every engine's `synthesize`."""
+    utterance = engine.start(style, params, seed)
+    for sentence in sentences(text):
+        utterance.add(sentence)
+    return utterance.result()
+
+
+def joined(pieces: list[np.ndarray]) -> np.ndarray:
+    """The sentences' audio as one waveform; TTSError when nothing was spoken."""
+    if not pieces:
+        raise TTSError("nothing was spoken; expected at least one sentence")
+    return np.concatenate(pieces).astype(np.float32)
+
+
 @runtime_checkable
 class TTSEngine(Protocol):
     name: str  # shown in the UI ("which voice spoke")
@@ -44,3 +83,6 @@ class TTSEngine(Protocol):
         self, text: str, style: np.ndarray | None, params: StrategyParams, seed: int = 0
     ) -> SynthesisResult:
         """Speak `text` with the strategy's parameters; seeded, so re-rendering is identical."""
+
+    def start(self, style: np.ndarray | None, params: StrategyParams, seed: int = 0) -> Utterance:
+        """Begin a reply that is spoken sentence by sentence as its text arrives."""

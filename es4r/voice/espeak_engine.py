@@ -16,8 +16,7 @@ import numpy as np
 import soundfile
 
 from es4r.config import FALLBACK, StrategyParams
-from es4r.voice.base import SynthesisResult, TTSError
-from es4r.voice.text_normalize import speakable
+from es4r.voice.base import SynthesisResult, TTSError, joined, speak_whole
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +36,7 @@ MIN_RANGE_PERCENT, MAX_RANGE_PERCENT = 10.0, 200.0
 NEUTRAL_AMPLITUDE = 70  # espeak-ng's -a (0..200, default 100) is linear; 100 peaks near 0.7
 MAX_AMPLITUDE = 200
 FULL_SCALE = 0.999  # a peak at or above this is reported as possible clipping
+SENTENCE_PAUSE_SECONDS = 0.2  # silence between sentences (each is one espeak-ng call)
 
 
 @dataclass(frozen=True)
@@ -105,23 +105,11 @@ class EspeakEngine:
         self, text: str, style: np.ndarray | None, params: StrategyParams, seed: int = 0
     ) -> SynthesisResult:
         """Speak `text`; `style` is ignored (noted). Returns float32 mono at espeak's rate."""
-        spoken = speakable(text)
-        knobs = espeak_knobs(params)
-        waveform, sample_rate = self._run(spoken, knobs)
-        notes: list[str] = []
-        if style is not None:
-            notes.append("the espeak-ng voice cannot take a style vector; the style was ignored")
-        if float(np.max(np.abs(waveform))) >= FULL_SCALE:
-            notes.append(f"espeak-ng output reaches full scale at amplitude {knobs.amplitude}; it may clip")
-        return SynthesisResult(
-            waveform=waveform,
-            sample_rate=sample_rate,
-            engine=self.name,
-            used_style=False,
-            seed=seed,
-            params={**asdict(knobs), "voice": self.voice},
-            notes=tuple(notes),
-        )
+        return speak_whole(self, text, style, params, seed)
+
+    def start(self, style: np.ndarray | None, params: StrategyParams, seed: int = 0) -> "EspeakUtterance":
+        """A reply spoken sentence by sentence, one espeak-ng call each."""
+        return EspeakUtterance(self, style, params, seed)
 
     def _run(self, spoken: str, knobs: EspeakKnobs) -> tuple[np.ndarray, int]:
         """One espeak-ng call writing a temporary WAV; (samples float32, sample_rate)."""
@@ -148,3 +136,28 @@ class EspeakEngine:
         if samples.shape[0] == 0:
             raise TTSError(f"espeak-ng wrote an empty recording for {spoken!r}; expected speech")
         return samples.mean(axis=1).astype(np.float32), int(sample_rate)
+
+
+class EspeakUtterance:
+    """One reply of an EspeakEngine, a sentence at a time (espeak-ng is deterministic)."""
+
+    def __init__(self, engine: EspeakEngine, style: np.ndarray | None, params: StrategyParams, seed: int):
+        self.engine, self.seed = engine, seed
+        self.knobs = espeak_knobs(params)
+        self.sample_rate = 0  # espeak-ng's own, known after the first sentence
+        self.notes: list[str] = ["the espeak-ng voice cannot take a style vector; the style was ignored"] if style is not None else []
+        self._pieces: list[np.ndarray] = []
+
+    def add(self, sentence: str) -> np.ndarray:
+        audio, self.sample_rate = self.engine._run(sentence, self.knobs)
+        if float(np.max(np.abs(audio))) >= FULL_SCALE:
+            self.notes.append(f"espeak-ng output reaches full scale at amplitude {self.knobs.amplitude}; it may clip")
+        if self._pieces:
+            audio = np.concatenate([np.zeros(int(SENTENCE_PAUSE_SECONDS * self.sample_rate), np.float32), audio])
+        self._pieces.append(audio.astype(np.float32))
+        return self._pieces[-1]
+
+    def result(self) -> SynthesisResult:
+        return SynthesisResult(waveform=joined(self._pieces), sample_rate=self.sample_rate, engine=self.engine.name,
+                               used_style=False, seed=self.seed, params={**asdict(self.knobs), "voice": self.engine.voice},
+                               notes=tuple(dict.fromkeys(self.notes)))

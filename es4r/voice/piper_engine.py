@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from es4r.config import FALLBACK, StrategyParams
-from es4r.voice.base import SynthesisResult, TTSError
-from es4r.voice.text_normalize import speakable
+from es4r.voice.base import SynthesisResult, TTSError, joined, speak_whole
 
 logger = logging.getLogger(__name__)
 
@@ -185,36 +184,50 @@ class PiperEngine:
         self, text: str, style: np.ndarray | None, params: StrategyParams, seed: int = 0
     ) -> SynthesisResult:
         """Speak `text`; `style` is ignored (noted). Returns float32 mono at the voice's rate."""
+        return speak_whole(self, text, style, params, seed)
+
+    def start(self, style: np.ndarray | None, params: StrategyParams, seed: int = 0) -> "PiperUtterance":
+        """A reply spoken sentence by sentence through one seeded session (see the class)."""
+        return PiperUtterance(self, style, params, seed)
+
+
+class PiperUtterance:
+    """One reply of a PiperEngine: one seeded session for all its sentences (its noise
+    generator advances from sentence to sentence as in a single pass), each sentence levelled
+    to the strategy's loudness on its own so it can be played as soon as it is rendered."""
+
+    def __init__(self, engine: PiperEngine, style: np.ndarray | None, params: StrategyParams, seed: int):
         from piper import SynthesisConfig
 
-        spoken = speakable(text)
-        notes: tuple[str, ...] = ()
-        if style is not None:
-            notes = ("the Piper voice cannot take a style vector; the style was ignored",)
-        knobs = piper_knobs(params, self._config.length_scale, self._config.noise_scale, self._config.noise_w_scale)
-        config = SynthesisConfig(
-            length_scale=knobs.length_scale,
-            noise_scale=knobs.noise_scale,
-            noise_w_scale=knobs.noise_w_scale,
-            normalize_audio=False,  # levelled below on the whole utterance, by RMS not peak
-            volume=1.0,
-        )
-        pause = np.zeros(int(round(SENTENCE_PAUSE_SECONDS * knobs.length_scale * self.sample_rate)), np.float32)
-        pieces: list[np.ndarray] = []
-        for chunk in self._seeded_voice(seed).synthesize(spoken, syn_config=config):
-            pieces.extend([pause, chunk.audio_float_array] if pieces else [chunk.audio_float_array])
-        if not pieces:
-            raise TTSError(f"Piper produced no audio for {spoken!r}; expected at least one sentence of speech")
-        waveform, level_notes = _level(np.concatenate(pieces).astype(np.float32), knobs.rms_gain)
-        return SynthesisResult(
-            waveform=waveform,
-            sample_rate=self.sample_rate,
-            engine=self.name,
-            used_style=False,
-            seed=seed,
-            params={**asdict(knobs), "gain_db": params.gain_db},
-            notes=notes + level_notes,
-        )
+        self.engine, self.seed, self.gain_db = engine, seed, params.gain_db
+        self.sample_rate = engine.sample_rate
+        defaults = engine._config
+        self.knobs = piper_knobs(params, defaults.length_scale, defaults.noise_scale, defaults.noise_w_scale)
+        self.notes: list[str] = ["the Piper voice cannot take a style vector; the style was ignored"] if style is not None else []
+        self._config = SynthesisConfig(length_scale=self.knobs.length_scale, noise_scale=self.knobs.noise_scale,
+                                       noise_w_scale=self.knobs.noise_w_scale,
+                                       normalize_audio=False,  # levelled below, by RMS not peak
+                                       volume=1.0)
+        self._pause = np.zeros(int(round(SENTENCE_PAUSE_SECONDS * self.knobs.length_scale * self.sample_rate)),
+                               np.float32)
+        self._voice = engine._seeded_voice(seed)
+        self._pieces: list[np.ndarray] = []
+
+    def add(self, sentence: str) -> np.ndarray:
+        chunks: list[np.ndarray] = []
+        for chunk in self._voice.synthesize(sentence, syn_config=self._config):
+            chunks.extend([self._pause, chunk.audio_float_array] if chunks else [chunk.audio_float_array])
+        if not chunks:
+            raise TTSError(f"Piper produced no audio for {sentence!r}; expected a sentence of speech")
+        audio, level_notes = _level(np.concatenate(chunks).astype(np.float32), self.knobs.rms_gain)
+        self.notes.extend(level_notes)
+        self._pieces.append(np.concatenate([self._pause, audio]) if self._pieces else audio)
+        return self._pieces[-1]
+
+    def result(self) -> SynthesisResult:
+        return SynthesisResult(waveform=joined(self._pieces), sample_rate=self.sample_rate, engine=self.engine.name,
+                               used_style=False, seed=self.seed, params={**asdict(self.knobs), "gain_db": self.gain_db},
+                               notes=tuple(dict.fromkeys(self.notes)))
 
 
 def _level(waveform: np.ndarray, rms_gain: float) -> tuple[np.ndarray, tuple[str, ...]]:

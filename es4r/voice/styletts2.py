@@ -14,11 +14,10 @@ import numpy as np
 import torch
 
 from es4r.config import RANDOM, TRAINED, StrategyParams
-from es4r.voice.base import SynthesisResult, TTSError
+from es4r.voice.base import SynthesisResult, TTSError, joined, speak_whole
 from es4r.voice.phonemes import check_espeak, phonemize_en
 from es4r.voice.styletts2_checkpoint import load_checkpoint_folder, make_tiny_styletts2_checkpoint
 from es4r.voice.styletts2_networks import MIN_STYLE_FRAMES, StyleTTS2Config
-from es4r.voice.text_normalize import speakable, split_sentences
 
 logger = logging.getLogger(__name__)
 
@@ -187,9 +186,12 @@ class StyleTTS2Engine:
         With `style=None` the diffusion is conditioned on a zero reference and its sample is
         used unmixed (alpha / beta have nothing to mix with). `speed` and `gain_db` are not
         used: this voice's pace and expressiveness come from alpha / beta."""
+        return speak_whole(self, text, style, params, seed)
+
+    def start(self, style: np.ndarray | None, params: StrategyParams, seed: int = 0) -> "StyleTTS2Utterance":
+        """A reply spoken sentence by sentence (see `synthesize`)."""
         if params.diffusion_steps < MIN_DIFFUSION_STEPS:
             raise ValueError(f"diffusion_steps must be >= {MIN_DIFFUSION_STEPS}; found {params.diffusion_steps}")
-        sentences = split_sentences(speakable(text))
         notes: list[str] = []
         reference = None
         if style is not None:
@@ -198,29 +200,7 @@ class StyleTTS2Engine:
                 raise TTSError(f"style vector must have shape ({self.style_dim},); found {style.shape}. "
                                "Extract it with this engine's extract_style.")
             reference = _clean_style(torch.from_numpy(style)[None].to(self.device), "given style", notes)
-        pause = np.zeros(int(SENTENCE_PAUSE_SECONDS * self.sample_rate), dtype=np.float32)
-        pieces, retried = [], False
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
-            torch.manual_seed(seed)
-            previous = None
-            for index, sentence in enumerate(sentences):
-                audio, previous, was_retried = self._guarded(sentence, reference, params, previous, notes, index)
-                retried |= was_retried
-                pieces += [pause, audio] if pieces else [audio]
-        waveform = np.concatenate(pieces)
-        if not np.isfinite(waveform).all():
-            notes.append("output had non-finite samples; set to zero")
-            waveform = np.nan_to_num(waveform, nan=0.0, posinf=0.0, neginf=0.0)
-        peak = float(np.abs(waveform).max(initial=0.0))
-        if peak > 1.0:
-            notes.append(f"output peaked at {peak:.2f}; scaled to {PEAK_LIMIT}")
-            waveform = waveform * (PEAK_LIMIT / peak)
-        used = {"alpha": params.alpha, "beta": params.beta, "diffusion_steps": params.diffusion_steps,
-                "embedding_scale": params.embedding_scale, "sentences": len(sentences), "retried": retried}
-        return SynthesisResult(waveform=waveform.astype(np.float32), sample_rate=self.sample_rate,
-                               engine=self.name, used_style=reference is not None, seed=seed,
-                               params=used, notes=tuple(dict.fromkeys(notes)))
+        return StyleTTS2Utterance(self, reference, params, seed, notes)
 
     def _guarded(self, sentence: str, reference: torch.Tensor | None, params: StrategyParams,
                  previous: torch.Tensor | None, notes: list[str], index: int) -> tuple[np.ndarray, torch.Tensor, bool]:
@@ -292,3 +272,52 @@ def _symbols() -> list[str]:
     from styletts2.text_utils import symbols
 
     return list(symbols)
+
+
+class StyleTTS2Utterance:
+    """One reply of a StyleTTS2Engine, a sentence at a time. Between sentences it keeps what a
+    single pass would carry: the random generators' state (saved and restored around each
+    sentence, so other work on the same generators in between changes nothing) and the
+    previous sentence's style (the long-form demo's continuity)."""
+
+    def __init__(self, engine: StyleTTS2Engine, reference: torch.Tensor | None, params: StrategyParams, seed: int,
+                 notes: list[str]):
+        self.engine, self.reference, self.params, self.seed, self.notes = engine, reference, params, seed, notes
+        self.sample_rate = engine.sample_rate
+        self._devices = [engine.device] if engine.device.type == "cuda" else []
+        self._rng: tuple | None = None  # (cpu state, cuda states) after the last sentence
+        self._previous: torch.Tensor | None = None
+        self._pieces: list[np.ndarray] = []
+        self._retried = False
+
+    def add(self, sentence: str) -> np.ndarray:
+        with torch.random.fork_rng(devices=self._devices), torch.no_grad():
+            if self._rng is None:
+                torch.manual_seed(self.seed)
+            else:
+                torch.set_rng_state(self._rng[0])
+                for device, state in zip(self._devices, self._rng[1]):
+                    torch.cuda.set_rng_state(state, device)
+            audio, self._previous, retried = self.engine._guarded(sentence, self.reference, self.params,
+                                                                  self._previous, self.notes, len(self._pieces))
+            self._rng = (torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in self._devices])
+        self._retried |= retried
+        if not np.isfinite(audio).all():
+            self.notes.append("output had non-finite samples; set to zero")
+            audio = np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0)
+        peak = float(np.abs(audio).max(initial=0.0))
+        if peak > 1.0:
+            self.notes.append(f"output peaked at {peak:.2f}; scaled to {PEAK_LIMIT}")
+            audio = audio * (PEAK_LIMIT / peak)
+        if self._pieces:
+            audio = np.concatenate([np.zeros(int(SENTENCE_PAUSE_SECONDS * self.sample_rate), np.float32), audio])
+        self._pieces.append(audio.astype(np.float32))
+        return self._pieces[-1]
+
+    def result(self) -> SynthesisResult:
+        params = self.params
+        used = {"alpha": params.alpha, "beta": params.beta, "diffusion_steps": params.diffusion_steps,
+                "embedding_scale": params.embedding_scale, "sentences": len(self._pieces), "retried": self._retried}
+        return SynthesisResult(waveform=joined(self._pieces), sample_rate=self.sample_rate, engine=self.engine.name,
+                               used_style=self.reference is not None, seed=self.seed, params=used,
+                               notes=tuple(dict.fromkeys(self.notes)))

@@ -1,0 +1,108 @@
+"""Speak a reply while the LLM is still writing it: each sentence is synthesised as soon as
+it can no longer change, on a thread of its own, and handed on to be played.
+
+A sentence of the reply is spoken in the same units, through the same seeded `Utterance`, as
+`TTSEngine.synthesize` would speak the finished text, so the file made this way is the file a
+non-streamed turn makes (`finish` checks it and re-renders in the rare case it is not)."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+
+from es4r.reply_text import sentence_ends
+from es4r.voice.base import SynthesisResult, TTSError, Utterance, sentences
+from es4r.voice.text_normalize import MIN_SENTENCE_WORDS, normalize_for_tts
+
+logger = logging.getLogger(__name__)
+
+AudioFn = Callable[[int, np.ndarray], None]  # (sample rate, float32 samples of one sentence)
+_DONE = object()
+
+
+def ready_sentences(reply_so_far: str) -> list[str]:
+    """The speaking units of a reply that is still being written which no later text can
+    change: units of its complete sentences (a sentence end followed by more text), except
+    the last one while it could still be joined to the next sentence — `split_sentences`
+    joins a sentence to its neighbour when either has fewer than MIN_SENTENCE_WORDS words,
+    so the last unit waits until it and the sentence after it have that many."""
+    ends = [i for i in sentence_ends(reply_so_far) if i + 1 < len(reply_so_far)]
+    if not ends:
+        return []
+    complete, tail = reply_so_far[: ends[-1] + 1], reply_so_far[ends[-1] + 1:]
+    try:
+        units = sentences(complete)
+    except TTSError:  # nothing speakable yet
+        return []
+    if units and (len(units[-1].split()) < MIN_SENTENCE_WORDS
+                  or len(normalize_for_tts(tail).split()) < MIN_SENTENCE_WORDS):
+        units = units[:-1]
+    return units
+
+
+class SentenceSpeaker:
+    """Feeds an utterance sentence by sentence from the growing reply (`offer`, called on the
+    LLM's thread, returns at once), renders on its own thread, and passes each sentence's
+    audio to `on_audio`. `finish` speaks what is left of the final text and returns the file."""
+
+    def __init__(self, start: Callable[[], Utterance], on_audio: AudioFn):
+        began = time.perf_counter()
+        self._utterance, self._on_audio, self._restart = start(), on_audio, start
+        self.start_seconds = time.perf_counter() - began  # building the utterance (a seeded voice session)
+        self._queued: list[str] = []
+        self._todo: queue.Queue = queue.Queue()
+        self._error: BaseException | None = None
+        self.render_seconds = self.start_seconds  # synthesis time in all, overlapping the LLM's or not
+        self.first_audio_at: float | None = None  # perf_counter when the first sentence was ready
+        self.restarted = False
+        self._thread = threading.Thread(target=self._work, name="es4r-speaker", daemon=True)
+        self._thread.start()
+
+    def offer(self, reply_so_far: str) -> None:
+        """The reply as written so far; its newly settled sentences are queued for speaking."""
+        units = ready_sentences(reply_so_far)
+        if units[: len(self._queued)] != self._queued:  # the text changed under a queued sentence
+            return  # finish() sees the difference and re-renders
+        for unit in units[len(self._queued):]:
+            self._queued.append(unit)
+            self._todo.put(unit)
+
+    def finish(self, reply_text: str) -> SynthesisResult:
+        """Speak the rest of `reply_text` (the final text) and return the whole reply as one
+        file, identical to `synthesize(reply_text)` with the same voice, style and seed."""
+        self._todo.put(_DONE)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        units = sentences(reply_text)
+        if units[: len(self._queued)] != self._queued:
+            logger.warning("spoken sentences %r are not the start of the final reply %r; rendering it again",
+                           self._queued, units)
+            self.restarted = True
+            self._utterance = self._restart()
+            for unit in units[: len(self._queued)]:
+                self._render(unit, play=False)  # heard already, in its earlier wording
+        for unit in units[len(self._queued):]:
+            self._render(unit, play=True)
+        return self._utterance.result()
+
+    def _work(self) -> None:
+        while (unit := self._todo.get()) is not _DONE:
+            if self._error is None:
+                try:
+                    self._render(unit, play=True)
+                except BaseException as error:  # raised again by finish, on the caller's thread
+                    self._error = error
+
+    def _render(self, unit: str, play: bool) -> None:
+        started = time.perf_counter()
+        audio = self._utterance.add(unit)
+        self.render_seconds += time.perf_counter() - started
+        if play:
+            self.first_audio_at = self.first_audio_at or time.perf_counter()
+            self._on_audio(self._utterance.sample_rate, audio)

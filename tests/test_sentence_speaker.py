@@ -1,0 +1,150 @@
+"""Speaking a reply while it is written (#13): which sentences are settled, and that the
+streamed reply is the same file as the one spoken after the text is done."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from es4r.conversation import Conversation
+from es4r.modeling.outputs import GenerationOutput
+from es4r.voice.base import sentences
+from es4r.voice.sentence_speaker import SentenceSpeaker, ready_sentences
+
+WAIT_FOR_VOICE_S = 10.0
+REPLY = "I am so sorry to hear about your week. That sounds really exhausting for you. Do you want to talk about it?"
+
+
+@pytest.mark.parametrize("written, ready", [
+    ("I am so sorry to hear", []),  # no sentence end yet
+    ("I am so sorry to hear about your week.", []),  # its end is not followed by text yet
+    ("I am so sorry to hear about your week. That", []),  # the next could still be short and join it
+    ("I am so sorry to hear about your week. That sounds really", ["I am so sorry to hear about your week."]),
+    ("Oh no. That sounds really hard", []),  # "Oh no." is short: it joins the next sentence
+    ("Oh no. That sounds really hard. Do you", []),
+    ("Oh no. That sounds really hard. Do you want to", ["Oh no. That sounds really hard."]),
+    ("*** 🙂. I see how you", []),  # nothing speakable in the complete part
+])
+def test_a_sentence_is_ready_when_no_later_text_can_change_it(written, ready):
+    assert ready_sentences(written) == ready
+
+
+def test_ready_sentences_are_always_the_start_of_the_final_split():
+    words = REPLY.split()
+    final = sentences(REPLY)
+    for n in range(1, len(words) + 1):
+        ready = ready_sentences(" ".join(words[:n]))
+        assert final[: len(ready)] == ready
+
+
+class _Recorder:
+    def __init__(self):
+        self.pieces: list[np.ndarray] = []
+        self.times: list[float] = []
+        self.first = threading.Event()
+
+    def __call__(self, rate: int, audio: np.ndarray) -> None:
+        self.pieces.append(audio)
+        self.times.append(time.perf_counter())
+        self.first.set()
+
+
+def test_spoken_while_written_is_the_file_spoken_after(tiny_pipeline):
+    voice, params = tiny_pipeline.voice, tiny_pipeline.config.strategy.table["comfort"]
+    whole = voice.synthesize(REPLY, None, params, seed=7)
+    heard = _Recorder()
+    speaker = SentenceSpeaker(lambda: voice.start(None, params, seed=7), heard)
+    words = REPLY.split()
+    for n in range(1, len(words) + 1):
+        speaker.offer(" ".join(words[:n]))
+    result = speaker.finish(REPLY)
+    np.testing.assert_array_equal(result.waveform, whole.waveform)
+    np.testing.assert_array_equal(np.concatenate(heard.pieces), whole.waveform)  # what was played, in order
+    assert len(heard.pieces) == len(sentences(REPLY)) == 3 and not speaker.restarted
+
+
+def test_a_changed_text_is_spoken_again_for_the_file(tiny_pipeline):
+    """If the final text does not start with what was spoken (it cannot happen with ready
+    sentences; guarded anyway), the file is still exactly the final text's."""
+    voice, params = tiny_pipeline.voice, tiny_pipeline.config.strategy.table["neutral"]
+    speaker = SentenceSpeaker(lambda: voice.start(None, params, seed=1), _Recorder())
+    speaker.offer("I am so sorry to hear about your week. That sounds really")
+    final = "I am very glad to hear about your week. That sounds really good."
+    result = speaker.finish(final)
+    assert speaker.restarted
+    np.testing.assert_array_equal(result.waveform, voice.synthesize(final, None, params, seed=1).waveform)
+
+
+def test_a_failing_voice_fails_the_finish_not_the_writer(tiny_pipeline):
+    class Broken:
+        sample_rate = 16_000
+
+        def add(self, sentence):
+            raise RuntimeError("voice engine crashed")
+
+    speaker = SentenceSpeaker(Broken, _Recorder())
+    speaker.offer(REPLY)  # returns at once; the error stays on the speaker's thread
+    with pytest.raises(RuntimeError, match="crashed"):
+        speaker.finish(REPLY)
+
+
+def test_the_first_sentence_plays_before_the_last_is_written(tiny_pipeline, speech_paths, monkeypatch):
+    """On a reply written slowly, the first sentence's audio arrives while the LLM is still
+    writing the last one; the turn's audio is the same file as a turn spoken after its text."""
+    pipeline = tiny_pipeline
+    conversation = pipeline.add_user_turn(Conversation(), speech_paths[0], transcript="it was a rough week")
+    written_at: list[float] = []
+    heard = _Recorder()
+
+    reply = " ".join(sentences(REPLY)[:2])  # the reply is cut after two sentences (GenerationConfig)
+
+    def slow_llm(history, features, encoding, on_text):
+        words = reply.split()
+        for n in range(1, len(words) + 1):
+            time.sleep(0.02)
+            if n == len(words):  # the last word waits (a while) for the first sentence's voice
+                heard.first.wait(WAIT_FOR_VOICE_S)
+            if on_text is not None:
+                on_text(" ".join(words[:n]))
+            written_at.append(time.perf_counter())
+        return GenerationOutput(reply, list(range(len(words))), None, [], False)
+
+    monkeypatch.setattr(pipeline, "_generate", slow_llm)
+    streamed = pipeline.respond(conversation, on_audio=heard)
+    assert heard.times and heard.times[0] < written_at[-1], "the voice starts before the reply is written"
+    plain = pipeline.respond(conversation)
+    assert streamed.reply_text == plain.reply_text == reply
+    np.testing.assert_array_equal(streamed.reply_audio, plain.reply_audio)
+    np.testing.assert_array_equal(np.concatenate(heard.pieces), streamed.reply_audio)
+
+
+def test_piper_spoken_while_written_is_the_file_spoken_after():
+    from es4r.config import StrategyConfig
+    from es4r.voice.piper_engine import PiperEngine, piper_available
+
+    if not piper_available():
+        pytest.skip("the Piper voice is not installed")
+    voice, params = PiperEngine.from_pretrained(), StrategyConfig().table["encourage"]
+    heard = _Recorder()
+    speaker = SentenceSpeaker(lambda: voice.start(None, params, seed=5), heard)
+    speaker.offer(REPLY[: REPLY.index("exhausting")])
+    result = speaker.finish(REPLY)
+    np.testing.assert_array_equal(result.waveform, voice.synthesize(REPLY, None, params, seed=5).waveform)
+    np.testing.assert_array_equal(np.concatenate(heard.pieces), result.waveform)
+
+
+def test_other_random_draws_between_sentences_change_nothing(tiny_pipeline):
+    """While a reply is spoken sentence by sentence, other work (an LLM that samples) draws
+    from the same global generator between its sentences; the voice's own noise carries on
+    as in one pass, so the file is still the one `synthesize` makes."""
+    import torch
+
+    voice, params = tiny_pipeline.voice, tiny_pipeline.config.strategy.table["neutral"]
+    utterance = voice.start(None, params, seed=11)
+    for sentence in sentences(REPLY):
+        torch.rand(7)
+        utterance.add(sentence)
+    np.testing.assert_array_equal(utterance.result().waveform, voice.synthesize(REPLY, None, params, seed=11).waveform)
