@@ -45,6 +45,20 @@ class BenchRow:
     text_first_words_s: float = 0.0  # the same on the text path (add the ASR time for the user's wait)
     speech_first_audio_s: float = 0.0  # respond() start -> the first reply sentence spoken, speech path
     text_first_audio_s: float = 0.0  # the same on the text path
+    # The user's cascade (es4r/user_cascade.py) on the same conversations, from the end of the
+    # recording (its own ASR included); None when its packages are not installed.
+    cascade_first_text_s: float | None = None
+    cascade_first_audio_s: float | None = None
+    cascade_total_s: float | None = None
+    cascade_tokens_per_s: float | None = None
+    cascade_tokens: int | None = None
+
+    def waits(self, speech: bool) -> tuple[float, float, float]:
+        """(first words, first audio, whole reply) from the end of the recording, on a path."""
+        if speech:
+            return (self.asr_s + self.speech_first_words_s, self.asr_s + self.speech_first_audio_s,
+                    self.asr_s + self.speech_path_s)
+        return self.asr_s + self.text_first_words_s, self.asr_s + self.text_first_audio_s, self.asr_s + self.text_path_s
 
     @property
     def path_ratio(self) -> float:
@@ -96,7 +110,10 @@ def _respond_on(pipeline, conversation: Conversation, speech: bool) -> tuple[flo
     return seconds, tokens, (first_words or [seconds])[0], (first_audio or [seconds])[0]
 
 
-def run_bench(pipeline, history_lengths=(1, 3, 5, 8), repeats: int = 3, clips: list[Path] | None = None) -> list[BenchRow]:
+def run_bench(pipeline, history_lengths=(1, 3, 5, 8), repeats: int = 3, clips: list[Path] | None = None,
+              user_cascade=None) -> list[BenchRow]:
+    """The figures per history length. `user_cascade` (es4r.user_cascade.UserCascade), when
+    given, answers the same conversations in the same run: the yardstick."""
     from es4r.systems import cascade_respond
 
     clips = [load_audio(p) for p in (clips or sorted(CLIP_DIR.glob("*.wav")))]
@@ -105,12 +122,17 @@ def run_bench(pipeline, history_lengths=(1, 3, 5, 8), repeats: int = 3, clips: l
     warm, _ = _conversation(pipeline, clips, 1)
     pipeline.respond(warm)
     cascade_respond(pipeline, warm)
+    if user_cascade is not None:
+        user_cascade.respond([], clips[0].samples)
     rows = []
     for turns in history_lengths:
         asr_runs, es4r_runs, cascade_runs, stage_runs, tps, rtf = [], [], [], [], [], []
         paths: dict[bool, list[tuple[float, int, float, float]]] = {True: [], False: []}
+        yardstick = []
         for _ in range(repeats):
             conversation, asr = _conversation(pipeline, clips, turns, reply_audio)
+            if user_cascade is not None:  # the same history; the newest recording transcribed by its own ASR
+                yardstick.append(user_cascade.respond(conversation.history()[:-1], clips[(turns - 1) % len(clips)].samples))
             for speech in (True, False):
                 paths[speech].append(_respond_on(pipeline, conversation, speech))
             start = time.perf_counter()
@@ -132,9 +154,38 @@ def run_bench(pipeline, history_lengths=(1, 3, 5, 8), repeats: int = 3, clips: l
                              *(statistics.median(run[0] for run in paths[speech]) for speech in (True, False)),
                              *(int(statistics.median(run[1] for run in paths[speech])) for speech in (True, False)),
                              *(statistics.median(run[2] for run in paths[speech]) for speech in (True, False)),
-                             *(statistics.median(run[3] for run in paths[speech]) for speech in (True, False))))
+                             *(statistics.median(run[3] for run in paths[speech]) for speech in (True, False)),
+                             **_yardstick(yardstick)))
         logger.info("bench: %d turns done", turns)
     return rows
+
+
+def _yardstick(turns: list) -> dict:
+    if not turns:
+        return {}
+    return {"cascade_first_text_s": statistics.median(t.first_text_s for t in turns),
+            "cascade_first_audio_s": statistics.median(t.first_audio_s for t in turns),
+            "cascade_total_s": statistics.median(t.total_s for t in turns),
+            "cascade_tokens_per_s": statistics.median(t.decode_tokens_per_s for t in turns),
+            "cascade_tokens": int(statistics.median(t.tokens for t in turns))}
+
+
+def yardstick_table(rows: list[BenchRow], speech: bool) -> str:
+    """ES4R (the path it answers with) beside the user's cascade, each from the end of the
+    recording: first words, first audio, whole reply, and ES4R / cascade ratios."""
+    head = ["turns", "first words s (ES4R / cascade)", "first audio s (ES4R / cascade)", "whole reply s (ES4R / cascade)",
+            "ratio first audio", "ratio whole reply", "decode tok/s (ES4R / cascade)", "reply tokens (ES4R / cascade)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        if r.cascade_total_s is None:
+            continue
+        words, audio, whole = r.waits(speech)
+        tokens = r.speech_tokens if speech else r.text_tokens
+        lines.append(f"| {r.turns} | {words:.2f} / {r.cascade_first_text_s:.2f} | {audio:.2f} / {r.cascade_first_audio_s:.2f} | "
+                     f"{whole:.2f} / {r.cascade_total_s:.2f} | {audio / r.cascade_first_audio_s:.2f} | "
+                     f"{whole / r.cascade_total_s:.2f} | {r.llm_tokens_per_s:.1f} / {r.cascade_tokens_per_s:.1f} | "
+                     f"{tokens} / {r.cascade_tokens} |")
+    return "\n".join(lines)
 
 
 def format_table(rows: list[BenchRow]) -> str:

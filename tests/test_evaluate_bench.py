@@ -119,10 +119,32 @@ def test_speech_systems_need_a_checkpoint(tmp_path, tiny_pipeline):
         evaluate(tiny_pipeline, manifest, ["es4r"], tmp_path / "eval")
 
 
-def test_bench_rows(speech_pipeline, tmp_path):
-    from es4r.bench import format_table, growth_check, run_bench, write_json
+class _Yardstick:
+    """Stands in for es4r.user_cascade.UserCascade (whose packages CI does not install):
+    records what it was asked to answer and answers in fixed times."""
 
-    rows = run_bench(speech_pipeline, history_lengths=(1, 2), repeats=1)
+    def __init__(self):
+        self.asked = []
+
+    def respond(self, history, recording):
+        from es4r.user_cascade import CascadeTurn
+
+        self.asked.append((list(history), len(recording)))
+        return CascadeTurn("heard", "A reply.", 10, 0.1, 0.2, 0.5, 1.0, 50.0)
+
+
+def test_bench_rows(speech_pipeline, tmp_path):
+    from es4r.bench import format_table, growth_check, run_bench, write_json, yardstick_table
+
+    yardstick = _Yardstick()
+    rows = run_bench(speech_pipeline, history_lengths=(1, 2), repeats=1, user_cascade=yardstick)
+    # the yardstick answered the same histories: none before turn 1, turn 1 and its reply before turn 2
+    assert [len(history) for history, _ in yardstick.asked] == [0, 0, 2] and all(n > 0 for _, n in yardstick.asked)
+    assert all(r.cascade_total_s == 1.0 and r.cascade_first_audio_s == 0.5 for r in rows)
+    words, audio, whole = rows[1].waits(speech=True)
+    assert 0 < words <= whole and 0 < audio <= whole + 1e-9
+    table = yardstick_table(rows, speech=True)
+    assert f"| 2 | {words:.2f} / 0.20 | {audio:.2f} / 0.50 | {whole:.2f} / 1.00 | {audio / 0.5:.2f} | {whole:.2f} |" in table
     assert [r.turns for r in rows] == [1, 2]
     for row in rows:
         assert row.es4r_s > 0 and row.cascade_s > 0 and row.ratio > 0 and row.peak_rss_mb > 0
@@ -130,6 +152,7 @@ def test_bench_rows(speech_pipeline, tmp_path):
         assert row.speech_path_s > 0 and row.text_path_s > 0 and row.speech_tokens > 0 and row.text_tokens > 0
         assert row.path_ratio == row.speech_path_s / row.text_path_s
         assert 0 < row.speech_first_words_s <= row.speech_path_s and 0 < row.text_first_words_s <= row.text_path_s
+        assert 0 < row.speech_first_audio_s <= row.speech_path_s and 0 < row.text_first_audio_s <= row.text_path_s
     assert speech_pipeline.speech_path  # measuring the text path switched nothing on the pipeline itself
     assert "| turns |" in format_table(rows) and "linear" in growth_check(rows)
     write_json(rows, tmp_path / "bench.json", {"preset": "tiny"})

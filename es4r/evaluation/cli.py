@@ -6,6 +6,8 @@ import argparse
 import json
 import logging
 import platform
+import tempfile
+from pathlib import Path
 
 from es4r.config import PRESETS
 
@@ -38,6 +40,9 @@ def add_evaluation_subparsers(subparsers) -> None:
     bench.add_argument("--turns", nargs="+", type=int, default=[1, 3, 5, 8], help="history lengths to measure")
     bench.add_argument("--repeats", type=int, default=3, help="runs per history length (median reported)")
     bench.add_argument("--out", default="bench.json", help="JSON file for the figures")
+    bench.add_argument("--no-user-cascade", action="store_true",
+                       help="skip the user's cascade (faster-whisper -> llama.cpp -> the voice), which otherwise runs "
+                            "when its packages are installed (requirements-cascade.txt)")
     bench.set_defaults(handler=_bench)
 
 
@@ -72,22 +77,44 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _user_cascade(pipeline, args: argparse.Namespace):
+    """(UserCascade or None, what it is or why it does not run)."""
+    from es4r import user_cascade
+
+    if args.no_user_cascade:
+        return None, "skipped (--no-user-cascade)"
+    if args.preset != "embedded":
+        return None, "runs on the embedded preset only (the packaged weights it shares with ES4R)"
+    missing = user_cascade.missing_packages()
+    if missing:
+        return None, f"not run: {', '.join(missing)} not installed ({user_cascade.INSTALL_HINT})"
+    cascade = user_cascade.UserCascade(pipeline, Path(tempfile.mkdtemp(prefix="es4r_cascade_")))
+    return cascade, cascade.name
+
+
 def _bench(args: argparse.Namespace) -> int:
     import torch
 
-    from es4r.bench import format_table, growth_check, run_bench, write_json
+    from es4r.bench import format_table, growth_check, run_bench, write_json, yardstick_table
 
     import time
 
     start = time.perf_counter()
     pipeline = _pipeline(args)
     load_seconds = time.perf_counter() - start
-    rows = run_bench(pipeline, tuple(args.turns), args.repeats)
+    cascade, cascade_note = _user_cascade(pipeline, args)
+    rows = run_bench(pipeline, tuple(args.turns), args.repeats, user_cascade=cascade)
     meta = {"preset": args.preset, "load_s": round(load_seconds, 2), "path": "speech" if pipeline.speech_path else "text",
             "voice": pipeline.voice.name, "repeats": args.repeats, "torch_threads": torch.get_num_threads(),
-            "machine": platform.platform(), "processor": platform.processor()}
+            "machine": platform.platform(), "processor": platform.processor(), "user_cascade": cascade_note}
     write_json(rows, args.out, meta)
     print(format_table(rows))
     print(growth_check(rows))
+    if cascade is not None:
+        print(f"\nES4R ({meta['path']} path) against the user's cascade ({cascade_note}), seconds from the end of "
+              "the recording:")
+        print(yardstick_table(rows, pipeline.speech_path))
+    else:
+        print(f"\nuser's cascade: {cascade_note}")
     print(json.dumps({"figures": args.out, **meta}))
     return 0

@@ -1,0 +1,131 @@
+"""The cascade a user would assemble from the same packaged weights with the tools people
+use for it: faster-whisper (CTranslate2) on the packaged Whisper tiny.en, llama.cpp
+(llama-cpp-python) on the packaged SmolLM2 GGUF, and the same voice, speaking each sentence
+as soon as it is written. It is the yardstick for ES4R's speed: `python -m es4r bench` runs
+it beside ES4R on the same clips when its optional packages are installed
+(`pip install -r requirements-cascade.txt`); the app and the tests never need it."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from es4r.conversation import ASSISTANT, USER
+from es4r.pipeline import FALLBACK_REPLY, ES4RPipeline
+from es4r.reply_text import confirmed_sentences, trim_reply
+from es4r.voice.sentence_speaker import SentenceSpeaker
+
+logger = logging.getLogger(__name__)
+
+PACKAGES = {"faster_whisper": "faster-whisper", "llama_cpp": "llama-cpp-python"}
+INSTALL_HINT = "pip install -r requirements-cascade.txt"
+WHISPER_COMPUTE_TYPE = "int8"  # what faster-whisper recommends on a CPU
+CT2_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+
+
+def missing_packages() -> list[str]:
+    """The cascade's packages that are not installed (their PyPI names)."""
+    return [name for module, name in PACKAGES.items() if importlib.util.find_spec(module) is None]
+
+
+@dataclass(frozen=True)
+class CascadeTurn:
+    """One answered turn, timed from the end of the user's recording."""
+
+    transcript: str
+    reply_text: str
+    tokens: int
+    asr_s: float
+    first_text_s: float  # the first reply words
+    first_audio_s: float  # the first sentence spoken
+    total_s: float  # the whole reply spoken
+    decode_tokens_per_s: float
+
+
+def _whisper_folder(work_dir: Path) -> Path:
+    """A folder faster-whisper can load: the carrier's own, or its split model.bin joined."""
+    from es4r.embedded.whisper_ct2 import find_whisper_source
+
+    source = find_whisper_source("tiny.en")
+    if len(source.model_parts) == 1:
+        return source.model_parts[0].parent
+    folder = work_dir / f"whisper-{source.name}-ct2"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "model.bin", "wb") as out:
+        for part in source.model_parts:
+            with open(part, "rb") as handle:
+                shutil.copyfileobj(handle, out)
+    for name in CT2_FILES:
+        shutil.copy(source.folder / name, folder / name)
+    return folder
+
+
+class UserCascade:
+    """faster-whisper -> llama.cpp -> the pipeline's voice, with the pipeline's system prompt,
+    reply length and sentence cut, greedy like the pipeline."""
+
+    def __init__(self, pipeline: ES4RPipeline, work_dir: Path):
+        missing = missing_packages()
+        if missing:
+            raise ImportError(f"the user's cascade needs {', '.join(missing)}; {INSTALL_HINT}")
+        from faster_whisper import WhisperModel
+        from llama_cpp import Llama
+
+        from es4r.embedded.llm_gguf import find_llm_source, gguf_path
+
+        self.pipeline = pipeline
+        threads = os.cpu_count() or 1
+        self.whisper = WhisperModel(str(_whisper_folder(work_dir)), device="cpu", compute_type=WHISPER_COMPUTE_TYPE,
+                                    cpu_threads=threads)
+        gguf = gguf_path(find_llm_source("smollm2-135m-instruct"), work_dir)
+        self.llm = Llama(model_path=str(gguf), n_ctx=pipeline.config.generation.max_context_tokens,
+                         n_threads=threads, verbose=False)
+        self.name = f"faster-whisper tiny.en ({WHISPER_COMPUTE_TYPE}) -> llama.cpp {gguf.name} -> {pipeline.voice.name}"
+        logger.info("user's cascade: %s", self.name)
+
+    def respond(self, history: list[tuple[str, str]], recording: np.ndarray) -> CascadeTurn:
+        """Transcribe `recording` (16 kHz mono), answer it after `history` ((role, text)
+        turns), and speak the reply sentence by sentence while it is written."""
+        generation = self.pipeline.config.generation
+        start = time.perf_counter()
+        segments, _ = self.whisper.transcribe(recording.astype(np.float32), language="en", beam_size=1)
+        transcript = " ".join(segment.text.strip() for segment in segments).strip()
+        asr_s = time.perf_counter() - start
+        messages = [{"role": "system", "content": generation.system_prompt}]
+        messages += [{"role": "user" if role == USER else "assistant", "content": text}
+                     for role, text in history if role in (USER, ASSISTANT)]
+        messages.append({"role": "user", "content": transcript})
+        moments: dict[str, float] = {}
+
+        def heard(rate: int, audio: np.ndarray) -> None:
+            moments.setdefault("first_audio", time.perf_counter() - start)
+
+        neutral = self.pipeline.config.strategy.table["neutral"]
+        speaker = SentenceSpeaker(lambda: self.pipeline.voice.start(None, neutral, seed=self.pipeline.config.seed), heard)
+        written, tokens, decode_start = "", 0, time.perf_counter()
+        for chunk in self.llm.create_chat_completion(messages, max_tokens=generation.max_new_tokens, temperature=0.0,
+                                                     repeat_penalty=generation.repetition_penalty, stream=True):
+            piece = chunk["choices"][0]["delta"].get("content") or ""
+            if not piece:
+                continue
+            tokens += 1
+            written += piece
+            moments.setdefault("first_text", time.perf_counter() - start)
+            speaker.offer(trim_reply(written, generation.max_sentences))
+            if confirmed_sentences(written) >= generation.max_sentences:
+                break
+        decode_s = time.perf_counter() - decode_start
+        reply = trim_reply(written, generation.max_sentences)
+        if not any(ch.isalpha() for ch in reply):
+            reply = FALLBACK_REPLY
+        speaker.finish(reply)
+        total_s = time.perf_counter() - start
+        return CascadeTurn(transcript, reply, tokens, asr_s, moments.get("first_text", total_s),
+                           moments.get("first_audio", total_s), total_s, tokens / max(decode_s, 1e-9))
