@@ -85,6 +85,10 @@ class GenerationConfig:
     # no run of this many tokens of an earlier reply in the conversation (es4r/modeling/repeats.py); 0 = off
     earlier_reply_ngram: int = 4
     max_sentences: int = 2  # reply is cut at a sentence end after this many
+    # the first sentence does not apologise to good news nor celebrate bad news, read from the
+    # last transcript (es4r/modeling/openings.py); unsure readings keep both out
+    opening_check: bool = True
+    valence_margin: float = 0.04  # |good - bad prototype similarity| a reading needs to be sure
     max_context_tokens: int = 2048  # LLM context budget for history + reply
 
 

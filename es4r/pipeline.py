@@ -52,6 +52,7 @@ class ES4RPipeline:
         self.voice = voice
         self.components = components
         self.speech_path = speech_path
+        self._valence_reader = None  # loaded on the first turn that needs it (es4r.modeling.openings)
 
     # ---------------------------------------------------------------- building
     @classmethod
@@ -90,8 +91,10 @@ class ES4RPipeline:
         `with_config` view) and/or on the other path; this pipeline is left as it is."""
         config = config or self.config
         model = self.model if config is self.config else self.model.with_config(config)
-        return ES4RPipeline(config, model, self.voice, self.components,
-                            self.speech_path if speech_path is None else speech_path)
+        variant = ES4RPipeline(config, model, self.voice, self.components,
+                               self.speech_path if speech_path is None else speech_path)
+        variant._valence_reader = self._valence_reader
+        return variant
 
     # ---------------------------------------------------------------- turns
     def add_user_turn(self, conversation: Conversation, audio: str | Path | bytes | Waveform | tuple,
@@ -263,9 +266,16 @@ class ES4RPipeline:
         if silent and self.speech_path:
             notes.append(f"{len(silent)} turn(s) have no audio and are read as text on the speech path")
 
+        avoid = ()
+        if config.generation.opening_check and (reader := self.valence_reader()) is not None:
+            with timed(timings, "valence"):
+                reading = reader.read(conversation.turns[-1].text)
+            notes.append(reading.note())
+            avoid = reading.avoided
         _report(progress, 0.4, "thinking (LLM)")
         with timed(timings, "llm"):
-            generated = self._generate(history.history(), features if self.speech_path else None, encoding, on_text)
+            generated = self._generate(history.history(), features if self.speech_path else None, encoding, on_text,
+                                       avoid)
         timings["llm_tokens_per_s"] = len(generated.token_ids) / max(timings["llm"], 1e-9)
         reply_text = trim_reply(generated.text, config.generation.max_sentences)
         if not any(ch.isalpha() for ch in reply_text):
@@ -295,11 +305,22 @@ class ES4RPipeline:
         timings[WALL] = plan.seconds + time.perf_counter() - started  # the stages plus the work between them
         return Draft(conversation, reply_text, plan, attention, timings, notes, dropped)
 
-    def _generate(self, history, features, encoding, on_text: Callable[[str], None] | None) -> GenerationOutput:
+    def valence_reader(self):
+        """The reader of good / bad news for reply openings (loaded once; None when its
+        packaged sentence encoder is missing, which is logged)."""
+        if self._valence_reader is None:
+            from es4r.modeling.openings import ValenceReader
+
+            self._valence_reader = ValenceReader.packaged(self.config.generation.valence_margin) or False
+        return self._valence_reader or None
+
+    def _generate(self, history, features, encoding, on_text: Callable[[str], None] | None,
+                  avoid: tuple[str, ...] = ()) -> GenerationOutput:
         """model.generate; with `on_text`, each finished piece of text is passed on as it comes."""
         generation = self.config.generation
         streamer = reply_streamer(self.model.tokenizer, generation.max_sentences, on_text) if on_text else None
-        return self.model.generate(history, features, generation, encoding=encoding, streamer=streamer)[0]
+        return self.model.generate(history, features, generation, encoding=encoding, streamer=streamer,
+                                   avoid_in_opening=avoid)[0]
 
     def speak(self, draft: Draft, progress: ProgressFn | None = None,
               speaker: SentenceSpeaker | None = None) -> TurnResult:

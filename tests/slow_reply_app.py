@@ -22,7 +22,7 @@ REPLY = os.environ["ES4R_SLOW_REPLY"]  # set by the test that starts this app
 WORD_SECONDS = 0.3
 
 
-def slowly_written(self, history, features, encoding, on_text):
+def slowly_written(self, history, features, encoding, on_text, avoid=()):
     words = REPLY.split()
     for count in range(1, len(words) + 1):
         time.sleep(WORD_SECONDS)

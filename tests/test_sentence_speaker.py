@@ -101,7 +101,7 @@ def test_the_first_sentence_plays_before_the_last_is_written(tiny_pipeline, spee
 
     reply = " ".join(sentences(REPLY)[:2])  # the reply is cut after two sentences (GenerationConfig)
 
-    def slow_llm(history, features, encoding, on_text):
+    def slow_llm(history, features, encoding, on_text, avoid=()):
         words = reply.split()
         for n in range(1, len(words) + 1):
             time.sleep(0.02)

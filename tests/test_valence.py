@@ -34,6 +34,15 @@ def test_opening_stance_reads_the_first_sentence():
     assert opening_stance("I'm glad you told me, and I'm sorry it hurts.") == "apology"  # thanks, not joy
 
 
+def test_only_the_opposite_stance_contradicts():
+    from es4r.evaluation.valence import contradicts
+
+    assert contradicts("good", "apology") and contradicts("bad", "celebration")
+    assert not contradicts("good", "celebration") and not contradicts("bad", "apology")
+    assert not any(contradicts(valence, None) for valence in ("good", "bad", "neutral"))  # no stance, no contradiction
+    assert not contradicts("neutral", "apology") and not contradicts("neutral", "celebration")
+
+
 def test_repeats_compare_each_reply_with_every_earlier_one():
     replies = ["I'm so sorry to hear about your dog.", "What did the vet say?",
                "I'm so sorry to hear about your dog, truly.", "Take care of yourself."]

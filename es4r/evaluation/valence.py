@@ -106,6 +106,12 @@ def opening_stance(reply: str) -> str | None:
     return min(found)[1] if found else None
 
 
+def contradicts(valence: str, stance: str | None) -> bool:
+    """An apology to good news or congratulations to bad news; neutral turns take either,
+    and a reply with no stance contradicts nothing."""
+    return stance is not None and CONTRADICTING.get(valence) == stance
+
+
 def repeats(replies: list[str]) -> list[tuple[int, float]]:
     """For each reply: (index of the most similar earlier reply, its ROUGE-L F1), or (-1, 0.0)."""
     from rouge_score import rouge_scorer
@@ -149,7 +155,7 @@ def play_set(pipeline, conversations: list[list[ValenceTurn]]) -> ValenceReport:
                 continue
             stance = opening_stance(result.reply_text)
             replies.append(ValenceReply(turn, result.transcripts[-1], result.reply_text, stance,
-                                        CONTRADICTING.get(turn.valence) == stance))
+                                        contradicts(turn.valence, stance)))
         for reply, (earlier, score) in zip(replies, repeats([r.reply for r in replies])):
             if earlier >= 0 and score >= REPEAT_ROUGE:
                 reply.repeat_of, reply.repeat_rouge = replies[earlier].turn.id, score

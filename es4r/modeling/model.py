@@ -24,6 +24,7 @@ from es4r.modeling.dual_attention import DualLevelAttention
 from es4r.modeling.outputs import GenerationOutput, PathBatch, PromptParts, SpeechContext, SpeechEncoding
 from es4r.modeling.plora import apply_plora, speech_positions
 from es4r.modeling.prosody import prosody_features, turn_level
+from es4r.modeling.openings import OpeningBan
 from es4r.modeling.repeats import earlier_replies_ban
 from es4r.reply_text import sentences_done
 from es4r.timing import timed
@@ -317,11 +318,13 @@ class ES4RModel(nn.Module):
         generation: GenerationConfig | None = None,
         encoding: SpeechEncoding | None = None,
         streamer=None,
+        avoid_in_opening: tuple[str, ...] = (),
     ) -> tuple[GenerationOutput, SpeechEncoding | None]:
         """Reply to one dialogue: speech path when turn_features (one per history turn, None
         for a turn without audio) are given, else text path. Pass the `encoding` of those
         features when the caller already has it: speech is encoded once per turn. A
-        transformers streamer (e.g. `TextIteratorStreamer`) receives the tokens as they come."""
+        transformers streamer (e.g. `TextIteratorStreamer`) receives the tokens as they come.
+        `avoid_in_opening`: words the reply's first sentence must not use (es4r.modeling.openings)."""
         generation = generation or self.config.generation
         parts = self.prompt_parts(history, generation)
         cross_weights, flags = None, None
@@ -342,9 +345,10 @@ class ES4RModel(nn.Module):
         kwargs = generation_kwargs(generation, self.tokenizer)
         if streamer is not None:
             kwargs["streamer"] = streamer
-        ban = earlier_replies_ban(history, self.tokenizer, generation.earlier_reply_ngram)
-        if ban is not None:
-            kwargs["logits_processor"] = LogitsProcessorList([ban])
+        processors = [earlier_replies_ban(history, self.tokenizer, generation.earlier_reply_ngram),
+                      OpeningBan(self.tokenizer, avoid_in_opening) if avoid_in_opening else None]
+        if any(processors):
+            kwargs["logits_processor"] = LogitsProcessorList([p for p in processors if p is not None])
         with speech_positions(batch.speech_mask if batch.speech_mask.any() else None):
             output = self.llm.generate(
                 inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, **kwargs

