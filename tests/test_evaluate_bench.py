@@ -92,6 +92,11 @@ def test_evaluate_all_systems(speech_pipeline, tmp_path):
         assert 0.0 <= float(row["bleu1"]) <= 1.0 and 0.0 <= float(row["dist1"]) <= 1.0
     assert "| system |" in output.markdown.read_text()
     samples = [json.loads(line) for line in output.samples_file.read_text().splitlines()]
+    from es4r.evaluation.valence import top_opening
+
+    for name in SYSTEMS:  # the most common 4-word opening over the system's replies
+        opening, share = top_opening([sample["systems"][name]["text"] for sample in samples])
+        assert output.table[name]["top_opening"] == opening and output.table[name]["top_opening_share"] == share
     assert len(samples) == 2
     for sample in samples:
         assert set(sample["systems"]) == set(SYSTEMS) and sample["reference"]

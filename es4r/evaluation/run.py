@@ -49,6 +49,7 @@ def evaluate(pipeline, manifest: str | Path, systems: list[str], out: str | Path
              use_manifest_transcripts: bool = False, bertscore_model: str | None = "auto",
              judge=None) -> EvaluationOutput:
     from es4r.evaluation.metrics import corpus_metrics
+    from es4r.evaluation.valence import top_opening
     from es4r.systems import cascade_respond, check_systems, system_variant
 
     check_systems(systems, pipeline)
@@ -98,6 +99,7 @@ def evaluate(pipeline, manifest: str | Path, systems: list[str], out: str | Path
         report = corpus_metrics(replies[name], references, bertscore_model=bertscore_model)
         table[name] = {k: report.as_dict().get(k) for k in METRIC_COLUMNS}
         table[name]["n"] = report.n
+        table[name]["top_opening"], table[name]["top_opening_share"] = top_opening(replies[name])
         if judge is not None:
             from es4r.evaluation.judge import JudgeSample, judge_samples, summarise
 
