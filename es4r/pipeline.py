@@ -266,7 +266,7 @@ class ES4RPipeline:
         if silent and self.speech_path:
             notes.append(f"{len(silent)} turn(s) have no audio and are read as text on the speech path")
 
-        avoid = ()
+        avoid: tuple[str, ...] = ()
         if config.generation.opening_check and (reader := self.valence_reader()) is not None:
             with timed(timings, "valence"):
                 reading = reader.read(conversation.turns[-1].text)

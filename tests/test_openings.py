@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from es4r.conversation import Conversation
-from es4r.modeling.openings import APOLOGY_WORDS, BAD, CELEBRATION_WORDS, GOOD, UNSURE, OpeningBan, Reading, ValenceReader
+from es4r.modeling.openings import (APOLOGY_WORDS, BAD, CELEBRATION_WORDS, GOOD, INTENSIFIERS, UNSURE, OpeningBan,
+                                    Reading, ValenceReader)
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +39,9 @@ def test_plain_news_is_read(reader, text, valence):
 
 
 def test_what_each_reading_keeps_out_of_the_opening():
-    assert Reading(GOOD, 0.1).avoided == APOLOGY_WORDS
-    assert Reading(BAD, -0.1).avoided == CELEBRATION_WORDS
-    assert set(Reading(UNSURE, 0.0).avoided) == set(APOLOGY_WORDS + CELEBRATION_WORDS)
+    assert Reading(GOOD, 0.1).avoided == APOLOGY_WORDS + INTENSIFIERS
+    assert Reading(BAD, -0.1).avoided == CELEBRATION_WORDS + INTENSIFIERS
+    assert set(Reading(UNSURE, 0.0).avoided) == set(APOLOGY_WORDS + CELEBRATION_WORDS + INTENSIFIERS)
     assert "apology" in Reading(GOOD, 0.1).note() and "good news" in Reading(GOOD, 0.1).note()
 
 

@@ -6,7 +6,13 @@ news included. `ValenceReader` reads whether the newest user turn sounds like go
 news (its transcript, through the packaged all-MiniLM-L6-v2 sentence encoder, against short
 prototype sentences); `OpeningBan` then keeps the words of the opposite stance out of the
 reply's first sentence — both stances when the reading is unsure, so an unsure reply opens
-by reflecting rather than guessing. Later sentences are free."""
+by reflecting rather than guessing ("I'm here for you") — with the intensifiers that lead
+into them. Later sentences are free.
+
+Chosen by measurement on the valence set (assets/valence_set, embedded text path): a prompt
+hint ("The user is sharing good news.") raised contradictions from 5/20 to 7/20 and made
+the LLM echo its system prompt; bans on confident readings only: 2/20; bans with unsure
+readings banning both stances: 1/20 (see README)."""
 
 from __future__ import annotations
 
@@ -29,6 +35,9 @@ BAD_NEWS = ("I have terrible news.", "Something awful happened to me.", "I am so
 APOLOGY_WORDS = ("sorry", "apologize", "apologise", "condolences")
 CELEBRATION_WORDS = ("glad", "happy", "congratulations", "congrats", "wonderful", "fantastic", "amazing",
                      "awesome", "exciting", "excited", "great", "thrilled", "delighted")
+# "I'm so" is nearly always followed by a stance word: with only the word kept out, the LLM
+# finished "I'm so there." (measured); without the intensifier it says "I'm here for you".
+INTENSIFIERS = ("so", "really", "truly")
 SENTENCE_END = ".!?"
 
 
@@ -41,10 +50,11 @@ class Reading:
     def avoided(self) -> tuple[str, ...]:
         """The words the reply's first sentence must not use."""
         if self.valence == GOOD:
-            return APOLOGY_WORDS
+            return APOLOGY_WORDS + INTENSIFIERS
         if self.valence == BAD:
-            return CELEBRATION_WORDS
-        return APOLOGY_WORDS + CELEBRATION_WORDS
+            return CELEBRATION_WORDS + INTENSIFIERS
+        return APOLOGY_WORDS + CELEBRATION_WORDS + INTENSIFIERS
+
 
     def note(self) -> str:
         heard = {GOOD: "good news", BAD: "bad news", UNSURE: "neither clearly good nor bad news"}[self.valence]
