@@ -53,6 +53,7 @@ class ES4RPipeline:
         self.components = components
         self.speech_path = speech_path
         self._valence_reader = None  # loaded on the first turn that needs it (es4r.modeling.openings)
+        self._valence_root = self  # variants ask the pipeline they were made from: one reader per process
 
     # ---------------------------------------------------------------- building
     @classmethod
@@ -93,7 +94,7 @@ class ES4RPipeline:
         model = self.model if config is self.config else self.model.with_config(config)
         variant = ES4RPipeline(config, model, self.voice, self.components,
                                self.speech_path if speech_path is None else speech_path)
-        variant._valence_reader = self._valence_reader
+        variant._valence_root = self._valence_root
         return variant
 
     # ---------------------------------------------------------------- turns
@@ -308,6 +309,8 @@ class ES4RPipeline:
     def valence_reader(self):
         """The reader of good / bad news for reply openings (loaded once; None when its
         packaged sentence encoder is missing, which is logged)."""
+        if self._valence_root is not self:
+            return self._valence_root.valence_reader()
         if self._valence_reader is None:
             from es4r.modeling.openings import ValenceReader
 

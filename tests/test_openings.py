@@ -73,3 +73,11 @@ def test_a_turn_says_how_it_read_the_news(tiny_pipeline, speech_paths):
     conversation, result = tiny_pipeline.converse(Conversation(), speech_paths[0], transcript="My father died this morning.")
     assert any("reads as bad news" in note for note in result.notes)
     assert result.timings["valence"] > 0
+
+
+def test_variants_share_the_one_reader(tiny_pipeline):
+    from es4r.systems import system_variant
+
+    reader = tiny_pipeline.valence_reader()
+    assert reader is not None and system_variant(tiny_pipeline, "no_empathetic_tts").valence_reader() is reader
+    assert tiny_pipeline.variant(speech_path=False).variant().valence_reader() is reader
