@@ -15,18 +15,28 @@ _MODEL = None
 _LOCK = threading.Lock()  # the ONNX session keeps state per call: one turn at a time
 
 
+def _silero():
+    """The silero_vad module. Importing it runs `torch.set_num_threads(1)` (silero_vad/model.py,
+    at import): every later torch op of the process — the LLM's decode included — would run on
+    one thread, so torch's thread count is put back as it was."""
+    threads = torch.get_num_threads()
+    try:
+        import silero_vad
+    finally:
+        torch.set_num_threads(threads)
+    return silero_vad
+
+
 def _model():
     global _MODEL
     if _MODEL is None:
-        from silero_vad import load_silero_vad
-
-        _MODEL = load_silero_vad(onnx=True)
+        _MODEL = _silero().load_silero_vad(onnx=True)
     return _MODEL
 
 
 def speech_seconds(samples: np.ndarray, sample_rate: int = VAD_RATE) -> float:
     """Seconds of detected speech in mono float samples at 16 kHz."""
-    from silero_vad import get_speech_timestamps
+    get_speech_timestamps = _silero().get_speech_timestamps
 
     if sample_rate != VAD_RATE:
         raise ValueError(f"the voice-activity check takes {VAD_RATE} Hz audio, got {sample_rate} Hz")

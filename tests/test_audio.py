@@ -129,3 +129,15 @@ def test_voice_activity_separates_speech_from_noise_and_tones(speech_paths):
         assert speech_seconds(wave.samples) > 0.5 * wave.seconds  # most of a spoken clip is speech
     for name, signal in _signals().items():
         assert speech_seconds(signal.astype(np.float32)) < AudioConfig().min_speech_seconds, name
+
+
+def test_the_voice_activity_check_leaves_torch_threads_alone():
+    """silero_vad sets torch to one thread when it is imported; the LLM decodes on every core."""
+    import subprocess
+    import sys
+
+    code = ("import torch; torch.set_num_threads(2); import numpy as np; from es4r.vad import speech_seconds; "
+            "speech_seconds(np.zeros(16000, np.float32)); print(torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+    assert out.stdout.strip().splitlines()[-1] == "2"
