@@ -240,7 +240,7 @@ def _stream_sentence(rate: int, samples: np.ndarray):
 
 
 def new_conversation() -> dict:
-    return {state: Session(), chatbot: [], reply_audio: None, audio_in: None,
+    return {state: Session(), chatbot: [], reply_stream: None, reply_audio: None, audio_in: None,
             download: gr.update(value=None, visible=False), context: context_markdown(None), **_empty_views()}
 
 
@@ -352,7 +352,7 @@ with gr.Blocks(title="ES4R Studio") as demo:
         trigger_mode="always_last",
     ).then(submit_state, [audio_in], [send], queue=False)
     reset.click(new_conversation, None,
-                [state, chatbot, reply_audio, audio_in, download, context, *VIEW_OUTPUTS], queue=False)
+                [state, chatbot, reply_stream, reply_audio, audio_in, download, context, *VIEW_OUTPUTS], queue=False)
     view_turn.input(show_turn, [state, view_turn, open_tab], VIEW_OUTPUTS)
     window_turn.input(show_attention, [state, view_turn, window_turn, head], ATTENTION_OUTPUTS)
     head.release(show_attention, [state, view_turn, window_turn, head], ATTENTION_OUTPUTS)

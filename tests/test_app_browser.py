@@ -252,8 +252,11 @@ def test_three_spoken_turns(app_url, driver):
                                " return [t.scrollWidth, document.querySelector('#latency').clientWidth]; }")
         assert widths[0] <= widths[1] + 1, f"the latency table scrolls sideways: {widths}"
 
+        assert page.locator("#reply-stream audio").count() >= 1 and page.locator("#reply-audio audio").count() >= 1
         page.locator("#new-conversation").click()
         playwright_api.expect(page.locator("#chat .message")).to_have_count(0)
+        for player in ("#reply-stream", "#reply-audio"):  # the last reply's players are cleared too
+            playwright_api.expect(page.locator(f"{player} audio")).to_have_count(0)
 
 
 def test_the_reply_is_shown_and_heard_while_it_is_written(slow_reply_url, driver):
