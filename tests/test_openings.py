@@ -81,3 +81,18 @@ def test_variants_share_the_one_reader(tiny_pipeline):
     reader = tiny_pipeline.valence_reader()
     assert reader is not None and system_variant(tiny_pipeline, "no_empathetic_tts").valence_reader() is reader
     assert tiny_pipeline.variant(speech_path=False).variant().valence_reader() is reader
+
+
+def test_the_speech_path_keeps_the_words_out_too(tiny_pipeline, speech_paths):
+    """Both paths generate through the same call: the ban holds when the LLM reads S'."""
+    model, generation = tiny_pipeline.model, tiny_pipeline.config.generation
+    conversation = tiny_pipeline.add_user_turn(Conversation(), speech_paths[0], transcript="hello there")
+    features = [tiny_pipeline._features(turn) for turn in conversation.turns]
+    free = model.generate(conversation.history(), features, generation)[0]
+    assert free.speech_path
+    words = [model.tokenizer.decode([t]).strip() for t in free.token_ids]
+    word = next(w for w in words if w.isalpha())
+    token = model.tokenizer(word, add_special_tokens=False).input_ids[0]
+    assert token in free.token_ids and not any(mark in free.text for mark in ".!?")
+    held = model.generate(conversation.history(), features, generation, avoid_in_opening=(word,))[0]
+    assert held.speech_path and token not in held.token_ids
