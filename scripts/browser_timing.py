@@ -84,7 +84,8 @@ def measure(url: str, clips: list[Path], workdir: Path) -> list[dict]:
             page.wait_for_function("document.querySelector('#turn-progress').innerText.trim() === ''",
                                    timeout=TURN_TIMEOUT_MS)  # the turn's event has ended: its export is written
             seen = page.evaluate("window.es4rPageTiming")
-            turns.append({"turn": number, "clip": clip.name, "page_first_words_s": seen["text_s"],
+            turns.append({"turn": number, "clip": clip.name, "page_transcript_s": seen["heard_s"],
+                          "page_first_words_s": seen["text_s"],
                           "page_voice_s": seen["voice_s"]})
             logger.info("turn %d: %s", number, page.locator("#page-timing").inner_text())
         record = _exported(page, workdir, len(clips))
@@ -132,11 +133,11 @@ def main() -> int:
         finally:
             server.terminate()
             server.wait(timeout=30)
-    header = ("turn", "page: first words s", "pipeline: first words s", "around the pipeline s", "page: voice s",
+    header = ("turn", "page: transcript s", "page: first words s", "pipeline: first words s", "around the pipeline s", "page: voice s",
               "pipeline: first audio s", "voice around the pipeline s", "pipeline: reply text s", "pipeline: total s")
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for t in turns:
-        print(f"| {t['turn']} | {t['page_first_words_s']:.2f} | {t['pipeline_first_words_s']:.2f} | "
+        print(f"| {t['turn']} | {t['page_transcript_s']:.2f} | {t['page_first_words_s']:.2f} | {t['pipeline_first_words_s']:.2f} | "
               f"{t['around_pipeline_s']:.2f} | {t['page_voice_s']:.2f} | {t['pipeline_first_audio_s'] or 0:.2f} | "
               f"{t['voice_around_pipeline_s']:.2f} | {t['pipeline_reply_text_s']:.2f} | {t['pipeline_total_s']:.2f} |")
     if args.out:

@@ -1,5 +1,5 @@
-// How long a turn feels in the page: from pressing Send to the first words of the reply in
-// the chat, and to the reply's voice starting. Measured here, in the browser (the latency
+// How long a turn feels in the page: from pressing Send to the transcript in the chat, to the
+// first words of the reply, and to the reply's voice starting. Measured here, in the browser (the latency
 // table holds the server's stage times); shown in #page-timing and kept on
 // window.es4rPageTiming for the browser test.
 (() => {
@@ -14,7 +14,8 @@
     const text = turn.text ? `reply text after ${seconds(turn.text)} s` : "waiting for the reply text";
     const voice = turn.voice ? `voice after ${seconds(turn.voice)} s` : "voice not started yet";
     box.textContent = `In your browser, from pressing Send: ${text}, ${voice}.`;
-    window.es4rPageTiming = { text_s: turn.text ? (turn.text - turn.sent) / 1000 : null,
+    window.es4rPageTiming = { heard_s: turn.heard ? (turn.heard - turn.sent) / 1000 : null,
+                              text_s: turn.text ? (turn.text - turn.sent) / 1000 : null,
                               voice_s: turn.voice ? (turn.voice - turn.sent) / 1000 : null,
                               words_at_text: turn.wordsAtText, words_at_voice: turn.wordsAtVoice };
   };
@@ -28,6 +29,7 @@
     return found;
   };
   const botMessages = () => document.querySelectorAll("#chat .message.bot");
+  const userMessages = () => document.querySelectorAll("#chat .message.user");
   // The reply as the page shows it (kept at the first words and when the voice starts, so a
   // test can see that both came before the reply was complete).
   const replyShown = () => {
@@ -40,10 +42,15 @@
     const player = document.querySelector("#reply-stream");
     // The previous reply may still be playing: only a clip that was not there at Send counts.
     const earlier = new Set(player ? media(player).map((m) => m.currentSrc) : []);
-    turn = { sent: performance.now(), bots: botMessages().length, text: null, voice: null, earlier };
+    turn = { sent: performance.now(), bots: botMessages().length, users: userMessages().length, heard: null,
+             text: null, voice: null, earlier };
     show();
   }, true);
   new MutationObserver(() => {
+    if (turn && !turn.heard && userMessages().length > turn.users) {  // the transcript is on the page
+      turn.heard = performance.now();
+      show();
+    }
     if (!turn || turn.text) return;
     const bots = botMessages();
     const last = bots[bots.length - 1];
