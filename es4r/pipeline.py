@@ -29,9 +29,8 @@ from es4r.reply_text import reply_streamer, trim_reply
 from es4r.timing import timed
 from es4r.vad import speech_seconds
 from es4r.voice.base import TTSError
+from es4r.voice.plan import VoicePlan, plan_voice
 from es4r.voice.sentence_speaker import SentenceSpeaker
-from es4r.voice.strategy import StrategyDecision, select_strategy
-from es4r.voice.style_fusion import fuse_styles, fusion_weights
 
 logger = logging.getLogger(__name__)
 
@@ -210,23 +209,11 @@ class ES4RPipeline:
         return self.speak(draft, progress, speaker=speaker)
 
     def plan_voice(self, conversation: Conversation) -> VoicePlan:
-        """Stage 3's choices, which depend only on the user's turns so far and so are made
-        before the LLM writes: the strategy from the energies (Eq. 10) and the fused style
-        (Eq. 11-12), so the reply can be spoken as it is written."""
+        """Stage 3's choices for the reply to `conversation` (es4r.voice.plan), made before
+        the LLM writes so the reply can be spoken as it is written."""
         if not conversation.turns or conversation.turns[-1].role != USER:
             raise PipelineError("There is no new user turn to answer.")
-        started, notes = time.perf_counter(), []
-        users = conversation.user_turns
-        energies = [float(t.energy) for t in users]
-        decision = select_strategy(energies, self.config.strategy)
-        weights = fusion_weights(energies, self.config.strategy.fusion_eps) if self.config.strategy.empathetic_tts else None
-        style = None
-        if weights is not None and self.voice.accepts_style:
-            style = fuse_styles([self.voice.extract_style(t.audio, t.sample_rate) for t in users], weights)
-        elif weights is not None:
-            notes.append(f"the voice ({self.voice.name}) cannot take a style vector: fusion weights are computed "
-                         "and shown, strategy pace/expressiveness are applied")
-        return VoicePlan(energies, decision, weights, style, notes, time.perf_counter() - started)
+        return plan_voice(conversation.user_turns, self.config.strategy, self.voice)
 
     def sentence_speaker(self, plan: VoicePlan, on_audio: Callable[[int, np.ndarray], None]) -> SentenceSpeaker:
         """A speaker for this plan's voice settings that speaks each sentence as it is written."""
@@ -406,18 +393,6 @@ class TurnEvent:
 
     kind: str  # progress | heard | text | voice | written | answered (| error, internal)
     value: object
-
-
-@dataclass(frozen=True)
-class VoicePlan:
-    """How the reply will be spoken, chosen before it is written (`plan_voice`)."""
-
-    energies: list[float]
-    decision: StrategyDecision
-    fusion_weights: np.ndarray | None
-    style: np.ndarray | None  # the fused style vector (voices that take one)
-    notes: list[str]
-    seconds: float  # time it took (the "strategy_fusion" stage)
 
 
 @dataclass(frozen=True)
