@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import numpy as np
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -301,21 +302,31 @@ def corpus_metrics(
     )
 
 
-def sentence_embeddings(texts: Sequence[str], model: str = AUTO_MODEL) -> "np.ndarray":
+class SentenceEncoder:
     """Unit-length sentence vectors (mean-pooled last layer, as sentence-transformers pools
-    all-MiniLM-L6-v2): how close two replies are in meaning, for the affect gate."""
-    import numpy as np
-    import torch
-    from transformers import AutoModel, AutoTokenizer
+    all-MiniLM-L6-v2), loaded once: how close two texts are in meaning."""
 
-    path = str(local_bertscore_model_path()) if model == AUTO_MODEL else model
-    tokenizer, encoder = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
-    vectors = []
-    with torch.no_grad():
-        for start in range(0, len(texts), 32):
-            batch = tokenizer(list(texts[start:start + 32]), padding=True, truncation=True, return_tensors="pt")
-            hidden = encoder(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).float()
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-            vectors.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
-    return np.concatenate(vectors) if vectors else np.zeros((0, 384), dtype=np.float32)
+    def __init__(self, model: str = AUTO_MODEL):
+        from transformers import AutoModel, AutoTokenizer
+
+        path = str(local_bertscore_model_path()) if model == AUTO_MODEL else model
+        self.tokenizer, self.encoder = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+
+    def __call__(self, texts: Sequence[str], batch_size: int = 32) -> "torch.Tensor":
+        import torch
+
+        vectors = []
+        with torch.no_grad():
+            for start in range(0, len(texts), batch_size):
+                batch = self.tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
+                                       return_tensors="pt")
+                hidden = self.encoder(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).float()
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+                vectors.append(torch.nn.functional.normalize(pooled, dim=-1))
+        return torch.cat(vectors) if vectors else torch.zeros(0, self.encoder.config.hidden_size)
+
+
+def sentence_embeddings(texts: Sequence[str], model: str = AUTO_MODEL) -> "np.ndarray":
+    """`SentenceEncoder(model)(texts)` as a numpy array, for the affect gate."""
+    return SentenceEncoder(model)(texts).numpy()

@@ -65,35 +65,24 @@ class Reading:
 class ValenceReader:
     """Good / bad / unsure news from a transcript, by sentence-embedding similarity."""
 
-    def __init__(self, model_path: str, margin: float):
-        from transformers import AutoModel, AutoTokenizer
-
-        self.margin = margin
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.encoder = AutoModel.from_pretrained(model_path).eval()
-        vectors = self._embed(list(GOOD_NEWS + BAD_NEWS))
+    def __init__(self, encoder, margin: float):
+        self.margin, self.encoder = margin, encoder
+        vectors = encoder(list(GOOD_NEWS + BAD_NEWS))
         self.good, self.bad = vectors[: len(GOOD_NEWS)], vectors[len(GOOD_NEWS):]
 
     @classmethod
     def packaged(cls, margin: float) -> "ValenceReader | None":
         """The reader on the offline all-MiniLM-L6-v2 package; None (logged) when it is missing."""
-        from es4r.evaluation.metrics import MetricInputError, local_bertscore_model_path
+        from es4r.evaluation.metrics import MetricInputError, SentenceEncoder
 
         try:
-            return cls(str(local_bertscore_model_path()), margin)
+            return cls(SentenceEncoder(), margin)
         except MetricInputError as error:
             logger.warning("reply openings are not checked against the news: %s", error)
             return None
 
-    @torch.no_grad()
-    def _embed(self, texts: list[str]) -> torch.Tensor:
-        batch = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
-        hidden = self.encoder(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).float()
-        return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0), dim=-1)
-
     def read(self, text: str) -> Reading:
-        vector = self._embed([text])[0]
+        vector = self.encoder([text])[0]
         score = float((self.good @ vector).mean() - (self.bad @ vector).mean())
         valence = GOOD if score > self.margin else BAD if score < -self.margin else UNSURE
         return Reading(valence, score)
