@@ -226,8 +226,9 @@ class ES4RPipeline:
     def think(self, conversation: Conversation, progress: ProgressFn | None = None,
               on_text: Callable[[str], None] | None = None, plan: VoicePlan | None = None) -> Draft:
         """Stages 1-2 and the strategy: everything up to the reply text (shown before audio).
-        `on_text`, when given, receives the reply as it grows, token by token (trimmed the same
-        way as the final text), so a page can show it while the LLM is still writing."""
+        `on_text`, when given, receives the reply as it grows, word by word (`growing_reply`:
+        the sentence being written included; the last call is the final text), so a page can
+        show it and a voice can speak it while the LLM is still writing."""
         plan = plan or self.plan_voice(conversation)
         started = time.perf_counter()
         timings: dict[str, float] = {"strategy_fusion": plan.seconds}

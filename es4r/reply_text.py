@@ -31,9 +31,19 @@ def trim_reply(text: str, max_sentences: int) -> str:
     return text[: cut + 1]
 
 
+def growing_reply(text: str, max_sentences: int) -> str:
+    """The reply while it is written: like `trim_reply`, but the sentence being written stays
+    (the page shows it word by word and the voice can settle the sentence before it) until
+    `max_sentences` sentences are complete."""
+    text = _normalised(text)
+    ends = sentence_ends(text)
+    return text[: ends[max_sentences - 1] + 1] if len(ends) >= max_sentences else text
+
+
 def reply_streamer(tokenizer, max_sentences: int, on_text: Callable[[str], None]):
     """A transformers TextStreamer that, on generate's own thread, hands the reply so far
-    (trimmed as the final text is) to `on_text` each time a piece of text is finalised."""
+    (`growing_reply`; at the end, trimmed as the final text is) to `on_text` each time a
+    piece of text is finalised."""
     from transformers import TextStreamer
 
     class ReplyStreamer(TextStreamer):
@@ -41,8 +51,10 @@ def reply_streamer(tokenizer, max_sentences: int, on_text: Callable[[str], None]
 
         def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
             self.reply += text
-            if text.strip():
+            if stream_end:
                 on_text(trim_reply(self.reply, max_sentences))
+            elif text.strip():
+                on_text(growing_reply(self.reply, max_sentences))
 
     return ReplyStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
 

@@ -17,3 +17,12 @@ def test_a_sentence_end_counts_once_more_text_follows_it():
     for text in ("I hear you. That sounds hard. Tell me", "Yes. No! Maybe? So"):
         # once two are confirmed, trimming the text so far gives what trimming any longer text gives
         assert confirmed_sentences(text) >= 2 and trim_reply(text, 2) == trim_reply(text + " more words.", 2)
+
+
+def test_the_growing_reply_keeps_the_sentence_being_written():
+    from es4r.reply_text import growing_reply
+
+    assert growing_reply("You: I'm sorry to hear that. It sounds", 2) == "I'm sorry to hear that. It sounds"
+    assert growing_reply("Oh no. That is hard. And then", 2) == "Oh no. That is hard."  # two complete: cut there
+    assert growing_reply("Oh no. That is hard. And then", 3) == "Oh no. That is hard. And then"
+    assert trim_reply("I'm sorry to hear that. It sounds", 2) == "I'm sorry to hear that."  # the final text drops it
