@@ -19,7 +19,7 @@ import numpy as np
 
 from es4r.conversation import ASSISTANT, USER
 from es4r.pipeline import FALLBACK_REPLY, ES4RPipeline
-from es4r.reply_text import confirmed_sentences, trim_reply
+from es4r.reply_text import confirmed_sentences, growing_reply, trim_reply
 from es4r.voice.sentence_speaker import SentenceSpeaker
 
 logger = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class UserCascade:
             tokens += 1
             written += piece
             moments.setdefault("first_text", time.perf_counter() - start)
-            speaker.offer(trim_reply(written, generation.max_sentences))
+            speaker.offer(growing_reply(written, generation.max_sentences))
             if confirmed_sentences(written) >= generation.max_sentences:
                 break
         decode_s = time.perf_counter() - decode_start
