@@ -51,8 +51,6 @@ class ES4RPipeline:
         self.voice = voice
         self.components = components
         self.speech_path = speech_path
-        self._valence_reader = None  # loaded on the first turn that needs it (es4r.modeling.openings)
-        self._valence_root = self  # variants ask the pipeline they were made from: one reader per process
 
     # ---------------------------------------------------------------- building
     @classmethod
@@ -91,10 +89,8 @@ class ES4RPipeline:
         `with_config` view) and/or on the other path; this pipeline is left as it is."""
         config = config or self.config
         model = self.model if config is self.config else self.model.with_config(config)
-        variant = ES4RPipeline(config, model, self.voice, self.components,
-                               self.speech_path if speech_path is None else speech_path)
-        variant._valence_root = self._valence_root
-        return variant
+        return ES4RPipeline(config, model, self.voice, self.components,
+                            self.speech_path if speech_path is None else speech_path)
 
     # ---------------------------------------------------------------- turns
     def add_user_turn(self, conversation: Conversation, audio: str | Path | bytes | Waveform | tuple,
@@ -221,7 +217,7 @@ class ES4RPipeline:
             return SentenceSpeaker(lambda: self.voice.start(plan.style, plan.decision.params, seed=self.config.seed),
                                    on_audio)
         except TTSError as error:
-            raise PipelineError(f"The reply could not be spoken ({error}). Please try the turn again.") from error
+            raise unspoken(error) from error
 
     def think(self, conversation: Conversation, progress: ProgressFn | None = None,
               on_text: Callable[[str], None] | None = None, plan: VoicePlan | None = None) -> Draft:
@@ -295,15 +291,12 @@ class ES4RPipeline:
         return Draft(conversation, reply_text, plan, attention, timings, notes, dropped)
 
     def valence_reader(self):
-        """The reader of good / bad news for reply openings (loaded once; None when its
-        packaged sentence encoder is missing, which is logged)."""
-        if self._valence_root is not self:
-            return self._valence_root.valence_reader()
-        if self._valence_reader is None:
-            from es4r.modeling.openings import ValenceReader
+        """The reader of good / bad news for reply openings (es4r.modeling.openings; loaded on
+        the first turn that needs it, once per process; None when its packaged sentence
+        encoder is missing, which is logged)."""
+        from es4r.modeling.openings import ValenceReader
 
-            self._valence_reader = ValenceReader.packaged(self.config.generation.valence_margin) or False
-        return self._valence_reader or None
+        return ValenceReader.packaged(self.config.generation.valence_margin)
 
     def _generate(self, history, features, encoding, on_text: Callable[[str], None] | None,
                   avoid: tuple[str, ...] = ()) -> GenerationOutput:
@@ -330,7 +323,7 @@ class ES4RPipeline:
                     synthesis = self.voice.synthesize(draft.reply_text, plan.style, plan.decision.params,
                                                       seed=self.config.seed)
         except TTSError as error:
-            raise PipelineError(f"The reply could not be spoken ({error}). Please try the turn again.") from error
+            raise unspoken(error) from error
         if speaker is not None:  # its voice session was built before the LLM started
             timings["tts"] += speaker.start_seconds
             timings[WALL] = timings.get(WALL, 0.0) + speaker.start_seconds
@@ -432,6 +425,11 @@ def with_asr_time(result: TurnResult, asr_seconds: float) -> TurnResult:
     timings = {"asr": asr_seconds, **result.timings}
     timings[WALL] = timings.get(WALL, 0.0) + asr_seconds
     return replace(result, timings=timings)
+
+
+def unspoken(error: TTSError) -> PipelineError:
+    """What the user reads when the voice failed."""
+    return PipelineError(f"The reply could not be spoken ({error}). Please try the turn again.")
 
 
 def _report(progress: ProgressFn | None, fraction: float, message: str) -> None:

@@ -16,6 +16,7 @@ readings banning both stances: 1/20 (see README)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -71,8 +72,10 @@ class ValenceReader:
         self.good, self.bad = vectors[: len(GOOD_NEWS)], vectors[len(GOOD_NEWS):]
 
     @classmethod
+    @functools.cache
     def packaged(cls, margin: float) -> "ValenceReader | None":
-        """The reader on the offline all-MiniLM-L6-v2 package; None (logged) when it is missing."""
+        """The reader on the offline all-MiniLM-L6-v2 package, loaded once per process (every
+        pipeline and variant shares it); None (logged) when the package is missing."""
         from es4r.evaluation.metrics import MetricInputError, SentenceEncoder
 
         try:
@@ -91,10 +94,11 @@ class ValenceReader:
 class OpeningBan(LogitsProcessor):
     """Bans the tokens of `words` (any case, with or without a leading space; a word that
     splits into several tokens by its first) until the reply holds a sentence end. Works on
-    the generated tokens only, as generation from inputs_embeds passes them."""
+    the generated tokens only, as generation from inputs_embeds passes them; a sentence end
+    is any token whose text holds one of SENTENCE_END (found once in the vocabulary, so no
+    step decodes the reply)."""
 
     def __init__(self, tokenizer, words: tuple[str, ...]):
-        self.tokenizer = tokenizer
         ids = set()
         for word in words:
             for form in (word, word.capitalize(), f" {word}", f" {word.capitalize()}"):
@@ -102,10 +106,17 @@ class OpeningBan(LogitsProcessor):
                 if pieces:
                     ids.add(pieces[0])
         self.banned = sorted(ids)
+        self.enders = _sentence_enders(tokenizer)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         for row, ids in enumerate(input_ids.tolist()):
-            written = self.tokenizer.decode(ids, skip_special_tokens=True)
-            if not any(mark in written for mark in SENTENCE_END):
+            if self.enders.isdisjoint(ids):
                 scores[row, self.banned] = -float("inf")
         return scores
+
+
+@functools.cache
+def _sentence_enders(tokenizer) -> frozenset[int]:
+    """Ids of the tokens whose text holds a sentence end (byte-level vocabularies keep ASCII
+    punctuation as it is), found once per tokenizer."""
+    return frozenset(i for token, i in tokenizer.get_vocab().items() if any(m in token for m in SENTENCE_END))

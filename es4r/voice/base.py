@@ -62,11 +62,27 @@ def speak_whole(engine: "TTSEngine", text: str, style: np.ndarray | None, params
     return utterance.result()
 
 
-def joined(pieces: list[np.ndarray]) -> np.ndarray:
-    """The sentences' audio as one waveform; TTSError when nothing was spoken."""
-    if not pieces:
-        raise TTSError("nothing was spoken; expected at least one sentence")
-    return np.concatenate(pieces).astype(np.float32)
+class SpokenSentences:
+    """What every `Utterance` keeps: its sentences' audio, with a pause before each but the
+    first, and the notes its voice made along the way."""
+
+    def __init__(self, notes: list[str] | None = None):
+        self.pieces: list[np.ndarray] = []
+        self.notes: list[str] = notes if notes is not None else []
+
+    def append(self, audio: np.ndarray, pause_samples: int) -> np.ndarray:
+        """Keep one sentence's audio (the pause put before it) and return what was kept."""
+        if self.pieces:
+            audio = np.concatenate([np.zeros(pause_samples, np.float32), audio])
+        self.pieces.append(np.asarray(audio, dtype=np.float32))
+        return self.pieces[-1]
+
+    def result(self, sample_rate: int, engine: str, used_style: bool, seed: int, params: dict) -> SynthesisResult:
+        """The sentences as one file; TTSError when nothing was spoken."""
+        if not self.pieces:
+            raise TTSError("nothing was spoken; expected at least one sentence")
+        return SynthesisResult(waveform=np.concatenate(self.pieces), sample_rate=sample_rate, engine=engine,
+                               used_style=used_style, seed=seed, params=params, notes=tuple(dict.fromkeys(self.notes)))
 
 
 @runtime_checkable

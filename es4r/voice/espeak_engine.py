@@ -16,7 +16,7 @@ import numpy as np
 import soundfile
 
 from es4r.config import FALLBACK, StrategyParams
-from es4r.voice.base import SynthesisResult, TTSError, joined, speak_whole
+from es4r.voice.base import SpokenSentences, SynthesisResult, TTSError, speak_whole
 
 logger = logging.getLogger(__name__)
 
@@ -145,19 +145,16 @@ class EspeakUtterance:
         self.engine, self.seed = engine, seed
         self.knobs = espeak_knobs(params)
         self.sample_rate = 0  # espeak-ng's own, known after the first sentence
-        self.notes: list[str] = ["the espeak-ng voice cannot take a style vector; the style was ignored"] if style is not None else []
-        self._pieces: list[np.ndarray] = []
+        self.spoken = SpokenSentences(
+            ["the espeak-ng voice cannot take a style vector; the style was ignored"] if style is not None else [])
 
     def add(self, sentence: str) -> np.ndarray:
         audio, self.sample_rate = self.engine._run(sentence, self.knobs)
         if float(np.max(np.abs(audio))) >= FULL_SCALE:
-            self.notes.append(f"espeak-ng output reaches full scale at amplitude {self.knobs.amplitude}; it may clip")
-        if self._pieces:
-            audio = np.concatenate([np.zeros(int(SENTENCE_PAUSE_SECONDS * self.sample_rate), np.float32), audio])
-        self._pieces.append(audio.astype(np.float32))
-        return self._pieces[-1]
+            self.spoken.notes.append(f"espeak-ng output reaches full scale at amplitude {self.knobs.amplitude}; "
+                                     "it may clip")
+        return self.spoken.append(audio, int(SENTENCE_PAUSE_SECONDS * self.sample_rate))
 
     def result(self) -> SynthesisResult:
-        return SynthesisResult(waveform=joined(self._pieces), sample_rate=self.sample_rate, engine=self.engine.name,
-                               used_style=False, seed=self.seed, params={**asdict(self.knobs), "voice": self.engine.voice},
-                               notes=tuple(dict.fromkeys(self.notes)))
+        return self.spoken.result(self.sample_rate, self.engine.name, False, self.seed,
+                                  {**asdict(self.knobs), "voice": self.engine.voice})

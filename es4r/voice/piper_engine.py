@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from es4r.config import FALLBACK, StrategyParams
-from es4r.voice.base import SynthesisResult, TTSError, joined, speak_whole
+from es4r.voice.base import SpokenSentences, SynthesisResult, TTSError, speak_whole
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +203,8 @@ class PiperUtterance:
         self.sample_rate = engine.sample_rate
         defaults = engine._config
         self.knobs = piper_knobs(params, defaults.length_scale, defaults.noise_scale, defaults.noise_w_scale)
-        self.notes: list[str] = ["the Piper voice cannot take a style vector; the style was ignored"] if style is not None else []
+        self.spoken = SpokenSentences(
+            ["the Piper voice cannot take a style vector; the style was ignored"] if style is not None else [])
         self._config = SynthesisConfig(length_scale=self.knobs.length_scale, noise_scale=self.knobs.noise_scale,
                                        noise_w_scale=self.knobs.noise_w_scale,
                                        normalize_audio=False,  # levelled below, by RMS not peak
@@ -211,7 +212,6 @@ class PiperUtterance:
         self._pause = np.zeros(int(round(SENTENCE_PAUSE_SECONDS * self.knobs.length_scale * self.sample_rate)),
                                np.float32)
         self._voice = engine._seeded_voice(seed)
-        self._pieces: list[np.ndarray] = []
 
     def add(self, sentence: str) -> np.ndarray:
         chunks: list[np.ndarray] = []
@@ -220,14 +220,12 @@ class PiperUtterance:
         if not chunks:
             raise TTSError(f"Piper produced no audio for {sentence!r}; expected a sentence of speech")
         audio, level_notes = _level(np.concatenate(chunks).astype(np.float32), self.knobs.rms_gain)
-        self.notes.extend(level_notes)
-        self._pieces.append(np.concatenate([self._pause, audio]) if self._pieces else audio)
-        return self._pieces[-1]
+        self.spoken.notes.extend(level_notes)
+        return self.spoken.append(audio, len(self._pause))
 
     def result(self) -> SynthesisResult:
-        return SynthesisResult(waveform=joined(self._pieces), sample_rate=self.sample_rate, engine=self.engine.name,
-                               used_style=False, seed=self.seed, params={**asdict(self.knobs), "gain_db": self.gain_db},
-                               notes=tuple(dict.fromkeys(self.notes)))
+        return self.spoken.result(self.sample_rate, self.engine.name, False, self.seed,
+                                  {**asdict(self.knobs), "gain_db": self.gain_db})
 
 
 def _level(waveform: np.ndarray, rms_gain: float) -> tuple[np.ndarray, tuple[str, ...]]:

@@ -58,7 +58,6 @@ class SentenceSpeaker:
         self._todo: queue.Queue = queue.Queue()
         self._error: BaseException | None = None
         self.render_seconds = self.start_seconds  # synthesis time in all, overlapping the LLM's or not
-        self.first_audio_at: float | None = None  # perf_counter when the first sentence was ready
         self.restarted = False
         self._thread = threading.Thread(target=self._work, name="es4r-speaker", daemon=True)
         self._thread.start()
@@ -104,5 +103,4 @@ class SentenceSpeaker:
         audio = self._utterance.add(unit)
         self.render_seconds += time.perf_counter() - started
         if play:
-            self.first_audio_at = self.first_audio_at or time.perf_counter()
             self._on_audio(self._utterance.sample_rate, audio)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from es4r.config import RANDOM, TRAINED, StrategyParams
-from es4r.voice.base import SynthesisResult, TTSError, joined, speak_whole
+from es4r.voice.base import SpokenSentences, SynthesisResult, TTSError, speak_whole
 from es4r.voice.phonemes import check_espeak, phonemize_en
 from es4r.voice.styletts2_checkpoint import load_checkpoint_folder, make_tiny_styletts2_checkpoint
 from es4r.voice.styletts2_networks import MIN_STYLE_FRAMES, StyleTTS2Config
@@ -282,12 +282,12 @@ class StyleTTS2Utterance:
 
     def __init__(self, engine: StyleTTS2Engine, reference: torch.Tensor | None, params: StrategyParams, seed: int,
                  notes: list[str]):
-        self.engine, self.reference, self.params, self.seed, self.notes = engine, reference, params, seed, notes
+        self.engine, self.reference, self.params, self.seed = engine, reference, params, seed
+        self.spoken = SpokenSentences(notes)
         self.sample_rate = engine.sample_rate
         self._devices = [engine.device] if engine.device.type == "cuda" else []
         self._rng: tuple | None = None  # (cpu state, cuda states) after the last sentence
         self._previous: torch.Tensor | None = None
-        self._pieces: list[np.ndarray] = []
         self._retried = False
 
     def add(self, sentence: str) -> np.ndarray:
@@ -299,25 +299,22 @@ class StyleTTS2Utterance:
                 for device, state in zip(self._devices, self._rng[1]):
                     torch.cuda.set_rng_state(state, device)
             audio, self._previous, retried = self.engine._guarded(sentence, self.reference, self.params,
-                                                                  self._previous, self.notes, len(self._pieces))
+                                                                  self._previous, self.spoken.notes,
+                                                                  len(self.spoken.pieces))
             self._rng = (torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in self._devices])
         self._retried |= retried
         if not np.isfinite(audio).all():
-            self.notes.append("output had non-finite samples; set to zero")
+            self.spoken.notes.append("output had non-finite samples; set to zero")
             audio = np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0)
         peak = float(np.abs(audio).max(initial=0.0))
         if peak > 1.0:
-            self.notes.append(f"output peaked at {peak:.2f}; scaled to {PEAK_LIMIT}")
+            self.spoken.notes.append(f"output peaked at {peak:.2f}; scaled to {PEAK_LIMIT}")
             audio = audio * (PEAK_LIMIT / peak)
-        if self._pieces:
-            audio = np.concatenate([np.zeros(int(SENTENCE_PAUSE_SECONDS * self.sample_rate), np.float32), audio])
-        self._pieces.append(audio.astype(np.float32))
-        return self._pieces[-1]
+        return self.spoken.append(audio, int(SENTENCE_PAUSE_SECONDS * self.sample_rate))
 
     def result(self) -> SynthesisResult:
         params = self.params
         used = {"alpha": params.alpha, "beta": params.beta, "diffusion_steps": params.diffusion_steps,
-                "embedding_scale": params.embedding_scale, "sentences": len(self._pieces), "retried": self._retried}
-        return SynthesisResult(waveform=joined(self._pieces), sample_rate=self.sample_rate, engine=self.engine.name,
-                               used_style=self.reference is not None, seed=self.seed, params=used,
-                               notes=tuple(dict.fromkeys(self.notes)))
+                "embedding_scale": params.embedding_scale, "sentences": len(self.spoken.pieces),
+                "retried": self._retried}
+        return self.spoken.result(self.sample_rate, self.engine.name, self.reference is not None, self.seed, used)
