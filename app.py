@@ -216,7 +216,7 @@ def converse(audio_path: str | None, session: Session, open_tab: str = STRATEGY_
     new_session = session.answered(conversation, result)
     # The turn (its whole reply as one file) first; the context meter, the open tab's figures
     # and the export after it.
-    yield {state: new_session, chatbot: chat_messages(conversation), audio_in: None,
+    yield {state: new_session, chatbot: chat_messages(conversation),
            reply_audio: (result.sample_rate, _int16(result.reply_audio))}
     yield {context: context_markdown(pipeline.context_usage(conversation)),
            **_views(pipeline, new_session, len(new_session.results) - 1, open_tab)}
@@ -263,8 +263,10 @@ def show_strategy(session: Session, shown: int) -> dict:
 
 
 def take_turn(audio_path: str | None):
-    """Send pressed: keep this recording for the turn, and no second Send for it."""
-    return audio_path, gr.update(interactive=False)
+    """Send pressed: keep this recording for the turn, and clear the input (and Send) at once,
+    so the next recording can be made while this turn is answered; a turn that ends later
+    never clears an input the visitor has filled since."""
+    return audio_path, gr.update(interactive=False), None
 
 
 def submit_state(audio_path: str | None):
@@ -342,7 +344,7 @@ with gr.Blocks(title="ES4R Studio") as demo:
     audio_in.start_recording(lambda: gr.update(interactive=False), None, [send], queue=False)
     # The recording is taken at the click: a turn that waits for the one before it (still
     # streaming its voice) must not read the input later, when it may have been cleared.
-    send.click(take_turn, [audio_in], [sent_audio, send], queue=False).then(
+    send.click(take_turn, [audio_in], [sent_audio, send, audio_in], queue=False).then(
         converse, [sent_audio, state, open_tab],
         [state, chatbot, audio_in, turn_error, reply_stream, reply_audio, context, download, turn_progress,
          *VIEW_OUTPUTS],
