@@ -9,7 +9,7 @@ import logging
 import resource
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from es4r.audio import load_audio
@@ -94,6 +94,16 @@ def _conversation(pipeline, clips, turns: int, reply_audio=None) -> tuple[Conver
     return conversation, asr
 
 
+def _as_after_previous_turn(pipeline, conversation: Conversation) -> None:
+    """Leave the text path's cache (es4r.modeling.prefix_cache) as a conversation leaves it:
+    holding the prompt of the previous turn. (In the app it also holds the reply written
+    then, which the next prompt does not share: the reply comes back as a history line.)
+    Without this, every repeat of the same conversation would find its whole prompt cached."""
+    generation = replace(pipeline.config.generation, max_new_tokens=1)
+    pipeline.model.prefix_cache.clear()
+    pipeline.model.generate(conversation.history()[:-2], None, generation)
+
+
 def _respond_on(pipeline, conversation: Conversation, speech: bool) -> tuple[float, int, float, float]:
     """respond() on the given path (a pipeline over the same model, the given one untouched),
     speaking each sentence as it is written, as the app does; returns (seconds, reply tokens,
@@ -132,9 +142,12 @@ def run_bench(pipeline, history_lengths=(1, 3, 5, 8), repeats: int = 3, clips: l
         for _ in range(repeats):
             conversation, asr = _conversation(pipeline, clips, turns, reply_audio)
             if user_cascade is not None:  # the same history; the newest recording transcribed by its own ASR
+                user_cascade.as_after(conversation.history()[:-2])
                 yardstick.append(user_cascade.respond(conversation.history()[:-1], clips[(turns - 1) % len(clips)].samples))
             for speech in (True, False):
+                _as_after_previous_turn(pipeline, conversation)
                 paths[speech].append(_respond_on(pipeline, conversation, speech))
+            _as_after_previous_turn(pipeline, conversation)
             start = time.perf_counter()
             result = pipeline.respond(conversation)
             es4r_runs.append(time.perf_counter() - start)

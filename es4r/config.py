@@ -90,6 +90,9 @@ class GenerationConfig:
     opening_check: bool = True
     valence_margin: float = 0.04  # |good - bad prototype similarity| a reading needs to be sure
     max_context_tokens: int = 2048  # LLM context budget for history + reply
+    # text path: start each reply from the key/value cache of the last one where the prompts
+    # agree, so the LLM reads only the new turns (es4r/modeling/prefix_cache.py)
+    reuse_prefix: bool = True
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from es4r.conversation import (ASSISTANT, USER, WALL, AttentionMaps, ComponentSt
                                TurnResult)
 from es4r.modeling.backbones import is_random
 from es4r.modeling.model import ES4RModel, GenerationOutput
+from es4r.modeling.outputs import SpeechEncoding
 from es4r.presets import load_model, resolve_config
 from es4r.reply_text import reply_streamer, trim_reply
 from es4r.timing import timed
@@ -239,14 +240,19 @@ class ES4RPipeline:
             # Every turn with audio is heard: the user's recordings and the assistant's own
             # spoken replies (a turn of the paper is a speaker-listener exchange).
             features = [self._features(t) for t in history.turns]
-        _report(progress, 0.2, "listening (dual-level attention, Whisper encoder)")
-        with timed(timings, "es4r_encoder"):
-            encoding = self.model.encode_speech([[f for f in features if f is not None]], timings)
-        dropped = encoding.dropped_turns[0]
-        if dropped:
-            notes.append(f"{dropped} oldest turn(s) fell outside the speech window (about "
-                         f"{self.model.max_frames * config.dual.downsample // 100} s) and are read as text")
-        spans = self.model.heard_spans(features, encoding)
+
+        def listen(fraction: float) -> SpeechEncoding:
+            _report(progress, fraction, "listening (dual-level attention, Whisper encoder)")
+            with timed(timings, "es4r_encoder"):
+                encoding = self.model.encode_speech([[f for f in features if f is not None]], timings)
+            if dropped := encoding.dropped_turns[0]:
+                notes.append(f"{dropped} oldest turn(s) fell outside the speech window (about "
+                             f"{self.model.max_frames * config.dual.downsample // 100} s) and are read as text")
+            return encoding
+
+        # The speech path reads the encoding; the text path shows it only (the heatmaps), so
+        # there it is made after the reply is written, off the way to the first words.
+        encoding = listen(0.2) if self.speech_path else None
         silent = [i for i, f in enumerate(features) if f is None]
         if silent and self.speech_path:
             notes.append(f"{len(silent)} turn(s) have no audio and are read as text on the speech path")
@@ -261,6 +267,10 @@ class ES4RPipeline:
         with timed(timings, "llm"):
             generated = self._generate(history.history(), features if self.speech_path else None, encoding, on_text,
                                        avoid)
+        if encoding is None:
+            encoding = listen(0.7)
+        spans = self.model.heard_spans(features, encoding)
+        dropped = encoding.dropped_turns[0]
         timings["llm_tokens_per_s"] = len(generated.token_ids) / max(timings["llm"], 1e-9)
         reply_text = trim_reply(generated.text, config.generation.max_sentences)
         if not any(ch.isalpha() for ch in reply_text):

@@ -32,7 +32,7 @@ CACHE_ENV = "ES4R_CACHE"
 DEFAULT_CACHE = Path("~/.cache/es4r")
 MANIFEST = "es4r_manifest.json"
 # Bump when a converter's output changes, so old caches are rebuilt.
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2  # 2: an English-only Whisper's generation config without language settings
 DEFAULT_WHISPER = "tiny.en"
 DEFAULT_LLM = "smollm2-135m-instruct"
 WHISPER_DTYPE = torch.float16  # the carrier's own precision: nothing lost, half the disk

@@ -315,6 +315,14 @@ def build_generation_config(tokenizer, ct2_config: dict, sizes: dict[str, int]):
     ids = tokenizer.get_vocab()
     multilingual = sizes["vocab_size"] >= MULTILINGUAL_VOCAB
     lang_ids = set(ct2_config.get("lang_ids", []))
+    # An English-only model has no language or task tokens, and no such settings: with them
+    # (even empty), transformers runs language detection — a second encoder pass — and puts
+    # the "detected" id into the prompt.
+    languages = dict(
+        lang_to_id={t: i for t, i in ids.items() if i in lang_ids and LANGUAGE_PATTERN.match(t)},
+        task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]},
+        language=DEFAULT_LANGUAGE, task="transcribe",
+    ) if multilingual else {}
     return GenerationConfig(
         decoder_start_token_id=ids["<|startoftranscript|>"],
         bos_token_id=ids["<|endoftext|>"],
@@ -326,12 +334,9 @@ def build_generation_config(tokenizer, ct2_config: dict, sizes: dict[str, int]):
         begin_suppress_tokens=list(ct2_config.get("suppress_ids_begin", [])),
         alignment_heads=[list(pair) for pair in ct2_config.get("alignment_heads", [])],
         is_multilingual=multilingual,
-        lang_to_id={t: i for t, i in ids.items() if i in lang_ids and LANGUAGE_PATTERN.match(t)} if multilingual else {},
-        task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]} if multilingual else {},
-        language=DEFAULT_LANGUAGE if multilingual else None,
-        task="transcribe" if multilingual else None,
         max_initial_timestamp_index=MAX_INITIAL_TIMESTAMP_INDEX,
         max_length=sizes["max_target_positions"],
+        **languages,
     )
 
 

@@ -78,8 +78,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _user_cascade(pipeline, args: argparse.Namespace, work_dir: Path):
-    """(UserCascade or None, what it is or why it does not run); `work_dir` takes weights it
-    has to join from parts."""
+    """(CascadeProcess or None, what it is or why it does not run); `work_dir` takes weights
+    it has to join from parts."""
     from es4r import user_cascade
 
     if args.no_user_cascade:
@@ -89,7 +89,7 @@ def _user_cascade(pipeline, args: argparse.Namespace, work_dir: Path):
     missing = user_cascade.missing_packages()
     if missing:
         return None, f"not run: {', '.join(missing)} not installed ({user_cascade.INSTALL_HINT})"
-    cascade = user_cascade.UserCascade(pipeline, work_dir)
+    cascade = user_cascade.CascadeProcess(pipeline.config, work_dir)
     return cascade, cascade.name
 
 
@@ -105,7 +105,11 @@ def _bench(args: argparse.Namespace) -> int:
     load_seconds = time.perf_counter() - start
     with tempfile.TemporaryDirectory(prefix="es4r_cascade_") as work_dir:
         cascade, cascade_note = _user_cascade(pipeline, args, Path(work_dir))
-        rows = run_bench(pipeline, tuple(args.turns), args.repeats, user_cascade=cascade)
+        try:
+            rows = run_bench(pipeline, tuple(args.turns), args.repeats, user_cascade=cascade)
+        finally:
+            if cascade is not None:
+                cascade.close()
     meta = {"preset": args.preset, "load_s": round(load_seconds, 2), "path": "speech" if pipeline.speech_path else "text",
             "voice": pipeline.voice.name, "repeats": args.repeats, "torch_threads": torch.get_num_threads(),
             "machine": platform.platform(), "processor": platform.processor(), "user_cascade": cascade_note}

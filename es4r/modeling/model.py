@@ -23,6 +23,7 @@ from es4r.modeling.cross_modal import NO_TURN, CrossModalAttention
 from es4r.modeling.dual_attention import DualLevelAttention
 from es4r.modeling.outputs import GenerationOutput, PathBatch, PromptParts, SpeechContext, SpeechEncoding
 from es4r.modeling.plora import apply_plora, speech_positions
+from es4r.modeling.prefix_cache import PrefixCache
 from es4r.modeling.prosody import prosody_features, turn_level
 from es4r.modeling.openings import OpeningBan
 from es4r.modeling.repeats import earlier_replies_ban
@@ -70,6 +71,7 @@ class ES4RModel(nn.Module):
         self.adapter = ModalityAdapter(whisper.width, llm.width, config.adapter, embedding_rms(llm.model))
         self.cross = CrossModalAttention(llm.width, config.cross, embedding_rms(llm.model))
         self.llm = apply_plora(llm.model, config.plora)
+        self.prefix_cache = PrefixCache()  # shared by every view (with_config) of this model
         device = next(llm.model.parameters()).device
         for module in (self.dual, self.adapter, self.cross):
             module.to(device)
@@ -349,15 +351,25 @@ class ES4RModel(nn.Module):
                       OpeningBan(self.tokenizer, avoid_in_opening) if avoid_in_opening else None]
         if any(processors):
             kwargs["logits_processor"] = LogitsProcessorList([p for p in processors if p is not None])
+        # The text path's prompt is token ids through and through: the last reply's cache serves
+        # where the prompts agree. The speech path's middle is S', not ids (prefix_cache.py).
+        prompt_ids = parts.prefix_ids + parts.history_ids + parts.suffix_ids if turn_features is None else None
+        cache, reused = None, 0
+        if prompt_ids is not None and generation.reuse_prefix:
+            cache, reused = self.prefix_cache.take(prompt_ids, self.device)
         with speech_positions(batch.speech_mask if batch.speech_mask.any() else None):
             output = self.llm.generate(
-                inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, **kwargs
+                inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, past_key_values=cache,
+                return_dict_in_generate=True, **kwargs
             )
-        ids = output[0].tolist()
+        ids = output.sequences[0].tolist()
+        if prompt_ids is not None and generation.reuse_prefix and output.past_key_values is not None:
+            self.prefix_cache.keep(prompt_ids + ids, output.past_key_values, self.device)
         text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
         return GenerationOutput(
             text, ids, cross_weights.detach().cpu() if cross_weights is not None else None,
             self.token_labels(parts.history_ids), turn_features is not None,
+            int(batch.inputs_embeds.shape[1]), reused,
         ), encoding
 
     def token_labels(self, ids: list[int]) -> list[str]:

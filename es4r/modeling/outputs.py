@@ -58,3 +58,5 @@ class GenerationOutput:
     cross_weights: torch.Tensor | None  # (S, T_history) speech segments x history tokens
     history_tokens: list[str]
     speech_path: bool
+    prompt_tokens: int = 0  # positions of the prompt the LLM read
+    reused_tokens: int = 0  # of those, how many came from the last reply's cache (text path)

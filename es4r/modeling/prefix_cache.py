@@ -1,0 +1,72 @@
+"""The LLM's key/value cache kept from one text-path reply to the next.
+
+A conversation's next prompt begins with the last one: the system prompt and the history
+lines so far (the history is one user message and each turn is tokenised on its own, so an
+earlier turn's tokens never change). Keeping the cache of the last sequence the LLM read and
+wrote, and starting the next reply from its longest common prefix with the new prompt, means
+the LLM reads only what is new — llama.cpp does the same for its users by default. The
+result is the same reply: the cached keys and values are those of the same tokens (checked
+on the held-out set in the benchmark notes; a rare greedy tie may tip on float rounding).
+
+Only the text path uses it. On the speech path the prompt's middle is S', which changes for
+every earlier turn when a turn is added (the inter-turn attention looks across the whole
+dialogue), and PLoRA is active there; a prefix of token ids says nothing about it."""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+
+MIN_REUSE = 8  # a shorter shared prefix is not worth cropping a cache for
+
+
+def shared_prefix(a: tuple[int, ...] | list[int], b: tuple[int, ...] | list[int]) -> int:
+    """How many leading tokens `a` and `b` have in common."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class PrefixCache:
+    """One cache (the last sequence's), shared by every view of a model and every session of
+    the app: `take` hands it out cropped to what the new prompt shares (it is then no longer
+    held, so two threads never write into one cache), `keep` stores the cache a reply ends with."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids: tuple[int, ...] = ()
+        self._cache = None
+        self._device: torch.device | None = None
+
+    def take(self, prompt_ids: list[int], device: torch.device):
+        """(cache, reused tokens) for a prompt of `prompt_ids`, or (None, 0). At least the
+        prompt's last token is left to read, so the LLM has logits to start from."""
+        with self._lock:
+            cache, known, cached_on = self._cache, self._ids, self._device
+            self._cache, self._ids, self._device = None, (), None
+        if cache is None or cached_on != device:
+            return None, 0
+        reused = min(shared_prefix(known, prompt_ids), len(prompt_ids) - 1)
+        if reused < MIN_REUSE:
+            return None, 0
+        cache.crop(reused - cache.get_seq_length())  # transformers 5: how many to remove, as a negative count
+        return cache, reused
+
+    def keep(self, ids: list[int], cache, device: torch.device) -> None:
+        """Hold `cache`, whose positions are the first `cache.get_seq_length()` of `ids`."""
+        length = cache.get_seq_length()
+        with self._lock:
+            self._ids, self._cache, self._device = tuple(ids[:length]), cache, device
+
+    def clear(self) -> None:
+        with self._lock:
+            self._ids, self._cache, self._device = (), None, None
+
+    @property
+    def tokens(self) -> int:
+        """Positions held now (0 when empty)."""
+        return len(self._ids)
