@@ -178,6 +178,8 @@ def converse(audio_path: str | None, session: Session, open_tab: str = STRATEGY_
     if not audio_path:
         raise gr.Error("Record or upload a turn first.", print_exception=False)
     pipeline = get_pipeline()
+    started = time.perf_counter()
+    logger.info("turn %d received", len(session.results) + 1)
 
     def fail(message: str) -> dict:
         """The chat as it was, the message beside the input, the input cleared for the next try.
@@ -223,6 +225,8 @@ def converse(audio_path: str | None, session: Session, open_tab: str = STRATEGY_
     archive = write_archive(conversation, new_session.results, pipeline.config.to_json(), pipeline.config.preset,
                             _archive_path())
     yield {download: gr.update(value=str(archive), visible=True)}
+    logger.info("turn %d done in %.2f s (views and export included)", len(new_session.results),
+                time.perf_counter() - started)
 
 
 def _stream_sentence(rate: int, samples: np.ndarray):

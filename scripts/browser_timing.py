@@ -120,6 +120,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=PRESETS, default="embedded")
     parser.add_argument("--out", type=Path, help="also write the figures here as JSON")
+    parser.add_argument("--app-log", type=Path, help="keep the app's log here (it is otherwise deleted)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not Path(CHROMIUM).exists():
@@ -133,6 +134,8 @@ def main() -> int:
         finally:
             server.terminate()
             server.wait(timeout=30)
+            if args.app_log:
+                args.app_log.write_text((Path(folder) / "app.log").read_text())
     header = ("turn", "page: transcript s", "page: first words s", "pipeline: first words s", "around the pipeline s", "page: voice s",
               "pipeline: first audio s", "voice around the pipeline s", "pipeline: reply text s", "pipeline: total s")
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))

@@ -359,11 +359,12 @@ def test_a_phone_sized_page_fits_and_its_plots_scale(app_url, driver):
 
 
 
-def test_one_progress_strip_shows_the_queue_and_covers_no_message(app_url, driver):
+def test_one_progress_strip_shows_the_queue_and_covers_no_message(slow_reply_url, driver):
     """Two visitors send at once: the second sees its place in the queue, the first its
-    progress; both only on the progress strip, never over the conversation."""
+    progress; both only on the progress strip, never over the conversation. (The app whose
+    LLM writes slowly: a tiny random turn can end before the second click reaches the queue.)"""
     with browser_with_microphone(driver, SPEECH_CLIP) as first, browser_with_microphone(driver, OTHER_CLIP) as second:
-        page_a, page_b = _open_page(first, app_url), _open_page(second, app_url)
+        page_a, page_b = _open_page(first, slow_reply_url), _open_page(second, slow_reply_url)
         _upload_turn(page_a, SPEECH_CLIP)
         _upload_turn(page_b, OTHER_CLIP)
         page_a.locator("#send").click()

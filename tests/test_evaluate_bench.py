@@ -129,7 +129,10 @@ class _Yardstick:
     records what it was asked to answer and answers in fixed times."""
 
     def __init__(self):
-        self.asked = []
+        self.asked, self.primed = [], []
+
+    def as_after(self, history):
+        self.primed.append(len(history))
 
     def respond(self, history, recording):
         from es4r.user_cascade import CascadeTurn
@@ -145,6 +148,7 @@ def test_bench_rows(speech_pipeline, tmp_path):
     rows = run_bench(speech_pipeline, history_lengths=(1, 2), repeats=1, user_cascade=yardstick)
     # the yardstick answered the same histories: none before turn 1, turn 1 and its reply before turn 2
     assert [len(history) for history, _ in yardstick.asked] == [0, 0, 2] and all(n > 0 for _, n in yardstick.asked)
+    assert yardstick.primed == [0, 1]  # each measured turn starts where answering the turn before left it
     assert all(r.cascade_total_s == 1.0 and r.cascade_first_audio_s == 0.5 for r in rows)
     words, audio, whole = rows[1].waits(speech=True)
     assert 0 < words <= whole and 0 < audio <= whole + 1e-9

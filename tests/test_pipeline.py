@@ -119,3 +119,17 @@ def test_streamed_reply_grows_and_ends_as_the_unstreamed_one(pipeline, speech_pa
     assert pieces and pieces[-1] == streamed.reply_text
     words = [p.split() for p in pieces]
     assert all(a == b[: len(a)] for a, b in zip(words, words[1:]) if len(a) <= len(b))  # it grows
+
+
+def test_the_text_path_writes_before_it_encodes_the_speech(pipeline, speech_paths, monkeypatch):
+    """The text path shows the speech encoding only (the heatmaps), so it is made after the
+    reply is written; the speech path reads it, so there it comes first."""
+    conversation = pipeline.add_user_turn(Conversation(), speech_paths[0], transcript="i feel sad today")
+    for path, expected in ((pipeline.variant(speech_path=False), "text"), (pipeline.variant(speech_path=True), "encoded")):
+        events: list[str] = []
+        encode = path.model.encode_speech
+        monkeypatch.setattr(path.model, "encode_speech", lambda *a, **k: events.append("encoded") or encode(*a, **k))
+        draft = path.think(conversation, on_text=lambda text: events.append("text"))
+        monkeypatch.undo()
+        assert events[0] == expected and events.count("encoded") == 1  # encoded once either way
+        assert draft.attention.intra and draft.attention.cross is not None

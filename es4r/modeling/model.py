@@ -354,9 +354,9 @@ class ES4RModel(nn.Module):
         # The text path's prompt is token ids through and through: the last reply's cache serves
         # where the prompts agree. The speech path's middle is S', not ids (prefix_cache.py).
         prompt_ids = parts.prefix_ids + parts.history_ids + parts.suffix_ids if turn_features is None else None
-        cache, reused = None, 0
+        cache, reused, made_by = None, 0, (batch.inputs_embeds.device, batch.inputs_embeds.dtype)
         if prompt_ids is not None and generation.reuse_prefix:
-            cache, reused = self.prefix_cache.take(prompt_ids, self.device)
+            cache, reused = self.prefix_cache.take(prompt_ids, made_by)
         with speech_positions(batch.speech_mask if batch.speech_mask.any() else None):
             output = self.llm.generate(
                 inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, past_key_values=cache,
@@ -364,7 +364,7 @@ class ES4RModel(nn.Module):
             )
         ids = output.sequences[0].tolist()
         if prompt_ids is not None and generation.reuse_prefix and output.past_key_values is not None:
-            self.prefix_cache.keep(prompt_ids + ids, output.past_key_values, self.device)
+            self.prefix_cache.keep(prompt_ids + ids, output.past_key_values, made_by)
         text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
         return GenerationOutput(
             text, ids, cross_weights.detach().cpu() if cross_weights is not None else None,

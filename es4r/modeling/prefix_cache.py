@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import threading
 
-import torch
-
 MIN_REUSE = 8  # a shorter shared prefix is not worth cropping a cache for
 
 
@@ -40,15 +38,16 @@ class PrefixCache:
         self._lock = threading.Lock()
         self._ids: tuple[int, ...] = ()
         self._cache = None
-        self._device: torch.device | None = None
+        self._key: tuple | None = None
 
-    def take(self, prompt_ids: list[int], device: torch.device):
-        """(cache, reused tokens) for a prompt of `prompt_ids`, or (None, 0). At least the
-        prompt's last token is left to read, so the LLM has logits to start from."""
+    def take(self, prompt_ids: list[int], key: tuple):
+        """(cache, reused tokens) for a prompt of `prompt_ids`, or (None, 0). `key` names what
+        made the cache (the LLM's device and dtype): a cache made otherwise is not used. At
+        least the prompt's last token is left to read, so the LLM has logits to start from."""
         with self._lock:
-            cache, known, cached_on = self._cache, self._ids, self._device
-            self._cache, self._ids, self._device = None, (), None
-        if cache is None or cached_on != device:
+            cache, known, made_by = self._cache, self._ids, self._key
+            self._cache, self._ids, self._key = None, (), None
+        if cache is None or made_by != key:
             return None, 0
         reused = min(shared_prefix(known, prompt_ids), len(prompt_ids) - 1)
         if reused < MIN_REUSE:
@@ -56,15 +55,15 @@ class PrefixCache:
         cache.crop(reused - cache.get_seq_length())  # transformers 5: how many to remove, as a negative count
         return cache, reused
 
-    def keep(self, ids: list[int], cache, device: torch.device) -> None:
+    def keep(self, ids: list[int], cache, key: tuple) -> None:
         """Hold `cache`, whose positions are the first `cache.get_seq_length()` of `ids`."""
         length = cache.get_seq_length()
         with self._lock:
-            self._ids, self._cache, self._device = tuple(ids[:length]), cache, device
+            self._ids, self._cache, self._key = tuple(ids[:length]), cache, key
 
     def clear(self) -> None:
         with self._lock:
-            self._ids, self._cache, self._device = (), None, None
+            self._ids, self._cache, self._key = (), None, None
 
     @property
     def tokens(self) -> int:
