@@ -46,8 +46,9 @@ ARCHIVE_DIR = Path(tempfile.mkdtemp(prefix="es4r_archives_"))
 atexit.register(shutil.rmtree, ARCHIVE_DIR, True)
 ARCHIVE_KEEP_S = 3600  # an export link stays valid this long
 STREAM_INTERVAL_S = 0.1  # at most ten page updates a second while the reply is written
-STREAM_TAIL_SAMPLES = 32  # a sentence's last samples, sent apart to bring its encoded audio out
-STREAM_SETTLE_S = 0.15  # time for Gradio's AAC encoder (ffmpeg) to encode a sentence (~3 s in ~0.03 s)
+SENTENCE_DIR = Path(tempfile.mkdtemp(prefix="es4r_sentences_"))  # each spoken sentence, as it is sent
+atexit.register(shutil.rmtree, SENTENCE_DIR, True)
+SENTENCE_KEEP_S = 600  # Gradio serves its own copy; ours is only needed until it is sent
 STRATEGY_TAB, ATTENTION_TAB, LATENCY_TAB, SETTINGS_TAB = "strategy", "attention", "latency", "settings"
 
 _pipeline: ES4RPipeline | None = None
@@ -56,7 +57,8 @@ _preset_override: str | None = None  # set by --preset
 
 
 STUDY_ENV = "ES4R_STUDY_DB"
-PAGE_SCRIPTS = ("microphone.js", "page_timing.js")  # raw microphone; Send → text/voice times measured in the page
+# raw microphone; the reply's sentences played as they come; Send → text/voice times measured in the page
+PAGE_SCRIPTS = ("microphone.js", "reply_voice.js", "page_timing.js")
 PAGE_HEAD = "".join(f"<script>{(Path(__file__).resolve().parent / 'es4r' / 'ui' / name).read_text()}</script>"
                     for name in PAGE_SCRIPTS)
 RAW_MICROPHONE_NOTE = ("The microphone opens with automatic gain control, noise suppression and echo cancellation "
@@ -204,7 +206,7 @@ def converse(audio_path: str | None, session: Session, open_tab: str = STRATEGY_
             elif event.kind == "written":
                 yield {chatbot: chat_messages(heard.with_turn(Turn(ASSISTANT, event.value)))}
             elif event.kind == "voice":  # a sentence, spoken while the next is written: played at once
-                yield from _stream_sentence(*event.value)
+                yield {voice_sentence: _sentence_file(len(session.results) + 1, *event.value)}
             elif event.kind == "answered":
                 answered = event.value
     except (AudioError, PipelineError) as error:
@@ -229,22 +231,25 @@ def converse(audio_path: str | None, session: Session, open_tab: str = STRATEGY_
                 time.perf_counter() - started)
 
 
-def _stream_sentence(rate: int, samples: np.ndarray):
-    """One spoken sentence into the streaming player. Gradio's AAC stream passes on only the
-    frames its encoder has finished when a chunk arrives (for a whole sentence: one 43 ms frame,
-    the rest waiting for the next chunk), so the sentence goes in two: all but its last few
-    samples, then, once the encoder has caught up, those samples, which carry the rest out."""
-    pcm = _int16(samples)
-    if len(pcm) <= 2 * STREAM_TAIL_SAMPLES:
-        yield {reply_stream: (rate, pcm)}
-        return
-    yield {reply_stream: (rate, pcm[:-STREAM_TAIL_SAMPLES])}
-    time.sleep(STREAM_SETTLE_S)
-    yield {reply_stream: (rate, pcm[-STREAM_TAIL_SAMPLES:])}
+def _sentence_file(turn: int, rate: int, samples: np.ndarray) -> str:
+    """One spoken sentence of reply `turn` as a WAV file for the page's player
+    (es4r/ui/reply_voice.js), which plays the sentences in order as they arrive and, by the
+    "turnN-" its name begins with, drops a reply's late sentences once the next turn is sent.
+    Files older than SENTENCE_KEEP_S go first."""
+    import soundfile as sf
+
+    now = time.time()
+    for old in SENTENCE_DIR.glob("*.wav"):
+        if now - old.stat().st_mtime > SENTENCE_KEEP_S:
+            old.unlink(missing_ok=True)
+    handle, path = tempfile.mkstemp(prefix=f"turn{turn}-", suffix=".wav", dir=SENTENCE_DIR)
+    os.close(handle)
+    sf.write(path, _int16(samples), rate, subtype="PCM_16")
+    return path
 
 
 def new_conversation() -> dict:
-    return {state: Session(), chatbot: [], reply_stream: None, reply_audio: None, audio_in: None,
+    return {state: Session(), chatbot: [], voice_sentence: None, reply_audio: None, audio_in: None,
             download: gr.update(value=None, visible=False), context: context_markdown(None), **_empty_views()}
 
 
@@ -301,10 +306,12 @@ with gr.Blocks(title="ES4R Studio") as demo:
             # covers only this strip, never a message of the conversation.
             turn_progress = gr.Markdown("", elem_id="turn-progress", min_height=56)
             gr.HTML('<p id="page-timing"></p>', elem_id="page-timing-box")  # filled by page_timing.js
-            # The reply plays sentence by sentence as it is spoken; the whole reply, one WAV file
-            # (the one the export holds), is below it for replay and download.
-            reply_stream = gr.Audio(label="Reply (synthetic voice), playing as it is spoken", streaming=True,
-                                    autoplay=True, interactive=False, elem_id="reply-stream")
+            # The reply plays sentence by sentence as it is spoken (each sentence a small WAV in
+            # the hidden voice_sentence, played in order by es4r/ui/reply_voice.js); the whole
+            # reply, one WAV file (the one the export holds), is below it for replay and download.
+            gr.HTML('<p class="reply-voice-label">Reply (synthetic voice), playing as it is spoken</p>'
+                    '<div id="reply-voice-slot"></div><p id="reply-voice-note"></p>', elem_id="reply-voice")
+            voice_sentence = gr.File(visible="hidden", interactive=False, elem_id="voice-sentence")
             reply_audio = gr.Audio(label="Whole reply (replay or download)", interactive=False,
                                    elem_id="reply-audio")
             audio_in = gr.Audio(sources=["microphone", "upload"], type="filepath", format="wav",
@@ -350,7 +357,7 @@ with gr.Blocks(title="ES4R Studio") as demo:
     # streaming its voice) must not read the input later, when it may have been cleared.
     send.click(take_turn, [audio_in], [sent_audio, send, audio_in], queue=False).then(
         converse, [sent_audio, state, open_tab],
-        [state, chatbot, audio_in, turn_error, reply_stream, reply_audio, context, download, turn_progress,
+        [state, chatbot, audio_in, turn_error, voice_sentence, reply_audio, context, download, turn_progress,
          *VIEW_OUTPUTS],
         show_progress_on=[turn_progress],  # one progress bar, on its own strip, not over the chat or the views
         # A next turn sent while this one still draws its figures (after its voice) runs next;
@@ -358,7 +365,8 @@ with gr.Blocks(title="ES4R Studio") as demo:
         trigger_mode="always_last",
     ).then(submit_state, [audio_in], [send], queue=False)
     reset.click(new_conversation, None,
-                [state, chatbot, reply_stream, reply_audio, audio_in, download, context, *VIEW_OUTPUTS], queue=False)
+                [state, chatbot, voice_sentence, reply_audio, audio_in, download, context, *VIEW_OUTPUTS], queue=False)
+    voice_sentence.change(None, [voice_sentence], None, js="(file) => window.es4rReplyVoice.add(file)")
     view_turn.input(show_turn, [state, view_turn, open_tab], VIEW_OUTPUTS)
     window_turn.input(show_attention, [state, view_turn, window_turn, head], ATTENTION_OUTPUTS)
     head.release(show_attention, [state, view_turn, window_turn, head], ATTENTION_OUTPUTS)

@@ -81,8 +81,14 @@ def measure(url: str, clips: list[Path], workdir: Path) -> list[dict]:
             page.locator("#send").click()
             expect(page.locator("#page-timing")).to_contain_text("voice after", timeout=TURN_TIMEOUT_MS)
             expect(page.locator("#send")).to_be_disabled(timeout=TURN_TIMEOUT_MS)  # the input was cleared
-            page.wait_for_function("document.querySelector('#turn-progress').innerText.trim() === ''",
-                                   timeout=TURN_TIMEOUT_MS)  # the turn's event has ended: its export is written
+            # As a person would: the next turn once this reply has been spoken. The context meter
+            # counts this turn's reply (the pipeline is done), the voice has stopped, and the
+            # turn's event has ended (its export is written).
+            expect(page.locator("#context-meter")).to_contain_text(f"of {2 * number} spoken turns",
+                                                                   timeout=TURN_TIMEOUT_MS)
+            page.wait_for_function("!window.es4rReplyVoice.speaking() && "
+                                   "document.querySelector('#turn-progress').innerText.trim() === ''",
+                                   timeout=TURN_TIMEOUT_MS)
             seen = page.evaluate("window.es4rPageTiming")
             turns.append({"turn": number, "clip": clip.name, "page_transcript_s": seen["heard_s"],
                           "page_first_words_s": seen["text_s"],

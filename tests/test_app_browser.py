@@ -45,7 +45,7 @@ SLOW_REPLY = ("I am so sorry that your week has been this hard. "
 KEEP_REPLY_PLAYING_JS = """() => {
   const media = (root) => [...root.querySelectorAll("audio, video"),
                            ...[...root.querySelectorAll("*")].filter((e) => e.shadowRoot).flatMap((e) => media(e.shadowRoot))];
-  for (const m of media(document.querySelector("#reply-stream"))) { m.loop = true; m.play(); }
+  for (const m of media(document.querySelector("#reply-voice"))) { m.loop = true; m.play(); }
 }"""
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -252,10 +252,10 @@ def test_three_spoken_turns(app_url, driver):
                                " return [t.scrollWidth, document.querySelector('#latency').clientWidth]; }")
         assert widths[0] <= widths[1] + 1, f"the latency table scrolls sideways: {widths}"
 
-        assert page.locator("#reply-stream audio").count() >= 1 and page.locator("#reply-audio audio").count() >= 1
+        assert page.locator("#reply-voice audio").count() >= 1 and page.locator("#reply-audio audio").count() >= 1
         page.locator("#new-conversation").click()
         playwright_api.expect(page.locator("#chat .message")).to_have_count(0)
-        for player in ("#reply-stream", "#reply-audio"):  # the last reply's players are cleared too
+        for player in ("#reply-voice", "#reply-audio"):  # the last reply's players are cleared too
             playwright_api.expect(page.locator(f"{player} audio")).to_have_count(0)
 
 

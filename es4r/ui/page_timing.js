@@ -19,8 +19,8 @@
                               voice_s: turn.voice ? (turn.voice - turn.sent) / 1000 : null,
                               words_at_text: turn.wordsAtText, words_at_voice: turn.wordsAtVoice };
   };
-  // The reply player's <audio> lives in a shadow root (WaveSurfer), whose media events do not
-  // reach the document; while a turn waits for its voice, look for a playing one every 50 ms.
+  // Media events do not bubble, and players may keep their <audio> in a shadow root: while a
+  // turn waits for its voice, look for a playing one in the reply's player every 50 ms.
   const media = (root) => {
     const found = [...root.querySelectorAll("audio, video")];
     for (const element of root.querySelectorAll("*")) {
@@ -39,7 +39,7 @@
   document.addEventListener("click", (event) => {
     const send = event.target.closest && event.target.closest("#send");
     if (!send || send.disabled) return;
-    const player = document.querySelector("#reply-stream");
+    const player = document.querySelector("#reply-voice");
     // The previous reply may still be playing: only a clip that was not there at Send counts.
     const earlier = new Set(player ? media(player).map((m) => m.currentSrc) : []);
     turn = { sent: performance.now(), bots: botMessages().length, users: userMessages().length, heard: null,
@@ -63,7 +63,7 @@
   }).observe(document.body, { childList: true, subtree: true, characterData: true });
   setInterval(() => {
     if (!turn || turn.voice || performance.now() - turn.sent > GIVE_UP_MS) return;
-    const player = document.querySelector("#reply-stream");
+    const player = document.querySelector("#reply-voice");
     if (player && media(player).some((m) => !m.paused && m.currentTime > 0 && !turn.earlier.has(m.currentSrc))) {
       turn.voice = performance.now();
       turn.wordsAtVoice = replyShown();
