@@ -285,6 +285,29 @@ def test_the_reply_is_shown_and_heard_while_it_is_written(slow_reply_url, driver
         assert len(_messages(page, "bot")) == 3
 
 
+def test_sending_the_next_turn_stops_the_reply_before(slow_reply_url, driver):
+    """The next turn, sent while a reply's first sentence plays and its second is still being
+    written: that reply's voice stops, its later sentence is never played, and the voice the
+    page times for the new turn is the new reply's (it cannot come before its transcript)."""
+    with browser_with_microphone(driver, SPEECH_CLIP) as context:
+        page = _open_page(context, slow_reply_url)
+        _upload_turn(page, SPEECH_CLIP)
+        page.locator("#send").click()
+        playwright_api.expect(page.locator("#page-timing")).to_contain_text("voice after", timeout=TURN_TIMEOUT_MS)
+        assert page.evaluate("window.es4rReplyVoice.played") == [1]
+        _upload_turn(page, OTHER_CLIP)
+        page.locator("#send").click()
+        playwright_api.expect(page.locator("#page-timing")).to_contain_text("voice after", timeout=TURN_TIMEOUT_MS)
+        seen = page.evaluate("window.es4rPageTiming")
+        assert seen["heard_s"] is not None and seen["voice_s"] >= seen["heard_s"], seen
+        bot = page.locator("#chat .message.bot")
+        playwright_api.expect(bot).to_have_count(2, timeout=TURN_TIMEOUT_MS)
+        playwright_api.expect(bot.last).to_have_text(SLOW_REPLY, timeout=TURN_TIMEOUT_MS)
+        page.wait_for_function("window.es4rReplyVoice.played.filter((turn) => turn === 2).length === 2",
+                               timeout=TURN_TIMEOUT_MS)  # both sentences of the new reply
+        assert page.evaluate("window.es4rReplyVoice.played") == [1, 2, 2]  # turn 1's second sentence: never
+
+
 def test_two_sessions_keep_separate_histories(app_url, driver):
     ARTIFACTS.mkdir(exist_ok=True)
     with browser_with_microphone(driver, SPEECH_CLIP) as first, browser_with_microphone(driver, OTHER_CLIP) as second:

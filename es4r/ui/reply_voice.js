@@ -20,12 +20,14 @@
     const box = document.querySelector("#reply-voice-note");
     if (box) box.textContent = text;
   };
+  const played = [];  // the reply turn of each sentence played, in order (read by the browser test)
   const playNext = () => {
-    const url = queue.shift();
+    const [url, turn] = queue.shift() || [];
     if (!url) {  // the reply is spoken; its last sentence stays in the player, for replay
       current = null;
       return;
     }
+    played.push(turn);
     const audio = document.createElement("audio");
     audio.controls = true;
     audio.preload = "auto";
@@ -55,11 +57,12 @@
       const turn = turnOf(file);
       if (turn < floor) return;
       newest = Math.max(newest, turn);
-      queue.push(url);
+      queue.push([url, turn]);
       if (!current) playNext();
     },
     stop,
     speaking: () => current !== null && !current.paused,
+    played,
   };
   document.addEventListener("click", (event) => {
     const button = event.target.closest && event.target.closest("#send, #new-conversation");
