@@ -185,9 +185,12 @@ def _yardstick(turns: list) -> dict:
 
 def yardstick_table(rows: list[BenchRow], speech: bool) -> str:
     """ES4R (the path it answers with) beside the user's cascade, each from the end of the
-    recording: first words, first audio, whole reply, and ES4R / cascade ratios."""
+    recording: first words, first audio, whole reply, and ES4R / cascade ratios. The two write
+    replies of their own lengths from the same limits, so the whole reply is also given per
+    reply token."""
     head = ["turns", "first words s (ES4R / cascade)", "first audio s (ES4R / cascade)", "whole reply s (ES4R / cascade)",
-            "ratio first audio", "ratio whole reply", "decode tok/s (ES4R / cascade)", "reply tokens (ES4R / cascade)"]
+            "ratio first audio", "ratio whole reply", "decode tok/s (ES4R / cascade)", "reply tokens (ES4R / cascade)",
+            "whole reply per token s (ES4R / cascade)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if r.cascade_total_s is None:
@@ -197,7 +200,8 @@ def yardstick_table(rows: list[BenchRow], speech: bool) -> str:
         lines.append(f"| {r.turns} | {words:.2f} / {r.cascade_first_text_s:.2f} | {audio:.2f} / {r.cascade_first_audio_s:.2f} | "
                      f"{whole:.2f} / {r.cascade_total_s:.2f} | {audio / r.cascade_first_audio_s:.2f} | "
                      f"{whole / r.cascade_total_s:.2f} | {r.llm_tokens_per_s:.1f} / {r.cascade_tokens_per_s:.1f} | "
-                     f"{tokens} / {r.cascade_tokens} |")
+                     f"{tokens} / {r.cascade_tokens} | "
+                     f"{whole / max(tokens, 1):.3f} / {r.cascade_total_s / max(r.cascade_tokens, 1):.3f} |")
     return "\n".join(lines)
 
 

@@ -154,6 +154,7 @@ def test_bench_rows(speech_pipeline, tmp_path):
     assert 0 < words <= whole and 0 < audio <= whole + 1e-9
     table = yardstick_table(rows, speech=True)
     assert f"| 2 | {words:.2f} / 0.20 | {audio:.2f} / 0.50 | {whole:.2f} / 1.00 | {audio / 0.5:.2f} | {whole:.2f} |" in table
+    assert table.splitlines()[-1].endswith(f" | {whole / rows[1].speech_tokens:.3f} / 0.100 |")  # per reply token
     assert [r.turns for r in rows] == [1, 2]
     for row in rows:
         assert row.es4r_s > 0 and row.cascade_s > 0 and row.ratio > 0 and row.peak_rss_mb > 0
