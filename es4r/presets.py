@@ -88,4 +88,6 @@ def load_model(config: ES4RConfig) -> ES4RModel:
         from es4r.training.checkpoint import load_es4r_parts
 
         load_es4r_parts(model, b.es4r_checkpoint)
+    if config.generation.decode_runtime == "onnxruntime":
+        model.use_onnx_decoder(b.llm)
     return model

@@ -72,6 +72,7 @@ class ES4RModel(nn.Module):
         self.cross = CrossModalAttention(llm.width, config.cross, embedding_rms(llm.model))
         self.llm = apply_plora(llm.model, config.plora)
         self.prefix_cache = PrefixCache()  # shared by every view (with_config) of this model
+        self.decoder = None  # greedy decode steps in ONNX Runtime (use_onnx_decoder), else generate's
         device = next(llm.model.parameters()).device
         for module in (self.dual, self.adapter, self.cross):
             module.to(device)
@@ -312,6 +313,25 @@ class ES4RModel(nn.Module):
             return self.llm(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask).logits
 
     # -------------------------------------------------------------- generation
+    def use_onnx_decoder(self, llm_folder: str) -> None:
+        """Run greedy decode steps in ONNX Runtime (es4r/modeling/onnx_decode.py): exported
+        from this LLM's base weights beside `llm_folder` once. CPU and fp32 only."""
+        from es4r.modeling.onnx_decode import OnnxDecoder
+
+        from es4r.modeling.onnx_decode import unsupported
+
+        weight = self.llm.get_input_embeddings().weight
+        if weight.device.type != "cpu" or weight.dtype != torch.float32:
+            logger.info("decode steps stay in torch: ONNX Runtime decoding is for an fp32 LLM on a CPU (found %s, %s)",
+                        weight.device, weight.dtype)
+            return
+        if reason := unsupported(self.llm.get_base_model().config):
+            logger.info("decode steps stay in torch: ONNX Runtime decoding does not cover %s", reason)
+            return
+        with self.llm.disable_adapter():  # the base weights: every decode step is a text position
+            self.decoder = OnnxDecoder.for_llm(self.llm.get_base_model(), llm_folder)
+        logger.info("decode steps run in ONNX Runtime (%s)", self.decoder.path.parent.name)
+
     @torch.no_grad()
     def generate(
         self,
@@ -357,20 +377,49 @@ class ES4RModel(nn.Module):
         cache, reused, made_by = None, 0, (batch.inputs_embeds.device, batch.inputs_embeds.dtype)
         if prompt_ids is not None and generation.reuse_prefix:
             cache, reused = self.prefix_cache.take(prompt_ids, made_by)
-        with speech_positions(batch.speech_mask if batch.speech_mask.any() else None):
-            output = self.llm.generate(
-                inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, past_key_values=cache,
-                return_dict_in_generate=True, **kwargs
-            )
-        ids = output.sequences[0].tolist()
-        if prompt_ids is not None and generation.reuse_prefix and output.past_key_values is not None:
-            self.prefix_cache.keep(prompt_ids + ids, output.past_key_values, made_by)
+        if self.decoder is not None and not generation.do_sample:
+            ids, kept = self._onnx_generate(batch, cache, reused, generation, kwargs, processors, streamer)
+        else:
+            with speech_positions(batch.speech_mask if batch.speech_mask.any() else None):
+                output = self.llm.generate(
+                    inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, past_key_values=cache,
+                    return_dict_in_generate=True, **kwargs
+                )
+            ids, kept = output.sequences[0].tolist(), output.past_key_values
+        if prompt_ids is not None and generation.reuse_prefix and kept is not None:
+            self.prefix_cache.keep(prompt_ids + ids, kept, made_by)
         text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
         return GenerationOutput(
             text, ids, cross_weights.detach().cpu() if cross_weights is not None else None,
             self.token_labels(parts.history_ids), turn_features is not None,
             int(batch.inputs_embeds.shape[1]), reused,
         ), encoding
+
+    def _onnx_generate(self, batch: PathBatch, cache, reused: int, generation: GenerationConfig, kwargs: dict,
+                       processors: list, streamer) -> tuple[list[int], object]:
+        """What `generate` does greedily, with the decode steps in ONNX Runtime: torch reads the
+        prompt (PLoRA at its speech positions; from `reused` on when a cache is given), then
+        the same processors — repetition penalty, n-gram ban, then the caller's — and the same
+        stopping criteria pick each token."""
+        from transformers import (DynamicCache, NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor,
+                                  StoppingCriteriaList)
+
+        chain = LogitsProcessorList()
+        if generation.repetition_penalty != 1.0:
+            chain.append(RepetitionPenaltyLogitsProcessor(generation.repetition_penalty))
+        if generation.no_repeat_ngram_size:
+            chain.append(NoRepeatNGramLogitsProcessor(generation.no_repeat_ngram_size))
+        chain.extend(p for p in processors if p is not None)
+        mask = batch.speech_mask[:, reused:]
+        cache = cache if cache is not None else DynamicCache()
+        with speech_positions(mask if mask.any() else None):
+            out = self.llm(inputs_embeds=batch.inputs_embeds[:, reused:], attention_mask=batch.attention_mask,
+                           past_key_values=cache, use_cache=True, logits_to_keep=1)
+        generated, kept = self.decoder.greedy(
+            out.logits[:, -1], out.past_key_values, batch.inputs_embeds.shape[1], chain,
+            StoppingCriteriaList(kwargs["stopping_criteria"]), streamer, generation.max_new_tokens,
+            self.tokenizer.eos_token_id)
+        return generated[0].tolist(), kept
 
     def token_labels(self, ids: list[int]) -> list[str]:
         """Readable tick labels for token ids (the cross-modal heatmap's columns)."""

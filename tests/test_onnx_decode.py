@@ -1,0 +1,80 @@
+"""Greedy decode steps in ONNX Runtime (es4r/modeling/onnx_decode.py) give the replies
+transformers' generate gives: on the text and speech paths, with PLoRA acting at the speech
+positions, the bans, the prefix cache and the streamer."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from es4r.modeling.onnx_decode import OnnxDecoder
+
+HISTORIES = (
+    [("user", "i had a rough week at work and my manager shouted at me")],
+    [("user", "i had a rough week at work"), ("assistant", "that sounds hard"), ("user", "and my car broke down too")],
+    [("user", "i passed my exam"), ("assistant", "well done"), ("user", "my parents are proud"),
+     ("assistant", "they must be"), ("user", "we will celebrate tonight")],
+)
+
+
+@pytest.fixture(scope="module")
+def decoder(tiny_model, tiny_dirs):
+    with tiny_model.llm.disable_adapter():
+        return OnnxDecoder.for_llm(tiny_model.llm.get_base_model(), tiny_dirs["llm"])
+
+
+def _replies(model, decoder, features=None, **generate_args):
+    generation = replace(model.config.generation, max_new_tokens=16, reuse_prefix=False)
+    model.decoder = decoder
+    try:
+        return [model.generate(history, features(history) if features else None, generation, **generate_args)[0]
+                for history in HISTORIES]
+    finally:
+        model.decoder = None
+
+
+def test_the_text_path_replies_are_generates(tiny_model, decoder):
+    for torch_reply, onnx_reply in zip(_replies(tiny_model, None), _replies(tiny_model, decoder)):
+        assert onnx_reply.token_ids == torch_reply.token_ids and onnx_reply.text == torch_reply.text
+    banned = _replies(tiny_model, decoder, avoid_in_opening=("sorry",))
+    assert [r.token_ids for r in banned] == [r.token_ids for r in _replies(tiny_model, None, avoid_in_opening=("sorry",))]
+
+
+def test_the_speech_path_replies_are_generates_with_plora_acting(tiny_model, decoder, speech_paths):
+    from es4r.audio import load_audio, log_mel
+
+    clip = torch.from_numpy(log_mel(load_audio(speech_paths[0]).samples, tiny_model.whisper.n_mels))
+    features = lambda history: [clip if role == "user" else None for role, _ in history]  # noqa: E731
+    lora_b = [p for name, p in tiny_model.llm.named_parameters() if "lora_B" in name]
+    saved = [p.detach().clone() for p in lora_b]
+    torch.manual_seed(0)
+    with torch.no_grad():  # PLoRA at initialisation is zero; give it an effect to check
+        for p in lora_b:
+            p.normal_(std=0.5)
+    try:
+        torch_replies, onnx_replies = _replies(tiny_model, None, features), _replies(tiny_model, decoder, features)
+    finally:
+        with torch.no_grad():
+            for p, value in zip(lora_b, saved):
+                p.copy_(value)
+    assert [r.token_ids for r in onnx_replies] == [r.token_ids for r in torch_replies]
+    assert all(r.speech_path for r in onnx_replies)
+
+
+def test_the_prefix_cache_and_the_streamer_work_the_same(tiny_model, decoder):
+    from es4r.reply_text import reply_streamer
+
+    generation = replace(tiny_model.config.generation, max_new_tokens=16, reuse_prefix=True)
+    shown: dict[str, list[str]] = {"torch": [], "onnx": []}
+    results = {}
+    for name, used in (("torch", None), ("onnx", decoder)):
+        tiny_model.decoder, tiny_model.prefix_cache._cache = used, None
+        try:
+            for history in HISTORIES[1:]:  # the second reuses the first's cache
+                streamer = reply_streamer(tiny_model.tokenizer, generation.max_sentences, shown[name].append)
+                results.setdefault(name, []).append(tiny_model.generate(history, None, generation, streamer=streamer)[0])
+        finally:
+            tiny_model.decoder = None
+    assert results["onnx"][1].reused_tokens == results["torch"][1].reused_tokens > 0
+    assert [r.token_ids for r in results["onnx"]] == [r.token_ids for r in results["torch"]]
+    assert shown["onnx"] == shown["torch"] and shown["onnx"]
