@@ -94,7 +94,7 @@ class GenerationConfig:
     # agree, so the LLM reads only the new turns (es4r/modeling/prefix_cache.py)
     reuse_prefix: bool = True
     # greedy decode steps on a CPU: "torch" (transformers' generate) or "onnxruntime" (the same
-    # steps exported once and run in ONNX Runtime, ~1.3x faster; es4r/modeling/onnx_decode.py)
+    # steps as one ONNX graph with its cache in place, ~1.3x faster; es4r/modeling/onnx_decode.py)
     decode_runtime: str = "torch"
 
 

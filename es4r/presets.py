@@ -89,5 +89,5 @@ def load_model(config: ES4RConfig) -> ES4RModel:
 
         load_es4r_parts(model, b.es4r_checkpoint)
     if config.generation.decode_runtime == "onnxruntime":
-        model.use_onnx_decoder(b.llm)
+        model.use_onnx_decoder()
     return model

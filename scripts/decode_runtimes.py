@@ -1,6 +1,7 @@
-"""How fast could the embedded LLM decode on this CPU in another runtime, and would its
-greedy replies stay the same? A measurement for issue #13's "faster decode", not a code path
-of the app: it exports one decode step of the embedded SmolLM2 (a token and the KV cache in,
+"""How fast could the embedded LLM decode on this CPU in other runtimes, and would its greedy
+replies stay the same? A measurement of the routes not taken (the app's own ONNX Runtime
+decode, es4r/modeling/onnx_decode.py, builds its graph by hand with the cache in place): it
+exports one decode step of the embedded SmolLM2 (a token and the KV cache in,
 logits and the grown cache out) to ONNX, runs it in ONNX Runtime in fp32 and, re-quantised to
 4-bit blocks (`MatMulNBits`), and compares tokens/s and greedy replies with transformers.
 

@@ -18,9 +18,9 @@ HISTORIES = (
 
 
 @pytest.fixture(scope="module")
-def decoder(tiny_model, tiny_dirs):
+def decoder(tiny_model):
     with tiny_model.llm.disable_adapter():
-        return OnnxDecoder.for_llm(tiny_model.llm.get_base_model(), tiny_dirs["llm"])
+        return OnnxDecoder(tiny_model.llm.get_base_model(), max_length=512)
 
 
 def _replies(model, decoder, features=None, **generate_args):

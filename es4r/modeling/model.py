@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 SPEECH_PLACEHOLDER = "<<ES4R_SPEECH>>"  # stands where the speech sequence goes in the prompt
 LOG_MEL_FLOOR_BELOW_MAX = 2.0  # Whisper's log-mel of silence sits 8 dB/4 = 2.0 below the clip maximum
 IGNORE_INDEX = -100
+DECODE_MARGIN = 64  # spare positions in the ONNX decoder's cache (speech cues, template tokens)
 FRAMES_PER_POSITION = ENCODER_STRIDE * 8  # downsampled frames per speech position (encoder x2, adapter x8)
 
 
@@ -313,12 +314,10 @@ class ES4RModel(nn.Module):
             return self.llm(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask).logits
 
     # -------------------------------------------------------------- generation
-    def use_onnx_decoder(self, llm_folder: str) -> None:
-        """Run greedy decode steps in ONNX Runtime (es4r/modeling/onnx_decode.py): exported
-        from this LLM's base weights beside `llm_folder` once. CPU and fp32 only."""
-        from es4r.modeling.onnx_decode import OnnxDecoder
-
-        from es4r.modeling.onnx_decode import unsupported
+    def use_onnx_decoder(self) -> None:
+        """Run greedy decode steps in ONNX Runtime (es4r/modeling/onnx_decode.py), from this
+        LLM's base weights. CPU and fp32 only; otherwise it says why and keeps torch's."""
+        from es4r.modeling.onnx_decode import OnnxDecoder, unsupported
 
         weight = self.llm.get_input_embeddings().weight
         if weight.device.type != "cpu" or weight.dtype != torch.float32:
@@ -328,9 +327,10 @@ class ES4RModel(nn.Module):
         if reason := unsupported(self.llm.get_base_model().config):
             logger.info("decode steps stay in torch: ONNX Runtime decoding does not cover %s", reason)
             return
+        generation = self.config.generation
         with self.llm.disable_adapter():  # the base weights: every decode step is a text position
-            self.decoder = OnnxDecoder.for_llm(self.llm.get_base_model(), llm_folder)
-        logger.info("decode steps run in ONNX Runtime (%s)", self.decoder.path.parent.name)
+            self.decoder = OnnxDecoder(self.llm.get_base_model(),
+                                       generation.max_context_tokens + generation.max_new_tokens + DECODE_MARGIN)
 
     @torch.no_grad()
     def generate(
@@ -416,9 +416,8 @@ class ES4RModel(nn.Module):
             out = self.llm(inputs_embeds=batch.inputs_embeds[:, reused:], attention_mask=batch.attention_mask,
                            past_key_values=cache, use_cache=True, logits_to_keep=1)
         generated, kept = self.decoder.greedy(
-            out.logits[:, -1], out.past_key_values, batch.inputs_embeds.shape[1], chain,
-            StoppingCriteriaList(kwargs["stopping_criteria"]), streamer, generation.max_new_tokens,
-            self.tokenizer.eos_token_id)
+            out.logits[:, -1], out.past_key_values, chain, StoppingCriteriaList(kwargs["stopping_criteria"]), streamer,
+            generation.max_new_tokens, self.tokenizer.eos_token_id)
         return generated[0].tolist(), kept
 
     def token_labels(self, ids: list[int]) -> list[str]:
