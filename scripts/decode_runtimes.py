@@ -5,7 +5,7 @@ exports one decode step of the embedded SmolLM2 (a token and the KV cache in,
 logits and the grown cache out) to ONNX, runs it in ONNX Runtime in fp32 and, re-quantised to
 4-bit blocks (`MatMulNBits`), and compares tokens/s and greedy replies with transformers.
 
-    pip install onnx==1.23.2 onnxscript==0.7.2        # the exporter's needs; the app needs neither
+    pip install onnxscript==0.7.2        # the exporter's (onnx is in requirements.txt)
     python scripts/decode_runtimes.py [--prompts 8] [--tokens 40] [--work runs/decode_runtimes]
 
 Measured on 2 cores (2026-12-01, 8 prompts, 40 tokens), tokens/s and greedy replies identical
