@@ -416,8 +416,8 @@ class ES4RModel(nn.Module):
             out = self.llm(inputs_embeds=batch.inputs_embeds[:, reused:], attention_mask=batch.attention_mask,
                            past_key_values=cache, use_cache=True, logits_to_keep=1)
         generated, kept = self.decoder.greedy(
-            out.logits[:, -1], out.past_key_values, chain, StoppingCriteriaList(kwargs["stopping_criteria"]), streamer,
-            generation.max_new_tokens, self.tokenizer.eos_token_id)
+            out.logits[:, -1], out.past_key_values, chain, StoppingCriteriaList(kwargs.get("stopping_criteria", [])),
+            streamer, generation.max_new_tokens, self.tokenizer.eos_token_id)
         return generated[0].tolist(), kept
 
     def token_labels(self, ids: list[int]) -> list[str]:
