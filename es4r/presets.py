@@ -78,9 +78,10 @@ def resolve_config(name: str = "embedded", **backbone_overrides) -> ES4RConfig:
     return config
 
 
-def load_model(config: ES4RConfig) -> ES4RModel:
+def load_model(config: ES4RConfig, for_replies: bool = True) -> ES4RModel:
     """Whisper + LLM + the ES4R parts of a resolved config, in eval mode; the trained parts are
-    loaded when the config names a checkpoint. Training builds its model here too."""
+    loaded when the config names a checkpoint. Training builds its model here too, with
+    `for_replies=False`: it writes no replies, so the decode runtime is left unbuilt."""
     torch.manual_seed(config.seed)
     b = config.backbones
     model = ES4RModel(load_whisper(b.whisper, b.device, b.dtype), load_llm(b.llm, b.device, b.dtype), config).eval()
@@ -88,6 +89,6 @@ def load_model(config: ES4RConfig) -> ES4RModel:
         from es4r.training.checkpoint import load_es4r_parts
 
         load_es4r_parts(model, b.es4r_checkpoint)
-    if config.generation.decode_runtime == "onnxruntime":
+    if for_replies and config.generation.decode_runtime == "onnxruntime":
         model.use_onnx_decoder()
     return model

@@ -209,7 +209,7 @@ def train(config: TrainConfig, model=None) -> Path:
     if model is None:
         from es4r.presets import load_model, resolve_config
 
-        model = load_model(resolve_config(config.preset))
+        model = load_model(resolve_config(config.preset), for_replies=False)
     if config.init_from:
         load_es4r_parts(model, config.init_from, strict=False)
     restrict_training(model, config.train_only)
