@@ -22,7 +22,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from es4r.audio import AudioError, warm_up_resampler
+from es4r.audio import AudioError, warm_up_audio
 from es4r.config import PRESETS
 from es4r.conversation import ASSISTANT, Turn
 from es4r.modeling.backbones import BackboneError
@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> None:
         get_pipeline()  # load before the first visitor arrives
     except BackboneError as error:
         parser.exit(2, f"error: {error}\n")
-    logger.info("audio resampler ready in %.1f s (compiled once per install)", warm_up_resampler())
+    logger.info("audio helpers ready in %.1f s (compiled once per install)", warm_up_audio())
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), head=PAGE_HEAD)
 
 

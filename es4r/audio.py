@@ -196,16 +196,18 @@ def turn_energy(samples: np.ndarray, n_mels: int = 80) -> float:
 WARM_UP_RATES = (22_050, SAMPLE_RATE)  # a Piper reply resampled to Whisper's rate, as every later turn does
 
 
-def warm_up_resampler() -> float:
-    """Resample a short clip once so numba compiles librosa's helpers and caches them on disk:
-    on a fresh install that first call took 15 s here, which would otherwise fall on the first
-    visitor's turn; a later process loads the cached code in about 2 s, at start-up instead of
-    in a turn. Returns the seconds."""
+def warm_up_audio() -> float:
+    """Resample a short clip and take its turn energy once, so numba compiles librosa's helpers
+    and caches them on disk: on a fresh install the resampler's first call took 15 s here and
+    the first mel spectrogram 2.5 s (it imports librosa's pitch module, whose helpers compile
+    on import), which would otherwise fall on the first visitor's turn; a later process loads
+    the cached code in about 2 s, at start-up instead of in a turn. Returns the seconds."""
     import time
 
     import librosa
 
     start = time.perf_counter()
-    librosa.resample(np.zeros(WARM_UP_RATES[0] // 10, dtype=np.float32), orig_sr=WARM_UP_RATES[0],
-                     target_sr=WARM_UP_RATES[1])
+    clip = librosa.resample(np.zeros(WARM_UP_RATES[0] // 10, dtype=np.float32), orig_sr=WARM_UP_RATES[0],
+                            target_sr=WARM_UP_RATES[1])
+    turn_energy(clip)
     return time.perf_counter() - start

@@ -27,5 +27,5 @@ if [ ! -f "$stamp" ]; then
 fi
 echo "[setup] preparing offline weights (first time converts and caches them)"
 $PY -m es4r.embedded.setup
-$PY -c "from es4r.audio import warm_up_resampler as w; print(f'[setup] audio resampler compiled in {w():.1f} s')"
+$PY -c "from es4r.audio import warm_up_audio as w; print(f'[setup] audio helpers compiled in {w():.1f} s')"
 echo "[setup] ready"

@@ -1,4 +1,5 @@
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,3 +142,18 @@ def test_the_voice_activity_check_leaves_torch_threads_alone():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
     assert out.stdout.strip().splitlines()[-1] == "2"
+
+
+def test_the_warm_up_reaches_what_a_turn_compiles():
+    """setup.sh and the app's start run warm_up_audio so a first turn compiles nothing: it must
+    touch the resampler and librosa's pitch module (imported with the mel spectrogram, its numba
+    helpers compile on import) — 2.5 s of a fresh install's first turn otherwise. A process of
+    its own, so no other test has imported them first."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from es4r.audio import warm_up_audio; assert warm_up_audio() > 0; "
+            "print(all(m in sys.modules for m in ('librosa.core.pitch', 'librosa.core.audio')))")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           cwd=Path(__file__).resolve().parent.parent)
+    assert shown.stdout.strip() == "True", shown.stderr[-2000:]
