@@ -1,7 +1,7 @@
 """The LLM's greedy decode steps in ONNX Runtime, on a CPU.
 
 Measured on 2 cores: a decode step of the embedded SmolLM2 runs at ~47 tokens/s here against
-~29 in eager torch, with the same greedy replies (scripts/check_onnx_decode.py: 40 of 40
+~29 in eager torch, with the same greedy replies (scripts/check_same_replies.py onnx-decode: 40 of 40
 held-out replies identical). The step is one ONNX graph built from the LLM's own weights
 (`decode_graph`: RMSNorm, ONNX Runtime's GroupQueryAttention with rotary, SwiGLU) whose key
 /value cache is a buffer of the context's full length, written in place: the graph's "present"

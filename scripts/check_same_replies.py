@@ -1,0 +1,97 @@
+"""Does a speed-up change any reply? For each conversation of a manifest the embedded text path
+answers twice, greedily, and the two replies are compared token for token:
+
+- `prefix-cache` (es4r/modeling/prefix_cache.py): from nothing, and as in a conversation —
+  after the prompt of the turn before, whose key/value cache it reuses where the prompts agree;
+- `onnx-decode` (es4r/modeling/onnx_decode.py): with the decode steps in torch (transformers'
+  generate) and in ONNX Runtime, from nothing.
+
+A difference can only come from float rounding. Prints how many replies are the same, the
+figures of the comparison (prompt tokens reused; tokens/s) and every reply that changed.
+
+    python scripts/check_same_replies.py prefix-cache --manifest CORPUS/heldout40.jsonl [--out runs/prefix_cache.json]
+    python scripts/check_same_replies.py onnx-decode --manifest CORPUS/heldout40.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from es4r.data.manifest import load_manifest  # noqa: E402
+from es4r.pipeline import ES4RPipeline  # noqa: E402
+
+logger = logging.getLogger("check_same_replies")
+
+
+def prefix_cache(model, generation, history, figures: dict) -> tuple:
+    """(from nothing, reusing the turn before's cache)."""
+    model.prefix_cache.clear()
+    cold = model.generate(history, None, replace(generation, reuse_prefix=False))[0]
+    model.generate(history[:-2], None, replace(generation, max_new_tokens=1))  # the turn before
+    warm = model.generate(history, None, generation)[0]
+    figures.setdefault("prompt_tokens", []).append(warm.prompt_tokens)
+    figures.setdefault("reused_tokens", []).append(warm.reused_tokens)
+    return cold, warm
+
+
+def onnx_decode(model, generation, history, figures: dict) -> tuple:
+    """(decode steps in torch, in ONNX Runtime), both from nothing (tokens/s include the prompt)."""
+    decoder, generation = model.decoder, replace(generation, reuse_prefix=False)
+    replies = []
+    for name, used in (("torch", None), ("onnxruntime", decoder)):
+        model.decoder = used
+        started = time.perf_counter()
+        replies.append(model.generate(history, None, generation)[0])
+        figures.setdefault(f"{name} tokens/s", []).append(len(replies[-1].token_ids) / (time.perf_counter() - started))
+    model.decoder = decoder
+    return tuple(replies)
+
+
+COMPARISONS = {"prefix-cache": prefix_cache, "onnx-decode": onnx_decode}
+
+
+def _summary(figures: dict) -> str:
+    if "reused_tokens" in figures:
+        return f"{sum(figures['reused_tokens']) / max(sum(figures['prompt_tokens']), 1):.0%} of prompt tokens from the cache"
+    return ", ".join(f"{name} {statistics.median(values):.1f} (median)" for name, values in figures.items())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=sorted(COMPARISONS))
+    parser.add_argument("--manifest", type=Path, required=True)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    pipeline = ES4RPipeline.from_preset("embedded")
+    if args.what == "onnx-decode" and pipeline.model.decoder is None:
+        raise SystemExit("the embedded model's decode steps are not in ONNX Runtime (see the log)")
+    compare, rows, figures = COMPARISONS[args.what], [], {}
+    for sample in load_manifest(args.manifest, check_audio=False):
+        first, second = compare(pipeline.model, pipeline.config.generation, sample.history_turns(), figures)
+        rows.append({"conversation": sample.conversation_id, "same": first.token_ids == second.token_ids,
+                     "first": first.text, "second": second.text})
+        logger.info("%s: %s", sample.conversation_id[:8], "same" if rows[-1]["same"] else "CHANGED")
+    same = sum(r["same"] for r in rows)
+    print(f"{args.what}: {same} of {len(rows)} replies unchanged; {_summary(figures)}")
+    for r in rows:
+        if not r["same"]:
+            print(f"- {r['conversation']}: {r['first']!r} / {r['second']!r}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"what": args.what, "unchanged": same, "total": len(rows), "figures": figures,
+                                        "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
