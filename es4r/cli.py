@@ -31,6 +31,19 @@ def _add_respond(subparsers) -> None:
     parser.set_defaults(handler=_respond)
 
 
+def _unwritable_audio_path(path: Path) -> str | None:
+    """Why the reply audio cannot be written to `path` (checked before the models load, so a
+    typo costs no minutes), or None. Its folder is created when missing."""
+    import soundfile as sf
+
+    if path.is_dir():
+        return "is a directory; give a file name such as reply.wav"
+    extension = path.suffix.lstrip(".").upper()
+    if extension not in sf.available_formats():
+        return "needs an audio file extension: .wav (or .flac, .ogg)"
+    return None
+
+
 def _respond(args: argparse.Namespace) -> int:
     import soundfile as sf
 
@@ -41,6 +54,9 @@ def _respond(args: argparse.Namespace) -> int:
 
     if args.transcripts is not None and len(args.transcripts) != len(args.turns):
         print(f"error: {len(args.turns)} turns but {len(args.transcripts)} transcripts", file=sys.stderr)
+        return 2
+    if problem := _unwritable_audio_path(args.out):
+        print(f"error: --out {args.out} {problem}", file=sys.stderr)
         return 2
     waveforms = []
     for index, path in enumerate(args.turns, start=1):  # every input checked before any model loads
@@ -73,7 +89,12 @@ def _respond(args: argparse.Namespace) -> int:
     except (AudioError, PipelineError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    sf.write(str(args.out), result.reply_audio, result.sample_rate)
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(args.out), result.reply_audio, result.sample_rate)
+    except (OSError, RuntimeError) as error:  # soundfile's LibsndfileError is a RuntimeError
+        print(f"error: could not write the reply audio to {args.out}: {error}", file=sys.stderr)
+        return 1
     print(json.dumps({**result.summary(), "reply_audio": str(args.out)}, indent=2))
     return 0
 

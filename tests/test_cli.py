@@ -8,7 +8,7 @@ import soundfile as sf
 
 @pytest.mark.slow
 def test_respond_cli_tiny(speech_paths, tmp_path):
-    out = tmp_path / "reply.wav"
+    out = tmp_path / "replies" / "reply.wav"  # a folder that does not exist yet is made
     run = subprocess.run(
         [sys.executable, "-m", "es4r", "respond", *map(str, speech_paths[:2]), "--preset", "tiny", "--out", str(out)],
         capture_output=True, text=True, timeout=300,
@@ -48,6 +48,22 @@ def test_respond_checks_every_input_before_loading_models(tmp_path, speech_paths
         assert main(["-v", "respond", *map(str, turns), "--preset", "tiny"]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: " + expected.format(turns[-1])) and len(err.splitlines()) == 1, err
+
+
+def test_respond_checks_the_output_path_before_loading_models(tmp_path, speech_paths, monkeypatch, capsys):
+    """A reply path soundfile cannot write (no audio extension, a folder) is refused up front,
+    in one line, instead of failing after the whole pipeline ran."""
+    from es4r.cli import main
+    from es4r.pipeline import ES4RPipeline
+
+    def no_models(*args, **kwargs):
+        raise AssertionError("models were loaded before --out was checked")
+
+    monkeypatch.setattr(ES4RPipeline, "from_preset", no_models)
+    for out, expected in ((tmp_path / "reply", "needs an audio file extension"), (tmp_path, "is a directory")):
+        assert main(["-v", "respond", str(speech_paths[0]), "--preset", "tiny", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: --out {out} ") and expected in err and len(err.splitlines()) == 1, err
 
 
 def test_help_explains_flags():
