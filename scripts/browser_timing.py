@@ -100,7 +100,7 @@ def measure(url: str, clips: list[Path], workdir: Path) -> list[dict]:
         timings = saved["result"]["timings"]
         turn.update(pipeline_first_words_s=timings.get("first_words"), pipeline_reply_text_s=timings.get("reply_text"),
                     pipeline_first_audio_s=timings.get("first_audio"), pipeline_total_s=timings.get("wall"),
-                    tts_s=timings.get("tts"))
+                    tts_s=timings.get("tts"), reply=saved["result"].get("reply_text"))
         turn["around_pipeline_s"] = round(turn["page_first_words_s"] - turn["pipeline_first_words_s"], 2)
         turn["voice_around_pipeline_s"] = round(turn["page_voice_s"] - (turn["pipeline_first_audio_s"] or 0.0), 2)
     return turns
@@ -149,6 +149,8 @@ def main() -> int:
         print(f"| {t['turn']} | {t['page_transcript_s']:.2f} | {t['page_first_words_s']:.2f} | {t['pipeline_first_words_s']:.2f} | "
               f"{t['around_pipeline_s']:.2f} | {t['page_voice_s']:.2f} | {t['pipeline_first_audio_s'] or 0:.2f} | "
               f"{t['voice_around_pipeline_s']:.2f} | {t['pipeline_reply_text_s']:.2f} | {t['pipeline_total_s']:.2f} |")
+    for t in turns:  # what was answered: a reply's first sentence (or clause) is what the voice waits for
+        print(f"turn {t['turn']} reply: {t['reply']!r}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"preset": args.preset, "turns": turns}, indent=2))

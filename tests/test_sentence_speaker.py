@@ -16,6 +16,7 @@ from es4r.voice.sentence_speaker import SentenceSpeaker, ready_sentences
 
 WAIT_FOR_VOICE_S = 10.0
 REPLY = "I am so sorry to hear about your week. That sounds really exhausting for you. Do you want to talk about it?"
+CLAUSE_REPLY = "I am here to support you, and I can offer some guidance on how to handle a difficult week."
 
 
 @pytest.mark.parametrize("written, ready", [
@@ -27,17 +28,28 @@ REPLY = "I am so sorry to hear about your week. That sounds really exhausting fo
     ("Oh no. That sounds really hard. Do you", []),
     ("Oh no. That sounds really hard. Do you want to", ["Oh no. That sounds really hard."]),
     ("*** 🙂. I see how you", []),  # nothing speakable in the complete part
+    # the first sentence's first clause, once three words follow it (split_sentences' rule)
+    ("I am here to support you, and I", []),
+    ("I am here to support you, and I can", ["I am here to support you,"]),
+    ("Oh, I see, that is hard for you, and I am", ["Oh, I see, that is hard for you,"]),
+    ("I am so sorry… that, is it hard for", []),  # "I am so sorry…" is the first sentence
 ])
 def test_a_sentence_is_ready_when_no_later_text_can_change_it(written, ready):
     assert ready_sentences(written) == ready
 
 
-def test_ready_sentences_are_always_the_start_of_the_final_split():
-    words = REPLY.split()
-    final = sentences(REPLY)
-    for n in range(1, len(words) + 1):
-        ready = ready_sentences(" ".join(words[:n]))
-        assert final[: len(ready)] == ready
+@pytest.mark.parametrize("reply", [
+    REPLY, CLAUSE_REPLY,
+    "I'm so sorry to hear that, John. Oh no. It is hard, really.",
+    "Oh, I see, that is hard for you, and I am here. Do you want to talk?",
+    "I am so sorry… that, is it hard for you to talk about it, my friend?",
+    "That sounds really exhausting, especially after a long week; do you want to rest? Yes.",
+])
+def test_ready_sentences_are_always_the_start_of_the_final_split(reply):
+    final = sentences(reply)
+    for n in range(1, len(reply) + 1):  # as the reply grows, character by character
+        ready = ready_sentences(reply[:n])
+        assert final[: len(ready)] == ready, (reply[:n], ready)
 
 
 class _Recorder:
@@ -52,18 +64,19 @@ class _Recorder:
         self.first.set()
 
 
-def test_spoken_while_written_is_the_file_spoken_after(tiny_pipeline):
+@pytest.mark.parametrize("reply, units", [(REPLY, 3), (CLAUSE_REPLY, 2)])
+def test_spoken_while_written_is_the_file_spoken_after(tiny_pipeline, reply, units):
     voice, params = tiny_pipeline.voice, tiny_pipeline.config.strategy.table["comfort"]
-    whole = voice.synthesize(REPLY, None, params, seed=7)
+    whole = voice.synthesize(reply, None, params, seed=7)
     heard = _Recorder()
     speaker = SentenceSpeaker(lambda: voice.start(None, params, seed=7), heard)
-    words = REPLY.split()
+    words = reply.split()
     for n in range(1, len(words) + 1):
         speaker.offer(" ".join(words[:n]))
-    result = speaker.finish(REPLY)
+    result = speaker.finish(reply)
     np.testing.assert_array_equal(result.waveform, whole.waveform)
     np.testing.assert_array_equal(np.concatenate(heard.pieces), whole.waveform)  # what was played, in order
-    assert len(heard.pieces) == len(sentences(REPLY)) == 3 and not speaker.restarted
+    assert len(heard.pieces) == len(sentences(reply)) == units and not speaker.restarted
 
 
 def test_a_changed_text_is_spoken_again_for_the_file(tiny_pipeline):
@@ -148,3 +161,14 @@ def test_other_random_draws_between_sentences_change_nothing(tiny_pipeline):
         torch.rand(7)
         utterance.add(sentence)
     np.testing.assert_array_equal(utterance.result().waveform, voice.synthesize(REPLY, None, params, seed=11).waveform)
+
+
+def test_a_first_clause_is_followed_by_half_a_pause():
+    """The voice already pauses a little at the comma it speaks: after a first clause the
+    pause put between units is halved, after a sentence it is whole."""
+    from es4r.voice.base import SpokenSentences
+
+    spoken, sound = SpokenSentences(), np.ones(10, np.float32)
+    for unit in ("I am here to support you,", "and I can offer some help.", "Do you want to talk?"):
+        spoken.append(unit, sound, 8)
+    assert [int((piece == 0).sum()) for piece in spoken.pieces] == [0, 4, 8]

@@ -72,6 +72,19 @@ def test_short_fragments_join_a_neighbour():
     assert all(len(p.split()) >= MIN_SENTENCE_WORDS for p in parts)
 
 
+@pytest.mark.parametrize("text, parts", [
+    # the first clause mark with four words before it, when three more follow
+    ("I'm here to support you, and I can help. Tell me more about it.",
+     ["I'm here to support you,", "and I can help.", "Tell me more about it."]),
+    ("Oh, I see, that is hard for you, and I am here.", ["Oh, I see, that is hard for you,", "and I am here."]),
+    ("I am so sorry to hear that, John. It must hurt.", ["I am so sorry to hear that, John.", "It must hurt."]),
+    ("That sounds hard. I am here for you, and I am listening.",  # only the first sentence
+     ["That sounds hard.", "I am here for you, and I am listening."]),
+])
+def test_the_first_sentence_is_spoken_from_its_first_clause(text, parts):
+    assert split_sentences(text) == parts
+
+
 def test_long_sentences_are_cut_at_clauses_then_spaces():
     clause = "this part of the sentence keeps going on and on"
     text = ", ".join([clause] * 12) + "."

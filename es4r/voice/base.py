@@ -11,6 +11,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from es4r.config import StrategyParams
+from es4r.voice.text_normalize import CLAUSE_MARKS
 
 
 @dataclass(frozen=True)
@@ -64,17 +65,21 @@ def speak_whole(engine: "TTSEngine", text: str, style: np.ndarray | None, params
 
 class SpokenSentences:
     """What every `Utterance` keeps: its sentences' audio, with a pause before each but the
-    first, and the notes its voice made along the way."""
+    first (half of it after a clause: a voice already pauses a little at its comma), and the
+    notes its voice made along the way."""
 
     def __init__(self, notes: list[str] | None = None):
         self.pieces: list[np.ndarray] = []
         self.notes: list[str] = notes if notes is not None else []
+        self._after_clause = False
 
-    def append(self, audio: np.ndarray, pause_samples: int) -> np.ndarray:
-        """Keep one sentence's audio (the pause put before it) and return what was kept."""
+    def append(self, sentence: str, audio: np.ndarray, pause_samples: int) -> np.ndarray:
+        """Keep one unit's audio (the pause put before it) and return what was kept."""
         if self.pieces:
-            audio = np.concatenate([np.zeros(pause_samples, np.float32), audio])
+            pause = pause_samples // 2 if self._after_clause else pause_samples
+            audio = np.concatenate([np.zeros(pause, np.float32), audio])
         self.pieces.append(np.asarray(audio, dtype=np.float32))
+        self._after_clause = sentence.rstrip()[-1:] in CLAUSE_MARKS  # a first clause (split_sentences)
         return self.pieces[-1]
 
     def result(self, sample_rate: int, engine: str, used_style: bool, seed: int, params: dict) -> SynthesisResult:

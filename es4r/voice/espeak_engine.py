@@ -153,7 +153,7 @@ class EspeakUtterance:
         if float(np.max(np.abs(audio))) >= FULL_SCALE:
             self.spoken.notes.append(f"espeak-ng output reaches full scale at amplitude {self.knobs.amplitude}; "
                                      "it may clip")
-        return self.spoken.append(audio, int(SENTENCE_PAUSE_SECONDS * self.sample_rate))
+        return self.spoken.append(sentence, audio, int(SENTENCE_PAUSE_SECONDS * self.sample_rate))
 
     def result(self) -> SynthesisResult:
         return self.spoken.result(self.sample_rate, self.engine.name, False, self.seed,

@@ -221,7 +221,7 @@ class PiperUtterance:
             raise TTSError(f"Piper produced no audio for {sentence!r}; expected a sentence of speech")
         audio, level_notes = _level(np.concatenate(chunks).astype(np.float32), self.knobs.rms_gain)
         self.spoken.notes.extend(level_notes)
-        return self.spoken.append(audio, len(self._pause))
+        return self.spoken.append(sentence, audio, len(self._pause))
 
     def result(self) -> SynthesisResult:
         return self.spoken.result(self.sample_rate, self.engine.name, False, self.seed,

@@ -17,7 +17,7 @@ import numpy as np
 
 from es4r.reply_text import sentence_ends
 from es4r.voice.base import SynthesisResult, TTSError, Utterance, sentences
-from es4r.voice.text_normalize import MIN_SENTENCE_WORDS, normalize_for_tts
+from es4r.voice.text_normalize import MIN_SENTENCE_WORDS, normalize_for_tts, settled_first_clause
 
 logger = logging.getLogger(__name__)
 
@@ -27,13 +27,15 @@ _DONE = object()
 
 def ready_sentences(reply_so_far: str) -> list[str]:
     """The speaking units of a reply that is still being written which no later text can
-    change: units of its complete sentences (a sentence end followed by more text), except
+    change: the first sentence's first clause once it is settled (`settled_first_clause`), then units of
+    its complete sentences (a sentence end followed by more text), except
     the last one while it could still be joined to the next sentence — `split_sentences`
     joins a sentence to its neighbour when either has fewer than MIN_SENTENCE_WORDS words,
     so the last unit waits until it and the sentence after it have that many."""
     ends = [i for i in sentence_ends(reply_so_far) if i + 1 < len(reply_so_far)]
-    if not ends:
-        return []
+    if not ends:  # the first sentence is still being written: its first clause may be settled
+        clause = settled_first_clause(normalize_for_tts(reply_so_far))
+        return [clause] if clause else []
     complete, tail = reply_so_far[: ends[-1] + 1], reply_so_far[ends[-1] + 1:]
     try:
         units = sentences(complete)

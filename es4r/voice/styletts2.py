@@ -310,7 +310,7 @@ class StyleTTS2Utterance:
         if peak > 1.0:
             self.spoken.notes.append(f"output peaked at {peak:.2f}; scaled to {PEAK_LIMIT}")
             audio = audio * (PEAK_LIMIT / peak)
-        return self.spoken.append(audio, int(SENTENCE_PAUSE_SECONDS * self.sample_rate))
+        return self.spoken.append(sentence, audio, int(SENTENCE_PAUSE_SECONDS * self.sample_rate))
 
     def result(self) -> SynthesisResult:
         params = self.params

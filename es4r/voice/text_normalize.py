@@ -29,6 +29,9 @@ _ORDINAL_IRREGULAR = {
 # of one piece stay well inside PL-BERT's 512 positions (about 1.3 phonemes per character).
 MAX_SENTENCE_CHARS = 300
 MIN_SENTENCE_WORDS = 3  # shorter fragments ("Oh.") are joined to a neighbour
+# A reply's first sentence is spoken in two units, split at its first clause mark after at
+# least this many words, so that the voice can start before the sentence is written.
+FIRST_CLAUSE_MIN_WORDS = 4
 
 _EMOJI = re.compile(
     "[\U0001f000-\U0001faff\U00002600-\U000027bf\U0001f1e6-\U0001f1ff"
@@ -51,7 +54,8 @@ _INTEGER = re.compile(r"(?<![\d.])(-?)(\d{1,3}(?:,\d{3})+|\d+)\b")
 _SYMBOLS = {"&": " and ", "+": " plus ", "=": " equals ", "@": " at "}
 _LINE_END_MARKS = ".!?…,;:"  # a line ending in one of these needs no added full stop
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
-_CLAUSE_END = re.compile(r"(?<=[,;:—])\s+")
+CLAUSE_MARKS = ",;:—"
+_CLAUSE_END = re.compile(rf"(?<=[{CLAUSE_MARKS}])\s+")
 
 
 def _below_thousand(number: int) -> list[str]:
@@ -185,10 +189,35 @@ def _cut(piece: str, max_chars: int) -> list[str]:
     return [piece[i : i + max_chars] for i in range(0, len(piece), max_chars)]
 
 
+def first_clause(sentence: str) -> tuple[str, str] | None:
+    """(head, rest) when a reply's first `sentence` is spoken as two units: split at the first
+    clause mark (, ; : —) with at least FIRST_CLAUSE_MIN_WORDS words before it, when at least
+    MIN_SENTENCE_WORDS words follow it. Only that first mark is considered, so the answer for
+    a sentence still being written never changes once it says yes (the rest only grows)."""
+    for mark in _CLAUSE_END.finditer(sentence):
+        head, rest = sentence[: mark.start()], sentence[mark.end():]
+        if len(head.split()) >= FIRST_CLAUSE_MIN_WORDS:
+            return (head, rest) if len(rest.split()) >= MIN_SENTENCE_WORDS else None
+    return None
+
+
+def settled_first_clause(text: str) -> str | None:
+    """The first speaking unit of normalised `text`, the start of a reply whose first sentence
+    is still being written, when `split_sentences` of any continuation starts with it: the
+    first sentence's first clause, once `first_clause` has said yes."""
+    sentences = [s for s in _SENTENCE_END.split(text.strip()) if s]
+    clause = first_clause(sentences[0]) if len(sentences) == 1 else None
+    return clause[0] if clause and len(clause[0]) <= MAX_SENTENCE_CHARS else None
+
+
 def split_sentences(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> list[str]:
     """Sentences of normalised text, each at most `max_chars`; fragments of fewer than
-    MIN_SENTENCE_WORDS words are joined to a neighbour (very short inputs synthesise badly)."""
+    MIN_SENTENCE_WORDS words are joined to a neighbour (very short inputs synthesise badly).
+    The first sentence is cut at its first clause (`first_clause`): a reply's voice starts
+    sooner, and a comma is a place where a speaker pauses anyway."""
     sentences = [s for s in _SENTENCE_END.split(text.strip()) if s]
+    if sentences and (clause := first_clause(sentences[0])):
+        sentences[:1] = clause
     merged: list[str] = []
     for sentence in sentences:
         previous_short = merged and len(merged[-1].split()) < MIN_SENTENCE_WORDS
