@@ -232,6 +232,7 @@ def growth_check(rows: list[BenchRow]) -> str:
 
 
 def write_json(rows: list[BenchRow], path: str | Path, meta: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps({"meta": meta, "rows": [{**r.__dict__, "path_ratio": r.path_ratio, "path_ratio_per_token": r.path_ratio_per_token}
                                                        for r in rows]},
                                      indent=2))

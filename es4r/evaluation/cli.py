@@ -39,7 +39,7 @@ def add_evaluation_subparsers(subparsers) -> None:
     bench.add_argument("--checkpoint", help="trained ES4R checkpoint (benchmarks the speech path)")
     bench.add_argument("--turns", nargs="+", type=int, default=[1, 3, 5, 8], help="history lengths to measure")
     bench.add_argument("--repeats", type=int, default=3, help="runs per history length (median reported)")
-    bench.add_argument("--out", default="bench.json", help="JSON file for the figures")
+    bench.add_argument("--out", default="runs/bench.json", help="JSON file for the figures (its folder is made)")
     bench.add_argument("--no-user-cascade", action="store_true",
                        help="skip the user's cascade (faster-whisper -> llama.cpp -> the voice), which otherwise runs "
                             "when its packages are installed (requirements-cascade.txt)")
