@@ -213,12 +213,10 @@ class ES4RPipeline:
         return plan_voice(conversation.user_turns, self.config.strategy, self.voice)
 
     def sentence_speaker(self, plan: VoicePlan, on_audio: Callable[[int, np.ndarray], None]) -> SentenceSpeaker:
-        """A speaker for this plan's voice settings that speaks each sentence as it is written."""
-        try:
-            return SentenceSpeaker(lambda: self.voice.start(plan.style, plan.decision.params, seed=self.config.seed),
-                                   on_audio)
-        except TTSError as error:
-            raise unspoken(error) from error
+        """A speaker for this plan's voice settings that speaks each sentence as it is written
+        (a voice that fails to start fails the turn's `speak`, as one that fails to render)."""
+        return SentenceSpeaker(lambda: self.voice.start(plan.style, plan.decision.params, seed=self.config.seed),
+                               on_audio)
 
     def think(self, conversation: Conversation, progress: ProgressFn | None = None,
               on_text: Callable[[str], None] | None = None, plan: VoicePlan | None = None) -> Draft:
@@ -334,9 +332,6 @@ class ES4RPipeline:
                                                       seed=self.config.seed)
         except TTSError as error:
             raise unspoken(error) from error
-        if speaker is not None:  # its voice session was built before the LLM started
-            timings["tts"] += speaker.start_seconds
-            timings[WALL] = timings.get(WALL, 0.0) + speaker.start_seconds
         notes.extend(synthesis.notes)
         rendered = speaker.render_seconds if speaker is not None else timings["tts"]
         timings["tts_rtf"] = rendered / max(synthesis.seconds, 1e-6)

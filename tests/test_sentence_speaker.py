@@ -31,7 +31,9 @@ CLAUSE_REPLY = "I am here to support you, and I can offer some guidance on how t
     # the first sentence's first clause, once three words follow it (split_sentences' rule)
     ("I am here to support you, and I", []),
     ("I am here to support you, and I can", ["I am here to support you,"]),
-    ("Oh, I see, that is hard for you, and I am", ["Oh, I see, that is hard for you,"]),
+    ("Oh, I see, that is", []),
+    ("Oh, I see, that is hard", ["Oh, I see,"]),
+    ("I'm sorry, I will listen to", []),  # "I'm sorry," is two words: the sentence is the unit
     ("I am so sorry… that, is it hard for", []),  # "I am so sorry…" is the first sentence
 ])
 def test_a_sentence_is_ready_when_no_later_text_can_change_it(written, ready):
@@ -102,6 +104,39 @@ def test_a_failing_voice_fails_the_finish_not_the_writer(tiny_pipeline):
     speaker.offer(REPLY)  # returns at once; the error stays on the speaker's thread
     with pytest.raises(RuntimeError, match="crashed"):
         speaker.finish(REPLY)
+
+
+def test_the_voice_starts_beside_the_writer(tiny_pipeline, speech_paths):
+    """The voice session is built on the speaker's thread (it took ~0.1 s before the LLM could
+    start); one that cannot start fails the finish, and the turn says so in words."""
+    from es4r.pipeline import PipelineError
+    from es4r.voice.base import TTSError
+
+    began, started = threading.Event(), threading.Event()
+
+    def slow_start():
+        began.set()
+        assert started.wait(WAIT_FOR_VOICE_S)
+        raise TTSError("the voice could not start")
+
+    speaker = SentenceSpeaker(slow_start, _Recorder())  # returns while the voice is still starting
+    assert began.wait(WAIT_FOR_VOICE_S)
+    started.set()
+    with pytest.raises(TTSError, match="could not start"):
+        speaker.finish(REPLY)
+
+    voice = tiny_pipeline.voice
+
+    def broken_start(*args, **kwargs):
+        raise TTSError("the voice could not start")
+
+    conversation = tiny_pipeline.add_user_turn(Conversation(), speech_paths[0], transcript="it was a rough week")
+    try:
+        voice.start, saved = broken_start, voice.start
+        with pytest.raises(PipelineError, match="could not start"):
+            tiny_pipeline.respond(conversation, on_audio=lambda rate, audio: None)
+    finally:
+        voice.start = saved
 
 
 def test_the_first_sentence_plays_before_the_last_is_written(tiny_pipeline, speech_paths, monkeypatch):

@@ -73,10 +73,11 @@ def test_short_fragments_join_a_neighbour():
 
 
 @pytest.mark.parametrize("text, parts", [
-    # the first clause mark with four words before it, when three more follow
+    # the first clause mark with three words before it, when three more follow
     ("I'm here to support you, and I can help. Tell me more about it.",
      ["I'm here to support you,", "and I can help.", "Tell me more about it."]),
-    ("Oh, I see, that is hard for you, and I am here.", ["Oh, I see, that is hard for you,", "and I am here."]),
+    ("Oh, I see, that is hard for you, and I am here.", ["Oh, I see,", "that is hard for you, and I am here."]),
+    ("I'm sorry, I will listen to you.", ["I'm sorry, I will listen to you."]),  # two words: no unit
     ("I am so sorry to hear that, John. It must hurt.", ["I am so sorry to hear that, John.", "It must hurt."]),
     ("That sounds hard. I am here for you, and I am listening.",  # only the first sentence
      ["That sounds hard.", "I am here for you, and I am listening."]),

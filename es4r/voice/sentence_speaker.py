@@ -53,14 +53,15 @@ class SentenceSpeaker:
     audio to `on_audio`. `finish` speaks what is left of the final text and returns the file."""
 
     def __init__(self, start: Callable[[], Utterance], on_audio: AudioFn):
-        began = time.perf_counter()
-        self._utterance, self._on_audio, self._restart = start(), on_audio, start
-        self.start_seconds = time.perf_counter() - began  # building the utterance (a seeded voice session)
+        self._utterance: Utterance | None = None
+        self._on_audio, self._start = on_audio, start
         self._queued: list[str] = []
         self._todo: queue.Queue = queue.Queue()
         self._error: BaseException | None = None
-        self.render_seconds = self.start_seconds  # synthesis time in all, overlapping the LLM's or not
+        self.render_seconds = 0.0  # synthesis time in all (the voice session's start included), overlapping the LLM's or not
         self.restarted = False
+        # The utterance (a seeded voice session, ~0.1 s for Piper) is built on the speaker's own
+        # thread while the LLM reads its prompt, not before the LLM starts.
         self._thread = threading.Thread(target=self._work, name="es4r-speaker", daemon=True)
         self._thread.start()
 
@@ -85,7 +86,7 @@ class SentenceSpeaker:
             logger.warning("spoken sentences %r are not the start of the final reply %r; rendering it again",
                            self._queued, units)
             self.restarted = True
-            self._utterance = self._restart()
+            self._utterance = self._start()
             for unit in units[: len(self._queued)]:
                 self._render(unit, play=False)  # heard already, in its earlier wording
         for unit in units[len(self._queued):]:
@@ -93,6 +94,12 @@ class SentenceSpeaker:
         return self._utterance.result()
 
     def _work(self) -> None:
+        began = time.perf_counter()
+        try:
+            self._utterance = self._start()
+        except BaseException as error:  # raised again by finish, on the caller's thread
+            self._error = error
+        self.render_seconds += time.perf_counter() - began
         while (unit := self._todo.get()) is not _DONE:
             if self._error is None:
                 try:

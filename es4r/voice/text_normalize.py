@@ -28,10 +28,7 @@ _ORDINAL_IRREGULAR = {
 # MAX_SENTENCE_CHARS are cut at clause punctuation, then at spaces, so that the phonemes
 # of one piece stay well inside PL-BERT's 512 positions (about 1.3 phonemes per character).
 MAX_SENTENCE_CHARS = 300
-MIN_SENTENCE_WORDS = 3  # shorter fragments ("Oh.") are joined to a neighbour
-# A reply's first sentence is spoken in two units, split at its first clause mark after at
-# least this many words, so that the voice can start before the sentence is written.
-FIRST_CLAUSE_MIN_WORDS = 4
+MIN_SENTENCE_WORDS = 3  # shorter fragments ("Oh.") are joined to a neighbour; a first clause needs as many
 
 _EMOJI = re.compile(
     "[\U0001f000-\U0001faff\U00002600-\U000027bf\U0001f1e6-\U0001f1ff"
@@ -190,13 +187,13 @@ def _cut(piece: str, max_chars: int) -> list[str]:
 
 
 def first_clause(sentence: str) -> tuple[str, str] | None:
-    """(head, rest) when a reply's first `sentence` is spoken as two units: split at the first
-    clause mark (, ; : —) with at least FIRST_CLAUSE_MIN_WORDS words before it, when at least
-    MIN_SENTENCE_WORDS words follow it. Only that first mark is considered, so the answer for
+    """(head, rest) when a reply's first `sentence` is spoken as two units, so that the voice
+    can start before the sentence is written: split at the first clause mark (, ; : —) with at
+    least MIN_SENTENCE_WORDS words before it, when at least as many follow it. Only that first mark is considered, so the answer for
     a sentence still being written never changes once it says yes (the rest only grows)."""
     for mark in _CLAUSE_END.finditer(sentence):
         head, rest = sentence[: mark.start()], sentence[mark.end():]
-        if len(head.split()) >= FIRST_CLAUSE_MIN_WORDS:
+        if len(head.split()) >= MIN_SENTENCE_WORDS:
             return (head, rest) if len(rest.split()) >= MIN_SENTENCE_WORDS else None
     return None
 
