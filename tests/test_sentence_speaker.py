@@ -81,6 +81,56 @@ def test_spoken_while_written_is_the_file_spoken_after(tiny_pipeline, reply, uni
     assert len(heard.pieces) == len(sentences(reply)) == units and not speaker.restarted
 
 
+class _CountedVoice:
+    """A voice whose utterances count their starts and renders."""
+
+    def __init__(self, voice, params, seed):
+        self.voice, self.params, self.seed, self.starts, self.renders = voice, params, seed, 0, []
+
+    def start(self):
+        self.starts += 1
+        utterance, renders = self.voice.start(None, self.params, seed=self.seed), self.renders
+
+        class Counted:
+            sample_rate = utterance.sample_rate
+
+            def add(self, unit):
+                renders.append(unit)
+                return utterance.add(unit)
+
+            def result(self):
+                return utterance.result()
+
+        return Counted()
+
+
+@pytest.mark.parametrize("reply, guess_kept", [
+    (REPLY, True),  # the first sentence is rendered ahead and played once "That sounds really" settles it
+    ("I am so sorry to hear about your week. Oh no. That sounds really hard for you.", False),  # "Oh no." joins it
+    ("I am so sorry to hear about your week.", True),  # the reply ends there: finish plays what was rendered
+])
+def test_the_first_sentence_is_rendered_before_it_is_settled(tiny_pipeline, reply, guess_kept):
+    """A complete first sentence is rendered while the next one could still join it; the
+    rendering is played if it stands, else the voice starts afresh. Either way the file and
+    what was played are what a non-streamed turn makes."""
+    params = tiny_pipeline.config.strategy.table["neutral"]
+    whole = tiny_pipeline.voice.synthesize(reply, None, params, seed=3)
+    voice, heard = _CountedVoice(tiny_pipeline.voice, params, 3), _Recorder()
+    speaker = SentenceSpeaker(voice.start, heard)
+    words = reply.split()
+    for n in range(1, len(words) + 1):
+        speaker.offer(" ".join(words[:n]))
+    result = speaker.finish(reply)
+    np.testing.assert_array_equal(result.waveform, whole.waveform)
+    np.testing.assert_array_equal(np.concatenate(heard.pieces), whole.waveform)
+    units = sentences(reply)
+    assert voice.renders[0] == "I am so sorry to hear about your week."  # rendered ahead in every case
+    if guess_kept:
+        assert voice.starts == 1 and voice.renders == units
+    else:
+        assert voice.starts == 2 and voice.renders[1:] == units and not speaker.restarted
+
+
 def test_a_changed_text_is_spoken_again_for_the_file(tiny_pipeline):
     """If the final text does not start with what was spoken (it cannot happen with ready
     sentences; guarded anyway), the file is still exactly the final text's."""

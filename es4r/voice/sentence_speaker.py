@@ -1,5 +1,7 @@
 """Speak a reply while the LLM is still writing it: each sentence is synthesised as soon as
-it can no longer change, on a thread of its own, and handed on to be played.
+it can no longer change, on a thread of its own, and handed on to be played. The first one
+is rendered even sooner, as soon as it is complete (`likely_first_unit`), and played once it
+is settled; in the rare case the next sentence joins it, that rendering is thrown away.
 
 A sentence of the reply is spoken in the same units, through the same seeded `Utterance`, as
 `TTSEngine.synthesize` would speak the finished text, so the file made this way is the file a
@@ -47,6 +49,24 @@ def ready_sentences(reply_so_far: str) -> list[str]:
     return units
 
 
+def likely_first_unit(reply_so_far: str) -> str | None:
+    """The first speaking unit once its sentence is complete but before it is settled (the
+    next sentence could still be short and join it): a whole first sentence of at least
+    MIN_SENTENCE_WORDS words. It is rendered ahead and played once settled."""
+    ends = [i for i in sentence_ends(reply_so_far) if i + 1 < len(reply_so_far)]
+    if not ends:
+        return None
+    try:
+        units = sentences(reply_so_far[: ends[0] + 1])
+    except TTSError:
+        return None
+    return units[0] if len(units) == 1 and len(units[0].split()) >= MIN_SENTENCE_WORDS else None
+
+
+class _Guess(str):
+    """A unit to render ahead, not to play yet (`likely_first_unit`)."""
+
+
 class SentenceSpeaker:
     """Feeds an utterance sentence by sentence from the growing reply (`offer`, called on the
     LLM's thread, returns at once), renders on its own thread, and passes each sentence's
@@ -56,6 +76,8 @@ class SentenceSpeaker:
         self._utterance: Utterance | None = None
         self._on_audio, self._start = on_audio, start
         self._queued: list[str] = []
+        self._guess: str | None = None  # the first unit, rendered ahead; its audio once rendered:
+        self._guessed: np.ndarray | None = None
         self._todo: queue.Queue = queue.Queue()
         self._error: BaseException | None = None
         self.render_seconds = 0.0  # synthesis time in all (the voice session's start included), overlapping the LLM's or not
@@ -70,6 +92,9 @@ class SentenceSpeaker:
         units = ready_sentences(reply_so_far)
         if units[: len(self._queued)] != self._queued:  # the text changed under a queued sentence
             return  # finish() sees the difference and re-renders
+        if not units and not self._queued and self._guess is None and (guess := likely_first_unit(reply_so_far)):
+            self._guess = guess
+            self._todo.put(_Guess(guess))
         for unit in units[len(self._queued):]:
             self._queued.append(unit)
             self._todo.put(unit)
@@ -86,7 +111,7 @@ class SentenceSpeaker:
             logger.warning("spoken sentences %r are not the start of the final reply %r; rendering it again",
                            self._queued, units)
             self.restarted = True
-            self._utterance = self._start()
+            self._utterance, self._guess = self._start(), None
             for unit in units[: len(self._queued)]:
                 self._render(unit, play=False)  # heard already, in its earlier wording
         for unit in units[len(self._queued):]:
@@ -103,13 +128,33 @@ class SentenceSpeaker:
         while (unit := self._todo.get()) is not _DONE:
             if self._error is None:
                 try:
-                    self._render(unit, play=True)
+                    if isinstance(unit, _Guess):
+                        self._guessed = self._add(unit)
+                    else:
+                        self._render(unit, play=True)
                 except BaseException as error:  # raised again by finish, on the caller's thread
                     self._error = error
 
-    def _render(self, unit: str, play: bool) -> None:
+    def _add(self, unit: str) -> np.ndarray:
         started = time.perf_counter()
         audio = self._utterance.add(unit)
         self.render_seconds += time.perf_counter() - started
+        return audio
+
+    def _render(self, unit: str, play: bool) -> None:
+        audio = self._guessed_audio(unit)
+        if audio is None:
+            audio = self._add(unit)
         if play:
             self._on_audio(self._utterance.sample_rate, audio)
+
+    def _guessed_audio(self, unit: str) -> np.ndarray | None:
+        """The audio rendered ahead for the first unit when `unit` is that unit. A wrong guess
+        advanced the voice's seeded state, so the voice starts afresh (nothing was played)."""
+        if self._guess is None:
+            return None
+        guess, audio, self._guess, self._guessed = self._guess, self._guessed, None, None
+        if guess == unit and audio is not None:
+            return audio
+        self._utterance = self._start()
+        return None
