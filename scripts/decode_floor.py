@@ -1,0 +1,118 @@
+"""How fast can an exact (fp32) decode of the embedded LLM be on this CPU at best? A decode
+step must read every weight of the LLM once: this times just that — one matrix-vector
+product per linear layer and the tied output head, nothing else — in ONNX Runtime (one graph
+of them all) and in torch, and prints the floor in ms per token, the tokens/s ceiling and the
+memory bandwidth it implies, beside the app's own decode step (es4r/modeling/onnx_decode.py).
+
+    python scripts/decode_floor.py [--steps 40]
+
+Anything faster than the ceiling must read fewer bytes per token (quantised weights), which
+changes greedy replies (scripts/decode_runtimes.py measures those routes)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from es4r.pipeline import ES4RPipeline  # noqa: E402
+
+logger = logging.getLogger("decode_floor")
+
+
+def _weights(llm) -> list[np.ndarray]:
+    """(in, out) matrices a decode step reads: every linear layer's and the output head's."""
+    matrices = [module.weight for module in llm.modules() if isinstance(module, torch.nn.Linear)]
+    return [m.detach().float().numpy().T.copy() for m in matrices]
+
+
+def _median_seconds(run, steps: int) -> float:
+    times = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times[3:])
+
+
+def _onnx_products(weights: list[np.ndarray], threads: int):
+    """One ONNX graph of every product, each fed the same input slice (no dependency chain)."""
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    width = max(w.shape[0] for w in weights)
+    nodes, initializers, outputs = [], [], []
+    for i, w in enumerate(weights):
+        initializers += [numpy_helper.from_array(w, f"w{i}"),
+                         numpy_helper.from_array(np.array([0, 0]), f"start{i}"),
+                         numpy_helper.from_array(np.array([1, w.shape[0]]), f"end{i}")]
+        nodes += [helper.make_node("Slice", ["x", f"start{i}", f"end{i}"], [f"x{i}"]),
+                  helper.make_node("MatMul", [f"x{i}", f"w{i}"], [f"y{i}"])]
+        outputs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [1, w.shape[1]]))
+    graph = helper.make_graph(nodes, "weights_once", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
+                              outputs, initializer=initializers)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = onnxruntime.InferenceSession(helper.make_model(graph).SerializeToString(), options,
+                                           providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((1, width)).astype(np.float32)
+    return lambda: session.run(None, {"x": x})
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=40, help="timed repetitions (median)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    pipeline = ES4RPipeline.from_preset("embedded")
+    llm, threads = pipeline.model.llm.get_base_model(), torch.get_num_threads()
+    with pipeline.model.llm.disable_adapter():
+        weights = _weights(llm)
+    megabytes = sum(w.nbytes for w in weights) / 1e6
+    torch_weights = [torch.from_numpy(w.T.copy()) for w in weights]
+    x = torch.randn(1, max(w.shape[0] for w in weights))
+    floors = {"ONNX Runtime": _median_seconds(_onnx_products(weights, threads), args.steps),
+              "torch": _median_seconds(lambda: [torch.nn.functional.linear(x[:, : w.shape[1]], w) for w in torch_weights],
+                                       args.steps)}
+    print(f"embedded LLM: {len(weights)} weight matrices, {megabytes:.0f} MB in fp32 read per token; {threads} threads")
+    for name, seconds in floors.items():
+        print(f"{name}: weights read once in {seconds * 1e3:.1f} ms -> at most {1 / seconds:.1f} tokens/s "
+              f"({megabytes / 1e3 / seconds:.1f} GB/s)")
+    if pipeline.model.decoder is not None:
+        seconds = _median_seconds(_app_step(pipeline.model.decoder), args.steps)
+        print(f"the app's whole decode step (ONNX Runtime, cache in place, {CACHED} tokens cached): "
+              f"{seconds * 1e3:.1f} ms -> {1 / seconds:.1f} tokens/s")
+    return 0
+
+
+CACHED = 300  # tokens already in the cache: a few turns of history
+
+
+def _app_step(decoder):
+    """One decode step of the app's own graph (es4r/modeling/onnx_decode.py), its cache bound in place."""
+    import onnxruntime
+
+    binding = decoder.session.io_binding()
+    shape = (1, decoder.kv_heads, decoder.max_length, decoder.head_dim)
+    for index in range(decoder.layers):
+        for kind in "kv":
+            value = onnxruntime.OrtValue.ortvalue_from_numpy(np.zeros(shape, np.float32))
+            binding.bind_ortvalue_input(f"past_{kind}{index}", value)
+            binding.bind_ortvalue_output(f"present_{kind}{index}", value)
+    binding.bind_output("logits")
+    for name, value in (("ids", np.array([[42]], np.int64)), ("seqlens_k", np.array([CACHED], np.int32)),
+                        ("total_len", np.array(CACHED + 1, np.int32))):
+        binding.bind_cpu_input(name, value)
+    return lambda: decoder.session.run_with_iobinding(binding)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
