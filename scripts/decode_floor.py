@@ -30,7 +30,8 @@ logger = logging.getLogger("decode_floor")
 
 def _weights(llm) -> list[np.ndarray]:
     """(in, out) matrices a decode step reads: every linear layer's and the output head's."""
-    matrices = [module.weight for module in llm.modules() if isinstance(module, torch.nn.Linear)]
+    matrices = [module.weight for name, module in llm.named_modules()
+                if isinstance(module, torch.nn.Linear) and "lora_" not in name]  # PLoRA's own parts are not read on text
     return [m.detach().float().numpy().T.copy() for m in matrices]
 
 
@@ -74,8 +75,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     pipeline = ES4RPipeline.from_preset("embedded")
     llm, threads = pipeline.model.llm.get_base_model(), torch.get_num_threads()
-    with pipeline.model.llm.disable_adapter():
-        weights = _weights(llm)
+    weights = _weights(llm)
     megabytes = sum(w.nbytes for w in weights) / 1e6
     torch_weights = [torch.from_numpy(w.T.copy()) for w in weights]
     x = torch.randn(1, max(w.shape[0] for w in weights))
