@@ -70,6 +70,9 @@ class PLoRAConfig:
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
+DECODE_RUNTIMES = ("torch", "onnxruntime")
+
+
 @dataclass(frozen=True)
 class GenerationConfig:
     system_prompt: str = (
@@ -96,6 +99,10 @@ class GenerationConfig:
     # greedy decode steps on a CPU: "torch" (transformers' generate) or "onnxruntime" (the same
     # steps as one ONNX graph with its cache in place, ~1.3x faster; es4r/modeling/onnx_decode.py)
     decode_runtime: str = "torch"
+
+    def __post_init__(self) -> None:
+        if self.decode_runtime not in DECODE_RUNTIMES:  # a typo would otherwise quietly keep torch
+            raise ValueError(f"unknown decode_runtime {self.decode_runtime!r}; choose one of {', '.join(DECODE_RUNTIMES)}")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,14 @@ def test_unknown_preset_lists_choices():
         preset_config("huge")
 
 
+def test_unknown_decode_runtime_lists_choices():
+    """A misspelt runtime is refused, not quietly run as torch (e.g. from a saved config)."""
+    data = preset_config("embedded").to_dict()
+    data["generation"]["decode_runtime"] = "onnx-runtime"
+    with pytest.raises(ValueError, match="torch, onnxruntime"):
+        ES4RConfig.from_dict(data)
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")))
 def test_shipped_training_configs_parse(path):
     config = TrainConfig.from_file(str(path))
