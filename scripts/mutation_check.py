@@ -35,10 +35,13 @@ class Fault:
 
 FAULTS = (
     Fault("plora_generate", "PLoRA acts at speech positions during generation", "es4r/modeling/model.py",
-          "        with speech_positions(batch.speech_mask if batch.speech_mask.any() else None):\n"
-          "            output = self.llm.generate(",
-          "        with speech_positions(None):\n            output = self.llm.generate(",
+          "            with speech_positions(batch.speech_mask if batch.speech_mask.any() else None):\n"
+          "                output = self.llm.generate(",
+          "            with speech_positions(None):\n                output = self.llm.generate(",
           ("tests/test_model.py::test_plora_acts_at_speech_positions_during_generation",)),
+    Fault("plora_onnx_prefill", "PLoRA acts at speech positions when ONNX Runtime decodes", "es4r/modeling/model.py",
+          "        with speech_positions(mask if mask.any() else None):", "        with speech_positions(None):",
+          ("tests/test_onnx_decode.py::test_the_speech_path_replies_are_generates_with_plora_acting",)),
     Fault("intra_crosses_turns", "intra-turn attention never crosses turns", "es4r/modeling/dual_attention.py",
           "padded = nn.utils.rnn.pad_sequence(flat, batch_first=True)  # (N_turns, L_max, D)",
           "padded = nn.utils.rnn.pad_sequence(flat, batch_first=True)\n"
