@@ -27,14 +27,19 @@ AudioFn = Callable[[int, np.ndarray], None]  # (sample rate, float32 samples of 
 _DONE = object()
 
 
+def _complete_sentence_ends(text: str) -> list[int]:
+    """Sentence ends that more text follows."""
+    return [i for i in sentence_ends(text) if i + 1 < len(text)]
+
+
 def ready_sentences(reply_so_far: str) -> list[str]:
     """The speaking units of a reply that is still being written which no later text can
-    change: the first sentence's first clause once it is settled (`settled_first_clause`), then units of
-    its complete sentences (a sentence end followed by more text), except
-    the last one while it could still be joined to the next sentence — `split_sentences`
-    joins a sentence to its neighbour when either has fewer than MIN_SENTENCE_WORDS words,
-    so the last unit waits until it and the sentence after it have that many."""
-    ends = [i for i in sentence_ends(reply_so_far) if i + 1 < len(reply_so_far)]
+    change: the first sentence's first clause once it is settled (`settled_first_clause`),
+    then units of its complete sentences (a sentence end followed by more text), except the
+    last one while it could still be joined to the next sentence — `split_sentences` joins a
+    sentence to its neighbour when either has fewer than MIN_SENTENCE_WORDS words, so the last
+    unit waits until it and the sentence after it have that many."""
+    ends = _complete_sentence_ends(reply_so_far)
     if not ends:  # the first sentence is still being written: its first clause may be settled
         clause = settled_first_clause(normalize_for_tts(reply_so_far))
         return [clause] if clause else []
@@ -53,7 +58,7 @@ def likely_first_unit(reply_so_far: str) -> str | None:
     """The first speaking unit once its sentence is complete but before it is settled (the
     next sentence could still be short and join it): a whole first sentence of at least
     MIN_SENTENCE_WORDS words. It is rendered ahead and played once settled."""
-    ends = [i for i in sentence_ends(reply_so_far) if i + 1 < len(reply_so_far)]
+    ends = _complete_sentence_ends(reply_so_far)
     if not ends:
         return None
     try:
