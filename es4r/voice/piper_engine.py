@@ -40,8 +40,10 @@ _SEED_LOCK = threading.Lock()  # onnxruntime's seed is process-global: set it an
 def voice_threads() -> int:
     """Threads for Piper: half the cores. A reply's voice renders while the LLM writes its next
     sentence on the same CPU; with both on every core they wait on each other. Measured on 2
-    cores with the app in Chromium (3 turns, two runs each): the voice started 2.40-2.48 s
-    after Send in turn 3 with one thread against 2.55-2.65 s with two, whole replies unchanged."""
+    cores with the app in Chromium (scripts/browser_timing.py, three runs each): the voice
+    started 2.30-2.46 s after Send in turn 3 with one thread against 2.43-2.67 s with two, and
+    the whole turn ended sooner too; with no browser on the CPU (bench) the last sentence,
+    rendered alone, costs ~0.1 s more."""
     return max(1, (os.cpu_count() or 2) // 2)
 
 

@@ -81,8 +81,8 @@ class SentenceSpeaker:
         self._utterance: Utterance | None = None
         self._on_audio, self._start = on_audio, start
         self._queued: list[str] = []
-        self._guess: str | None = None  # the first unit, rendered ahead; its audio once rendered:
-        self._guessed: np.ndarray | None = None
+        self._guess: str | None = None  # the first unit rendered ahead (likely_first_unit) ...
+        self._guessed: np.ndarray | None = None  # ... and its audio, until it is played or thrown away
         self._todo: queue.Queue = queue.Queue()
         self._error: BaseException | None = None
         self.render_seconds = 0.0  # synthesis time in all (the voice session's start included), overlapping the LLM's or not
