@@ -26,7 +26,8 @@ from es4r.audio import AudioError, warm_up_audio
 from es4r.config import PRESETS
 from es4r.conversation import ASSISTANT, Turn
 from es4r.modeling.backbones import BackboneError
-from es4r.pipeline import ES4RPipeline, PipelineError, shown_source
+from es4r.pipeline import ES4RPipeline, PipelineError
+from es4r.presets import shown_source
 from es4r.ui import plots
 from es4r.ui.archive import write_archive
 from es4r.ui.format import (SYNTHETIC_VOICE_NOTE, chat_messages, context_markdown, latency_table,

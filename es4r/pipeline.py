@@ -19,13 +19,12 @@ import numpy as np
 import torch
 
 from es4r.audio import FRAMES_PER_SECOND, AudioError, Waveform, load_audio, log_mel, prepare_waveform, turn_energy
-from es4r.config import FALLBACK, RANDOM, TRAINED, UNTRAINED, ES4RConfig
+from es4r.config import ES4RConfig
 from es4r.conversation import (ASSISTANT, USER, WALL, AttentionMaps, ComponentStatus, ContextUsage, Conversation, Turn,
                                TurnResult)
-from es4r.modeling.backbones import is_random
 from es4r.modeling.model import ES4RModel, GenerationOutput
 from es4r.modeling.outputs import SpeechEncoding
-from es4r.presets import load_model, resolve_config
+from es4r.presets import TEXT_PATH_NOTE, component_statuses, load_model, resolve_config
 from es4r.reply_text import reply_streamer, trim_reply
 from es4r.timing import timed
 from es4r.vad import speech_seconds
@@ -35,7 +34,6 @@ from es4r.voice.sentence_speaker import SentenceSpeaker
 
 logger = logging.getLogger(__name__)
 
-TEXT_PATH_NOTE = "text path — no trained ES4R speech checkpoint loaded"
 FALLBACK_REPLY = "I'm here with you. Could you tell me a little more?"
 ProgressFn = Callable[[float, str], None]
 
@@ -67,23 +65,8 @@ class ES4RPipeline:
 
         model = load_model(config)
         b = config.backbones
-        speech_path = bool(b.es4r_checkpoint)
         voice = load_voice(b.voice, styletts2_path=b.tts or None)
-        components = {
-            "asr": _status_of(b.whisper, f"Whisper ASR ({shown_source(b.whisper)})"),
-            "speech_encoder": _status_of(b.whisper, f"Whisper encoder, frozen ({shown_source(b.whisper)})"),
-            "llm": _status_of(b.llm, f"LLM ({shown_source(b.llm)})"),
-            "es4r_modules": ComponentStatus(TRAINED, f"trained ES4R checkpoint ({shown_source(b.es4r_checkpoint)})")
-            if speech_path
-            else ComponentStatus(UNTRAINED, "dual-level attention, adapter, cross-modal attention and PLoRA at "
-                                 "initialisation; heatmaps illustrate the mechanism only; " + TEXT_PATH_NOTE),
-            "voice": ComponentStatus(voice.status, voice.name),
-        }
-        logger.info("loaded from: whisper %s, llm %s, es4r checkpoint %s", b.whisper, b.llm, b.es4r_checkpoint)
-        for key, value in components.items():
-            log = logger.warning if value.status in (FALLBACK, RANDOM, UNTRAINED) else logger.info
-            log("%s: %s — %s", key, value.status, value.description)
-        return cls(config, model, voice, components, speech_path)
+        return cls(config, model, voice, component_statuses(config, voice), bool(b.es4r_checkpoint))
 
     def variant(self, config: ES4RConfig | None = None, speech_path: bool | None = None) -> "ES4RPipeline":
         """This pipeline's weights and voice under another config (an ablation: the model's
@@ -408,21 +391,6 @@ class Draft:
 
 
 _ASR_MAX_TOKENS = 128  # one 30 s turn of speech is well under this
-
-
-def shown_source(path_or_id: str) -> str:
-    """How a model's source is named on the page: a hub id as it is, a local folder by its own
-    name only (the server's paths stay in the server's log)."""
-    path = Path(path_or_id)
-    if path.is_absolute() or path.exists():
-        return f"local folder {path.name}"
-    return path_or_id
-
-
-def _status_of(path_or_id: str, description: str) -> ComponentStatus:
-    if is_random(path_or_id):
-        return ComponentStatus(RANDOM, description + " — random weights, output not meaningful")
-    return ComponentStatus(TRAINED, description)
 
 
 def with_asr_time(result: TurnResult, asr_seconds: float) -> TurnResult:

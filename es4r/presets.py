@@ -1,20 +1,26 @@
 """Presets become complete configs here, and configs become models: the one resolution the
 app, every CLI command, training and the scripts share (so `--checkpoint none`, the shipped
-checkpoint and the environment mean the same everywhere)."""
+checkpoint and the environment mean the same everywhere). `component_statuses` says what
+each loaded part is, as the page and the logs show it."""
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from es4r.config import ES4RConfig, preset_config
+from es4r.config import FALLBACK, RANDOM, TRAINED, UNTRAINED, ES4RConfig, preset_config
+from es4r.conversation import ComponentStatus
 from es4r.embedded.setup import build_once, cache_root
-from es4r.modeling.backbones import load_llm, load_whisper, make_tiny_llm, make_tiny_whisper
+from es4r.modeling.backbones import is_random, load_llm, load_whisper, make_tiny_llm, make_tiny_whisper
 from es4r.modeling.model import ES4RModel
 
+logger = logging.getLogger(__name__)
+
+TEXT_PATH_NOTE = "text path — no trained ES4R speech checkpoint loaded"
 STYLETTS2_ENV = "ES4R_STYLETTS2"  # folder or hub id of a StyleTTS2 checkpoint
 # A trained ES4R checkpoint folder, or "none" for the text path; overrides the preset's choice.
 CHECKPOINT_ENV = "ES4R_CHECKPOINT"
@@ -92,3 +98,39 @@ def load_model(config: ES4RConfig, for_replies: bool = True) -> ES4RModel:
     if for_replies and config.generation.decode_runtime == "onnxruntime":
         model.use_onnx_decoder()
     return model
+
+
+def component_statuses(config: ES4RConfig, voice) -> dict[str, ComponentStatus]:
+    """What each part of a pipeline loaded from `config` is (trained, untrained, random,
+    fallback), logged — a warning for anything not trained — and shown on the page."""
+    b = config.backbones
+    components = {
+        "asr": _status_of(b.whisper, f"Whisper ASR ({shown_source(b.whisper)})"),
+        "speech_encoder": _status_of(b.whisper, f"Whisper encoder, frozen ({shown_source(b.whisper)})"),
+        "llm": _status_of(b.llm, f"LLM ({shown_source(b.llm)})"),
+        "es4r_modules": ComponentStatus(TRAINED, f"trained ES4R checkpoint ({shown_source(b.es4r_checkpoint)})")
+        if b.es4r_checkpoint
+        else ComponentStatus(UNTRAINED, "dual-level attention, adapter, cross-modal attention and PLoRA at "
+                             "initialisation; heatmaps illustrate the mechanism only; " + TEXT_PATH_NOTE),
+        "voice": ComponentStatus(voice.status, voice.name),
+    }
+    logger.info("loaded from: whisper %s, llm %s, es4r checkpoint %s", b.whisper, b.llm, b.es4r_checkpoint)
+    for key, value in components.items():
+        log = logger.warning if value.status in (FALLBACK, RANDOM, UNTRAINED) else logger.info
+        log("%s: %s — %s", key, value.status, value.description)
+    return components
+
+
+def shown_source(path_or_id: str) -> str:
+    """How a model's source is named on the page: a hub id as it is, a local folder by its own
+    name only (the server's paths stay in the server's log)."""
+    path = Path(path_or_id)
+    if path.is_absolute() or path.exists():
+        return f"local folder {path.name}"
+    return path_or_id
+
+
+def _status_of(path_or_id: str, description: str) -> ComponentStatus:
+    if is_random(path_or_id):
+        return ComponentStatus(RANDOM, description + " — random weights, output not meaningful")
+    return ComponentStatus(TRAINED, description)

@@ -35,7 +35,6 @@ logger = logging.getLogger(__name__)
 SPEECH_PLACEHOLDER = "<<ES4R_SPEECH>>"  # stands where the speech sequence goes in the prompt
 LOG_MEL_FLOOR_BELOW_MAX = 2.0  # Whisper's log-mel of silence sits 8 dB/4 = 2.0 below the clip maximum
 IGNORE_INDEX = -100
-DECODE_MARGIN = 64  # spare positions in the ONNX decoder's cache (speech cues, template tokens)
 FRAMES_PER_POSITION = ENCODER_STRIDE * 8  # downsampled frames per speech position (encoder x2, adapter x8)
 
 
@@ -317,20 +316,9 @@ class ES4RModel(nn.Module):
     def use_onnx_decoder(self) -> None:
         """Run greedy decode steps in ONNX Runtime (es4r/modeling/onnx_decode.py), from this
         LLM's base weights. CPU and fp32 only; otherwise it says why and keeps torch's."""
-        from es4r.modeling.onnx_decode import OnnxDecoder, unsupported
+        from es4r.modeling.onnx_decode import decoder_for
 
-        weight = self.llm.get_input_embeddings().weight
-        if weight.device.type != "cpu" or weight.dtype != torch.float32:
-            logger.info("decode steps stay in torch: ONNX Runtime decoding is for an fp32 LLM on a CPU (found %s, %s)",
-                        weight.device, weight.dtype)
-            return
-        if reason := unsupported(self.llm.get_base_model().config):
-            logger.info("decode steps stay in torch: ONNX Runtime decoding does not cover %s", reason)
-            return
-        generation = self.config.generation
-        with self.llm.disable_adapter():  # the base weights: every decode step is a text position
-            self.decoder = OnnxDecoder(self.llm.get_base_model(),
-                                       generation.max_context_tokens + generation.max_new_tokens + DECODE_MARGIN)
+        self.decoder = decoder_for(self.llm, self.config.generation)
 
     @torch.no_grad()
     def generate(
@@ -401,23 +389,19 @@ class ES4RModel(nn.Module):
         prompt (PLoRA at its speech positions; from `reused` on when a cache is given), then
         the same processors — repetition penalty, n-gram ban, then the caller's — and the same
         stopping criteria pick each token."""
-        from transformers import (DynamicCache, NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor,
-                                  StoppingCriteriaList)
+        from transformers import DynamicCache
 
-        chain = LogitsProcessorList()
-        if generation.repetition_penalty != 1.0:
-            chain.append(RepetitionPenaltyLogitsProcessor(generation.repetition_penalty))
-        if generation.no_repeat_ngram_size:
-            chain.append(NoRepeatNGramLogitsProcessor(generation.no_repeat_ngram_size))
-        chain.extend(p for p in processors if p is not None)
+        from es4r.modeling.onnx_decode import greedy_processors
+
         mask = batch.speech_mask[:, reused:]
         cache = cache if cache is not None else DynamicCache()
         with speech_positions(mask if mask.any() else None):
             out = self.llm(inputs_embeds=batch.inputs_embeds[:, reused:], attention_mask=batch.attention_mask,
                            past_key_values=cache, use_cache=True, logits_to_keep=1)
         generated, kept = self.decoder.greedy(
-            out.logits[:, -1], out.past_key_values, chain, StoppingCriteriaList(kwargs.get("stopping_criteria", [])),
-            streamer, generation.max_new_tokens, self.tokenizer.eos_token_id)
+            out.logits[:, -1], out.past_key_values, greedy_processors(generation, processors),
+            StoppingCriteriaList(kwargs.get("stopping_criteria", [])), streamer, generation.max_new_tokens,
+            self.tokenizer.eos_token_id)
         return generated[0].tolist(), kept
 
     def token_labels(self, ids: list[int]) -> list[str]:

@@ -29,7 +29,38 @@ logger = logging.getLogger(__name__)
 
 SUPPORTED = ("llama", "qwen2", "qwen3")  # the layouts decode_graph writes out
 OPSETS = (("", 17), ("com.microsoft", 1))
+DECODE_MARGIN = 64  # spare positions in the cache beyond context + reply (speech cues, template tokens)
 IN_MEMORY = "es4r-in-memory"  # the "file" of the graph's external weights: never read, given to the session
+
+
+def decoder_for(llm, generation) -> "OnnxDecoder | None":
+    """An ONNX Runtime decoder for the base weights of `llm` (a PLoRA-wrapped LLM) sized for
+    `generation`'s context, or None — said in the log — when it cannot stand for it (not an
+    fp32 LLM on a CPU, or a layout decode_graph does not write out)."""
+    weight = llm.get_input_embeddings().weight
+    if weight.device.type != "cpu" or weight.dtype != torch.float32:
+        logger.info("decode steps stay in torch: ONNX Runtime decoding is for an fp32 LLM on a CPU (found %s, %s)",
+                    weight.device, weight.dtype)
+        return None
+    if reason := unsupported(llm.get_base_model().config):
+        logger.info("decode steps stay in torch: ONNX Runtime decoding does not cover %s", reason)
+        return None
+    with llm.disable_adapter():  # the base weights: every decode step is a text position
+        return OnnxDecoder(llm.get_base_model(), generation.max_context_tokens + generation.max_new_tokens + DECODE_MARGIN)
+
+
+def greedy_processors(generation, processors: list):
+    """The logits processors `generate` would apply for `generation` — repetition penalty,
+    n-gram ban — then the caller's (None entries skipped), for `OnnxDecoder.greedy`."""
+    from transformers import LogitsProcessorList, NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor
+
+    chain = LogitsProcessorList()
+    if generation.repetition_penalty != 1.0:
+        chain.append(RepetitionPenaltyLogitsProcessor(generation.repetition_penalty))
+    if generation.no_repeat_ngram_size:
+        chain.append(NoRepeatNGramLogitsProcessor(generation.no_repeat_ngram_size))
+    chain.extend(p for p in processors if p is not None)
+    return chain
 
 
 def unsupported(config) -> str | None:
