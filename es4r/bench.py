@@ -52,6 +52,10 @@ class BenchRow:
     cascade_total_s: float | None = None
     cascade_tokens_per_s: float | None = None
     cascade_tokens: int | None = None
+    # What each wrote in the last repeat: the whole-reply times follow the replies' lengths.
+    speech_reply: str = ""
+    text_reply: str = ""
+    cascade_reply: str | None = None
 
     def waits(self, speech: bool) -> tuple[float, float, float]:
         """(first words, first audio, whole reply) from the end of the recording, on a path."""
@@ -104,10 +108,10 @@ def _as_after_previous_turn(pipeline, conversation: Conversation) -> None:
     pipeline.model.generate(conversation.history()[:-2], None, generation)
 
 
-def _respond_on(pipeline, conversation: Conversation, speech: bool) -> tuple[float, int, float, float]:
+def _respond_on(pipeline, conversation: Conversation, speech: bool) -> tuple[float, int, float, float, str]:
     """respond() on the given path (a pipeline over the same model, the given one untouched),
     speaking each sentence as it is written, as the app does; returns (seconds, reply tokens,
-    seconds to the first reply words, seconds to the first reply audio)."""
+    seconds to the first reply words, seconds to the first reply audio, the reply)."""
     path = pipeline.variant(speech_path=speech)
     first_words: list[float] = []
     first_audio: list[float] = []
@@ -117,7 +121,7 @@ def _respond_on(pipeline, conversation: Conversation, speech: bool) -> tuple[flo
                           on_audio=lambda rate, audio: first_audio or first_audio.append(time.perf_counter() - start))
     seconds = time.perf_counter() - start
     tokens = round(result.timings["llm"] * result.timings["llm_tokens_per_s"])
-    return seconds, tokens, (first_words or [seconds])[0], (first_audio or [seconds])[0]
+    return seconds, tokens, (first_words or [seconds])[0], (first_audio or [seconds])[0], result.reply_text
 
 
 def run_bench(pipeline, history_lengths=(1, 3, 5, 8), repeats: int = 3, clips: list[Path] | None = None,
@@ -137,7 +141,7 @@ def run_bench(pipeline, history_lengths=(1, 3, 5, 8), repeats: int = 3, clips: l
     rows = []
     for turns in history_lengths:
         asr_runs, es4r_runs, cascade_runs, stage_runs, tps, rtf = [], [], [], [], [], []
-        paths: dict[bool, list[tuple[float, int, float, float]]] = {True: [], False: []}
+        paths: dict[bool, list[tuple[float, int, float, float, str]]] = {True: [], False: []}
         yardstick = []
         for _ in range(repeats):
             conversation, asr = _conversation(pipeline, clips, turns, reply_audio)
@@ -168,7 +172,7 @@ def run_bench(pipeline, history_lengths=(1, 3, 5, 8), repeats: int = 3, clips: l
                              *(int(statistics.median(run[1] for run in paths[speech])) for speech in (True, False)),
                              *(statistics.median(run[2] for run in paths[speech]) for speech in (True, False)),
                              *(statistics.median(run[3] for run in paths[speech]) for speech in (True, False)),
-                             **_yardstick(yardstick)))
+                             **_yardstick(yardstick), speech_reply=paths[True][-1][4], text_reply=paths[False][-1][4]))
         logger.info("bench: %d turns done", turns)
     return rows
 
@@ -180,7 +184,18 @@ def _yardstick(turns: list) -> dict:
             "cascade_first_audio_s": statistics.median(t.first_audio_s for t in turns),
             "cascade_total_s": statistics.median(t.total_s for t in turns),
             "cascade_tokens_per_s": statistics.median(t.decode_tokens_per_s for t in turns),
-            "cascade_tokens": int(statistics.median(t.tokens for t in turns))}
+            "cascade_tokens": int(statistics.median(t.tokens for t in turns)),
+            "cascade_reply": turns[-1].reply_text}
+
+
+def replies_list(rows: list[BenchRow], speech: bool) -> str:
+    """What ES4R (on the path it answers with) and the cascade wrote, per history length."""
+    lines = []
+    for r in rows:
+        lines.append(f"- {r.turns} turn(s), ES4R: {r.speech_reply if speech else r.text_reply!r}")
+        if r.cascade_reply is not None:
+            lines.append(f"  cascade: {r.cascade_reply!r}")
+    return "\n".join(lines)
 
 
 def yardstick_table(rows: list[BenchRow], speech: bool) -> str:

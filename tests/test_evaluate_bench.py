@@ -142,7 +142,7 @@ class _Yardstick:
 
 
 def test_bench_rows(speech_pipeline, tmp_path):
-    from es4r.bench import format_table, growth_check, run_bench, write_json, yardstick_table
+    from es4r.bench import format_table, growth_check, replies_list, run_bench, write_json, yardstick_table
 
     yardstick = _Yardstick()
     rows = run_bench(speech_pipeline, history_lengths=(1, 2), repeats=1, user_cascade=yardstick)
@@ -164,6 +164,9 @@ def test_bench_rows(speech_pipeline, tmp_path):
         assert 0 < row.speech_first_words_s <= row.speech_path_s and 0 < row.text_first_words_s <= row.text_path_s
         assert 0 < row.speech_first_audio_s <= row.speech_path_s and 0 < row.text_first_audio_s <= row.text_path_s
     assert speech_pipeline.speech_path  # measuring the text path switched nothing on the pipeline itself
+    listed = replies_list(rows, speech=True)  # what each wrote, beside the times that follow its length
+    assert all(r.speech_reply and r.text_reply and repr(r.speech_reply) in listed for r in rows)
+    assert listed.count("cascade: 'A reply.'") == 2
     assert "| turns |" in format_table(rows) and "linear" in growth_check(rows)
     write_json(rows, tmp_path / "bench.json", {"preset": "tiny"})
     assert json.loads((tmp_path / "bench.json").read_text())["rows"][1]["turns"] == 2

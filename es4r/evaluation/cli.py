@@ -96,7 +96,7 @@ def _user_cascade(pipeline, args: argparse.Namespace, work_dir: Path):
 def _bench(args: argparse.Namespace) -> int:
     import torch
 
-    from es4r.bench import format_table, growth_check, run_bench, write_json, yardstick_table
+    from es4r.bench import format_table, growth_check, replies_list, run_bench, write_json, yardstick_table
 
     import time
 
@@ -122,5 +122,6 @@ def _bench(args: argparse.Namespace) -> int:
         print(yardstick_table(rows, pipeline.speech_path))
     else:
         print(f"\nuser's cascade: {cascade_note}")
+    print(f"\nThe replies (last repeat; {meta['path']} path):\n{replies_list(rows, pipeline.speech_path)}")
     print(json.dumps({"figures": args.out, **meta}))
     return 0
