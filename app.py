@@ -9,12 +9,9 @@ Run: `python app.py --preset embedded` (or ES4R_PRESET=tiny|embedded|paper)."""
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import logging
 import os
-import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -32,6 +29,7 @@ from es4r.ui import plots
 from es4r.ui.archive import write_archive
 from es4r.ui.format import (SYNTHETIC_VOICE_NOTE, chat_messages, context_markdown, latency_table,
                             status_line, status_markdown, strategy_markdown)
+from es4r.ui.served_files import ServedFolder
 from es4r.ui.session import Session
 
 logger = logging.getLogger(__name__)
@@ -43,13 +41,9 @@ GENERIC_ERROR = ("Something went wrong on our side while answering this turn. "
                  "Your conversation so far is kept; please try again.")
 INT16_SCALE = 32767
 CHAT_HEIGHT = 430
-ARCHIVE_DIR = Path(tempfile.mkdtemp(prefix="es4r_archives_"))
-atexit.register(shutil.rmtree, ARCHIVE_DIR, True)
-ARCHIVE_KEEP_S = 3600  # an export link stays valid this long
+ARCHIVES = ServedFolder("es4r_archives_", keep_s=3600)  # an export link stays valid this long
+SENTENCES = ServedFolder("es4r_sentences_", keep_s=600)  # each spoken sentence, as it is sent
 STREAM_INTERVAL_S = 0.1  # at most ten page updates a second while the reply is written
-SENTENCE_DIR = Path(tempfile.mkdtemp(prefix="es4r_sentences_"))  # each spoken sentence, as it is sent
-atexit.register(shutil.rmtree, SENTENCE_DIR, True)
-SENTENCE_KEEP_S = 600  # Gradio serves its own copy; ours is only needed until it is sent
 STRATEGY_TAB, ATTENTION_TAB, LATENCY_TAB, SETTINGS_TAB = "strategy", "attention", "latency", "settings"
 
 _pipeline: ES4RPipeline | None = None
@@ -156,16 +150,6 @@ def load_page(session: Session):
             _shown_settings(pipeline), context_markdown(pipeline.context_usage(session.conversation)))
 
 
-def _archive_path() -> Path:
-    """A fresh path for this turn's export in the process's one archive folder; archives older
-    than ARCHIVE_KEEP_S are removed first (Gradio serves its own copy), and the folder goes at exit."""
-    now = time.time()
-    for old in ARCHIVE_DIR.glob("*/es4r_conversation.zip"):
-        if now - old.stat().st_mtime > ARCHIVE_KEEP_S:
-            shutil.rmtree(old.parent, ignore_errors=True)
-    return Path(tempfile.mkdtemp(dir=ARCHIVE_DIR)) / "es4r_conversation.zip"
-
-
 def _shown_settings(pipeline: ES4RPipeline) -> str:
     """The run's config as JSON for the Settings tab, local folders named without the server's path."""
     settings = pipeline.config.to_dict()
@@ -226,7 +210,7 @@ def converse(audio_path: str | None, session: Session, open_tab: str = STRATEGY_
     yield {context: context_markdown(pipeline.context_usage(conversation)),
            **_views(pipeline, new_session, len(new_session.results) - 1, open_tab)}
     archive = write_archive(conversation, new_session.results, pipeline.config.to_json(), pipeline.config.preset,
-                            _archive_path())
+                            ARCHIVES.new_path("es4r_conversation.zip"))
     yield {download: gr.update(value=str(archive), visible=True)}
     logger.info("turn %d done in %.2f s (views and export included)", len(new_session.results),
                 time.perf_counter() - started)
@@ -235,16 +219,10 @@ def converse(audio_path: str | None, session: Session, open_tab: str = STRATEGY_
 def _sentence_file(turn: int, rate: int, samples: np.ndarray) -> str:
     """One spoken sentence of reply `turn` as a WAV file for the page's player
     (es4r/ui/reply_voice.js), which plays the sentences in order as they arrive and, by the
-    "turnN-" its name begins with, drops a reply's late sentences once the next turn is sent.
-    Files older than SENTENCE_KEEP_S go first."""
+    "turnN-" its name begins with, drops a reply's late sentences once the next turn is sent."""
     import soundfile as sf
 
-    now = time.time()
-    for old in SENTENCE_DIR.glob("*.wav"):
-        if now - old.stat().st_mtime > SENTENCE_KEEP_S:
-            old.unlink(missing_ok=True)
-    handle, path = tempfile.mkstemp(prefix=f"turn{turn}-", suffix=".wav", dir=SENTENCE_DIR)
-    os.close(handle)
+    path = str(SENTENCES.new_file(f"turn{turn}-", ".wav"))
     sf.write(path, _int16(samples), rate, subtype="PCM_16")
     return path
 

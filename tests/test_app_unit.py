@@ -203,7 +203,7 @@ def test_turn_streams_text_before_audio(app_module, speech_paths):
     rate, samples = yields[audios[0]][app_module.reply_audio]
     assert rate > 0 and samples.dtype == np.int16 and np.abs(samples).max() > 0
     archive = Path(final[app_module.download]["value"])  # the export comes after the voice
-    assert audios[0] < len(yields) - 1 and archive.is_file() and app_module.ARCHIVE_DIR in archive.parents
+    assert audios[0] < len(yields) - 1 and archive.is_file() and app_module.ARCHIVES.path in archive.parents
 
 
 def test_a_turn_draws_only_the_open_tabs_figures(app_module, session, speech_paths):
@@ -305,3 +305,23 @@ def test_figures_stay_readable_on_a_phone_and_count_in_integers(session, pipelin
         axes = figures[name].axes[0]
         for ticks in (axes.get_xticks(), axes.get_yticks()):
             assert all(float(t).is_integer() for t in ticks), f"{name}: fractional ticks {ticks}"
+
+
+def test_served_files_age_out_and_keep_their_names(tmp_path):
+    """Exports and spoken sentences older than their folder's keep time go as new ones come;
+    an export keeps the name its download is saved under."""
+    import os
+    import time
+
+    from es4r.ui.served_files import ServedFolder
+
+    folder = ServedFolder("es4r_test_", keep_s=60)
+    old_file, old_archive = folder.new_file("turn1-", ".wav"), folder.new_path("es4r_conversation.zip")
+    old_archive.write_bytes(b"zip")
+    an_hour_ago = time.time() - 3600
+    for stale in (old_file, old_archive.parent):
+        os.utime(stale, (an_hour_ago, an_hour_ago))
+    fresh = folder.new_file("turn2-", ".wav")
+    archive = folder.new_path("es4r_conversation.zip")
+    assert not old_file.exists() and not old_archive.parent.exists()
+    assert fresh.name.startswith("turn2-") and fresh.exists() and archive.name == "es4r_conversation.zip"
