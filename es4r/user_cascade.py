@@ -200,9 +200,3 @@ class CascadeProcess:
         if self._process.is_alive():
             self._process.kill()
         self._connection.close()
-
-    def __enter__(self) -> "CascadeProcess":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

@@ -28,11 +28,10 @@ from es4r.pipeline import ES4RPipeline  # noqa: E402
 logger = logging.getLogger("decode_floor")
 
 
-def _weights(llm) -> list[np.ndarray]:
-    """(in, out) matrices a decode step reads: every linear layer's and the output head's."""
-    matrices = [module.weight for name, module in llm.named_modules()
-                if isinstance(module, torch.nn.Linear) and "lora_" not in name]  # PLoRA's own parts are not read on text
-    return [m.detach().float().numpy().T.copy() for m in matrices]
+def _weights(llm) -> list[torch.Tensor]:
+    """(out, in) matrices a decode step reads: every linear layer's and the output head's."""
+    return [module.weight.detach() for name, module in llm.named_modules()
+            if isinstance(module, torch.nn.Linear) and "lora_" not in name]  # PLoRA's own parts are not read on text
 
 
 def _median_seconds(run, steps: int) -> float:
@@ -44,14 +43,15 @@ def _median_seconds(run, steps: int) -> float:
     return statistics.median(times[3:])
 
 
-def _onnx_products(weights: list[np.ndarray], threads: int):
+def _onnx_products(weights: list[torch.Tensor], threads: int):
     """One ONNX graph of every product, each fed the same input slice (no dependency chain)."""
     import onnxruntime
     from onnx import TensorProto, helper, numpy_helper
 
-    width = max(w.shape[0] for w in weights)
+    matrices = [w.float().numpy().T.copy() for w in weights]  # (in, out), as MatMul reads them
+    width = max(w.shape[0] for w in matrices)
     nodes, initializers, outputs = [], [], []
-    for i, w in enumerate(weights):
+    for i, w in enumerate(matrices):
         initializers += [numpy_helper.from_array(w, f"w{i}"),
                          numpy_helper.from_array(np.array([0, 0]), f"start{i}"),
                          numpy_helper.from_array(np.array([1, w.shape[0]]), f"end{i}")]
@@ -76,11 +76,10 @@ def main() -> int:
     pipeline = ES4RPipeline.from_preset("embedded")
     llm, threads = pipeline.model.llm.get_base_model(), torch.get_num_threads()
     weights = _weights(llm)
-    megabytes = sum(w.nbytes for w in weights) / 1e6
-    torch_weights = [torch.from_numpy(w.T.copy()) for w in weights]
-    x = torch.randn(1, max(w.shape[0] for w in weights))
+    megabytes = sum(w.numel() * w.element_size() for w in weights) / 1e6
+    x = torch.randn(1, max(w.shape[1] for w in weights))
     floors = {"ONNX Runtime": _median_seconds(_onnx_products(weights, threads), args.steps),
-              "torch": _median_seconds(lambda: [torch.nn.functional.linear(x[:, : w.shape[1]], w) for w in torch_weights],
+              "torch": _median_seconds(lambda: [torch.nn.functional.linear(x[:, : w.shape[1]], w) for w in weights],
                                        args.steps)}
     print(f"embedded LLM: {len(weights)} weight matrices, {megabytes:.0f} MB in fp32 read per token; {threads} threads")
     for name, seconds in floors.items():
@@ -98,20 +97,11 @@ CACHED = 300  # tokens already in the cache: a few turns of history
 
 def _app_step(decoder):
     """One decode step of the app's own graph (es4r/modeling/onnx_decode.py), its cache bound in place."""
-    import onnxruntime
-
-    binding = decoder.session.io_binding()
-    shape = (1, decoder.kv_heads, decoder.max_length, decoder.head_dim)
-    for index in range(decoder.layers):
-        for kind in "kv":
-            value = onnxruntime.OrtValue.ortvalue_from_numpy(np.zeros(shape, np.float32))
-            binding.bind_ortvalue_input(f"past_{kind}{index}", value)
-            binding.bind_ortvalue_output(f"present_{kind}{index}", value)
-    binding.bind_output("logits")
+    step = decoder.bound_step(decoder.session.get_outputs()[0].shape[-1])
     for name, value in (("ids", np.array([[42]], np.int64)), ("seqlens_k", np.array([CACHED], np.int32)),
                         ("total_len", np.array(CACHED + 1, np.int32))):
-        binding.bind_cpu_input(name, value)
-    return lambda: decoder.session.run_with_iobinding(binding)
+        step.binding.bind_cpu_input(name, value)
+    return lambda: decoder.session.run_with_iobinding(step.binding)  # `step` (its buffers) lives with the closure
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -192,7 +193,6 @@ class OnnxDecoder:
         """Continue a prompt whose last logits (1, vocab) and cache (a transformers cache over
         the prompt) torch computed. Returns (generated ids (1, n), the cache over the prompt
         and every generated token but the last, as a transformers DynamicCache)."""
-        import onnxruntime
         from transformers import DynamicCache
 
         length = cache.get_seq_length()
@@ -200,17 +200,11 @@ class OnnxDecoder:
             raise ValueError(f"prompt ({length}) + reply ({max_new_tokens}) tokens exceed the decode cache "
                              f"({self.max_length})")
         with self._lock:
-            binding, buffers = self.session.io_binding(), []
+            bound = self.bound_step(logits.shape[-1])
             for index, layer in enumerate(cache.layers):
-                for kind, tensor in (("k", layer.keys), ("v", layer.values)):
-                    buffer = np.zeros((1, self.kv_heads, self.max_length, self.head_dim), np.float32)
+                for buffer, tensor in zip(bound.caches[2 * index: 2 * index + 2], (layer.keys, layer.values)):
                     buffer[:, :, :length] = tensor.float().numpy()
-                    value = onnxruntime.OrtValue.ortvalue_from_numpy(buffer)
-                    binding.bind_ortvalue_input(f"past_{kind}{index}", value)
-                    binding.bind_ortvalue_output(f"present_{kind}{index}", value)  # written in place
-                    buffers.append(value)
-            out = onnxruntime.OrtValue.ortvalue_from_numpy(np.zeros((1, 1, logits.shape[-1]), np.float32))
-            binding.bind_ortvalue_output("logits", out)
+            binding, out = bound.binding, bound.logits
             token_in, seen, total = np.zeros((1, 1), np.int64), np.zeros(1, np.int32), np.zeros((), np.int32)
             generated = torch.zeros(1, 0, dtype=torch.long)
             if streamer is not None:
@@ -234,6 +228,33 @@ class OnnxDecoder:
                 streamer.end()
             kept = DynamicCache()
             for index in range(self.layers):
-                keys, values = (buffers[2 * index + j].numpy()[:, :, :length] for j in (0, 1))
+                keys, values = (bound.caches[2 * index + j][:, :, :length] for j in (0, 1))
                 kept.update(torch.from_numpy(keys.copy()), torch.from_numpy(values.copy()), index)
         return generated, kept
+
+    def bound_step(self, vocab: int) -> "BoundStep":
+        """An IO binding of one decode step whose cache buffers (zeros, the full context long)
+        are bound as both each layer's past and its present: a run writes its token's keys and
+        values in place. The caller fills the buffers and binds ids, seqlens_k and total_len."""
+        import onnxruntime
+
+        binding, caches, values = self.session.io_binding(), [], []
+        for index in range(self.layers):
+            for kind in "kv":
+                caches.append(np.zeros((1, self.kv_heads, self.max_length, self.head_dim), np.float32))
+                values.append(onnxruntime.OrtValue.ortvalue_from_numpy(caches[-1]))  # shares the array's memory
+                binding.bind_ortvalue_input(f"past_{kind}{index}", values[-1])
+                binding.bind_ortvalue_output(f"present_{kind}{index}", values[-1])
+        logits = onnxruntime.OrtValue.ortvalue_from_numpy(np.zeros((1, 1, vocab), np.float32))
+        binding.bind_ortvalue_output("logits", logits)
+        return BoundStep(binding, caches, values, logits)
+
+
+@dataclass
+class BoundStep:
+    """`OnnxDecoder.bound_step`: the binding and what it writes into, kept alive together."""
+
+    binding: object
+    caches: list[np.ndarray]  # keys, values of layer 0, then of layer 1, ...
+    values: list  # the OrtValues over `caches`
+    logits: object  # OrtValue (1, 1, vocab)

@@ -186,11 +186,17 @@ def _cut(piece: str, max_chars: int) -> list[str]:
     return [piece[i : i + max_chars] for i in range(0, len(piece), max_chars)]
 
 
+def _sentences(text: str) -> list[str]:
+    """Normalised `text` cut at its sentence ends, as written (nothing joined or cut)."""
+    return [s for s in _SENTENCE_END.split(text.strip()) if s]
+
+
 def first_clause(sentence: str) -> tuple[str, str] | None:
     """(head, rest) when a reply's first `sentence` is spoken as two units, so that the voice
     can start before the sentence is written: split at the first clause mark (, ; : —) with at
-    least MIN_SENTENCE_WORDS words before it, when at least as many follow it. Only that first mark is considered, so the answer for
-    a sentence still being written never changes once it says yes (the rest only grows)."""
+    least MIN_SENTENCE_WORDS words before it, when at least as many follow it. Only that first
+    mark is considered, so the answer for a sentence still being written never changes once it
+    says yes (the rest only grows)."""
     for mark in _CLAUSE_END.finditer(sentence):
         head, rest = sentence[: mark.start()], sentence[mark.end():]
         if len(head.split()) >= MIN_SENTENCE_WORDS:
@@ -202,7 +208,7 @@ def settled_first_clause(text: str) -> str | None:
     """The first speaking unit of normalised `text`, the start of a reply whose first sentence
     is still being written, when `split_sentences` of any continuation starts with it: the
     first sentence's first clause, once `first_clause` has said yes."""
-    sentences = [s for s in _SENTENCE_END.split(text.strip()) if s]
+    sentences = _sentences(text)
     clause = first_clause(sentences[0]) if len(sentences) == 1 else None
     return clause[0] if clause and len(clause[0]) <= MAX_SENTENCE_CHARS else None
 
@@ -212,7 +218,7 @@ def split_sentences(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> list[str]
     MIN_SENTENCE_WORDS words are joined to a neighbour (very short inputs synthesise badly).
     The first sentence is cut at its first clause (`first_clause`): a reply's voice starts
     sooner, and a comma is a place where a speaker pauses anyway."""
-    sentences = [s for s in _SENTENCE_END.split(text.strip()) if s]
+    sentences = _sentences(text)
     if sentences and (clause := first_clause(sentences[0])):
         sentences[:1] = clause
     merged: list[str] = []
