@@ -4,7 +4,9 @@ answers twice, greedily, and the two replies are compared token for token:
 - `prefix-cache` (es4r/modeling/prefix_cache.py): from nothing, and as in a conversation —
   after the prompt of the turn before, whose key/value cache it reuses where the prompts agree;
 - `onnx-decode` (es4r/modeling/onnx_decode.py): with the decode steps in torch (transformers'
-  generate) and in ONNX Runtime, from nothing.
+  generate) and in ONNX Runtime as the app runs them (`GenerationConfig.decode_weights`; the
+  embedded LLM's weights read as the 4-bit blocks they lie on), from nothing; tokens/s with the
+  prompt and of the decode steps alone.
 
 A difference can only come from float rounding. Prints how many replies are the same, the
 figures of the comparison (prompt tokens reused; tokens/s) and every reply that changed.
@@ -43,15 +45,37 @@ def prefix_cache(model, generation, history, figures: dict) -> tuple:
     return cold, warm
 
 
+class _TokenClock:
+    """A streamer that notes when each generated token arrives (generate's protocol: the
+    prompt first, empty when the reply starts from embeddings, then a token per step)."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def put(self, ids) -> None:
+        if ids.numel():
+            self.times.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
+
+    def decode_rate(self) -> float | None:
+        """Tokens/s of the decode steps alone: from the first token (the prompt's) to the last."""
+        return (len(self.times) - 1) / (self.times[-1] - self.times[0]) if len(self.times) > 2 else None
+
+
 def onnx_decode(model, generation, history, figures: dict) -> tuple:
-    """(decode steps in torch, in ONNX Runtime), both from nothing (tokens/s include the prompt)."""
+    """(decode steps in torch, in ONNX Runtime), both from nothing; tokens/s with the prompt
+    read by torch included, and of the decode steps alone."""
     decoder, generation = model.decoder, replace(generation, reuse_prefix=False)
     replies = []
     for name, used in (("torch", None), ("onnxruntime", decoder)):
-        model.decoder = used
+        model.decoder, clock = used, _TokenClock()
         started = time.perf_counter()
-        replies.append(model.generate(history, None, generation)[0])
+        replies.append(model.generate(history, None, generation, streamer=clock)[0])
         figures.setdefault(f"{name} tokens/s", []).append(len(replies[-1].token_ids) / (time.perf_counter() - started))
+        if (rate := clock.decode_rate()) is not None:
+            figures.setdefault(f"{name} decode-step tokens/s", []).append(rate)
     model.decoder = decoder
     return tuple(replies)
 

@@ -86,6 +86,28 @@ def test_the_graph_carries_no_weights(tiny_model):
     from es4r.modeling.onnx_decode import decode_graph
 
     with tiny_model.llm.disable_adapter():
-        graph, weights = decode_graph(tiny_model.llm.get_base_model(), max_length=64)
-    assert {"embed", "lm_head"} <= set(weights)
-    assert len(graph) < 0.05 * sum(w.nbytes for w in weights.values())
+        graph = decode_graph(tiny_model.llm.get_base_model(), max_length=64)
+    assert {"embed", "lm_head"} <= set(graph.weights)
+    assert len(graph.model) < 0.05 * sum(w.nbytes for w in graph.weights.values())
+
+
+
+def test_the_decode_loop_gives_torch_its_threads_back(tiny_model, decoder):
+    """The greedy loop runs torch's per-step work on one thread (its spinning workers slowed
+    ONNX Runtime's steps) and hands back the thread count it found, also when a step fails."""
+    before, seen = torch.get_num_threads(), []
+
+    class Failing:  # a streamer that notes the thread count at each token and fails at the third
+        def put(self, ids):
+            seen.append(torch.get_num_threads())
+            if len(seen) == 3:
+                raise RuntimeError("the page went away")
+
+        def end(self):
+            pass
+
+    _replies(tiny_model, decoder)
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError, match="the page went away"):
+        _replies(tiny_model, decoder, streamer=Failing())
+    assert seen == [1, 1, 1] and torch.get_num_threads() == before

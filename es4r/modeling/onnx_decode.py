@@ -1,8 +1,9 @@
 """The LLM's greedy decode steps in ONNX Runtime, on a CPU.
 
-Measured on 2 cores: a decode step of the embedded SmolLM2 runs at ~47 tokens/s here against
-~29 in eager torch, with the same greedy replies (scripts/check_same_replies.py onnx-decode: 40 of 40
-held-out replies identical). The step is one ONNX graph built from the LLM's own weights
+Measured on 2 cores: a decode step of the embedded SmolLM2 runs at ~47 tokens/s here with fp32
+weights and ~72 reading the 4-bit blocks its weights already lie on (a dequantised Q4_1 GGUF;
+es4r/modeling/weight_blocks.py), against ~29 in eager torch, with the same greedy replies
+(scripts/check_same_replies.py onnx-decode). The step is one ONNX graph built from the LLM's own weights
 (`decode_graph`: RMSNorm, ONNX Runtime's GroupQueryAttention with rotary, SwiGLU) whose key
 /value cache is a buffer of the context's full length, written in place: the graph's "present"
 outputs are bound to the very buffers its "past" inputs read, so a step copies nothing but a
@@ -20,11 +21,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
+
+from es4r.modeling.weight_blocks import BLOCK, four_bit_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +51,23 @@ def decoder_for(llm, generation) -> "OnnxDecoder | None":
         logger.info("decode steps stay in torch: ONNX Runtime decoding does not cover %s", reason)
         return None
     with llm.disable_adapter():  # the base weights: every decode step is a text position
-        return OnnxDecoder(llm.get_base_model(), generation.max_context_tokens + generation.max_new_tokens + DECODE_MARGIN)
+        return OnnxDecoder(llm.get_base_model(), generation.max_context_tokens + generation.max_new_tokens + DECODE_MARGIN,
+                           four_bit=generation.decode_weights == "blocks")
+
+
+@contextmanager
+def torch_on_one_thread():
+    """Torch's per-step work in the greedy loop (logits processors over the vocabulary) on one
+    thread: torch's OpenMP workers keep spinning after each of those small parallel ops and
+    take a core from ONNX Runtime's next step. Measured on 2 cores, 10 held-out replies: a step
+    20.5 -> 15.7 ms (the ONNX Runtime run itself 16.2 -> 14.2 ms, the repetition penalty
+    2.6 -> 0.25 ms); the same tokens."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def greedy_processors(generation, processors: list):
@@ -84,10 +104,23 @@ def _sizes(config) -> tuple[int, int, int, int]:
     return config.num_hidden_layers, heads, kv_heads, head_dim
 
 
-def decode_graph(llm: nn.Module, max_length: int) -> tuple[bytes, dict[str, np.ndarray]]:
+@dataclass
+class DecodeGraph:
+    """`decode_graph`'s result: the serialised step, its weights by name, and how many of its
+    linear layers read 4-bit blocks (es4r/modeling/weight_blocks.py) rather than fp32."""
+
+    model: bytes
+    weights: dict[str, np.ndarray]
+    linear_layers: int
+    four_bit_layers: int
+
+
+def decode_graph(llm: nn.Module, max_length: int, four_bit: bool = False) -> DecodeGraph:
     """One decode step of `llm` (base weights) as a serialised ONNX model whose weights are
     left out — marked as external data, handed to ONNX Runtime beside the graph (serialising
-    540 MB into the graph took 3 s and a 4 GB peak) — and those weights by name. Inputs: ids (1, 1),
+    540 MB into the graph took 3 s and a 4 GB peak). With `four_bit`, a linear layer whose
+    weight lies exactly on 4-bit blocks is read as those blocks (MatMulNBits + per-block
+    offsets; es4r/modeling/weight_blocks.py) — the same weights in fewer bytes. Inputs: ids (1, 1),
     seqlens_k (1,) = tokens already in the cache, total_len () = that + 1, and per layer
     past_k{i} / past_v{i} (1, kv heads, max_length, head dim); outputs: logits (1, 1, vocab)
     and present_k{i} / present_v{i}, meant to be bound to the same buffers as the pasts."""
@@ -102,9 +135,10 @@ def decode_graph(llm: nn.Module, max_length: int) -> tuple[bytes, dict[str, np.n
                for name, value in llm.state_dict().items() if "lora_" not in name}
     initializers, nodes, external = [], [], {}
 
-    def constant(name: str, value: np.ndarray) -> str:
-        external[name] = np.ascontiguousarray(value, dtype=np.float32)
-        tensor = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=external[name].shape,
+    def constant(name: str, value: np.ndarray, dtype=np.float32) -> str:
+        external[name] = np.ascontiguousarray(value, dtype=dtype)
+        tensor = TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(external[name].dtype),
+                             dims=external[name].shape,
                              data_location=TensorProto.EXTERNAL)  # its data: external[name], given to the session
         tensor.external_data.add(key="location", value=IN_MEMORY)
         initializers.append(tensor)
@@ -117,8 +151,26 @@ def decode_graph(llm: nn.Module, max_length: int) -> tuple[bytes, dict[str, np.n
     def norm(x: str, weight: str, name: str) -> str:
         return add("SimplifiedLayerNormalization", [x, constant(name + ".w", weights[weight])], name, axis=-1, epsilon=eps)
 
+    block_sums: dict[str, str] = {}  # input -> its sums over each block of 32, shared by the layers reading it
+    counts = {"linear": 0, "four_bit": 0}
+
     def linear(x: str, prefix: str, name: str) -> str:
-        y = add("MatMul", [x, constant(name + ".w", weights[prefix + ".weight"].T)], name)
+        weight = weights[prefix + ".weight"]
+        blocks = four_bit_blocks(torch.from_numpy(weight)) if four_bit else None
+        counts["linear"] += 1
+        if blocks is None:
+            y = add("MatMul", [x, constant(name + ".w", weight.T)], name)
+        else:
+            counts["four_bit"] += 1
+            rows, columns = blocks.shape
+            if x not in block_sums:
+                split = add("Reshape", [x, shape(x + ".blocks", [1, 1, columns // BLOCK, BLOCK])], x + "_blocks")
+                block_sums[x] = add("ReduceSum", [split, shape(x + ".last", [-1])], x + "_block_sums", keepdims=0)
+            codes = add("MatMulNBits", [x, constant(name + ".q", blocks.packed, np.uint8), constant(name + ".s", blocks.steps)],
+                        name + "_codes", domain="com.microsoft", K=columns, N=rows, bits=4, block_size=BLOCK,
+                        accuracy_level=1)  # fp32 arithmetic: the inputs are not quantised
+            y = add("Add", [codes, add("MatMul", [block_sums[x], constant(name + ".o", blocks.offsets)], name + "_offsets")],
+                    name)
         if prefix + ".bias" in weights:
             y = add("Add", [y, constant(name + ".b", weights[prefix + ".bias"])], name + "_b")
         return y
@@ -165,13 +217,13 @@ def decode_graph(llm: nn.Module, max_length: int) -> tuple[bytes, dict[str, np.n
         outputs += [helper.make_tensor_value_info(f"present_{kv}{i}", TensorProto.FLOAT, cache) for kv in "kv"]
     graph = helper.make_graph(nodes, "es4r_decode_step", inputs, outputs, initializer=initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid(domain, version) for domain, version in OPSETS])
-    return model.SerializeToString(), external
+    return DecodeGraph(model.SerializeToString(), external, counts["linear"], counts["four_bit"])
 
 
 class OnnxDecoder:
     """Greedy decode steps of one LLM in an ONNX Runtime session, its cache in place."""
 
-    def __init__(self, llm: nn.Module, max_length: int, threads: int | None = None):
+    def __init__(self, llm: nn.Module, max_length: int, threads: int | None = None, four_bit: bool = False):
         import onnxruntime
 
         started = time.perf_counter()
@@ -179,13 +231,20 @@ class OnnxDecoder:
         self.max_length = max_length
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
-        graph, weights = decode_graph(llm, max_length)
-        options.add_external_initializers(list(weights), [onnxruntime.OrtValue.ortvalue_from_numpy(w)
-                                                          for w in weights.values()])  # copied in
-        self.session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        graph = decode_graph(llm, max_length, four_bit)
+        options.add_external_initializers(list(graph.weights), [onnxruntime.OrtValue.ortvalue_from_numpy(w)
+                                                                for w in graph.weights.values()])  # copied in
+        self.session = onnxruntime.InferenceSession(graph.model, options, providers=["CPUExecutionProvider"])
         self._lock = threading.Lock()  # one cache buffer: one reply at a time
         self.build_seconds = time.perf_counter() - started
-        logger.info("decode steps in ONNX Runtime: graph built and loaded in %.1f s", self.build_seconds)
+        self.four_bit_layers, self.linear_layers = graph.four_bit_layers, graph.linear_layers
+        self.weight_megabytes = sum(w.nbytes for w in graph.weights.values()) / 1e6
+        if four_bit:
+            logger.info("decode steps read %d of %d linear layers as the 4-bit blocks their weights lie on "
+                        "(the same weights in fewer bytes); %d stay fp32, as does the output head",
+                        graph.four_bit_layers, graph.linear_layers, graph.linear_layers - graph.four_bit_layers)
+        logger.info("decode steps in ONNX Runtime: graph built and loaded in %.1f s (%.0f MB of weights)",
+                    self.build_seconds, self.weight_megabytes)
 
     @torch.no_grad()
     def greedy(self, logits: torch.Tensor, cache, processors, stopping, streamer, max_new_tokens: int,
@@ -199,7 +258,7 @@ class OnnxDecoder:
         if length + max_new_tokens > self.max_length:
             raise ValueError(f"prompt ({length}) + reply ({max_new_tokens}) tokens exceed the decode cache "
                              f"({self.max_length})")
-        with self._lock:
+        with self._lock, torch_on_one_thread():
             bound = self.bound_step(logits.shape[-1])
             for index, layer in enumerate(cache.layers):
                 for buffer, tensor in zip(bound.caches[2 * index: 2 * index + 2], (layer.keys, layer.values)):
