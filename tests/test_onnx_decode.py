@@ -94,12 +94,27 @@ def test_the_graph_carries_no_weights(tiny_model):
 
 def test_the_decode_loop_gives_torch_its_threads_back(tiny_model, decoder):
     """The greedy loop runs torch's per-step work on one thread (its spinning workers slowed
-    ONNX Runtime's steps) and hands back the thread count it found, also when a step fails."""
-    before, seen = torch.get_num_threads(), []
+    ONNX Runtime's steps), for its own thread only — a thread that starts using torch meanwhile
+    gets the usual count — and hands back the count it found, also when a step fails."""
+    import threading
 
-    class Failing:  # a streamer that notes the thread count at each token and fails at the third
+    suite_threads = torch.get_num_threads()  # one per test worker: two here, or one would prove nothing
+    torch.set_num_threads(2)
+    try:
+        _check_threads_come_back(tiny_model, decoder, threading)
+    finally:
+        torch.set_num_threads(suite_threads)
+
+
+def _check_threads_come_back(tiny_model, decoder, threading):
+    before, seen, elsewhere = torch.get_num_threads(), [], []
+
+    class Failing:  # a streamer: notes the thread counts at each token, fails at the third
         def put(self, ids):
             seen.append(torch.get_num_threads())
+            other = threading.Thread(target=lambda: elsewhere.append(torch.get_num_threads()))
+            other.start()
+            other.join()
             if len(seen) == 3:
                 raise RuntimeError("the page went away")
 
@@ -110,4 +125,4 @@ def test_the_decode_loop_gives_torch_its_threads_back(tiny_model, decoder):
     assert torch.get_num_threads() == before
     with pytest.raises(RuntimeError, match="the page went away"):
         _replies(tiny_model, decoder, streamer=Failing())
-    assert seen == [1, 1, 1] and torch.get_num_threads() == before
+    assert seen == [1, 1, 1] and elsewhere == [before] * 3 and torch.get_num_threads() == before
