@@ -9,7 +9,9 @@ is the teacher's own wording. This script scores the teacher itself on the same 
 - the greedy teacher with the hint reworded (same meaning, other words; REWORDED below);
 - with `--gates`, a gate report's trained replies against the centroid of all teacher replies
   (the committed reference + the draws above), next to each teacher draw against the centroid
-  of the others.
+  of the others;
+- all of it again with every reply cut to its first sentence (`first_sentence`), where the
+  affect shows most ("I'm so sorry…" / "I'm so glad…") and the teacher's wording least.
 
     python scripts/affect_ceiling.py corpus/heldout_teacher.jsonl --gates runs/gates9/gates.json --out runs/ceiling
 """
@@ -54,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     from es4r.data.manifest import load_manifest
     from es4r.data.teacher import hinted_replies
     from es4r.evaluation.gates import group_by_conversation
-    from es4r.evaluation.metrics import sentence_embeddings
     from es4r.presets import load_model, resolve_config
+    from es4r.reply_text import trim_reply
 
     rows = [json.loads(line) for line in args.manifest.read_text().splitlines() if line.strip()]
     samples = [replace(s, affect_hint=r.get("affect_hint")) for s, r in zip(load_manifest(args.manifest), rows)]
@@ -72,6 +74,24 @@ def main(argv: list[str] | None = None) -> int:
     teacher["reworded_hint"] = tuple(hinted_replies(model, [replace(g[v], affect_hint=REWORDED[v]) for g in groups],
                                                     ban_prompt=True) for v in ("falling", "rising"))
 
+    result = _scores(teacher, groups, args.gates)
+    result["first_sentence"] = _scores({name: tuple([trim_reply(t, 1) for t in side] for side in replies)
+                                        for name, replies in teacher.items()}, groups, args.gates, first_sentence=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "ceiling.json").write_text(json.dumps({"result": result, "replies": teacher}, indent=1))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _scores(teacher: dict, groups: list, gates: Path | None, first_sentence: bool = False) -> dict:
+    """The gate's both-ways rule for each set of teacher replies, against the committed
+    references and against the centroid of the others; with `gates`, the trained replies too
+    (cut to their first sentence with `first_sentence`, as the teacher's then are)."""
+    import torch
+
+    from es4r.evaluation.metrics import sentence_embeddings
+    from es4r.reply_text import trim_reply
+
     unit = lambda texts: torch.nn.functional.normalize(torch.as_tensor(sentence_embeddings(texts)), dim=-1)  # noqa: E731
     vectors = {name: (unit(f), unit(r)) for name, (f, r) in teacher.items()}
 
@@ -85,20 +105,18 @@ def main(argv: list[str] | None = None) -> int:
         if name != "reference":
             result["vs_reference"][name] = sum(both_ways(*vectors[name], *vectors["reference"])) / len(groups)
         result["vs_centroid_of_others"][name] = sum(both_ways(*vectors[name], *centroid(others))) / len(groups)
-    if args.gates:
-        pairs = {p["teacher_falling"]: p for p in json.loads(args.gates.read_text())["affect"]["pairs"]}
+    if gates:
+        pairs = {p["teacher_falling"]: p for p in json.loads(gates.read_text())["affect"]["pairs"]}
         keep = [i for i, g in enumerate(groups) if g["falling"].response in pairs]
         trained = [pairs[groups[i]["falling"].response] for i in keep]
-        mine = (unit([p["falling"] for p in trained]), unit([p["rising"] for p in trained]))
+        cut = (lambda text: trim_reply(text, 1)) if first_sentence else (lambda text: text)  # noqa: E731
+        mine = (unit([cut(p["falling"]) for p in trained]), unit([cut(p["rising"]) for p in trained]))
         everyone = centroid(list(teacher))
         result["trained"] = {
             "pairs": len(keep),
             "vs_reference": sum(both_ways(*mine, vectors["reference"][0][keep], vectors["reference"][1][keep])) / len(keep),
             "vs_centroid_of_teacher": sum(both_ways(*mine, everyone[0][keep], everyone[1][keep])) / len(keep)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "ceiling.json").write_text(json.dumps({"result": result, "replies": teacher}, indent=1))
-    print(json.dumps(result, indent=2))
-    return 0
+    return result
 
 
 if __name__ == "__main__":
