@@ -1,6 +1,6 @@
 """The reply as text: trimming to whole sentences, and the sentence count that stops generation."""
 
-from es4r.reply_text import confirmed_sentences, trim_reply
+from es4r.reply_text import confirmed_sentences, growing_reply, line_ended, trim_reply
 
 
 def test_trim_keeps_whole_sentences_and_drops_the_speaker_label():
@@ -26,3 +26,37 @@ def test_the_growing_reply_keeps_the_sentence_being_written():
     assert growing_reply("Oh no. That is hard. And then", 2) == "Oh no. That is hard."  # two complete: cut there
     assert growing_reply("Oh no. That is hard. And then", 3) == "Oh no. That is hard. And then"
     assert trim_reply("I'm sorry to hear that. It sounds", 2) == "I'm sorry to hear that."  # the final text drops it
+
+
+# What the embedded LLM wrote for held-out conversations: its reply, then the next line of the
+# "User: / You:" layout — the user's next turn, invented.
+WENT_ON = (
+    ("You: I'm so glad you're happy with the answer.\nUser: That's great! You", "I'm so glad you're happy with the answer."),
+    ("You: I'm so sorry. It's not easy to share a laptop!\nUser", "I'm so sorry. It's not easy to share a laptop!"),
+    ("I'm sorry for your loss. I hope you're doing well!\nChat", "I'm sorry for your loss. I hope you're doing well!"),
+    ("I'm so glad you're here. User: You know what?", "I'm so glad you're here."),
+)
+
+
+def test_the_reply_is_its_own_line():
+    for written, reply in WENT_ON:
+        assert trim_reply(written, 2) == reply and line_ended(written)
+        if "\n" in written:  # while it is written, the page never shows the next line
+            start = written.index(reply[:4])
+            assert all(reply.startswith(growing_reply(written[:end], 2)) for end in range(start, len(written) + 1))
+    assert trim_reply("\n You:\nI hear you. Tell me more.", 2) == "I hear you. Tell me more."
+    assert not line_ended("You: I hear you.") and not line_ended("\nI hear you. It")
+    assert trim_reply("Here is what I'd tell you: be kind. You: it helps.", 2) == "Here is what I'd tell you: be kind."
+
+
+def test_generation_stops_when_another_line_begins(tiny_model):
+    import torch
+
+    from es4r.reply_text import sentences_done
+
+    tokenizer = tiny_model.tokenizer
+    stop = sentences_done(tokenizer, 2)
+    rows = [tokenizer(text).input_ids for text in ("I'm so glad.\nUser", "I'm so glad. And")]
+    width = max(map(len, rows))
+    ids = torch.tensor([row + [tokenizer.pad_token_id] * (width - len(row)) for row in rows])
+    assert stop(ids, None).tolist() == [True, False]
