@@ -182,10 +182,15 @@ class ES4RPipeline:
             if speaker is not None:
                 speaker.offer(text)
 
+        def written(text: str) -> None:  # the final text, before think() draws what it shows beside it
+            if on_written is not None:
+                on_written(text)
+            if speaker is not None:
+                speaker.offer_final(text)
+
         streaming = on_text is not None or speaker is not None
-        draft = self.think(conversation, progress, on_text=written_so_far if streaming else None, plan=plan)
-        if on_written is not None:
-            on_written(draft.reply_text)
+        draft = self.think(conversation, progress, on_text=written_so_far if streaming else None, plan=plan,
+                           on_written=written)
         return self.speak(draft, progress, speaker=speaker)
 
     def plan_voice(self, conversation: Conversation) -> VoicePlan:
@@ -202,11 +207,14 @@ class ES4RPipeline:
                                on_audio)
 
     def think(self, conversation: Conversation, progress: ProgressFn | None = None,
-              on_text: Callable[[str], None] | None = None, plan: VoicePlan | None = None) -> Draft:
+              on_text: Callable[[str], None] | None = None, plan: VoicePlan | None = None,
+              on_written: Callable[[str], None] | None = None) -> Draft:
         """Stages 1-2 and the strategy: everything up to the reply text (shown before audio).
         `on_text`, when given, receives the reply as it grows, word by word (`growing_reply`:
         the sentence being written included; the last call is the final text), so a page can
-        show it and a voice can speak it while the LLM is still writing."""
+        show it and a voice can speak it while the LLM is still writing. `on_written` receives
+        the final reply text as soon as it is settled, before the text path encodes the speech
+        it only shows (the heatmaps), so its last sentence is spoken meanwhile."""
         plan = plan or self.plan_voice(conversation)
         started = time.perf_counter()
         timings: dict[str, float] = {"strategy_fusion": plan.seconds}
@@ -248,16 +256,18 @@ class ES4RPipeline:
         with timed(timings, "llm"):
             generated = self._generate(history.history(), features if self.speech_path else None, encoding, on_text,
                                        avoid)
-        if encoding is None:
-            encoding = listen(0.7)
-        spans = self.model.heard_spans(features, encoding)
-        dropped = encoding.dropped_turns[0]
         timings["llm_tokens_per_s"] = len(generated.token_ids) / max(timings["llm"], 1e-9)
         reply_text = trim_reply(generated.text, config.generation.max_sentences)
         if not any(ch.isalpha() for ch in reply_text):
             notes.append(f"the LLM produced no speakable text ({reply_text[:40]!r}); a fixed acknowledgement "
                          "was used instead")
             reply_text = FALLBACK_REPLY
+        if on_written is not None:
+            on_written(reply_text)
+        if encoding is None:
+            encoding = listen(0.7)
+        spans = self.model.heard_spans(features, encoding)
+        dropped = encoding.dropped_turns[0]
         if not self.speech_path:
             notes.append(TEXT_PATH_NOTE)
         cross, history_tokens = generated.cross_weights, generated.history_tokens

@@ -219,6 +219,37 @@ def test_the_first_sentence_plays_before_the_last_is_written(tiny_pipeline, spee
     np.testing.assert_array_equal(np.concatenate(heard.pieces), streamed.reply_audio)
 
 
+def test_the_last_sentence_is_spoken_while_the_speech_is_encoded(tiny_pipeline, speech_paths, monkeypatch):
+    """The text path encodes the speech it only shows (the heatmaps) once the reply is written;
+    the last sentence, which waits for the final text, is spoken meanwhile, not after it."""
+    pipeline = tiny_pipeline
+    assert not pipeline.speech_path
+    conversation = pipeline.add_user_turn(Conversation(), speech_paths[0], transcript="it was a rough week")
+    reply = " ".join(sentences(REPLY)[:2])
+    heard, seen = _Recorder(), []
+
+    def llm(history, features, encoding, on_text, avoid=()):
+        words = reply.split()
+        for n in range(1, len(words) + 1):
+            on_text(" ".join(words[:n]))
+        return GenerationOutput(reply, list(range(len(words))), None, [], False)
+
+    encode = pipeline.model.encode_speech
+
+    def encode_once_spoken(*args, **kwargs):
+        deadline = time.perf_counter() + WAIT_FOR_VOICE_S
+        while len(heard.pieces) < len(sentences(reply)) and time.perf_counter() < deadline:
+            time.sleep(0.01)
+        seen.append(len(heard.pieces))
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_generate", llm)
+    monkeypatch.setattr(pipeline.model, "encode_speech", encode_once_spoken)
+    streamed = pipeline.respond(conversation, on_audio=heard)
+    assert seen == [len(sentences(reply))], "every sentence was spoken before the encoding ended"
+    np.testing.assert_array_equal(np.concatenate(heard.pieces), streamed.reply_audio)
+
+
 def test_piper_spoken_while_written_is_the_file_spoken_after():
     from es4r.config import StrategyConfig
     from es4r.voice.piper_engine import PiperEngine, piper_available

@@ -1,7 +1,7 @@
 """The LLM's greedy decode steps in ONNX Runtime, on a CPU.
 
 Measured on 2 cores: a decode step of the embedded SmolLM2 runs at ~47 tokens/s here with fp32
-weights and ~72 reading the 4-bit blocks its weights already lie on (a dequantised Q4_1 GGUF;
+weights and ~69 reading the 4-bit blocks its weights already lie on (a dequantised Q4_1 GGUF;
 es4r/modeling/weight_blocks.py), against ~29 in eager torch, with the same greedy replies
 (scripts/check_same_replies.py onnx-decode). The step is one ONNX graph built from the LLM's own weights
 (`decode_graph`: RMSNorm, ONNX Runtime's GroupQueryAttention with rotary, SwiGLU) whose key

@@ -104,6 +104,20 @@ class SentenceSpeaker:
             self._queued.append(unit)
             self._todo.put(unit)
 
+    def offer_final(self, reply_text: str) -> None:
+        """The final text, as soon as it is known: what is left of it (the last sentence, which
+        `offer` holds back while more text could follow) is queued now, to be spoken while the
+        caller finishes its own work; `finish` then only waits for it."""
+        try:
+            units = sentences(reply_text)
+        except TTSError:  # nothing speakable: finish() says so
+            return
+        if units[: len(self._queued)] != self._queued:  # finish() sees the difference and re-renders
+            return
+        for unit in units[len(self._queued):]:
+            self._queued.append(unit)
+            self._todo.put(unit)
+
     def finish(self, reply_text: str) -> SynthesisResult:
         """Speak the rest of `reply_text` (the final text) and return the whole reply as one
         file, identical to `synthesize(reply_text)` with the same voice, style and seed."""
