@@ -100,9 +100,7 @@ class SentenceSpeaker:
         if not units and not self._queued and self._guess is None and (guess := likely_first_unit(reply_so_far)):
             self._guess = guess
             self._todo.put(_Guess(guess))
-        for unit in units[len(self._queued):]:
-            self._queued.append(unit)
-            self._todo.put(unit)
+        self._queue(units)
 
     def offer_final(self, reply_text: str) -> None:
         """The final text, as soon as it is known: what is left of it (the last sentence, which
@@ -112,8 +110,11 @@ class SentenceSpeaker:
             units = sentences(reply_text)
         except TTSError:  # nothing speakable: finish() says so
             return
-        if units[: len(self._queued)] != self._queued:  # finish() sees the difference and re-renders
-            return
+        if units[: len(self._queued)] == self._queued:  # else finish() sees the difference and re-renders
+            self._queue(units)
+
+    def _queue(self, units: list[str]) -> None:
+        """Queue for speaking the units past those already queued (`units` starts with them)."""
         for unit in units[len(self._queued):]:
             self._queued.append(unit)
             self._todo.put(unit)
