@@ -274,6 +274,9 @@ class TrainConfig:
     save_every: int = 100  # optimizer steps between resumable checkpoints (last/)
     keep_every: int | None = None  # optimizer steps between kept snapshots (step-000050/ ...) + validation
     num_workers: int = 0
+    # bf16 autocast on a CPU too (the paper trains in bf16 on GPUs): worth it where the CPU has
+    # bf16 matrix units (AMX, AVX512-BF16); off, a CPU trains in fp32 as every run so far did
+    cpu_bf16: bool = False
 
     @classmethod
     def from_file(cls, path: str) -> "TrainConfig":

@@ -114,3 +114,27 @@ def test_training_autocasts_to_bf16_on_a_gpu(monkeypatch):
         monkeypatch.setattr(torch.cuda, "is_available", lambda on_gpu=on_gpu: on_gpu)
         assert make_accelerator(config) == "accelerator"
         assert seen == {"gradient_accumulation_steps": 3, "cpu": not on_gpu, "mixed_precision": precision}
+
+
+def test_a_cpu_trains_in_bf16_only_when_asked(monkeypatch, caplog):
+    """`cpu_bf16` turns bf16 autocast on for a CPU (the paper's precision; 1.5x faster per step
+    on a CPU with AMX), says so in the log, and warns where the CPU has no bf16 matrix units."""
+    import logging
+
+    import accelerate
+
+    from es4r.config import TrainConfig
+    from es4r.training.trainer import make_accelerator
+
+    seen = {}
+    monkeypatch.setattr(accelerate, "Accelerator", lambda **kwargs: seen.update(kwargs) or "accelerator")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    make_accelerator(TrainConfig())
+    assert seen["mixed_precision"] == "no" and seen["cpu"]
+    for supported, level in ((True, logging.INFO), (False, logging.WARNING)):
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda supported=supported: supported)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="es4r.training.trainer"):
+            make_accelerator(TrainConfig(cpu_bf16=True))
+        assert seen["mixed_precision"] == "bf16" and seen["cpu"]
+        assert [r.levelno for r in caplog.records if "bf16 autocast" in r.getMessage()] == [level]

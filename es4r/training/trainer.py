@@ -189,12 +189,18 @@ def set_plora_trainable(model, trainable: bool, only: tuple[str, ...] = ()) -> N
 
 
 def make_accelerator(config: TrainConfig):
-    """bf16 autocast on a GPU (the paper's setting), full precision on a CPU."""
+    """bf16 autocast on a GPU (the paper's setting); on a CPU full precision, or bf16 autocast
+    with `cpu_bf16` (said in the log, with a warning where the CPU has no bf16 matrix units)."""
     from accelerate import Accelerator
 
     on_gpu = torch.cuda.is_available()
+    bf16 = on_gpu or config.cpu_bf16
+    if config.cpu_bf16 and not on_gpu:
+        supported = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        logger.log(logging.INFO if supported else logging.WARNING, "training on the CPU in bf16 autocast%s",
+                   "" if supported else ": this CPU has no bf16 matrix units, so it may be slower than fp32")
     return Accelerator(gradient_accumulation_steps=config.grad_accum, cpu=not on_gpu,
-                       mixed_precision="bf16" if on_gpu else "no")
+                       mixed_precision="bf16" if bf16 else "no")
 
 
 def train(config: TrainConfig, model=None) -> Path:
