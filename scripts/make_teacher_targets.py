@@ -5,7 +5,8 @@ teacher's reply (es4r/data/teacher.py); the human line stays in `human_response`
     python scripts/make_teacher_targets.py corpus/heldout.jsonl corpus/heldout_teacher.jsonl
     python scripts/make_teacher_targets.py corpus/train.jsonl corpus/train_teacher.jsonl --redo-echoes
 
-`--redo-echoes` regenerates, in place, the rows whose reply recites the system prompt (or was
+`--max-sentences 1` cuts every target after its first sentence (greedy decoding writes the same
+first sentence either way), where the affect shows most (assets/TRAINING_CPU.md). `--redo-echoes` regenerates, in place, the rows whose reply recites the system prompt (or was
 rejected for it), with the prompt's wording banned (es4r.data.teacher.prompt_ban). Resumable: rows already in the output (same conversation, turn and variant) are kept, so a
 stopped run continues where it was. Audio paths are rewritten relative to the output file."""
 
@@ -53,9 +54,23 @@ def _recheck(out: Path) -> int:
     return 0
 
 
-def _teacher_card(model, banned: bool = False) -> dict:
+def _generation(model, max_sentences: int | None):
+    """The app's decoding settings, with the targets cut after `max_sentences` when given."""
+    from dataclasses import replace
+
+    generation = model.config.generation
+    if max_sentences is None:
+        return generation
+    if max_sentences < 1:
+        raise SystemExit(f"--max-sentences must be at least 1, not {max_sentences}")
+    return replace(generation, max_sentences=max_sentences)
+
+
+def _teacher_card(model, banned: bool = False, generation=None) -> dict:
+    generation = generation or model.config.generation
     card = {"system": "ES4R text path + affect hint after the history", "llm": model.config.backbones.llm
-            and Path(model.config.backbones.llm).name, "generation": "greedy, as the app"}
+            and Path(model.config.backbones.llm).name, "generation": "greedy, as the app",
+            "max_sentences": generation.max_sentences}
     return dict(card, generation=card["generation"] + ", system prompt's wording banned") if banned else card
 
 
@@ -86,8 +101,10 @@ def _redo_echoes(args: argparse.Namespace, samples: dict) -> int:
         raise SystemExit(f"{len(missing)} rows of {args.out} are not in {args.manifest} (first: {missing[0]})")
     logger.info("%s: %d of %d rows recite the system prompt; regenerating them with it banned",
                 args.out, len(redo), len(out_rows))
-    replies = hinted_replies(model, [samples[_key(out_rows[i])] for i in redo], args.batch_size, ban_prompt=True)
-    teacher = _teacher_card(model, banned=True)
+    generation = _generation(model, args.max_sentences)
+    replies = hinted_replies(model, [samples[_key(out_rows[i])] for i in redo], args.batch_size, ban_prompt=True,
+                             generation=generation)
+    teacher = _teacher_card(model, banned=True, generation=generation)
     for i, reply in zip(redo, replies):
         out_rows[i] = _with_target(out_rows[i], reply, teacher, system_prompt)
     still = sum(bool(out_rows[i].get("teacher", {}).get("failed")) for i in redo)
@@ -102,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="output manifest (appended to; resumable)")
     parser.add_argument("--preset", default="embedded", choices=PRESETS)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-sentences", type=int,
+                        help="cut each target after this many sentences (default: the app's, GenerationConfig.max_sentences)")
     parser.add_argument("--limit", type=int, help="only the first N rows")
     parser.add_argument("--recheck", action="store_true",
                         help="only re-apply the reply checks to the rows already in OUT (no model is loaded)")
@@ -135,14 +154,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     model = load_model(resolve_config(args.preset))
     system_prompt = model.config.generation.system_prompt
-    teacher = _teacher_card(model)
+    generation = _generation(model, args.max_sentences)
+    teacher = _teacher_card(model, generation=generation)
     rebase = os.path.relpath(args.manifest.parent.resolve(), args.out.parent.resolve())
     started = time.monotonic()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a", encoding="utf-8") as handle:
         for start in range(0, len(todo), args.batch_size * 4):
             chunk = todo[start : start + args.batch_size * 4]
-            replies = hinted_replies(model, [s for _, s in chunk], args.batch_size)
+            replies = hinted_replies(model, [s for _, s in chunk], args.batch_size, generation=generation)
             for (row, _), reply in zip(chunk, replies):
                 row = _with_target(row, reply, teacher, system_prompt)
                 for turn in row["dialogue_history"]:
