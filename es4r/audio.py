@@ -157,11 +157,14 @@ def log_mel(samples: np.ndarray, n_mels: int) -> np.ndarray:
 
     Uses transformers' WhisperFeatureExtractor maths (so features match what the frozen
     encoder saw in pretraining) without padding to 30 s."""
+    import torch  # the extractor computes with torch when it is installed
+
     extractor = _extractor(n_mels)
-    features = extractor(
-        samples, sampling_rate=SAMPLE_RATE, return_tensors="np", padding="longest",
-        return_attention_mask=False,
-    ).input_features[0]
+    with torch.autocast("cpu", enabled=False):  # fp32 features also inside a bf16 training step (affect pairs)
+        features = extractor(
+            samples, sampling_rate=SAMPLE_RATE, return_tensors="np", padding="longest",
+            return_attention_mask=False,
+        ).input_features[0]
     frames = max(1, len(samples) // HOP_LENGTH)
     return features[:, :frames].astype(np.float32)
 

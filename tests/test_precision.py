@@ -138,3 +138,17 @@ def test_a_cpu_trains_in_bf16_only_when_asked(monkeypatch, caplog):
             make_accelerator(TrainConfig(cpu_bf16=True))
         assert seen["mixed_precision"] == "bf16" and seen["cpu"]
         assert [r.levelno for r in caplog.records if "bf16 autocast" in r.getMessage()] == [level]
+
+
+def test_log_mel_stays_fp32_inside_a_bf16_training_step(speech_paths):
+    """Affect pairs prepare their samples inside the training step's autocast; with
+    `cpu_bf16` the log-mel came back in bf16 and failed (found in a bf16 run's stage 2)."""
+    import numpy as np
+
+    from es4r.audio import load_audio, log_mel
+
+    samples = load_audio(speech_paths[0]).samples
+    plain = log_mel(samples, 80)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = log_mel(samples, 80)
+    assert inside.dtype == np.float32 and np.array_equal(inside, plain)
