@@ -92,8 +92,10 @@ def main() -> int:
         return 0
     from es4r.modeling.onnx_decode import OnnxDecoder
 
+    built = pipeline.model.decoder  # the app's own, as its config reads the weights; the other one is built here
     for four_bit in (False, True):
-        decoder = OnnxDecoder(llm, pipeline.model.decoder.max_length, four_bit=four_bit)
+        decoder = (built if (built.four_bit_layers > 0) == four_bit
+                   else OnnxDecoder(llm, built.max_length, four_bit=four_bit))
         seconds = _median_seconds(_app_step(decoder), args.steps)
         read = (f"{decoder.four_bit_layers} of {decoder.linear_layers} linear layers as their 4-bit blocks"
                 if four_bit else "every weight in fp32")

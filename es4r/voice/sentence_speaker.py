@@ -95,8 +95,6 @@ class SentenceSpeaker:
     def offer(self, reply_so_far: str) -> None:
         """The reply as written so far; its newly settled sentences are queued for speaking."""
         units = ready_sentences(reply_so_far)
-        if units[: len(self._queued)] != self._queued:  # the text changed under a queued sentence
-            return  # finish() sees the difference and re-renders
         if not units and not self._queued and self._guess is None and (guess := likely_first_unit(reply_so_far)):
             self._guess = guess
             self._todo.put(_Guess(guess))
@@ -110,11 +108,14 @@ class SentenceSpeaker:
             units = sentences(reply_text)
         except TTSError:  # nothing speakable: finish() says so
             return
-        if units[: len(self._queued)] == self._queued:  # else finish() sees the difference and re-renders
-            self._queue(units)
+        self._queue(units)
 
     def _queue(self, units: list[str]) -> None:
-        """Queue for speaking the units past those already queued (`units` starts with them)."""
+        """Queue for speaking the units past those already queued; nothing when `units` does not
+        start with them (the text changed under a queued sentence: finish() sees the difference
+        and re-renders)."""
+        if units[: len(self._queued)] != self._queued:
+            return
         for unit in units[len(self._queued):]:
             self._queued.append(unit)
             self._todo.put(unit)
