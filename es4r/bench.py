@@ -1,6 +1,7 @@
 """`python -m es4r bench`: what each stage costs, ES4R against the cascade of the same
 backbones in the same run, and how cost grows with history length. Every figure is the
-median of several runs after a warm-up; speech is real (the bundled LibriVox clips)."""
+median of several runs after a warm-up, each run another dialogue of the bundled LibriVox clips
+(real speech, in rotated order)."""
 
 from __future__ import annotations
 
@@ -143,11 +144,14 @@ def run_bench(pipeline, history_lengths=(1, 3, 5, 8), repeats: int = 3, clips: l
         asr_runs, es4r_runs, cascade_runs, stage_runs, tps, rtf = [], [], [], [], [], []
         paths: dict[bool, list[tuple[float, int, float, float, str]]] = {True: [], False: []}
         yardstick = []
-        for _ in range(repeats):
-            conversation, asr = _conversation(pipeline, clips, turns, reply_audio)
+        for repeat in range(repeats):
+            # Each repeat is another dialogue (the clips rotated): what a reply costs follows its
+            # length, which one dialogue alone decides by chance.
+            order = clips[repeat % len(clips):] + clips[:repeat % len(clips)]
+            conversation, asr = _conversation(pipeline, order, turns, reply_audio)
             if user_cascade is not None:  # the same history; the newest recording transcribed by its own ASR
                 user_cascade.as_after(conversation.history()[:-2])
-                yardstick.append(user_cascade.respond(conversation.history()[:-1], clips[(turns - 1) % len(clips)].samples))
+                yardstick.append(user_cascade.respond(conversation.history()[:-1], order[(turns - 1) % len(order)].samples))
             for speech in (True, False):
                 _as_after_previous_turn(pipeline, conversation)
                 paths[speech].append(_respond_on(pipeline, conversation, speech))

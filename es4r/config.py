@@ -60,6 +60,9 @@ class CrossModalConfig:
     prosody_level_scale: float = 0.15  # log-mel level change that counts as one unit (~6 dB)
     prosody_rate_scale: float = 0.12  # log speaking-rate change that counts as one unit (~12 %)
     prosody_cue: bool = True  # the last heard turn's loudness/rate also at the reply cue (zero at start)
+    # the speech path hears the trend of the user's loudness/rate and tells the LLM in words
+    # (es4r/modeling/affect_reader.py); gives no note until the reader is fitted in training
+    affect_note: bool = True
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,8 @@ class ES4RConfig:
             if name not in kinds:
                 raise ValueError(f"unknown ES4R config field {name!r}; expected one of {sorted(kinds)}")
             if name in sub:
+                if name == "cross" and "affect_note" not in value:  # a checkpoint from before the affect reader
+                    value = {**value, "affect_note": False}
                 if "target_modules" in value:
                     value = {**value, "target_modules": tuple(value["target_modules"])}
                 kwargs[name] = sub[name](**value)

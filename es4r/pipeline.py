@@ -257,6 +257,8 @@ class ES4RPipeline:
             generated = self._generate(history.history(), features if self.speech_path else None, encoding, on_text,
                                        avoid)
         timings["llm_tokens_per_s"] = len(generated.token_ids) / max(timings["llm"], 1e-9)
+        if (heard := generated.affect) is not None:  # speech path: what the affect reader heard, in words
+            notes.append(f"how you sound: {heard.reason}" + (f"; the LLM was told \"{heard.note}\"" if heard.note else ""))
         reply_text = trim_reply(generated.text, config.generation.max_sentences)
         if not any(ch.isalpha() for ch in reply_text):
             notes.append(f"the LLM produced no speakable text ({reply_text[:40]!r}); a fixed acknowledgement "

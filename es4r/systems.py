@@ -21,10 +21,11 @@ SYSTEMS = {
     "es4r_text": "ES4R text path: transcripts instead of speech, empathetic TTS kept",
     "no_dual": "ES4R without dual-level attention",
     "no_cross": "ES4R without cross-modal attention",
+    "no_note": "ES4R without the affect note (the speech path hears the words only)",
     "no_empathetic_tts": "ES4R without empathetic TTS (neutral parameters, no style fusion)",
     "cascade": "cascade baseline: Whisper ASR -> LLM (plain chat) -> TTS (neutral), no ES4R parts",
 }
-SPEECH_SYSTEMS = ("es4r", "no_dual", "no_cross", "no_empathetic_tts")
+SPEECH_SYSTEMS = ("es4r", "no_dual", "no_cross", "no_note", "no_empathetic_tts")
 
 
 def check_systems(names: list[str], pipeline: ES4RPipeline) -> None:
@@ -43,6 +44,8 @@ def variant_config(config: ES4RConfig, name: str) -> ES4RConfig:
         return replace(config, dual=replace(config.dual, enabled=False))
     if name == "no_cross":
         return replace(config, cross=replace(config.cross, enabled=False))
+    if name == "no_note":
+        return replace(config, cross=replace(config.cross, affect_note=False))
     if name == "no_empathetic_tts":
         return replace(config, strategy=replace(config.strategy, empathetic_tts=False))
     if name in ("es4r", "es4r_text"):

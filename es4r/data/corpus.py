@@ -32,6 +32,7 @@ from es4r.data.corpus_source import (HELDOUT_FRACTION, MAX_SPEAKER_CHARS, MAX_TU
                                      SPEAKER_TURNS, WINDOW_TURNS, Candidate, CorpusError, candidates,
                                      load_conversations, split_order)
 from es4r.data.manifest import LISTENER, SPEAKER
+from es4r.modeling.affect_reader import AFFECT_NOTES
 from es4r.voice.base import TTSError
 from es4r.voice.strategy import NEUTRAL
 
@@ -57,15 +58,9 @@ EXPRESSIVENESS_JITTER = 0.08  # per-turn change
 NEUTRAL_PARAMS = default_strategy_table()[NEUTRAL]  # alpha/beta unused by offline voices
 LISTENER_PARAMS = replace(NEUTRAL_PARAMS, name="corpus-listener", gain_db=0.0)  # neutral pace and prosody
 LISTENER_SEED_OFFSET = 1000  # listener turns' synthesis seeds, apart from the speaker turns'
-# How the speaker sounds, by plan: the affect-aware teacher's note (es4r/data/teacher.py). Worded
-# as a listener would say it, with the feeling named first: measured on 12 held-out
-# conversations, SmolLM2's replies to the falling and rising renderings then differed in
-# 12 / 12 (with a longer descriptive wording in the system prompt: 20 / 32).
-AFFECT_HINTS = {
-    "falling": "The user sounds tired and sad: their voice got quieter and slower with every turn.",
-    "rising": "The user sounds excited and energetic: their voice got louder and faster with every turn.",
-    "flat": "The user sounds calm and steady.",
-}
+# How the speaker sounds, by plan: the affect-aware teacher's note (es4r/data/teacher.py), in the
+# words the speech path's affect reader gives the LLM when it hears the same trend.
+AFFECT_HINTS = AFFECT_NOTES
 MANIFESTS = {"train": "train.jsonl", "heldout": "heldout.jsonl"}
 CARD_FILE = "card.json"
 

@@ -210,7 +210,7 @@ def evaluate_gates(model: ES4RModel, checkpoint: str, samples: list[Sample],
     report.replies["cascade"] = [cascade_reply(model, model.config.generation, s.history_turns())[0] for s in rows]
     load_es4r_parts(model, checkpoint)
     speech_system("trained")
-    for name in ("no_dual", "no_cross"):
+    for name in ("no_dual", "no_cross", "no_note"):
         speech_system(name, model.with_config(variant_config(model.config, name)))
 
     for name, replies in report.replies.items():

@@ -25,7 +25,9 @@ projected onto the reply cue (the tokens that close the user's message and open 
 the training teacher reads its hint of how the user sounds): a projection that starts at zero.
 Measured on the CPU corpus: spread over S' the prosody barely steers the reply (its gate stayed
 ~0.03 over a full run); at the cue, 20 steps of training make the speech path prefer the reply
-that matches how the dialogue was spoken (assets/TRAINING_CPU.md, run 6)."""
+that matches how the dialogue was spoken (assets/TRAINING_CPU.md, run 6). With
+`config.affect_note`, the block also holds the affect reader (es4r/modeling/affect_reader.py):
+it hears the trend of the user's loudness and rate and the LLM gets it as a note in words."""
 
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ import torch
 from torch import nn
 
 from es4r.config import CrossModalConfig
+from es4r.modeling.affect_reader import AffectReader
 from es4r.modeling.prosody import PROSODY_FEATURES
 
 NO_TURN = -1  # turn id of padding (speech or text positions that belong to no turn)
@@ -77,6 +80,8 @@ class CrossModalAttention(nn.Module):
         if config.prosody and config.prosody_cue:  # zero at start: the untrained reply cue is unchanged
             self.cue = nn.Linear(len(PROSODY_FEATURES), width, bias=False)
             nn.init.zeros_(self.cue.weight)
+        if config.affect_note:  # hears the user's trend, tells the LLM in words (es4r/modeling/affect_reader.py)
+            self.reader = AffectReader(config.prosody_level_scale, config.prosody_rate_scale)
         self.log_sigma = nn.Parameter(torch.full((config.heads,), math.log(config.prior_sigma)))
         self.dropout = nn.Dropout(config.dropout)
         for layer in (self.value, self.output):

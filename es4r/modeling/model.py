@@ -16,8 +16,9 @@ from transformers import LogitsProcessorList, StoppingCriteriaList
 
 from es4r.audio import ENCODER_STRIDE
 from es4r.config import ES4RConfig, GenerationConfig
-from es4r.conversation import history_lines
+from es4r.conversation import USER, history_lines
 from es4r.modeling.adapter import ModalityAdapter
+from es4r.modeling.affect_reader import AffectReading
 from es4r.modeling.backbones import LLMBackbone, WhisperBackbone
 from es4r.modeling.cross_modal import NO_TURN, CrossModalAttention
 from es4r.modeling.dual_attention import DualLevelAttention
@@ -215,6 +216,24 @@ class ES4RModel(nn.Module):
             history_ids += ids
         return PromptParts(encode(before), history_ids, encode(after), spans)
 
+    def read_affect(self, history: list[tuple[str, str]],
+                    turn_features: list[torch.Tensor | None]) -> AffectReading | None:
+        """What the speech path hears of how the user sounds across their heard turns
+        (es4r/modeling/affect_reader.py); None when the model has no affect reader."""
+        reader = getattr(self.cross, "reader", None)
+        if reader is None or not self.config.cross.affect_note:  # none built, or the no_note ablation
+            return None
+        heard = [(features, text) for (role, text), features in zip(history, turn_features)
+                 if role == USER and features is not None]
+        return reader.read(heard)
+
+    def speech_prompt_parts(self, history: list[tuple[str, str]], turn_features: list[torch.Tensor | None],
+                            generation: GenerationConfig | None = None) -> tuple[PromptParts, AffectReading | None]:
+        """The speech path's prompt layout: the text path's, with the note of what the affect
+        reader heard closing the user message where the training teacher reads its hint."""
+        reading = self.read_affect(history, turn_features)
+        return self.prompt_parts(history, generation, hint=reading.note if reading else None), reading
+
     def embed(self, ids: list[int] | torch.Tensor) -> torch.Tensor:
         ids = torch.as_tensor(ids, dtype=torch.long, device=self.device)
         return self.llm.get_input_embeddings()(ids)
@@ -336,12 +355,12 @@ class ES4RModel(nn.Module):
         transformers streamer (e.g. `TextIteratorStreamer`) receives the tokens as they come.
         `avoid_in_opening`: words the reply's first sentence must not use (es4r.modeling.openings)."""
         generation = generation or self.config.generation
-        parts = self.prompt_parts(history, generation)
-        cross_weights, flags = None, None
+        cross_weights, flags, reading = None, None, None
         if turn_features is not None:
-            if len(turn_features) != len(parts.turn_spans):
-                raise ValueError(f"expected one feature entry per history turn ({len(parts.turn_spans)}), "
+            if len(turn_features) != len(history):
+                raise ValueError(f"expected one feature entry per history turn ({len(history)}), "
                                  f"found {len(turn_features)}")
+            parts, reading = self.speech_prompt_parts(history, turn_features, generation)
             if encoding is None:
                 encoding = self.encode_speech([[f for f in turn_features if f is not None]])
             speech = encoding.embeddings[0, : int(encoding.lengths[0])]
@@ -350,6 +369,7 @@ class ES4RModel(nn.Module):
             middle, flags, cross_weights = context.middle, [context.speech_flags], context.weights
             cues = [context.cue]
         else:
+            parts = self.prompt_parts(history, generation)
             middle, cues = self.embed(parts.history_ids), None
         batch = self.build_path([parts], [middle], None, flags, pad_left=True, cues=cues)
         kwargs = generation_kwargs(generation, self.tokenizer)
@@ -380,7 +400,7 @@ class ES4RModel(nn.Module):
         return GenerationOutput(
             text, ids, cross_weights.detach().cpu() if cross_weights is not None else None,
             self.token_labels(parts.history_ids), turn_features is not None,
-            int(batch.inputs_embeds.shape[1]), reused,
+            int(batch.inputs_embeds.shape[1]), reused, reading,
         ), encoding
 
     def _onnx_generate(self, batch: PathBatch, cache, reused: int, generation: GenerationConfig, kwargs: dict,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from es4r.modeling.affect_reader import AffectReading
 from es4r.modeling.dual_attention import DualAttentionOutput
 
 
@@ -60,3 +61,4 @@ class GenerationOutput:
     speech_path: bool
     prompt_tokens: int = 0  # positions of the prompt the LLM read
     reused_tokens: int = 0  # of those, how many came from the last reply's cache (text path)
+    affect: AffectReading | None = None  # speech path: how the user sounded, and the note the LLM got

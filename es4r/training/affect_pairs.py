@@ -51,7 +51,7 @@ def response_logprobs(model, items: list[PreparedSample], responses: list[str]) 
     from es4r.training.losses import response_logits
 
     tokenizer = model.tokenizer
-    parts = [model.prompt_parts(item.sample.history_turns()) for item in items]
+    parts = [model.speech_prompt_parts(item.sample.history_turns(), item.features)[0] for item in items]
     ids = [tokenizer(r, add_special_tokens=False).input_ids + [tokenizer.eos_token_id] for r in responses]
     _, _, contexts = model.speech_contexts([item.features for item in items], parts)
     batch = model.build_path(parts, [c.middle for c in contexts], ids, [c.speech_flags for c in contexts],

@@ -121,7 +121,7 @@ def two_path_loss(model, batch: list[PreparedSample], temperature: float, kl_t2_
                   affect_weight: float = 0.0) -> TwoPathLoss:
     """Build both paths for a batch, run (or look up) the teacher, return CE + KL."""
     tokenizer = model.tokenizer
-    parts = [model.prompt_parts(item.sample.history_turns()) for item in batch]
+    parts = [model.speech_prompt_parts(item.sample.history_turns(), item.features)[0] for item in batch]
     responses = [tokenizer(item.sample.response, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
                  for item in batch]
     speech, spans, contexts = model.speech_contexts([item.features for item in batch], parts)

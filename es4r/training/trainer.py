@@ -31,6 +31,7 @@ from es4r.config import TrainConfig
 from es4r.data.manifest import ManifestDataset, PreparedSample, collate, load_manifest
 from es4r.training.affect_pairs import PairSampler, affect_pair_loss, held_out_margin
 from es4r.training.losses import AffectHead, TeacherCache, TwoPathLoss, two_path_loss
+from es4r.training.reader_fit import fit_affect_reader
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,8 @@ def held_out_report(model, samples: list[PreparedSample], batch_size: int, tempe
 def trainable_parameters(model, only: tuple[str, ...] = ()) -> list[torch.nn.Parameter]:
     """The ES4R parts and PLoRA; with `only` (TrainConfig.train_only), just the parameters whose
     names in the model (e.g. "cross.cue.weight") start with one of those prefixes."""
-    params = [p for m in model.trainable_modules().values() for p in m.parameters()]
+    params = [p for m in model.trainable_modules().values() for n, p in m.named_parameters()
+              if not n.startswith("reader.")]  # the affect reader is fitted on its own (reader_fit.py)
     params += [p for n, p in model.llm.named_parameters() if "lora_" in n]
     if only:
         chosen = {id(p) for n, p in model.named_parameters() if n.startswith(tuple(only))}
@@ -289,6 +291,13 @@ def train(config: TrainConfig, model=None) -> Path:
 
     output.mkdir(parents=True, exist_ok=True)
     log = (output / LOG_FILE).open("a")
+    reader = getattr(model.cross, "reader", None)
+    fits_reader = not config.train_only or any("cross.reader".startswith(p) or p.startswith("cross.reader")
+                                                for p in config.train_only)
+    if reader is not None and not bool(reader.fitted) and fits_reader:  # before step 0: the speech path trains with its notes
+        fitted = fit_affect_reader(reader, [dataset[i] for i in range(len(dataset))], val_samples, config.seed)
+        if fitted is not None:
+            log.write(json.dumps({"step": step, "affect_reader": fitted}) + "\n")
     if config.keep_every and step == 0:
         keep(0)  # the untrained parts: the baseline every later snapshot is compared with
     bar = tqdm(total=total_steps, initial=step, disable=not accelerator.is_main_process, desc="training")
