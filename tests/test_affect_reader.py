@@ -120,3 +120,14 @@ def test_the_trainer_fits_the_reader_before_step_0_and_keeps_it(tmp_path, speech
     again = _model(tiny_dirs)
     load_es4r_parts(again, tmp_path / "run" / "final")
     assert all(torch.equal(again.cross.reader.state_dict()[k], v) for k, v in fitted.items())
+
+
+def test_the_gate_report_says_how_often_the_reader_hears_the_variant(tmp_path, speech_paths, tiny_dirs):
+    from es4r.evaluation.gates import reader_accuracy
+    from tests.test_training import _model
+
+    model = _model(tiny_dirs)
+    samples = load_manifest(_corpus(tmp_path, speech_paths, conversations=1))
+    assert reader_accuracy(model, samples) == {}  # unfitted: nothing to report
+    fit_affect_reader(model.cross.reader, [prepare_sample(s, 80) for s in samples])
+    assert reader_accuracy(model, samples) == {"reader_accuracy": 1.0, "reader_rows": 3}

@@ -230,6 +230,7 @@ def evaluate_gates(model: ES4RModel, checkpoint: str, samples: list[Sample],
     report.affect = affect_test(falling, rising, [v["falling"].response for v in groups.values()],
                                 [v["rising"].response for v in groups.values()], model.config.generation.system_prompt)
     report.affect["examples"] = [{"falling": f, "rising": r} for f, r in list(zip(falling, rising))[:5]]
+    report.affect.update(reader_accuracy(model, samples))
     report.affect["one_way"] = {  # each direction alone, for the report (the gate needs both)
         "falling_closer_to_own": sum(p["falling_to_own"] > p["falling_to_other"] for p in report.affect["pairs"]),
         "rising_closer_to_own": sum(p["rising_to_own"] > p["rising_to_other"] for p in report.affect["pairs"])}
@@ -249,6 +250,18 @@ def evaluate_gates(model: ES4RModel, checkpoint: str, samples: list[Sample],
                                report.affect["closer_share"] >= thresholds.affect_closer_share),
     }
     return report
+
+
+def reader_accuracy(model: ES4RModel, samples: list[Sample]) -> dict:
+    """How often the checkpoint's affect reader (es4r/modeling/affect_reader.py) hears each held-out
+    rendering's variant; empty when the model has no fitted reader."""
+    from es4r.training.reader_fit import accuracy, trends_and_labels
+
+    reader = getattr(model.cross, "reader", None)
+    if reader is None or not bool(reader.fitted):
+        return {}
+    trends, labels = trends_and_labels(reader, [prepare_sample(s, model.whisper.n_mels) for s in samples])
+    return {"reader_accuracy": round(accuracy(reader, trends, labels), 4), "reader_rows": len(labels)}
 
 
 def _gate(value, threshold, passed: bool) -> dict:
