@@ -22,6 +22,7 @@ from es4r.audio import FRAMES_PER_SECOND, AudioError, Waveform, load_audio, log_
 from es4r.config import ES4RConfig
 from es4r.conversation import (ASSISTANT, USER, WALL, AttentionMaps, ComponentStatus, ContextUsage, Conversation, Turn,
                                TurnResult)
+from es4r.modeling.asr import transcribe
 from es4r.modeling.model import ES4RModel, GenerationOutput
 from es4r.modeling.outputs import SpeechEncoding
 from es4r.presets import TEXT_PATH_NOTE, component_statuses, load_model, resolve_config
@@ -101,15 +102,9 @@ class ES4RPipeline:
         return conversation.with_turn(Turn(USER, text.strip(), waveform.samples, self.config.audio.sample_rate,
                                            energy, waveform.notes))
 
-    @torch.no_grad()
     def transcribe(self, samples: np.ndarray) -> str:
-        whisper = self.model.whisper
-        features = whisper.processor.feature_extractor(
-            samples, sampling_rate=self.config.audio.sample_rate, return_tensors="pt").input_features
-        features = features.to(self.model.device, next(whisper.model.parameters()).dtype)
-        limit = min(_ASR_MAX_TOKENS, whisper.model.config.max_target_positions // 2)
-        ids = whisper.model.generate(features, max_new_tokens=limit)
-        return whisper.processor.batch_decode(ids, skip_special_tokens=True)[0].strip()
+        """Whisper's greedy transcript of one recording (es4r/modeling/asr.py)."""
+        return transcribe(self.model.whisper, samples, self.config.audio.sample_rate)
 
     def converse(self, conversation: Conversation, audio, transcript: str | None = None,
                  progress: ProgressFn | None = None) -> tuple[Conversation, TurnResult]:
@@ -400,9 +395,6 @@ class Draft:
     timings: dict[str, float]
     notes: list[str]
     dropped_turns: int
-
-
-_ASR_MAX_TOKENS = 128  # one 30 s turn of speech is well under this
 
 
 def with_asr_time(result: TurnResult, asr_seconds: float) -> TurnResult:

@@ -35,12 +35,13 @@ class Fault:
 
 FAULTS = (
     Fault("plora_generate", "PLoRA acts at speech positions during generation", "es4r/modeling/model.py",
-          "            with speech_positions(batch.speech_mask if batch.speech_mask.any() else None):\n"
+          "            with speech_positions(mask if mask.any() else None):\n"
           "                output = self.llm.generate(",
           "            with speech_positions(None):\n                output = self.llm.generate(",
           ("tests/test_model.py::test_plora_acts_at_speech_positions_during_generation",)),
     Fault("plora_onnx_prefill", "PLoRA acts at speech positions when ONNX Runtime decodes", "es4r/modeling/model.py",
-          "        with speech_positions(mask if mask.any() else None):", "        with speech_positions(None):",
+          "        with speech_positions(mask if mask.any() else None):\n            out = self.llm(",
+          "        with speech_positions(None):\n            out = self.llm(",
           ("tests/test_onnx_decode.py::test_the_speech_path_replies_are_generates_with_plora_acting",)),
     Fault("intra_crosses_turns", "intra-turn attention never crosses turns", "es4r/modeling/dual_attention.py",
           "padded = nn.utils.rnn.pad_sequence(flat, batch_first=True)  # (N_turns, L_max, D)",
@@ -123,6 +124,13 @@ FAULTS = (
           "es4r/voice/sentence_speaker.py", "        if guess == unit and audio is not None:",
           "        if audio is not None:",
           ("tests/test_sentence_speaker.py::test_the_first_sentence_is_rendered_before_it_is_settled",)),
+    Fault("speech_prefix_mask_unsliced", "after a cached system prompt, PLoRA still acts at the speech positions",
+          "es4r/modeling/model.py", "            mask = batch.speech_mask[:, reused:]\n",
+          "            mask = batch.speech_mask\n",
+          ("tests/test_prefix_cache.py::test_the_speech_path_reuses_only_the_system_prompt_and_replies_the_same",)),
+    Fault("asr_loop_timestamps", "the ASR's greedy loop asks for no timestamps, as Whisper's generate does",
+          "es4r/modeling/asr.py", "    return [int(start), int(no_timestamps)]", "    return [int(start)]",
+          ("tests/test_asr.py::test_the_greedy_loop_writes_what_generate_writes",)),
     Fault("prefix_cache_uncropped", "a reused cache holds only what the prompts share", "es4r/modeling/prefix_cache.py",
           "        cache.crop(reused - cache.get_seq_length())", "        pass",
           ("tests/test_prefix_cache.py::test_the_next_turn_reads_only_what_is_new_and_replies_the_same",)),

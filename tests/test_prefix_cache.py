@@ -1,5 +1,6 @@
 """The text path starts each reply from the last reply's key/value cache where the prompts
-agree (es4r/modeling/prefix_cache.py): same reply, fewer tokens read; never on the speech path."""
+agree (es4r/modeling/prefix_cache.py): same reply, fewer tokens read; on the speech path only
+the system prompt before S' is reused."""
 
 from dataclasses import replace
 
@@ -37,15 +38,39 @@ def test_the_next_turn_reads_only_what_is_new_and_replies_the_same(tiny_model):
     assert second.token_ids == fresh.token_ids and second.text == fresh.text
 
 
-def test_the_speech_path_never_reuses(tiny_model, speech_paths):
+def test_the_speech_path_reuses_only_the_system_prompt_and_replies_the_same(tiny_dirs, speech_paths):
+    """With PLoRA's weights large (so a reply that lost them at S' would change, checked at the
+    end): the reply read after a cached system prompt is the one read from scratch, and what is
+    left in the cache is that prefix and no more."""
     from es4r.audio import load_audio, log_mel
+    from es4r.config import preset_config
+    from es4r.modeling.backbones import load_llm, load_whisper
+    from es4r.modeling.model import ES4RModel
 
-    features = [torch.from_numpy(log_mel(load_audio(p).samples, tiny_model.whisper.n_mels)) for p in speech_paths[:1]]
-    _generate(tiny_model, TURN_1, reuse=True)
-    held = tiny_model.prefix_cache.tokens
-    spoken = _generate(tiny_model, TURN_1, reuse=True, features=features)
-    assert spoken.speech_path and spoken.reused_tokens == 0
-    assert tiny_model.prefix_cache.tokens == held  # the speech path neither takes nor leaves a cache
+    torch.manual_seed(0)
+    model = ES4RModel(load_whisper(str(tiny_dirs["whisper"]), "cpu"), load_llm(str(tiny_dirs["llm"]), "cpu"),
+                      preset_config("tiny")).eval()
+    lora_b = [weight for name, weight in model.llm.named_parameters() if "lora_B" in name]
+    with torch.no_grad():
+        for weight in lora_b:
+            torch.nn.init.normal_(weight, std=5.0)
+    features = [torch.from_numpy(log_mel(load_audio(p).samples, model.whisper.n_mels)) for p in speech_paths[:3]]
+    prefix = len(model.prompt_parts(TURN_2).prefix_ids)
+    assert prefix >= MIN_REUSE
+    fresh = _generate(model, TURN_2, reuse=False, features=features)
+    assert fresh.reused_tokens == 0 and model.prefix_cache.tokens == 0
+    _generate(model, TURN_3, reuse=True)  # a text-path turn leaves its whole sequence
+    assert model.prefix_cache.tokens > prefix
+    spoken = _generate(model, TURN_2, reuse=True, features=features)
+    assert spoken.speech_path and spoken.reused_tokens == prefix
+    assert spoken.token_ids == fresh.token_ids
+    assert model.prefix_cache.tokens == prefix  # cropped to the prompt's text before S'
+    again = _generate(model, TURN_2, reuse=True, features=features)
+    assert again.reused_tokens == prefix and again.token_ids == fresh.token_ids
+    with torch.no_grad():
+        for weight in lora_b:
+            weight.zero_()
+    assert _generate(model, TURN_2, reuse=False, features=features).token_ids != fresh.token_ids  # PLoRA counts here
 
 
 def test_a_cache_is_handed_out_once_and_only_where_it_fits():
@@ -72,5 +97,11 @@ def test_a_cache_is_handed_out_once_and_only_where_it_fits():
     cache.keep(ids, Fake(30), ("cpu", torch.float32))
     taken, reused = cache.take(ids[:30], ("cpu", torch.float32))
     assert reused == 29  # the whole prompt cached: its last token is still read, for the logits
+    cache.keep(ids, Fake(30), ("cpu", torch.float32))
+    taken, reused = cache.take(ids[:30], ("cpu", torch.float32), whole=True)
+    assert reused == 30  # the speech path: S' follows, so every id may come from the cache
+    longer = Fake(30)
+    cache.keep(ids[:12], longer, ("cpu", torch.float32))
+    assert longer.length == 12 and cache.tokens == 12  # kept cropped to the ids it is said to hold
     cache.keep(ids, Fake(30), ("cpu", torch.float32))
     assert cache.take(ids[: MIN_REUSE - 1] + [99], ("cpu", torch.float32)) == (None, 0)

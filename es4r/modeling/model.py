@@ -380,22 +380,27 @@ class ES4RModel(nn.Module):
         if any(processors):
             kwargs["logits_processor"] = LogitsProcessorList([p for p in processors if p is not None])
         # The text path's prompt is token ids through and through: the last reply's cache serves
-        # where the prompts agree. The speech path's middle is S', not ids (prefix_cache.py).
-        prompt_ids = parts.prefix_ids + parts.history_ids + parts.suffix_ids if turn_features is None else None
+        # where the prompts agree. The speech path's middle is S', not ids: only its prefix, the
+        # system prompt, is served from the cache (prefix_cache.py).
+        spoken = turn_features is not None
+        prompt_ids = parts.prefix_ids if spoken else parts.prefix_ids + parts.history_ids + parts.suffix_ids
         cache, reused, made_by = None, 0, (batch.inputs_embeds.device, batch.inputs_embeds.dtype)
-        if prompt_ids is not None and generation.reuse_prefix:
-            cache, reused = self.prefix_cache.take(prompt_ids, made_by)
+        if generation.reuse_prefix:
+            cache, reused = self.prefix_cache.take(prompt_ids, made_by, whole=spoken)
         if self.decoder is not None and not generation.do_sample:
             ids, kept = self._onnx_generate(batch, cache, reused, generation, kwargs, processors, streamer)
         else:
-            with speech_positions(batch.speech_mask if batch.speech_mask.any() else None):
+            # generate reads only the positions after the cache: PLoRA's mask must say which
+            # of those are S' (a mask of another length would leave them to the base weights).
+            mask = batch.speech_mask[:, reused:]
+            with speech_positions(mask if mask.any() else None):
                 output = self.llm.generate(
                     inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, past_key_values=cache,
                     return_dict_in_generate=True, **kwargs
                 )
             ids, kept = output.sequences[0].tolist(), output.past_key_values
-        if prompt_ids is not None and generation.reuse_prefix and kept is not None:
-            self.prefix_cache.keep(prompt_ids + ids, kept, made_by)
+        if generation.reuse_prefix and kept is not None:
+            self.prefix_cache.keep(prompt_ids if spoken else prompt_ids + ids, kept, made_by)
         text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
         return GenerationOutput(
             text, ids, cross_weights.detach().cpu() if cross_weights is not None else None,

@@ -8,9 +8,12 @@ the LLM reads only what is new — llama.cpp does the same for its users by defa
 result is the same reply: the cached keys and values are those of the same tokens (checked
 on the held-out set in the benchmark notes; a rare greedy tie may tip on float rounding).
 
-Only the text path uses it. On the speech path the prompt's middle is S', which changes for
-every earlier turn when a turn is added (the inter-turn attention looks across the whole
-dialogue), and PLoRA is active there; a prefix of token ids says nothing about it."""
+On the speech path only the prompt's prefix (the system prompt, before S') is reused: the
+middle is S', which changes for every earlier turn when a turn is added (the inter-turn
+attention looks across the whole dialogue) and where PLoRA is active, so a prefix of token ids
+says nothing about it; the prefix's positions are text, read by the base weights, and come
+before S' in a causal LLM, so their keys and values are the same every turn. The speech path
+takes the cache with `take(prefix_ids, key, whole=True)` and leaves it cropped to the prefix."""
 
 from __future__ import annotations
 
@@ -40,24 +43,30 @@ class PrefixCache:
         self._cache = None
         self._key: tuple | None = None
 
-    def take(self, prompt_ids: list[int], key: tuple):
-        """(cache, reused tokens) for a prompt of `prompt_ids`, or (None, 0). `key` names what
-        made the cache (the LLM's device and dtype): a cache made otherwise is not used. At
-        least the prompt's last token is left to read, so the LLM has logits to start from."""
+    def take(self, prompt_ids: list[int], key: tuple, whole: bool = False):
+        """(cache, reused tokens) for a prompt that begins with `prompt_ids`, or (None, 0).
+        `key` names what made the cache (the LLM's device and dtype): a cache made otherwise is
+        not used. At least the prompt's last token is left to read, so the LLM has logits to
+        start from; `whole=True` says more of the prompt follows `prompt_ids` (the speech
+        path's S'), so all of them may come from the cache."""
         with self._lock:
             cache, known, made_by = self._cache, self._ids, self._key
             self._cache, self._ids, self._key = None, (), None
         if cache is None or made_by != key:
             return None, 0
-        reused = min(shared_prefix(known, prompt_ids), len(prompt_ids) - 1)
+        reused = min(shared_prefix(known, prompt_ids), len(prompt_ids) - (0 if whole else 1))
         if reused < MIN_REUSE:
             return None, 0
         cache.crop(reused - cache.get_seq_length())  # transformers 5: how many to remove, as a negative count
         return cache, reused
 
     def keep(self, ids: list[int], cache, key: tuple) -> None:
-        """Hold `cache`, whose positions are the first `cache.get_seq_length()` of `ids`."""
+        """Hold `cache`, whose first positions are those of `ids` (it is cropped to them when
+        it holds more: the speech path keeps only its prefix)."""
         length = cache.get_seq_length()
+        if length > len(ids):
+            cache.crop(len(ids) - length)
+            length = len(ids)
         with self._lock:
             self._ids, self._cache, self._key = tuple(ids[:length]), cache, key
 
