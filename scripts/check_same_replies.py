@@ -1,4 +1,4 @@
-"""Does a speed-up change any reply? For each conversation of a manifest the embedded text path
+"""Does a speed-up change any reply? For each conversation of a manifest the embedded model
 answers twice, greedily, and the two replies are compared token for token:
 
 - `prefix-cache` (es4r/modeling/prefix_cache.py): from nothing, and as in a conversation —
@@ -6,13 +6,16 @@ answers twice, greedily, and the two replies are compared token for token:
 - `onnx-decode` (es4r/modeling/onnx_decode.py): with the decode steps in torch (transformers'
   generate) and in ONNX Runtime as the app runs them (`GenerationConfig.decode_weights`; the
   embedded LLM's weights read as the 4-bit blocks they lie on), from nothing; tokens/s with the
-  prompt and of the decode steps alone.
+  prompt and of the decode steps alone (both text path);
+- `speech-prefix`: the speech path (the shipped checkpoint, every turn's audio heard) from
+  nothing, and after the turn before, reusing only the cached system prompt before S'.
 
 A difference can only come from float rounding. Prints how many replies are the same, the
 figures of the comparison (prompt tokens reused; tokens/s) and every reply that changed.
 
     python scripts/check_same_replies.py prefix-cache --manifest CORPUS/heldout40.jsonl [--out runs/prefix_cache.json]
     python scripts/check_same_replies.py onnx-decode --manifest CORPUS/heldout40.jsonl
+    python scripts/check_same_replies.py speech-prefix --manifest CORPUS/heldout.jsonl
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from es4r.data.manifest import load_manifest  # noqa: E402
+from es4r.data.manifest import load_manifest, prepare_sample  # noqa: E402
 from es4r.pipeline import ES4RPipeline  # noqa: E402
 
 logger = logging.getLogger("check_same_replies")
@@ -80,7 +83,21 @@ def onnx_decode(model, generation, history, figures: dict) -> tuple:
     return tuple(replies)
 
 
-COMPARISONS = {"prefix-cache": prefix_cache, "onnx-decode": onnx_decode}
+def speech_prefix(model, generation, sample, figures: dict) -> tuple:
+    """(speech path from nothing, after the turn before with the system prompt cached)."""
+    prepared = prepare_sample(sample, model.whisper.n_mels)
+    history, features = sample.history_turns(), prepared.features
+    model.prefix_cache.clear()
+    cold = model.generate(history, features, replace(generation, reuse_prefix=False))[0]
+    model.generate(history[:-2], None, replace(generation, max_new_tokens=1))  # the turn before
+    warm = model.generate(history, features, generation)[0]
+    figures.setdefault("prompt_tokens", []).append(warm.prompt_tokens)
+    figures.setdefault("reused_tokens", []).append(warm.reused_tokens)
+    return cold, warm
+
+
+COMPARISONS = {"prefix-cache": prefix_cache, "onnx-decode": onnx_decode, "speech-prefix": speech_prefix}
+SPEECH = {"speech-prefix"}  # comparisons on the speech path: they take the whole sample
 
 
 def _summary(figures: dict) -> str:
@@ -97,11 +114,14 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     pipeline = ES4RPipeline.from_preset("embedded")
+    if args.what in SPEECH and not pipeline.speech_path:
+        raise SystemExit("the embedded preset answers through the text path here (no trained checkpoint?)")
     if args.what == "onnx-decode" and pipeline.model.decoder is None:
         raise SystemExit("the embedded model's decode steps are not in ONNX Runtime (see the log)")
     compare, rows, figures = COMPARISONS[args.what], [], {}
-    for sample in load_manifest(args.manifest, check_audio=False):
-        first, second = compare(pipeline.model, pipeline.config.generation, sample.history_turns(), figures)
+    for sample in load_manifest(args.manifest, check_audio=args.what in SPEECH):
+        first, second = compare(pipeline.model, pipeline.config.generation,
+                                sample if args.what in SPEECH else sample.history_turns(), figures)
         rows.append({"conversation": sample.conversation_id, "same": first.token_ids == second.token_ids,
                      "first": first.text, "second": second.text})
         logger.info("%s: %s", sample.conversation_id[:8], "same" if rows[-1]["same"] else "CHANGED")
