@@ -39,10 +39,16 @@ logger = logging.getLogger("check_same_replies")
 
 def prefix_cache(model, generation, history, figures: dict) -> tuple:
     """(from nothing, reusing the turn before's cache)."""
+    return _cold_and_warm(model, generation, history, None, figures)
+
+
+def _cold_and_warm(model, generation, history, features, figures: dict) -> tuple:
+    """A reply from nothing, then the same reply after the turn before left its cache (the
+    text path reuses where the prompts agree; the speech path only its system prompt)."""
     model.prefix_cache.clear()
-    cold = model.generate(history, None, replace(generation, reuse_prefix=False))[0]
+    cold = model.generate(history, features, replace(generation, reuse_prefix=False))[0]
     model.generate(history[:-2], None, replace(generation, max_new_tokens=1))  # the turn before
-    warm = model.generate(history, None, generation)[0]
+    warm = model.generate(history, features, generation)[0]
     figures.setdefault("prompt_tokens", []).append(warm.prompt_tokens)
     figures.setdefault("reused_tokens", []).append(warm.reused_tokens)
     return cold, warm
@@ -85,15 +91,8 @@ def onnx_decode(model, generation, history, figures: dict) -> tuple:
 
 def speech_prefix(model, generation, sample, figures: dict) -> tuple:
     """(speech path from nothing, after the turn before with the system prompt cached)."""
-    prepared = prepare_sample(sample, model.whisper.n_mels)
-    history, features = sample.history_turns(), prepared.features
-    model.prefix_cache.clear()
-    cold = model.generate(history, features, replace(generation, reuse_prefix=False))[0]
-    model.generate(history[:-2], None, replace(generation, max_new_tokens=1))  # the turn before
-    warm = model.generate(history, features, generation)[0]
-    figures.setdefault("prompt_tokens", []).append(warm.prompt_tokens)
-    figures.setdefault("reused_tokens", []).append(warm.reused_tokens)
-    return cold, warm
+    features = prepare_sample(sample, model.whisper.n_mels).features
+    return _cold_and_warm(model, generation, sample.history_turns(), features, figures)
 
 
 COMPARISONS = {"prefix-cache": prefix_cache, "onnx-decode": onnx_decode, "speech-prefix": speech_prefix}

@@ -72,6 +72,29 @@ def tiny_model(tiny_dirs):
     return ES4RModel(whisper, llm, preset_config("tiny")).eval()
 
 
+@pytest.fixture
+def loud_plora_model(tiny_dirs):
+    """A fresh tiny ES4R model (its own, so a test may change its weights) whose PLoRA update
+    is large, so a reply that lost PLoRA at the speech positions would change."""
+    import torch
+
+    from es4r.config import preset_config
+    from es4r.modeling.backbones import load_llm, load_whisper
+    from es4r.modeling.model import ES4RModel
+
+    def make(std: float = 1.0):
+        torch.manual_seed(0)
+        model = ES4RModel(load_whisper(str(tiny_dirs["whisper"]), "cpu"), load_llm(str(tiny_dirs["llm"]), "cpu"),
+                          preset_config("tiny")).eval()
+        with torch.no_grad():
+            for name, weight in model.llm.named_parameters():
+                if "lora_B" in name:
+                    torch.nn.init.normal_(weight, std=std)
+        return model
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def speech_paths() -> list[Path]:
     return [CLIPS[k][0] for k in ("0880", "0890", "0930")]

@@ -45,19 +45,10 @@ def test_untrained_whisper_encoder_input_is_the_log_mels_in_order(tiny_model, fe
     assert torch.all(window[:, expected.shape[1]:] == window[:, -1:])  # one floor value per bin after
 
 
-def test_plora_acts_at_speech_positions_during_generation(tiny_dirs, features):
+def test_plora_acts_at_speech_positions_during_generation(loud_plora_model, features):
     """With non-zero LoRA weights the speech path's reply changes; the text path's does not."""
-    from es4r.config import preset_config
-    from es4r.modeling.backbones import load_llm, load_whisper
-    from es4r.modeling.model import ES4RModel
-
-    torch.manual_seed(0)
-    model = ES4RModel(load_whisper(str(tiny_dirs["whisper"]), "cpu"), load_llm(str(tiny_dirs["llm"]), "cpu"),
-                      preset_config("tiny")).eval()
+    model = loud_plora_model(std=1.0)
     lora_b = [p for n, p in model.llm.named_parameters() if "lora_B" in n]
-    with torch.no_grad():
-        for weight in lora_b:
-            torch.nn.init.normal_(weight, std=1.0)
     speech_on, _ = model.generate(HISTORY, features)
     text_on, _ = model.generate(HISTORY, None)
     with torch.no_grad():

@@ -38,22 +38,14 @@ def test_the_next_turn_reads_only_what_is_new_and_replies_the_same(tiny_model):
     assert second.token_ids == fresh.token_ids and second.text == fresh.text
 
 
-def test_the_speech_path_reuses_only_the_system_prompt_and_replies_the_same(tiny_dirs, speech_paths):
+def test_the_speech_path_reuses_only_the_system_prompt_and_replies_the_same(loud_plora_model, speech_paths):
     """With PLoRA's weights large (so a reply that lost them at S' would change, checked at the
     end): the reply read after a cached system prompt is the one read from scratch, and what is
     left in the cache is that prefix and no more."""
     from es4r.audio import load_audio, log_mel
-    from es4r.config import preset_config
-    from es4r.modeling.backbones import load_llm, load_whisper
-    from es4r.modeling.model import ES4RModel
 
-    torch.manual_seed(0)
-    model = ES4RModel(load_whisper(str(tiny_dirs["whisper"]), "cpu"), load_llm(str(tiny_dirs["llm"]), "cpu"),
-                      preset_config("tiny")).eval()
+    model = loud_plora_model(std=5.0)
     lora_b = [weight for name, weight in model.llm.named_parameters() if "lora_B" in name]
-    with torch.no_grad():
-        for weight in lora_b:
-            torch.nn.init.normal_(weight, std=5.0)
     features = [torch.from_numpy(log_mel(load_audio(p).samples, model.whisper.n_mels)) for p in speech_paths[:3]]
     prefix = len(model.prompt_parts(TURN_2).prefix_ids)
     assert prefix >= MIN_REUSE
