@@ -168,11 +168,9 @@ FAULTS = (
     Fault("vad_off", "a turn without speech is refused", "es4r/pipeline.py",
           "if heard < self.config.audio.min_speech_seconds:", "if heard < 0:",
           ("tests/test_pipeline.py::test_failed_turn_keeps_the_conversation",)),
-    Fault("reader_hears_listener", "the affect reader hears the user's turns only", "es4r/modeling/model.py",
-          "        heard = [(features, text) for (role, text), features in zip(history, turn_features)\n"
-          "                 if role == USER and features is not None]",
-          "        heard = [(features, text) for (role, text), features in zip(history, turn_features)\n"
-          "                 if features is not None]",
+    Fault("reader_hears_listener", "the affect reader hears the user's turns only", "es4r/modeling/affect_reader.py",
+          "            if role == USER and features is not None]",
+          "            if features is not None]",
           ("tests/test_affect_reader.py::test_the_note_closes_the_speech_paths_prompt_only",)),
     Fault("reader_never_fitted", "training fits the affect reader before step 0 (the speech path trains with its notes)",
           "es4r/training/trainer.py", "    fits_reader = not config.train_only or", "    fits_reader = False and",

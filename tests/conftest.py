@@ -58,8 +58,8 @@ def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
     return {"whisper": make_tiny_whisper(root / "whisper"), "llm": make_tiny_llm(root / "llm")}
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tiny_dirs):
+def _tiny_es4r_model(tiny_dirs):
+    """A tiny ES4R model over the session's random backbones, its own parts seeded."""
     import torch
 
     from es4r.config import preset_config
@@ -72,20 +72,19 @@ def tiny_model(tiny_dirs):
     return ES4RModel(whisper, llm, preset_config("tiny")).eval()
 
 
+@pytest.fixture(scope="session")
+def tiny_model(tiny_dirs):
+    return _tiny_es4r_model(tiny_dirs)
+
+
 @pytest.fixture
 def loud_plora_model(tiny_dirs):
     """A fresh tiny ES4R model (its own, so a test may change its weights) whose PLoRA update
     is large, so a reply that lost PLoRA at the speech positions would change."""
     import torch
 
-    from es4r.config import preset_config
-    from es4r.modeling.backbones import load_llm, load_whisper
-    from es4r.modeling.model import ES4RModel
-
     def make(std: float = 1.0):
-        torch.manual_seed(0)
-        model = ES4RModel(load_whisper(str(tiny_dirs["whisper"]), "cpu"), load_llm(str(tiny_dirs["llm"]), "cpu"),
-                          preset_config("tiny")).eval()
+        model = _tiny_es4r_model(tiny_dirs)
         with torch.no_grad():
             for name, weight in model.llm.named_parameters():
                 if "lora_B" in name:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from es4r.conversation import USER
 from es4r.modeling.prosody import turn_level
 
 AFFECTS = ("falling", "rising", "flat")
@@ -48,6 +49,14 @@ class AffectReading:
     @property
     def note(self) -> str | None:
         return AFFECT_NOTES[self.affect] if self.affect else None
+
+
+def heard_user_turns(history: list[tuple[str, str]],
+                     turn_features: list[torch.Tensor | None]) -> list[tuple[torch.Tensor, str]]:
+    """The user's turns that have audio, oldest first, as (log-mel features, transcript): what the
+    reader hears (per history turn, `turn_features` holds None for a turn without audio)."""
+    return [(features, text) for (role, text), features in zip(history, turn_features)
+            if role == USER and features is not None]
 
 
 def slope(values: list[float]) -> float:

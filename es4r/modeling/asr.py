@@ -24,8 +24,9 @@ MAX_TOKENS = 128  # one 30 s turn of speech is well under this
 def transcribe(whisper, samples: np.ndarray, sample_rate: int) -> str:
     """The text of `samples` (mono float32 at `sample_rate`, which must be Whisper's 16 kHz)."""
     model = whisper.model
+    weight = next(model.parameters())
     features = whisper.processor.feature_extractor(samples, sampling_rate=sample_rate, return_tensors="pt").input_features
-    features = features.to(next(model.parameters()).device, next(model.parameters()).dtype)
+    features = features.to(weight.device, weight.dtype)
     limit = min(MAX_TOKENS, model.config.max_target_positions // 2)
     if fixed_prompt(model) is None:
         ids = model.generate(features, max_new_tokens=limit)[0].tolist()

@@ -16,9 +16,9 @@ from transformers import LogitsProcessorList, StoppingCriteriaList
 
 from es4r.audio import ENCODER_STRIDE
 from es4r.config import ES4RConfig, GenerationConfig
-from es4r.conversation import USER, history_lines
+from es4r.conversation import history_lines
 from es4r.modeling.adapter import ModalityAdapter
-from es4r.modeling.affect_reader import AffectReading
+from es4r.modeling.affect_reader import AffectReading, heard_user_turns
 from es4r.modeling.backbones import LLMBackbone, WhisperBackbone
 from es4r.modeling.cross_modal import NO_TURN, CrossModalAttention
 from es4r.modeling.dual_attention import DualLevelAttention
@@ -223,9 +223,7 @@ class ES4RModel(nn.Module):
         reader = getattr(self.cross, "reader", None)
         if reader is None or not self.config.cross.affect_note:  # none built, or the no_note ablation
             return None
-        heard = [(features, text) for (role, text), features in zip(history, turn_features)
-                 if role == USER and features is not None]
-        return reader.read(heard)
+        return reader.read(heard_user_turns(history, turn_features))
 
     def speech_prompt_parts(self, history: list[tuple[str, str]], turn_features: list[torch.Tensor | None],
                             generation: GenerationConfig | None = None) -> tuple[PromptParts, AffectReading | None]:

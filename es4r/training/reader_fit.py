@@ -13,9 +13,8 @@ import logging
 import torch
 import torch.nn.functional as F
 
-from es4r.conversation import USER
 from es4r.data.manifest import PreparedSample
-from es4r.modeling.affect_reader import AFFECTS, AffectReader
+from es4r.modeling.affect_reader import AFFECTS, AffectReader, heard_user_turns
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +28,7 @@ def trends_and_labels(reader: AffectReader, items: list[PreparedSample]) -> tupl
     for item in items:
         if item.sample.variant not in AFFECTS:
             continue
-        heard = [(features, text) for (role, text), features in zip(item.sample.history_turns(), item.features)
-                 if role == USER and features is not None]
-        trend = reader.trend(heard)
+        trend = reader.trend(heard_user_turns(item.sample.history_turns(), item.features))
         if trend is not None:
             trends.append(trend)
             labels.append(AFFECTS.index(item.sample.variant))
