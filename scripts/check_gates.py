@@ -3,6 +3,12 @@
     python scripts/check_gates.py --corpus-checks corpus/heldout_teacher.jsonl          # before training
     python scripts/check_gates.py corpus/heldout_teacher.jsonl runs/es4r-embedded/final --out runs/gates
     python scripts/check_gates.py corpus/heldout_teacher.jsonl runs/es4r-embedded-affect/final --ship assets/es4r_embedded
+    python scripts/check_gates.py corpus/heldout.jsonl assets/es4r_embedded --references assets/heldout_references.jsonl
+    python scripts/check_gates.py corpus/heldout_teacher.jsonl --export-references assets/heldout_references.jsonl
+
+`--references` judges against the frozen teacher references in the repository instead of the
+manifest's own replies: regenerated elsewhere, the greedy references change wording
+(es4r/evaluation/references.py).
 
 Exit status 0 when every gate passes, 1 when one fails (the report says which, by how much)."""
 
@@ -28,19 +34,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/gates"), help="report folder")
     parser.add_argument("--preset", default="embedded", choices=PRESETS)
     parser.add_argument("--corpus-checks", action="store_true", help="only the before-training corpus checks")
+    parser.add_argument("--references", type=Path, help="frozen teacher references to judge against "
+                                                        "(e.g. assets/heldout_references.jsonl)")
+    parser.add_argument("--export-references", type=Path, metavar="OUT",
+                        help="only write the manifest's teacher replies to OUT as frozen references")
     parser.add_argument("--ship", type=Path, help="when every gate passes, copy the checkpoint here "
                                                   "(assets/es4r_embedded makes it the embedded default)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.export_references:
+        from es4r.evaluation.references import export_references
+
+        count = export_references(args.manifest, args.export_references)
+        logging.info("%d references written to %s", count, args.export_references)
+        return 0
     if not args.corpus_checks and not args.checkpoint:
         parser.error("name a checkpoint, or pass --corpus-checks")
     os.environ["ES4R_CHECKPOINT"] = "none"  # start from the untrained parts; the checkpoint is loaded later
 
-    from es4r.data.manifest import load_manifest
+    from es4r.data.manifest import ManifestError, load_manifest
     from es4r.evaluation.gates import corpus_checks, evaluate_gates, report_markdown
+    from es4r.evaluation.references import apply_references
     from es4r.presets import load_model, resolve_config
 
-    samples = load_manifest(args.manifest)
+    try:
+        samples = load_manifest(args.manifest)
+        if args.references:
+            samples = apply_references(samples, args.references)
+    except ManifestError as error:
+        raise SystemExit(f"error: {error}") from None
     model = load_model(resolve_config(args.preset))
     args.out.mkdir(parents=True, exist_ok=True)
     if args.corpus_checks:

@@ -66,11 +66,12 @@ def _generation(model, max_sentences: int | None):
     return replace(generation, max_sentences=max_sentences)
 
 
-def _teacher_card(model, banned: bool = False, generation=None) -> dict:
+def _teacher_card(model, batch_size: int, banned: bool = False, generation=None) -> dict:
+    """How the targets were made; `batch_size` matters: left padding changes greedy replies."""
     generation = generation or model.config.generation
     card = {"system": "ES4R text path + affect hint after the history", "llm": model.config.backbones.llm
             and Path(model.config.backbones.llm).name, "generation": "greedy, as the app",
-            "max_sentences": generation.max_sentences}
+            "max_sentences": generation.max_sentences, "batch_size": batch_size}
     return dict(card, generation=card["generation"] + ", system prompt's wording banned") if banned else card
 
 
@@ -104,7 +105,7 @@ def _redo_echoes(args: argparse.Namespace, samples: dict) -> int:
     generation = _generation(model, args.max_sentences)
     replies = hinted_replies(model, [samples[_key(out_rows[i])] for i in redo], args.batch_size, ban_prompt=True,
                              generation=generation)
-    teacher = _teacher_card(model, banned=True, generation=generation)
+    teacher = _teacher_card(model, args.batch_size, banned=True, generation=generation)
     for i, reply in zip(redo, replies):
         out_rows[i] = _with_target(out_rows[i], reply, teacher, system_prompt)
     still = sum(bool(out_rows[i].get("teacher", {}).get("failed")) for i in redo)
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(resolve_config(args.preset))
     system_prompt = model.config.generation.system_prompt
     generation = _generation(model, args.max_sentences)
-    teacher = _teacher_card(model, generation=generation)
+    teacher = _teacher_card(model, args.batch_size, generation=generation)
     rebase = os.path.relpath(args.manifest.parent.resolve(), args.out.parent.resolve())
     started = time.monotonic()
     args.out.parent.mkdir(parents=True, exist_ok=True)

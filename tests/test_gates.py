@@ -101,3 +101,25 @@ def test_gate_report_shows_each_systems_most_common_opening():
                         gates={"distinct_replies": {"value": 4, "threshold": 3, "passed": True}})
     text = report_markdown(report, "ckpt")
     assert "| text |" in text and "50% \"i'm so glad you're\"" in text and "**PASSED**" in text
+
+
+def test_frozen_references_replace_the_replies_and_refuse_another_corpus(tmp_path):
+    import json
+
+    from es4r.data.manifest import ManifestError
+    from es4r.evaluation.references import apply_references, export_references
+
+    rows = [{"conversation_id": c, "turn_id": 1, "variant": v, "response": {"utterance": f"frozen {c} {v}"},
+             "teacher": {"llm": "x"}} for c in ("a", "b") for v in ("falling", "rising")]
+    manifest = tmp_path / "teacher.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    frozen = tmp_path / "references.jsonl"
+    assert export_references(manifest, frozen) == 4
+    samples = [_sample(c, v) for c in ("a", "b") for v in ("falling", "rising")]
+    judged = apply_references(samples, frozen)
+    assert [s.response for s in judged] == [f"frozen {c} {v}" for c in ("a", "b") for v in ("falling", "rising")]
+    assert [s.history for s in judged] == [s.history for s in samples]
+    with pytest.raises(ManifestError, match="1 of its rows have no reference"):
+        apply_references(samples + [_sample("c", "falling")], frozen)
+    with pytest.raises(ManifestError, match="2 references have no row"):
+        apply_references(samples[:2], frozen)

@@ -300,3 +300,24 @@ def test_train_command_flags_override_the_config_file(tmp_path, monkeypatch, cap
     assert (config.init_from, config.seed, config.output_dir) == ("runs/a/final", 45, "runs/b")
     assert (config.lr, config.max_steps, config.manifest) == (0.003, 60, "corpus/train.jsonl")
     assert json.loads(capsys.readouterr().out) == {"checkpoint": str(tmp_path / "final")}
+
+
+def test_a_training_run_starts_from_the_untrained_parts_whatever_checkpoint_is_set(tmp_path, monkeypatch):
+    """A shipped or $ES4R_CHECKPOINT checkpoint is what the app loads; a run that silently began
+    from it would not be the run its config describes (`init_from` says so when meant)."""
+    from es4r.presets import load_model, resolve_config
+    from es4r.training.checkpoint import es4r_state_dict, save_es4r_parts
+    from es4r.training.trainer import untrained_model
+
+    monkeypatch.delenv("ES4R_CHECKPOINT", raising=False)
+    untrained = es4r_state_dict(load_model(resolve_config("tiny"), for_replies=False))
+    moved = load_model(resolve_config("tiny"), for_replies=False)
+    with torch.no_grad():
+        for parameter in moved.adapter.parameters():
+            parameter.add_(1.0)
+    save_es4r_parts(moved, tmp_path / "trained")
+    monkeypatch.setenv("ES4R_CHECKPOINT", str(tmp_path / "trained"))
+    loaded = es4r_state_dict(load_model(resolve_config("tiny"), for_replies=False))
+    assert any(not torch.equal(loaded[k], untrained[k]) for k in untrained)  # the app would load it
+    fresh = es4r_state_dict(untrained_model("tiny"))
+    assert fresh.keys() == untrained.keys() and all(torch.equal(fresh[k], untrained[k]) for k in untrained)

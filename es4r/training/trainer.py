@@ -205,6 +205,15 @@ def make_accelerator(config: TrainConfig):
                        mixed_precision="bf16" if bf16 else "no")
 
 
+def untrained_model(preset: str):
+    """The preset's backbones with the ES4R parts at initialisation. Neither the shipped
+    checkpoint nor $ES4R_CHECKPOINT is loaded: a run starts from scratch, and a later stage
+    says what it continues from (`init_from`)."""
+    from es4r.presets import load_model, resolve_config
+
+    return load_model(resolve_config(preset, es4r_checkpoint="none"), for_replies=False)
+
+
 def train(config: TrainConfig, model=None) -> Path:
     """Train and write checkpoints to config.output_dir; resumes from its trainer state.
     Returns the folder of the final ES4R checkpoint."""
@@ -215,9 +224,7 @@ def train(config: TrainConfig, model=None) -> Path:
     seed_everything(config.seed)
     accelerator = make_accelerator(config)
     if model is None:
-        from es4r.presets import load_model, resolve_config
-
-        model = load_model(resolve_config(config.preset), for_replies=False)
+        model = untrained_model(config.preset)
     if config.init_from:
         load_es4r_parts(model, config.init_from, strict=False)
     restrict_training(model, config.train_only)
