@@ -24,13 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from es4r.config import PRESETS  # noqa: E402
 
-from es4r.data.manifest import load_manifest  # noqa: E402
+from es4r.data.manifest import load_manifest, sample_key  # noqa: E402
 
 logger = logging.getLogger("make_teacher_targets")
 
 
 def _key(row: dict) -> str:
-    return f"{row['conversation_id']}:{row.get('turn_id', 0)}:{row.get('variant') or ''}"
+    return sample_key(row["conversation_id"], row.get("turn_id", 0), row.get("variant"))
 
 
 def _recheck(out: Path) -> int:

@@ -40,6 +40,11 @@ class HistoryTurn:
     audio_path: Path | None
 
 
+def sample_key(conversation_id: str, turn_id: int, variant: str | None) -> str:
+    """One row's identity in every file made from a manifest (teacher targets, frozen references)."""
+    return f"{conversation_id}:{turn_id}:{variant or ''}"
+
+
 @dataclass(frozen=True)
 class Sample:
     conversation_id: str
@@ -55,7 +60,7 @@ class Sample:
     @property
     def key(self) -> str:
         """Identifies a sample across epochs (teacher cache): conversation, turn, variant."""
-        return f"{self.conversation_id}:{self.turn_id}:{self.variant or ''}"
+        return sample_key(self.conversation_id, self.turn_id, self.variant)
 
     @property
     def speaker_turns(self) -> list[HistoryTurn]:

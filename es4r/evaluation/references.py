@@ -18,23 +18,19 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from es4r.data.manifest import ManifestError, Sample
+from es4r.data.manifest import ManifestError, Sample, sample_key
 
 KEYS = ("conversation_id", "turn_id", "variant")
 
 
-def _key(row: dict) -> tuple:
-    return tuple(row.get(k) for k in KEYS)
-
-
-def export_references(manifest: str | Path, out: str | Path, made: dict | None = None) -> int:
+def export_references(manifest: str | Path, out: str | Path) -> int:
     """Write each row's reply (`response.utterance`) and its `teacher` record; returns the count."""
     rows = [json.loads(line) for line in Path(manifest).read_text(encoding="utf-8").splitlines() if line.strip()]
     lines = []
     for row in rows:
         entry = {k: row.get(k) for k in KEYS}
         entry["reply"] = row["response"]["utterance"]
-        entry["made"] = {**row.get("teacher", {}), **(made or {})}
+        entry["made"] = row.get("teacher", {})
         lines.append(json.dumps(entry, ensure_ascii=False))
     Path(out).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return len(lines)
@@ -44,18 +40,18 @@ def apply_references(samples: list[Sample], path: str | Path) -> list[Sample]:
     """The samples with their reply replaced by the frozen reference. Every sample must have
     exactly one reference: a missing or extra row means another corpus, and is refused."""
     path = Path(path)
-    references: dict[tuple, str] = {}
+    references: dict[str, str] = {}
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            references[_key(row)] = str(row["reply"])
+            references[sample_key(*(row[k] for k in KEYS))] = str(row["reply"])
         except (json.JSONDecodeError, KeyError, TypeError) as error:
             raise ManifestError(f"{path}:{number}: not a reference row ({error})") from None
-    wanted = {(s.conversation_id, s.turn_id, s.variant) for s in samples}
+    wanted = {s.key for s in samples}
     missing, extra = wanted - references.keys(), references.keys() - wanted
     if missing or extra:
         raise ManifestError(f"{path} does not match the manifest: {len(missing)} of its rows have no reference, "
                             f"{len(extra)} references have no row (was the corpus built with other settings?)")
-    return [replace(s, response=references[(s.conversation_id, s.turn_id, s.variant)]) for s in samples]
+    return [replace(s, response=references[s.key]) for s in samples]
