@@ -58,3 +58,16 @@ def test_gates_train_at_their_own_rate(tiny_model):
     assert {id(p) for p in groups[1]["params"]} == gates
     assert groups[1]["lr"] == pytest.approx(0.02) and groups[1]["weight_decay"] == 0.0
     assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(trainable_parameters(tiny_model))
+
+
+def test_affect_head_trains_at_its_own_rate(tiny_model):
+    from es4r.config import TrainConfig
+    from es4r.training.losses import AffectHead
+    from es4r.training.trainer import parameter_groups
+
+    head = AffectHead(8)
+    config = TrainConfig(manifest="unused.jsonl", lr=1e-3, weight_decay=0.05, affect_head_lr_scale=25.0)
+    groups = parameter_groups(tiny_model, config, list(head.parameters()))
+    assert {id(p) for p in groups[-1]["params"]} == {id(p) for p in head.parameters()}
+    assert groups[-1]["lr"] == pytest.approx(0.025) and groups[-1]["weight_decay"] == 0.05
+    assert all(id(p) not in {id(q) for q in head.parameters()} for g in groups[:-1] for p in g["params"])

@@ -122,18 +122,25 @@ def restrict_training(model, only: tuple[str, ...]) -> None:
         param.requires_grad_(id(param) in keep)
 
 
-def parameter_groups(model, config: TrainConfig, extra: list[torch.nn.Parameter]) -> list[dict]:
+def parameter_groups(model, config: TrainConfig, head: list[torch.nn.Parameter]) -> list[dict]:
     """AdamW groups: the gates of the cross-modal block (es4r/modeling/cross_modal.py) start closed at 0 and move by
     about lr per step, so at lr 2e-4 they could open to only ~0.04 in a 180-step CPU run;
     `gate_lr_scale` lets them open within the run, and they get no weight decay (it would
-    pull them shut)."""
+    pull them shut). The AffectHead (`head`) gets `affect_head_lr_scale` for a like reason
+    (at 1, the default, it trains as in the main group): a linear read-out that can barely
+    grow in 90 steps makes the speech vectors S grow instead to carry the energy it must
+    predict, spreading the dialogues apart (assets/TRAINING_CPU.md, run 13); a head free to
+    scale should let S stay nearer where it started."""
     chosen = {id(p) for p in trainable_parameters(model, config.train_only)}
     gates = [p for n, p in model.cross.named_parameters() if n.endswith("gate") and id(p) in chosen]
     gate_ids = {id(p) for p in gates}
-    rest = [p for p in trainable_parameters(model, config.train_only) if id(p) not in gate_ids] + extra
+    rest = [p for p in trainable_parameters(model, config.train_only) if id(p) not in gate_ids]
     groups = [{"params": rest, "lr": config.lr, "weight_decay": config.weight_decay}] if rest else []
     if gates:
         groups.append({"params": gates, "lr": config.lr * config.gate_lr_scale, "weight_decay": 0.0})
+    if head:
+        groups.append({"params": list(head), "lr": config.lr * config.affect_head_lr_scale,
+                       "weight_decay": config.weight_decay})
     return groups
 
 
