@@ -181,6 +181,9 @@ FAULTS = (
     Fault("references_unmatched", "frozen gate references must match the manifest row for row",
           "es4r/evaluation/references.py", "    if missing or extra:", "    if False:",
           ("tests/test_gates.py::test_frozen_references_replace_the_replies_and_refuse_another_corpus",)),
+    Fault("affect_head_rate", "the AffectHead trains at affect_head_lr_scale x lr, as configured",
+          "es4r/training/trainer.py", '"lr": config.lr * config.affect_head_lr_scale,', '"lr": config.lr,',
+          ("tests/test_prosody.py::test_affect_head_trains_at_its_own_rate",)),
 )
 
 
