@@ -126,11 +126,10 @@ def parameter_groups(model, config: TrainConfig, head: list[torch.nn.Parameter])
     """AdamW groups: the gates of the cross-modal block (es4r/modeling/cross_modal.py) start closed at 0 and move by
     about lr per step, so at lr 2e-4 they could open to only ~0.04 in a 180-step CPU run;
     `gate_lr_scale` lets them open within the run, and they get no weight decay (it would
-    pull them shut). The AffectHead (`head`) gets `affect_head_lr_scale` for a like reason
-    (at 1, the default, it trains as in the main group): a linear read-out that can barely
-    grow in 90 steps makes the speech vectors S grow instead to carry the energy it must
-    predict, spreading the dialogues apart (assets/TRAINING_CPU.md, run 13); a head free to
-    scale should let S stay nearer where it started."""
+    pull them shut). The AffectHead (`head`) has a group of its own, `affect_head_lr_scale` x lr
+    (at 1, the default, it trains exactly as in the main group). Tried at 25 to let the head,
+    not the speech vectors S, do the scaling: S spread sooner instead, since the push the loss
+    gives S is the head's weights times its error (assets/TRAINING_CPU.md, run 13)."""
     chosen = {id(p) for p in trainable_parameters(model, config.train_only)}
     gates = [p for n, p in model.cross.named_parameters() if n.endswith("gate") and id(p) in chosen]
     gate_ids = {id(p) for p in gates}
