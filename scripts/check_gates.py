@@ -50,8 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.corpus_checks and not args.checkpoint:
         parser.error("name a checkpoint, or pass --corpus-checks")
-    if args.checkpoint and not (Path(args.checkpoint) / "es4r_config.json").is_file():
-        parser.error(f"{args.checkpoint} is not an ES4R checkpoint folder (no es4r_config.json)")
+    from es4r.training.checkpoint import CONFIG_FILE
+
+    if args.checkpoint and not (Path(args.checkpoint) / CONFIG_FILE).is_file():
+        parser.error(f"{args.checkpoint} is not an ES4R checkpoint folder (no {CONFIG_FILE})")
     os.environ["ES4R_CHECKPOINT"] = "none"  # start from the untrained parts; the checkpoint is loaded later
 
     from es4r.data.manifest import ManifestError, load_manifest

@@ -138,7 +138,7 @@ def parameter_groups(model, config: TrainConfig, head: list[torch.nn.Parameter])
     if gates:
         groups.append({"params": gates, "lr": config.lr * config.gate_lr_scale, "weight_decay": 0.0})
     if head:
-        groups.append({"params": list(head), "lr": config.lr * config.affect_head_lr_scale,
+        groups.append({"params": head, "lr": config.lr * config.affect_head_lr_scale,
                        "weight_decay": config.weight_decay})
     return groups
 
