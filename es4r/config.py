@@ -270,6 +270,7 @@ class TrainConfig:
     affect_loss_weight: float = 0.0  # auxiliary per-turn energy/pace regression from S (training.AffectHead)
     gate_lr_scale: float = 1.0  # learning-rate multiplier (no weight decay) for the closed-at-start gates of the cross-modal block
     affect_head_lr_scale: float = 1.0  # learning-rate multiplier for the training-only AffectHead (trainer.parameter_groups)
+    speech_anchor_weight: float = 0.0  # keeps the cosines between dialogues' mean speech vectors where the run began (training.SpeechAnchor)
     init_from: str | None = None  # start from this checkpoint's parts (a second stage); parts it lacks keep their init
     train_only: tuple[str, ...] = ()  # train only parameters whose names start with these (e.g. "cross.cue")
     two_path_weight: float = 1.0  # weight of CE + KL on the batch; 0 skips it (a stage of affect pairs only)

@@ -321,3 +321,41 @@ def test_a_training_run_starts_from_the_untrained_parts_whatever_checkpoint_is_s
     assert any(not torch.equal(loaded[k], untrained[k]) for k in untrained)  # the app would load it
     fresh = es4r_state_dict(untrained_model("tiny"))
     assert fresh.keys() == untrained.keys() and all(torch.equal(fresh[k], untrained[k]) for k in untrained)
+
+
+def test_speech_anchor_keeps_the_cosines_between_dialogues(tiny_dirs, tmp_path):
+    """The anchor is zero for the parts it was made from and for a rescaled speech space, grows
+    when the dialogues' mean vectors move relative to each other, and its gradient moves them
+    back; with the weight on, training logs it as part of the loss."""
+    from es4r.training.losses import SpeechAnchor
+
+    model = _model(tiny_dirs)
+    manifest = _write_manifest(tmp_path, _rows(tmp_path))
+    samples = list(ManifestDataset(load_manifest(manifest), 80))
+    anchor = SpeechAnchor(model)
+
+    def speech():
+        encoding = model.encode_speech([[f for f in s.features if f is not None] for s in samples])
+        return [encoding.embeddings[b, : int(encoding.lengths[b])] for b in range(len(samples))]
+
+    model.eval()
+    assert anchor(samples, speech()).item() < 1e-10
+    assert anchor(samples, [3.0 * v for v in speech()]).item() < 1e-10  # scale is free
+    assert anchor(samples[:1], speech()[:1]).item() == 0.0  # one dialogue has no pairs
+    shift = model.adapter.norm.bias  # moves every position of every dialogue alike
+    with torch.no_grad():
+        shift.add_(torch.randn(shift.shape, generator=torch.Generator().manual_seed(0)) * 0.3)
+    drift = anchor(samples, speech())
+    assert drift.item() > 1e-3
+    drift.backward()
+    start = drift.item()
+    with torch.no_grad():
+        shift.sub_(0.05 * shift.grad / shift.grad.norm())
+    assert anchor(samples, speech()).item() < start
+
+    config = TrainConfig(manifest=str(manifest), output_dir=str(tmp_path / "run"), preset="tiny", epochs=2,
+                         batch_size=3, lr=1e-2, save_every=1000, max_steps=2, speech_anchor_weight=2.0)
+    train(config, model=_model(tiny_dirs))
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert all("anchor" in r for r in log) and log[-1]["anchor"] > 0
+    assert all(abs(r["loss"] - r["ce"] - r["kl"] - 2.0 * r["anchor"]) < 1e-4 for r in log)

@@ -5,6 +5,7 @@ loudness and rate from the speech vectors)."""
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ class TwoPathLoss:
     speech: list[torch.Tensor]  # per dialogue, the adapter's speech vectors (S, W) the loss was computed on
     affect: torch.Tensor | None = None  # auxiliary per-turn affect regression loss, when on
     pair_margin: torch.Tensor | None = None  # affect pair margin (es4r/training/affect_pairs.py), when on
+    anchor: torch.Tensor | None = None  # change of the between-dialogue cosines (SpeechAnchor), when on
 
 
 # Per speaker turn: log energy (es4r.audio.turn_energy) and log frames per character (pace),
@@ -64,6 +66,48 @@ def affect_loss(head: AffectHead, batch: list[PreparedSample], speech: list[torc
     if not predictions:
         return speech[0].new_zeros(())
     return F.mse_loss(torch.stack(predictions).float(), torch.tensor(targets, device=speech[0].device))
+
+
+class SpeechAnchor:
+    """Training only: keeps the geometry of the dialogues' speech prompts where the run began.
+    Each dialogue's mean speech vector (the adapter's output averaged over its positions) is
+    compared by cosine with every other dialogue's in the batch; the loss is the mean squared
+    change of those cosines from what the run's starting parts make of the same audio — a
+    relational distillation (Park et al., 2019, "Relational Knowledge Distillation") with the
+    starting parts as teacher. A collapse to one prompt (cosines -> 1) and a spread (cosines
+    fall) both cost; a rotation or rescaling of the whole speech space, and every position's
+    deviation from its dialogue's mean, are free. Why: every CPU run that heard affect also
+    spread the dialogue means, further than the speech-cosine ship gate allows on fresh
+    conversations (assets/TRAINING_CPU.md, runs 11-14). This trains toward the quantity that
+    gate measures, so a checkpoint trained with it is judged on conversations it never saw.
+    The reference is a frozen copy of the dual-level attention and adapter taken when the
+    anchor is made; it is not a module of the trainer, so it is neither trained nor saved."""
+
+    def __init__(self, model) -> None:
+        view = copy.copy(model)
+        view._modules = dict(model._modules)
+        for name in ("dual", "adapter"):
+            part = copy.deepcopy(model._modules[name]).eval()
+            part.requires_grad_(False)
+            view._modules[name] = part
+        self.view = view
+
+    @staticmethod
+    def cosines(means: torch.Tensor) -> torch.Tensor:
+        """Cosines between the rows of (B, W), the pairs above the diagonal."""
+        unit = F.normalize(means.float(), dim=-1)
+        upper = torch.triu_indices(len(means), len(means), offset=1, device=means.device)
+        return (unit @ unit.T)[upper[0], upper[1]]
+
+    def __call__(self, batch: list[PreparedSample], speech: list[torch.Tensor]) -> torch.Tensor:
+        if len(speech) < 2:
+            return speech[0].new_zeros((), dtype=torch.float32)
+        with torch.no_grad():
+            start = self.view.encode_speech([[f for f in item.features if f is not None] for item in batch])
+            reference = torch.stack([start.embeddings[b, : int(start.lengths[b])].float().mean(0)
+                                     for b in range(len(batch))])
+        now = torch.stack([vectors.float().mean(0) for vectors in speech])
+        return (self.cosines(now) - self.cosines(reference)).pow(2).mean()
 
 
 def response_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

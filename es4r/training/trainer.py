@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from es4r.config import TrainConfig
 from es4r.data.manifest import ManifestDataset, PreparedSample, collate, load_manifest
 from es4r.training.affect_pairs import PairSampler, affect_pair_loss, held_out_margin
-from es4r.training.losses import AffectHead, TeacherCache, TwoPathLoss, two_path_loss
+from es4r.training.losses import AffectHead, SpeechAnchor, TeacherCache, TwoPathLoss, two_path_loss
 from es4r.training.reader_fit import fit_affect_reader
 
 logger = logging.getLogger(__name__)
@@ -160,14 +160,20 @@ class _Wrapper(torch.nn.Module):
         self.affect_head = AffectHead(model.llm.get_input_embeddings().weight.shape[1]) \
             if config.affect_loss_weight > 0 and config.two_path_weight > 0 else None
         self.pairs = pairs
+        self.anchor = SpeechAnchor(model) if config.speech_anchor_weight > 0 and config.two_path_weight > 0 else None
 
     def forward(self, batch: list[PreparedSample]) -> TwoPathLoss:
-        """two_path_weight x (CE + KL [+ affect]) on the batch + affect_pair_weight x one drawn pair."""
+        """two_path_weight x (CE + KL [+ affect]) [+ speech_anchor_weight x anchor] on the
+        batch + affect_pair_weight x one drawn pair."""
         result = None
         if self.config.two_path_weight > 0:
             result = two_path_loss(self.model, batch, self.config.kl_temperature, self.config.kl_t2_scale,
                                    self.cache, self.affect_head, self.config.affect_loss_weight)
             result = replace(result, loss=self.config.two_path_weight * result.loss)
+            if self.anchor is not None:
+                drift = self.anchor(batch, result.speech)
+                result = replace(result, loss=result.loss + self.config.speech_anchor_weight * drift,
+                                 anchor=drift.detach())
         if self.pairs is None:
             return result
         pair = affect_pair_loss(self.model, *self.pairs.draw())
@@ -339,6 +345,7 @@ def train(config: TrainConfig, model=None) -> Path:
                       "kl": float(result.kl), "lr": scheduler.get_last_lr()[0],
                       **({"affect": float(result.affect)} if result.affect is not None else {}),
                       **({"pair_margin": float(result.pair_margin)} if result.pair_margin is not None else {}),
+                      **({"anchor": float(result.anchor)} if result.anchor is not None else {}),
                       "tokens_per_s": tokens_seen / max(elapsed, 1e-9),
                       "elapsed_s": elapsed}
             if accelerator.is_main_process and step % config.log_every == 0:
