@@ -123,3 +123,21 @@ def test_frozen_references_replace_the_replies_and_refuse_another_corpus(tmp_pat
         apply_references(samples + [_sample("c", "falling")], frozen)
     with pytest.raises(ManifestError, match="2 references have no row"):
         apply_references(samples[:2], frozen)
+
+
+def test_the_frozen_reference_files_hold_two_disjoint_sets_of_forty_conversations():
+    """The issue's 40 held-out conversations and the 40 fresh ones, three variants each, with no
+    conversation in both: the fresh check is out of sample only if that holds."""
+    import json
+    from collections import Counter
+    from pathlib import Path
+
+    sets = {}
+    for name in ("heldout", "fresh"):
+        rows = [json.loads(line) for line in (Path(__file__).resolve().parents[1] / "assets" / f"{name}_references.jsonl").read_text().splitlines()]
+        assert all(row["reply"].strip() for row in rows)
+        variants = Counter(row["conversation_id"] for row in rows)
+        assert len(variants) == 40 and set(variants.values()) == {3}
+        assert {row["variant"] for row in rows} == {"falling", "rising", "flat"}
+        sets[name] = set(variants)
+    assert not sets["heldout"] & sets["fresh"]
