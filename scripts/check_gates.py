@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         from es4r.training.checkpoint import ship
 
         gates = {name: {k: g[k] for k in ("value", "threshold")} for name, g in report.gates.items()}
-        logging.info("all gates passed: shipped to %s", ship(args.checkpoint, args.ship, {"ship_gates": gates}))
+        record = {"ship_gates": gates, **({"ship_references": str(args.references)} if args.references else {})}
+        logging.info("all gates passed: shipped to %s", ship(args.checkpoint, args.ship, record))
     elif args.ship:
         logging.warning("not shipped: a gate failed (see %s)", args.out / "gates.md")
     return 0 if report.passed else 1

@@ -44,6 +44,19 @@ def test_shipped_training_configs_parse(path):
         assert config.weight_decay == 0.05 and config.two_path_weight == 1.0
 
 
+def test_embedded_training_config_is_the_recipe_of_the_shipped_checkpoint():
+    """`python -m es4r train --config configs/embedded.yaml` reproduces what ships: every setting
+    the shipped checkpoint recorded, save the run folder's name, is the config file's."""
+    import json
+    from dataclasses import asdict
+
+    shipped = json.loads((ROOT / "assets" / "es4r_embedded" / "es4r_config.json").read_text())["train_config"]
+    recipe = asdict(TrainConfig.from_file(str(ROOT / "configs" / "embedded.yaml")))
+    recipe["train_only"] = list(recipe["train_only"])
+    differ = {k for k in recipe.keys() | shipped.keys() if recipe.get(k) != shipped.get(k)}
+    assert differ == {"output_dir"}
+
+
 def test_training_config_rejects_unknown_keys(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("manifest: x\nlearning_rate: 1\n")
