@@ -132,9 +132,9 @@ def test_the_frozen_reference_files_hold_two_disjoint_sets_of_forty_conversation
     from collections import Counter
     from pathlib import Path
 
-    sets = {}
+    assets, sets = Path(__file__).resolve().parents[1] / "assets", {}
     for name in ("heldout", "fresh"):
-        rows = [json.loads(line) for line in (Path(__file__).resolve().parents[1] / "assets" / f"{name}_references.jsonl").read_text().splitlines()]
+        rows = [json.loads(line) for line in (assets / f"{name}_references.jsonl").read_text().splitlines()]
         assert all(row["reply"].strip() for row in rows)
         variants = Counter(row["conversation_id"] for row in rows)
         assert len(variants) == 40 and set(variants.values()) == {3}

@@ -345,10 +345,10 @@ def test_speech_anchor_keeps_the_cosines_between_dialogues(tiny_dirs, tmp_path):
     shift = model.adapter.norm.bias  # moves every position of every dialogue alike
     with torch.no_grad():
         shift.add_(torch.randn(shift.shape, generator=torch.Generator().manual_seed(0)) * 0.3)
-    drift = anchor(samples, speech())
-    assert drift.item() > 1e-3
-    drift.backward()
-    start = drift.item()
+    change = anchor(samples, speech())
+    assert change.item() > 1e-3
+    change.backward()
+    start = change.item()
     with torch.no_grad():
         shift.sub_(0.05 * shift.grad / shift.grad.norm())
     assert anchor(samples, speech()).item() < start

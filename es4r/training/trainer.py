@@ -171,9 +171,9 @@ class _Wrapper(torch.nn.Module):
                                    self.cache, self.affect_head, self.config.affect_loss_weight)
             result = replace(result, loss=self.config.two_path_weight * result.loss)
             if self.anchor is not None:
-                drift = self.anchor(batch, result.speech)
-                result = replace(result, loss=result.loss + self.config.speech_anchor_weight * drift,
-                                 anchor=drift.detach())
+                change = self.anchor(batch, result.speech)
+                result = replace(result, loss=result.loss + self.config.speech_anchor_weight * change,
+                                 anchor=change.detach())
         if self.pairs is None:
             return result
         pair = affect_pair_loss(self.model, *self.pairs.draw())
