@@ -82,13 +82,19 @@ class ES4RModel(nn.Module):
         """This model's weights under another config (an ablation such as no_dual): a view that
         shares every parameter and gives the ES4R parts the new config's sections; this model
         itself is left as it is."""
-        view = copy.copy(self)
-        view._modules = dict(self._modules)
+        parts = {}
         for name, section in (("dual", config.dual), ("adapter", config.adapter), ("cross", config.cross)):
-            part = copy.copy(self._modules[name])
-            part.config = section
-            view._modules[name] = part
+            parts[name] = copy.copy(self._modules[name])
+            parts[name].config = section
+        view = self.with_parts(**parts)
         view.config = config
+        return view
+
+    def with_parts(self, **parts: nn.Module) -> "ES4RModel":
+        """A view of this model with some ES4R parts (dual, adapter, cross) replaced and every
+        other module shared; this model itself is left as it is."""
+        view = copy.copy(self)
+        view._modules = {**self._modules, **parts}
         return view
 
     # -------------------------------------------------------------- parameters

@@ -84,13 +84,9 @@ class SpeechAnchor:
     anchor is made; it is not a module of the trainer, so it is neither trained nor saved."""
 
     def __init__(self, model) -> None:
-        view = copy.copy(model)
-        view._modules = dict(model._modules)
-        for name in ("dual", "adapter"):
-            part = copy.deepcopy(model._modules[name]).eval()
-            part.requires_grad_(False)
-            view._modules[name] = part
-        self.view = view
+        frozen = {name: copy.deepcopy(getattr(model, name)).eval().requires_grad_(False)
+                  for name in ("dual", "adapter")}
+        self.view = model.with_parts(**frozen)
 
     @staticmethod
     def cosines(means: torch.Tensor) -> torch.Tensor:
