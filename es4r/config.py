@@ -39,6 +39,18 @@ class DualAttentionConfig:
 
 
 @dataclass(frozen=True)
+class WindowConfig:
+    """How much of Whisper's 30 s window its encoder reads on the speech path
+    (es4r/modeling/whisper_window.py). None: the whole window, as Whisper was trained and as
+    a checkpoint trained before this setting heard it; a number: the frames present (after the
+    dual-level downsampling) plus that many frames of the padding after them — faster, with
+    outputs that move a little (measured before a preset uses it). The ASR always reads the
+    whole window: over less, tiny.en changed 2-5 of 9 bundled transcripts, or looped."""
+
+    speech_tail_frames: int | None = None
+
+
+@dataclass(frozen=True)
 class AdapterConfig:
     """Stage 1 (paper Sec. 3.1), the modality adapter: 3 x Conv1d(kernel 5, stride 2) -> x8 shorter, hidden 512."""
 
@@ -174,6 +186,7 @@ class ES4RConfig:
     preset: str = "paper"
     audio: AudioConfig = field(default_factory=AudioConfig)
     dual: DualAttentionConfig = field(default_factory=DualAttentionConfig)
+    window: WindowConfig = field(default_factory=WindowConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     cross: CrossModalConfig = field(default_factory=CrossModalConfig)
     plora: PLoRAConfig = field(default_factory=PLoRAConfig)
@@ -193,7 +206,7 @@ class ES4RConfig:
         """Rebuild from `to_dict` output (e.g. a checkpoint's saved config)."""
         kinds = {f.name: f.type for f in dataclasses.fields(cls)}
         sub = {
-            "audio": AudioConfig, "dual": DualAttentionConfig, "adapter": AdapterConfig,
+            "audio": AudioConfig, "dual": DualAttentionConfig, "window": WindowConfig, "adapter": AdapterConfig,
             "cross": CrossModalConfig, "plora": PLoRAConfig, "generation": GenerationConfig,
             "backbones": BackboneConfig,
         }
@@ -229,6 +242,9 @@ def preset_config(name: str) -> ES4RConfig:
     if name == "embedded":
         return ES4RConfig(
             preset="embedded",
+            # the speech path's encoder reads the turns plus 6 s of padding, not all 30 s
+            # (README "Speed"; scripts/check_same_replies.py speech-window and the gates)
+            window=WindowConfig(speech_tail_frames=600),
             generation=GenerationConfig(decode_runtime="onnxruntime"),
             backbones=BackboneConfig(whisper="", llm="", tts=None, voice="auto"),
         )

@@ -227,7 +227,7 @@ class ES4RPipeline:
 
         def listen(fraction: float) -> SpeechEncoding:
             _report(progress, fraction, "listening (dual-level attention, Whisper encoder)")
-            with timed(timings, "es4r_encoder"):
+            with timed(timings, "es4r_encoder"), torch.no_grad():  # no autograd graph: ~0.1 s less per turn
                 encoding = self.model.encode_speech([[f for f in features if f is not None]], timings)
             if dropped := encoding.dropped_turns[0]:
                 notes.append(f"{dropped} oldest turn(s) fell outside the speech window (about "
@@ -270,7 +270,7 @@ class ES4RPipeline:
         cross, history_tokens = generated.cross_weights, generated.history_tokens
         parts = self.model.prompt_parts(history.history(), config.generation)
         if cross is None:  # text path: still show what the untrained cross-modal block attends to
-            with timed(timings, "cross_modal"):
+            with timed(timings, "cross_modal"), torch.no_grad():
                 speech = encoding.embeddings[0, : int(encoding.lengths[0])]
                 cross = self.model.speech_context(speech, spans, parts).weights.detach().cpu()
 

@@ -8,14 +8,19 @@ answers twice, greedily, and the two replies are compared token for token:
   embedded LLM's weights read as the 4-bit blocks they lie on), from nothing; tokens/s with the
   prompt and of the decode steps alone (both text path);
 - `speech-prefix`: the speech path (the shipped checkpoint, every turn's audio heard) from
-  nothing, and after the turn before, reusing only the cached system prompt before S'.
+  nothing, and after the turn before, reusing only the cached system prompt before S';
+- `speech-window` (es4r/modeling/whisper_window.py): the speech path with Whisper's encoder
+  over its whole 30 s window, and over the turns plus `--tail` frames of padding; the encoder's
+  seconds each way and how close the adapter's speech vectors stay (cosine per position).
 
-A difference can only come from float rounding. Prints how many replies are the same, the
+For the first three a difference can only come from float rounding; `speech-window` changes
+what the encoder computes, and measures by how much. Prints how many replies are the same, the
 figures of the comparison (prompt tokens reused; tokens/s) and every reply that changed.
 
     python scripts/check_same_replies.py prefix-cache --manifest CORPUS/heldout40.jsonl [--out runs/prefix_cache.json]
     python scripts/check_same_replies.py onnx-decode --manifest CORPUS/heldout40.jsonl
     python scripts/check_same_replies.py speech-prefix --manifest CORPUS/heldout.jsonl
+    python scripts/check_same_replies.py speech-window --tail 600 --manifest CORPUS/heldout.jsonl
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import statistics
 import sys
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
@@ -95,14 +101,38 @@ def speech_prefix(model, generation, sample, figures: dict) -> tuple:
     return _cold_and_warm(model, generation, sample.history_turns(), features, figures)
 
 
-COMPARISONS = {"prefix-cache": prefix_cache, "onnx-decode": onnx_decode, "speech-prefix": speech_prefix}
-SPEECH = {"speech-prefix"}  # comparisons on the speech path: they take the whole sample
+def speech_window(model, generation, sample, figures: dict, tail: int) -> tuple:
+    """(speech path over the whole encoder window, over the turns plus `tail` frames), from nothing."""
+    import torch
+
+    from es4r.config import WindowConfig
+
+    features = prepare_sample(sample, model.whisper.n_mels).features
+    generation, heard = replace(generation, reuse_prefix=False), [f for f in features if f is not None]
+    tailed = model.with_config(model.config.replace(window=WindowConfig(speech_tail_frames=tail)))
+    replies, speech = [], []
+    for name, view in (("whole window", model), (f"tail {tail}", tailed)):
+        timings: dict[str, float] = {}
+        with torch.no_grad():
+            encoding = view.encode_speech([heard], timings)
+        figures.setdefault(f"{name} encoder s", []).append(timings["whisper_encoder"])
+        speech.append(encoding.embeddings[0, : int(encoding.lengths[0])])
+        replies.append(view.generate(sample.history_turns(), features, generation, encoding=encoding)[0])
+    cosine = torch.nn.functional.cosine_similarity(speech[0], speech[1], dim=-1)
+    figures.setdefault("speech vector cosine (mean)", []).append(float(cosine.mean()))
+    figures.setdefault("speech vector cosine (lowest)", []).append(float(cosine.min()))
+    return tuple(replies)
+
+
+COMPARISONS = {"prefix-cache": prefix_cache, "onnx-decode": onnx_decode, "speech-prefix": speech_prefix,
+               "speech-window": speech_window}
+SPEECH = {"speech-prefix", "speech-window"}  # comparisons on the speech path: they take the whole sample
 
 
 def _summary(figures: dict) -> str:
     if "reused_tokens" in figures:
         return f"{sum(figures['reused_tokens']) / max(sum(figures['prompt_tokens']), 1):.0%} of prompt tokens from the cache"
-    return ", ".join(f"{name} {statistics.median(values):.1f} (median)" for name, values in figures.items())
+    return ", ".join(f"{name} {statistics.median(values):.4g} (median)" for name, values in figures.items())
 
 
 def main() -> int:
@@ -110,6 +140,7 @@ def main() -> int:
     parser.add_argument("what", choices=sorted(COMPARISONS))
     parser.add_argument("--manifest", type=Path, required=True)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--tail", type=int, default=600, help="speech-window: frames of padding after the turns")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     pipeline = ES4RPipeline.from_preset("embedded")
@@ -118,6 +149,8 @@ def main() -> int:
     if args.what == "onnx-decode" and pipeline.model.decoder is None:
         raise SystemExit("the embedded model's decode steps are not in ONNX Runtime (see the log)")
     compare, rows, figures = COMPARISONS[args.what], [], {}
+    if args.what == "speech-window":
+        compare = partial(speech_window, tail=args.tail)
     for sample in load_manifest(args.manifest, check_audio=args.what in SPEECH):
         first, second = compare(pipeline.model, pipeline.config.generation,
                                 sample if args.what in SPEECH else sample.history_turns(), figures)

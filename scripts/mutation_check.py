@@ -49,8 +49,8 @@ FAULTS = (
           "        padded = padded + padded.flip(0).mean(1, keepdim=True)",
           ("tests/test_dual_attention.py",)),
     Fault("encoder_reversed", "the untrained encoder sees the original log-mels in order", "es4r/modeling/model.py",
-          "encoded = encoder(window.to(dtype)).last_hidden_state",
-          "encoded = encoder(window.flip(-1).to(dtype)).last_hidden_state",
+          "encoded = encode(encoder, window.to(dtype))",
+          "encoded = encode(encoder, window.flip(-1).to(dtype))",
           ("tests/test_model.py::test_untrained_whisper_encoder_input_is_the_log_mels_in_order",)),
     Fault("study_name_leak", "no system name on any study page", "es4r/study/ui.py",
           'status = (f"**Item {done.done + 1} of {done.total}** · annotator `{who}`"',
@@ -188,6 +188,16 @@ FAULTS = (
           "es4r/training/losses.py", "frozen = {name: copy.deepcopy(getattr(model, name)).eval().requires_grad_(False)",
           "frozen = {name: getattr(model, name).eval().requires_grad_(False)",
           ("tests/test_training.py::test_speech_anchor_keeps_the_cosines_between_dialogues",)),
+    Fault("window_tail_ignored", "the speech path's encoder reads the turns plus its tail, not the whole window",
+          "es4r/modeling/model.py",
+          "frames = window_frames(int(dual.lengths.max()), self.config.window.speech_tail_frames, self.max_frames)",
+          "frames = self.max_frames",
+          ("tests/test_whisper_window.py::test_the_speech_path_encodes_only_the_turns_and_their_tail",)),
+    Fault("window_positions_shifted", "a shorter window is Whisper's own layers and positions",
+          "es4r/modeling/whisper_window.py",
+          "hidden = hidden + encoder.embed_positions.weight[: hidden.shape[1]]",
+          "hidden = hidden + encoder.embed_positions.weight[1 : hidden.shape[1] + 1]",
+          ("tests/test_whisper_window.py::test_the_layers_are_transformers_forward_over_the_whole_window",)),
 )
 
 

@@ -28,6 +28,7 @@ from es4r.modeling.prefix_cache import PrefixCache
 from es4r.modeling.prosody import prosody_features, turn_level
 from es4r.modeling.openings import OpeningBan
 from es4r.modeling.repeats import earlier_replies_ban
+from es4r.modeling.whisper_window import encode, window_frames
 from es4r.reply_text import sentences_done
 from es4r.timing import timed
 
@@ -131,13 +132,14 @@ class ES4RModel(nn.Module):
             encoder = self.whisper.model.get_encoder()
             dtype = next(encoder.parameters()).dtype
             batch, n_mels, length = dual.features.shape
-            window = dual.features.new_empty(batch, n_mels, self.max_frames)
+            frames = window_frames(int(dual.lengths.max()), self.config.window.speech_tail_frames, self.max_frames)
+            window = dual.features.new_empty(batch, n_mels, frames)
             for b in range(batch):
                 valid = int(dual.lengths[b])
                 floor = dual.features[b, :, :valid].max() - LOG_MEL_FLOOR_BELOW_MAX
                 window[b] = floor
                 window[b, :, :valid] = dual.features[b, :, :valid]
-            encoded = encoder(window.to(dtype)).last_hidden_state  # (B, max_frames / 2, W_enc)
+            encoded = encode(encoder, window.to(dtype))  # (B, frames / 2, W_enc)
         with timed(timings, "adapter"):
             encoded_lengths = (dual.lengths + ENCODER_STRIDE - 1) // ENCODER_STRIDE
             encoded = encoded[:, : int(encoded_lengths.max())].to(self.adapter.layers[0].weight.dtype)
