@@ -13,7 +13,7 @@ USER, ASSISTANT = "user", "assistant"
 WALL = "wall"  # TurnResult.timings key: the turn's measured seconds, stages and the work between them
 # The top-level stages of one turn, in the order the pipeline runs them (the latency table's
 # column order): their seconds plus the time between them add up to WALL.
-STAGE_ORDER = ("asr", "features", "es4r_encoder", "valence", "llm", "cross_modal", "strategy_fusion", "tts")
+STAGE_ORDER = ("asr", "features", "es4r_encoder", "valence", "llm", "cross_modal", "attention_maps", "strategy_fusion", "tts")
 ENCODER_PARTS = ("dual_attention", "whisper_encoder", "adapter")  # inside es4r_encoder, shown apart
 RATES = ("llm_tokens_per_s", "tts_rtf")  # not seconds of the turn
 # Moments, in seconds from the start of the turn (ES4RPipeline.turn_events): the first words

@@ -225,10 +225,10 @@ class ES4RPipeline:
             # spoken replies (a turn of the paper is a speaker-listener exchange).
             features = [self._features(t) for t in history.turns]
 
-        def listen(fraction: float) -> SpeechEncoding:
+        def listen(fraction: float, need_weights: bool) -> SpeechEncoding:
             _report(progress, fraction, "listening (dual-level attention, Whisper encoder)")
             with timed(timings, "es4r_encoder"), torch.no_grad():  # no autograd graph: ~0.1 s less per turn
-                encoding = self.model.encode_speech([[f for f in features if f is not None]], timings)
+                encoding = self.model.encode_speech([[f for f in features if f is not None]], timings, need_weights)
             if dropped := encoding.dropped_turns[0]:
                 notes.append(f"{dropped} oldest turn(s) fell outside the speech window (about "
                              f"{self.model.max_frames * config.dual.downsample // 100} s) and are read as text")
@@ -236,7 +236,9 @@ class ES4RPipeline:
 
         # The speech path reads the encoding; the text path shows it only (the heatmaps), so
         # there it is made after the reply is written, off the way to the first words.
-        encoding = listen(0.2) if self.speech_path else None
+        # The speech path encodes without the attention weights (the heatmaps): they are made
+        # after the reply is written.
+        encoding = listen(0.2, need_weights=False) if self.speech_path else None
         silent = [i for i, f in enumerate(features) if f is None]
         if silent and self.speech_path:
             notes.append(f"{len(silent)} turn(s) have no audio and are read as text on the speech path")
@@ -262,7 +264,7 @@ class ES4RPipeline:
         if on_written is not None:
             on_written(reply_text)
         if encoding is None:
-            encoding = listen(0.7)
+            encoding = listen(0.7, need_weights=True)
         spans = self.model.heard_spans(features, encoding)
         dropped = encoding.dropped_turns[0]
         if not self.speech_path:
@@ -275,6 +277,9 @@ class ES4RPipeline:
                 cross = self.model.speech_context(speech, spans, parts).weights.detach().cpu()
 
         dual = encoding.dual
+        if config.dual.enabled and not dual.inter_weights:  # encoded without weights: the heatmaps' pass
+            with timed(timings, "attention_maps"), torch.no_grad():
+                dual = self.model.attention_maps([f for f in features if f is not None])
         boundaries = list(np.cumsum([0] + dual.turn_lengths[0][:-1]).astype(int))
         attention = AttentionMaps(
             intra=[w.float().cpu().numpy() for w in dual.intra_weights[0]],

@@ -12,6 +12,9 @@ answers twice, greedily, and the two replies are compared token for token:
 - `speech-window` (es4r/modeling/whisper_window.py): the speech path with Whisper's encoder
   over its whole 30 s window, and over the turns plus `--tail` frames of padding; the encoder's
   seconds each way and how close the adapter's speech vectors stay (cosine per position).
+- `speech-fused`: the speech path with the dual-level attention's weights kept (the heatmaps)
+  and without them (each turn unpadded, the fused attention kernel: what a turn does before
+  its first word).
 
 For the first three a difference can only come from float rounding; `speech-window` changes
 what the encoder computes, and measures by how much. Prints how many replies are the same, the
@@ -21,6 +24,7 @@ figures of the comparison (prompt tokens reused; tokens/s) and every reply that 
     python scripts/check_same_replies.py onnx-decode --manifest CORPUS/heldout40.jsonl
     python scripts/check_same_replies.py speech-prefix --manifest CORPUS/heldout.jsonl
     python scripts/check_same_replies.py speech-window --tail 600 --manifest CORPUS/heldout.jsonl
+    python scripts/check_same_replies.py speech-fused --manifest CORPUS/heldout.jsonl
 """
 
 from __future__ import annotations
@@ -124,9 +128,27 @@ def speech_window(model, generation, sample, figures: dict, tail: int) -> tuple:
     return tuple(replies)
 
 
+def speech_fused(model, generation, sample, figures: dict) -> tuple:
+    """(speech path encoded with the dual-level attention's weights, without them: the fused
+    kernel the app uses on the way to the first word), from nothing."""
+    import torch
+
+    features = prepare_sample(sample, model.whisper.n_mels).features
+    generation, heard = replace(generation, reuse_prefix=False), [f for f in features if f is not None]
+    replies = []
+    for need_weights in (True, False):
+        timings: dict[str, float] = {}
+        with torch.no_grad():
+            encoding = model.encode_speech([heard], timings, need_weights)
+        figures.setdefault(f"dual-level attention s ({'with' if need_weights else 'without'} weights)", []).append(
+            timings["dual_attention"])
+        replies.append(model.generate(sample.history_turns(), features, generation, encoding=encoding)[0])
+    return tuple(replies)
+
+
 COMPARISONS = {"prefix-cache": prefix_cache, "onnx-decode": onnx_decode, "speech-prefix": speech_prefix,
-               "speech-window": speech_window}
-SPEECH = {"speech-prefix", "speech-window"}  # comparisons on the speech path: they take the whole sample
+               "speech-window": speech_window, "speech-fused": speech_fused}
+SPEECH = {"speech-prefix", "speech-window", "speech-fused"}  # comparisons on the speech path: they take the whole sample
 
 
 def _summary(figures: dict) -> str:

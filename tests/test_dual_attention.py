@@ -68,3 +68,16 @@ def test_ablation_switch_is_identity():
     out = module([turns])
     assert torch.equal(out.features[0], torch.cat([module.downsample(t) for t in turns], dim=1))
     assert out.inter_weights == []
+
+
+def test_without_weights_the_same_features_and_no_weights():
+    """The speech path's pass on the way to the first word (each turn unpadded, the fused
+    kernel): the features of the pass with weights, and no weights kept."""
+    module = _module()
+    for dialogues in ([_turns(0)], [_turns(1, (8, 9)), _turns(2, (6,))]):
+        with torch.no_grad():
+            weighed, fused = module(dialogues), module(dialogues, need_weights=False)
+        assert torch.allclose(fused.features, weighed.features, atol=1e-5)
+        assert not torch.equal(fused.features, torch.cat([module.downsample(t) for t in dialogues[0]], 1)[None])
+        assert fused.turn_lengths == weighed.turn_lengths and torch.equal(fused.lengths, weighed.lengths)
+        assert fused.inter_weights == [] and all(w == [] for w in fused.intra_weights)

@@ -95,3 +95,23 @@ def test_pipeline_answers_through_the_speech_path_and_encodes_once(spoken, monke
     assert len(calls) == 1
     assert len(draft.reply_text.split()) >= 4, draft.reply_text
     assert draft.attention.cross is not None and draft.attention.cross.shape[1] == len(draft.attention.history_tokens)
+
+
+def test_the_speech_path_encodes_without_weights_then_draws_the_maps(spoken, monkeypatch):
+    """On the way to the first word the dual-level attention keeps no weights; the heatmaps'
+    pass with weights comes after the reply is written, over the same turns."""
+    pipeline, conversation = spoken
+    calls = []
+    dual = pipeline.model.dual
+    original = dual.forward
+    monkeypatch.setattr(dual, "forward", lambda dialogues, need_weights=True: calls.append(need_weights)
+                        or original(dialogues, need_weights))
+    written = []
+    monkeypatch.setattr(pipeline, "speech_path", True)
+    draft = pipeline.think(conversation, on_written=lambda text: written.append(list(calls)))
+    assert calls == [False, True] and written == [[False]]
+    heard = [t for t in conversation.turns if t.audio is not None]
+    assert len(draft.attention.intra) == len(heard) and draft.attention.inter is not None
+    assert draft.attention.inter.shape[-1] == sum(w.shape[-1] for w in draft.attention.intra)
+    assert "attention_maps" in draft.timings
+

@@ -29,14 +29,18 @@ class ResidualSelfAttention(nn.Module):
         nn.init.zeros_(self.attention.out_proj.bias)
 
     def forward(
-        self, features: torch.Tensor, padding_mask: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, features: torch.Tensor, padding_mask: torch.Tensor | None = None, need_weights: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """features (B, L, D); padding_mask (B, L) True = padding.
-        Returns (B, L, D) and weights (B, heads, L, L)."""
+        Returns (B, L, D) and weights (B, heads, L, L), or None without `need_weights`: then
+        an unpadded batch takes the fused attention kernel, which never forms the weights
+        (over a 1,765-frame history on 2 cores 0.14-0.18 s instead of 0.33 s)."""
         normed = self.norm(features)
+        if not need_weights and padding_mask is not None and not bool(padding_mask.any()):
+            padding_mask = None
         attended, weights = self.attention(
             normed, normed, normed, key_padding_mask=padding_mask,
-            need_weights=True, average_attn_weights=False,
+            need_weights=need_weights, average_attn_weights=False,
         )
         return features + attended, weights
 
@@ -63,8 +67,11 @@ class DualLevelAttention(nn.Module):
         """(D, frames) -> (D, ceil(frames / k)): keep every k-th frame, as the official code."""
         return turn_features[:, :: self.config.downsample]
 
-    def forward(self, dialogues: list[list[torch.Tensor]]) -> DualAttentionOutput:
-        """dialogues: per dialogue, per turn, a log-mel (D, frames_i) tensor, oldest first."""
+    def forward(self, dialogues: list[list[torch.Tensor]], need_weights: bool = True) -> DualAttentionOutput:
+        """dialogues: per dialogue, per turn, a log-mel (D, frames_i) tensor, oldest first.
+        Without `need_weights` the output holds no attention weights (empty lists) and each
+        turn is attended on its own, unpadded: the same features, sooner (the heatmaps then
+        take a second pass with weights, off the way to the first word)."""
         weight = next(self.parameters())
         device = weight.device
         turns = [[self.downsample(t.to(device, weight.dtype)) for t in dialogue] for dialogue in dialogues]
@@ -75,13 +82,17 @@ class DualLevelAttention(nn.Module):
         padded = nn.utils.rnn.pad_sequence(flat, batch_first=True)  # (N_turns, L_max, D)
         lengths = torch.tensor([t.shape[0] for t in flat], device=device)
         pad_mask = torch.arange(padded.shape[1], device=device)[None, :] >= lengths[:, None]
-        if self.config.enabled:
-            intra_out, intra_w = self.intra(padded, pad_mask)
-        else:
+        if not self.config.enabled:
             intra_out, intra_w = padded, None
+        elif need_weights:
+            intra_out, intra_w = self.intra(padded, pad_mask)
+        else:  # one turn at a time: no padding, so the fused kernel
+            intra_out, intra_w = None, None
+            attended_turns = [self.intra(turn[None], need_weights=False)[0][0] for turn in flat]
 
         # Concatenate each dialogue's turns in time order.
-        attended_turns = [intra_out[i, : lengths[i]] for i in range(len(flat))]
+        if intra_out is not None:
+            attended_turns = [intra_out[i, : lengths[i]] for i in range(len(flat))]
         dialogue_seqs, intra_weights, cursor = [], [], 0
         for dialogue_lengths in turn_lengths:
             count = len(dialogue_lengths)
@@ -97,8 +108,9 @@ class DualLevelAttention(nn.Module):
         history_lengths = torch.tensor([s.shape[0] for s in dialogue_seqs], device=device)
         history_mask = torch.arange(history.shape[1], device=device)[None, :] >= history_lengths[:, None]
         if self.config.enabled:
-            inter_out, inter_w = self.inter(history, history_mask)
-            inter_weights = [inter_w[b, :, :n, :n].detach() for b, n in enumerate(history_lengths.tolist())]
+            inter_out, inter_w = self.inter(history, history_mask, need_weights)
+            inter_weights = ([inter_w[b, :, :n, :n].detach() for b, n in enumerate(history_lengths.tolist())]
+                             if inter_w is not None else [])
         else:
             inter_out, inter_weights = history, []
         return DualAttentionOutput(

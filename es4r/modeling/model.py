@@ -21,7 +21,7 @@ from es4r.modeling.adapter import ModalityAdapter
 from es4r.modeling.affect_reader import AffectReading, heard_user_turns
 from es4r.modeling.backbones import LLMBackbone, WhisperBackbone
 from es4r.modeling.cross_modal import NO_TURN, CrossModalAttention
-from es4r.modeling.dual_attention import DualLevelAttention
+from es4r.modeling.dual_attention import DualAttentionOutput, DualLevelAttention
 from es4r.modeling.outputs import GenerationOutput, PathBatch, PromptParts, SpeechContext, SpeechEncoding
 from es4r.modeling.plora import apply_plora, speech_positions
 from es4r.modeling.prefix_cache import PrefixCache
@@ -122,12 +122,14 @@ class ES4RModel(nn.Module):
             raise ValueError(f"the latest turn alone exceeds the encoder window of {self.max_frames} frames")
         return kept, len(turn_features) - len(kept)
 
-    def encode_speech(self, dialogues: list[list[torch.Tensor]], timings: dict[str, float] | None = None) -> SpeechEncoding:
+    def encode_speech(self, dialogues: list[list[torch.Tensor]], timings: dict[str, float] | None = None,
+                      need_weights: bool = True) -> SpeechEncoding:
         """dialogues: per dialogue, per turn, log-mel (n_mels, frames). Returns S (B, S, W_llm).
-        `timings`, when given, receives seconds per sub-stage (for the benchmark)."""
+        `timings`, when given, receives seconds per sub-stage (for the benchmark). Without
+        `need_weights` the dual-level attention keeps no weights (`attention_maps` makes them)."""
         fitted = [self.fit_window(turns) for turns in dialogues]
         with timed(timings, "dual_attention"):
-            dual = self.dual([turns for turns, _ in fitted])
+            dual = self.dual([turns for turns, _ in fitted], need_weights)
         with timed(timings, "whisper_encoder"):
             encoder = self.whisper.model.get_encoder()
             dtype = next(encoder.parameters()).dtype
@@ -148,6 +150,12 @@ class ES4RModel(nn.Module):
         spans = [self._turn_spans(turn_lengths, int(n)) for turn_lengths, n in zip(dual.turn_lengths, lengths)]
         levels = [[turn_level(features) for features in turns] for turns, _ in fitted]
         return SpeechEncoding(speech, lengths, dual, [dropped for _, dropped in fitted], spans, levels)
+
+    def attention_maps(self, turn_features: list[torch.Tensor]) -> DualAttentionOutput:
+        """The dual-level attention of one dialogue's heard turns with its weights (the
+        heatmaps), for an encoding made without them; the same turns as `encode_speech` keeps."""
+        kept, _ = self.fit_window(turn_features)
+        return self.dual([kept])
 
     @staticmethod
     def _turn_spans(turn_lengths: list[int], positions: int) -> list[tuple[int, int]]:
