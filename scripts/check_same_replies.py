@@ -105,45 +105,48 @@ def speech_prefix(model, generation, sample, figures: dict) -> tuple:
     return _cold_and_warm(model, generation, sample.history_turns(), features, figures)
 
 
+def _speech_replies(views, sample, generation, figures: dict, timing: str) -> list:
+    """Each (label, model view, need_weights) encodes the sample's heard turns and answers on
+    the speech path from nothing; `timing` (a stage of encode_speech) is noted per label.
+    Returns [(reply, speech vectors)]."""
+    import torch
+
+    features = prepare_sample(sample, views[0][1].whisper.n_mels).features
+    generation, heard = replace(generation, reuse_prefix=False), [f for f in features if f is not None]
+    out = []
+    for label, view, need_weights in views:
+        timings: dict[str, float] = {}
+        with torch.no_grad():
+            encoding = view.encode_speech([heard], timings, need_weights)
+        figures.setdefault(f"{label} {timing} s", []).append(timings[timing])
+        reply = view.generate(sample.history_turns(), features, generation, encoding=encoding)[0]
+        out.append((reply, encoding.embeddings[0, : int(encoding.lengths[0])]))
+    return out
+
+
 def speech_window(model, generation, sample, figures: dict, tail: int) -> tuple:
     """(speech path over the whole encoder window, over the turns plus `tail` frames), from nothing."""
     import torch
 
     from es4r.config import WindowConfig
 
-    features = prepare_sample(sample, model.whisper.n_mels).features
-    generation, heard = replace(generation, reuse_prefix=False), [f for f in features if f is not None]
-    tailed = model.with_config(model.config.replace(window=WindowConfig(speech_tail_frames=tail)))
-    replies, speech = [], []
-    for name, view in (("whole window", model), (f"tail {tail}", tailed)):
-        timings: dict[str, float] = {}
-        with torch.no_grad():
-            encoding = view.encode_speech([heard], timings)
-        figures.setdefault(f"{name} encoder s", []).append(timings["whisper_encoder"])
-        speech.append(encoding.embeddings[0, : int(encoding.lengths[0])])
-        replies.append(view.generate(sample.history_turns(), features, generation, encoding=encoding)[0])
-    cosine = torch.nn.functional.cosine_similarity(speech[0], speech[1], dim=-1)
+    whole_window, tailed = (model.with_config(model.config.replace(window=WindowConfig(speech_tail_frames=frames)))
+                            for frames in (None, tail))  # the preset's own window may be either
+    (whole, speech), (short, tailed_speech) = _speech_replies(
+        [("whole window", whole_window, True), (f"tail {tail}", tailed, True)], sample, generation, figures,
+        "whisper_encoder")
+    cosine = torch.nn.functional.cosine_similarity(speech, tailed_speech, dim=-1)
     figures.setdefault("speech vector cosine (mean)", []).append(float(cosine.mean()))
     figures.setdefault("speech vector cosine (lowest)", []).append(float(cosine.min()))
-    return tuple(replies)
+    return whole, short
 
 
 def speech_fused(model, generation, sample, figures: dict) -> tuple:
     """(speech path encoded with the dual-level attention's weights, without them: the fused
     kernel the app uses on the way to the first word), from nothing."""
-    import torch
-
-    features = prepare_sample(sample, model.whisper.n_mels).features
-    generation, heard = replace(generation, reuse_prefix=False), [f for f in features if f is not None]
-    replies = []
-    for need_weights in (True, False):
-        timings: dict[str, float] = {}
-        with torch.no_grad():
-            encoding = model.encode_speech([heard], timings, need_weights)
-        figures.setdefault(f"dual-level attention s ({'with' if need_weights else 'without'} weights)", []).append(
-            timings["dual_attention"])
-        replies.append(model.generate(sample.history_turns(), features, generation, encoding=encoding)[0])
-    return tuple(replies)
+    replies = _speech_replies([("with weights", model, True), ("without weights", model, False)], sample, generation,
+                              figures, "dual_attention")
+    return tuple(reply for reply, _ in replies)
 
 
 COMPARISONS = {"prefix-cache": prefix_cache, "onnx-decode": onnx_decode, "speech-prefix": speech_prefix,

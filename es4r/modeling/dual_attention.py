@@ -79,20 +79,19 @@ class DualLevelAttention(nn.Module):
         flat = [t.transpose(0, 1) for dialogue in turns for t in dialogue]  # each (L_i, D)
 
         # Intra-turn: every turn is its own sequence, so attention cannot cross turns.
-        padded = nn.utils.rnn.pad_sequence(flat, batch_first=True)  # (N_turns, L_max, D)
-        lengths = torch.tensor([t.shape[0] for t in flat], device=device)
-        pad_mask = torch.arange(padded.shape[1], device=device)[None, :] >= lengths[:, None]
+        intra_w = None
         if not self.config.enabled:
-            intra_out, intra_w = padded, None
+            attended_turns = flat
         elif need_weights:
+            padded = nn.utils.rnn.pad_sequence(flat, batch_first=True)  # (N_turns, L_max, D)
+            lengths = torch.tensor([t.shape[0] for t in flat], device=device)
+            pad_mask = torch.arange(padded.shape[1], device=device)[None, :] >= lengths[:, None]
             intra_out, intra_w = self.intra(padded, pad_mask)
+            attended_turns = [intra_out[i, : lengths[i]] for i in range(len(flat))]
         else:  # one turn at a time: no padding, so the fused kernel
-            intra_out, intra_w = None, None
             attended_turns = [self.intra(turn[None], need_weights=False)[0][0] for turn in flat]
 
         # Concatenate each dialogue's turns in time order.
-        if intra_out is not None:
-            attended_turns = [intra_out[i, : lengths[i]] for i in range(len(flat))]
         dialogue_seqs, intra_weights, cursor = [], [], 0
         for dialogue_lengths in turn_lengths:
             count = len(dialogue_lengths)
