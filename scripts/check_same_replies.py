@@ -12,11 +12,14 @@ answers twice, greedily, and the two replies are compared token for token:
 - `speech-window` (es4r/modeling/whisper_window.py): the speech path with Whisper's encoder
   over its whole 30 s window, and over the turns plus `--tail` frames of padding; the encoder's
   seconds each way and how close the adapter's speech vectors stay (cosine per position).
+- `speech-onnx` (es4r/modeling/onnx_decode.py): the speech path (PLoRA acting at S') all in torch
+  (transformers' generate) and all in ONNX Runtime as the app runs it — the prompt read by the
+  same graph as the decode steps — from nothing; seconds to the first token each way;
 - `speech-fused`: the speech path with the dual-level attention's weights kept (the heatmaps)
   and without them (each turn unpadded, the fused attention kernel: what a turn does before
   its first word).
 
-For the first three a difference can only come from float rounding; `speech-window` changes
+For the first four a difference can only come from float rounding; `speech-window` changes
 what the encoder computes, and measures by how much. Prints how many replies are the same, the
 figures of the comparison (prompt tokens reused; tokens/s) and every reply that changed.
 
@@ -25,6 +28,7 @@ figures of the comparison (prompt tokens reused; tokens/s) and every reply that 
     python scripts/check_same_replies.py speech-prefix --manifest CORPUS/heldout.jsonl
     python scripts/check_same_replies.py speech-window --tail 600 --manifest CORPUS/heldout.jsonl
     python scripts/check_same_replies.py speech-fused --manifest CORPUS/heldout.jsonl
+    python scripts/check_same_replies.py speech-onnx --manifest CORPUS/heldout.jsonl
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ class _TokenClock:
     prompt first, empty when the reply starts from embeddings, then a token per step)."""
 
     def __init__(self):
+        self.started = time.perf_counter()
         self.times: list[float] = []
 
     def put(self, ids) -> None:
@@ -149,9 +154,26 @@ def speech_fused(model, generation, sample, figures: dict) -> tuple:
     return tuple(reply for reply, _ in replies)
 
 
+def speech_onnx(model, generation, sample, figures: dict) -> tuple:
+    """(speech path all in torch, all in ONNX Runtime), from nothing, the speech encoded once."""
+    import torch
+
+    features = prepare_sample(sample, model.whisper.n_mels).features
+    with torch.no_grad():
+        encoding = model.encode_speech([[f for f in features if f is not None]])
+    decoder, generation, replies = model.decoder, replace(generation, reuse_prefix=False), []
+    for name, used in (("torch", None), ("onnxruntime", decoder)):
+        model.decoder, clock = used, _TokenClock()
+        replies.append(model.generate(sample.history_turns(), features, generation, encoding=encoding,
+                                      streamer=clock)[0])
+        figures.setdefault(f"{name} first token s", []).append(clock.times[0] - clock.started)
+    model.decoder = decoder
+    return tuple(replies)
+
+
 COMPARISONS = {"prefix-cache": prefix_cache, "onnx-decode": onnx_decode, "speech-prefix": speech_prefix,
-               "speech-window": speech_window, "speech-fused": speech_fused}
-SPEECH = {"speech-prefix", "speech-window", "speech-fused"}  # comparisons on the speech path: they take the whole sample
+               "speech-window": speech_window, "speech-fused": speech_fused, "speech-onnx": speech_onnx}
+SPEECH = {"speech-prefix", "speech-window", "speech-fused", "speech-onnx"}  # comparisons on the speech path: they take the whole sample
 
 
 def _summary(figures: dict) -> str:
@@ -171,7 +193,7 @@ def main() -> int:
     pipeline = ES4RPipeline.from_preset("embedded")
     if args.what in SPEECH and not pipeline.speech_path:
         raise SystemExit("the embedded preset answers through the text path here (no trained checkpoint?)")
-    if args.what == "onnx-decode" and pipeline.model.decoder is None:
+    if args.what in ("onnx-decode", "speech-onnx") and pipeline.model.decoder is None:
         raise SystemExit("the embedded model's decode steps are not in ONNX Runtime (see the log)")
     compare, rows, figures = COMPARISONS[args.what], [], {}
     if args.what == "speech-window":

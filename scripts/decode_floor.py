@@ -109,11 +109,9 @@ CACHED = 300  # tokens already in the cache: a few turns of history
 
 def _app_step(decoder):
     """One decode step of the app's own graph (es4r/modeling/onnx_decode.py), its cache bound in place."""
-    step = decoder.bound_step(decoder.session.get_outputs()[0].shape[-1])
-    for name, value in (("ids", np.array([[42]], np.int64)), ("seqlens_k", np.array([CACHED], np.int32)),
-                        ("total_len", np.array(CACHED + 1, np.int32))):
-        step.binding.bind_cpu_input(name, value)
-    return lambda: decoder.session.run_with_iobinding(step.binding)  # `step` (its buffers) lives with the closure
+    step = decoder.bound_step(decoder.vocab)
+    row, gate = decoder.embedding_rows[42][None, None], np.zeros((1, 1, 1), np.float32)
+    return lambda: decoder._run(step.binding, row, gate, CACHED, 1)  # `step` (its buffers) lives with the closure
 
 
 if __name__ == "__main__":

@@ -19,8 +19,7 @@ HISTORIES = (
 
 @pytest.fixture(scope="module")
 def decoder(tiny_model):
-    with tiny_model.llm.disable_adapter():
-        return OnnxDecoder(tiny_model.llm.get_base_model(), max_length=512)
+    return OnnxDecoder(tiny_model.llm.get_base_model(), max_length=512)
 
 
 def _replies(model, decoder, features=None, **generate_args):
@@ -51,14 +50,18 @@ def test_the_speech_path_replies_are_generates_with_plora_acting(tiny_model, dec
     with torch.no_grad():  # PLoRA at initialisation is zero; give it an effect to check
         for p in lora_b:
             p.normal_(std=0.5)
-    try:
-        torch_replies, onnx_replies = _replies(tiny_model, None, features), _replies(tiny_model, decoder, features)
+    try:  # a decoder holds the weights it was built from: this one has PLoRA's update
+        acting = OnnxDecoder(tiny_model.llm.get_base_model(), max_length=512)
+        torch_replies, onnx_replies = _replies(tiny_model, None, features), _replies(tiny_model, acting, features)
+        stale = _replies(tiny_model, decoder, features)
     finally:
         with torch.no_grad():
             for p, value in zip(lora_b, saved):
                 p.copy_(value)
+    assert acting.plora_layers == 4 * tiny_model.llm.get_base_model().config.num_hidden_layers
     assert [r.token_ids for r in onnx_replies] == [r.token_ids for r in torch_replies]
     assert all(r.speech_path for r in onnx_replies)
+    assert [r.token_ids for r in stale] != [r.token_ids for r in torch_replies]  # PLoRA's update made a difference
 
 
 def test_the_prefix_cache_and_the_streamer_work_the_same(tiny_model, decoder):
@@ -85,9 +88,8 @@ def test_the_graph_carries_no_weights(tiny_model):
     embedded model 3 s and a 4 GB memory peak at every start."""
     from es4r.modeling.onnx_decode import decode_graph
 
-    with tiny_model.llm.disable_adapter():
-        graph = decode_graph(tiny_model.llm.get_base_model(), max_length=64)
-    assert {"embed", "lm_head"} <= set(graph.weights)
+    graph = decode_graph(tiny_model.llm.get_base_model(), max_length=64)
+    assert "lm_head" in graph.weights and graph.plora_layers > 0
     assert len(graph.model) < 0.05 * sum(w.nbytes for w in graph.weights.values())
 
 

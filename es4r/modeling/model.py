@@ -347,11 +347,16 @@ class ES4RModel(nn.Module):
 
     # -------------------------------------------------------------- generation
     def use_onnx_decoder(self) -> None:
-        """Run greedy decode steps in ONNX Runtime (es4r/modeling/onnx_decode.py), from this
-        LLM's base weights. CPU and fp32 only; otherwise it says why and keeps torch's."""
+        """Run the LLM's greedy replies (es4r/modeling/onnx_decode.py) and an English-only
+        Whisper's transcript decode (es4r/modeling/whisper_decode.py) in ONNX Runtime, from
+        the weights as they are now. CPU and fp32 only; otherwise it says why and keeps torch's."""
+        from es4r.modeling.asr import fixed_prompt
         from es4r.modeling.onnx_decode import decoder_for
+        from es4r.modeling.whisper_decode import whisper_decoder_for
 
         self.decoder = decoder_for(self.llm, self.config.generation)
+        if fixed_prompt(self.whisper.model) is not None:
+            self.whisper.decoder = whisper_decoder_for(self.whisper.model)
 
     @torch.no_grad()
     def generate(
@@ -424,23 +429,18 @@ class ES4RModel(nn.Module):
 
     def _onnx_generate(self, batch: PathBatch, cache, reused: int, generation: GenerationConfig, kwargs: dict,
                        processors: list, streamer) -> tuple[list[int], object]:
-        """What `generate` does greedily, with the decode steps in ONNX Runtime: torch reads the
-        prompt (PLoRA at its speech positions; from `reused` on when a cache is given), then
-        the same processors — repetition penalty, n-gram ban, then the caller's — and the same
-        stopping criteria pick each token."""
-        from transformers import DynamicCache
-
+        """What `generate` does greedily, in ONNX Runtime: the prompt's positions after the
+        `reused` ones in `cache` are read with PLoRA at their speech positions, then the same
+        processors — repetition penalty, n-gram ban, then the caller's — and the same stopping
+        criteria pick each token."""
         from es4r.modeling.onnx_decode import greedy_processors
 
-        mask = batch.speech_mask[:, reused:]
-        cache = cache if cache is not None else DynamicCache()
-        with speech_positions(mask if mask.any() else None):
-            out = self.llm(inputs_embeds=batch.inputs_embeds[:, reused:], attention_mask=batch.attention_mask,
-                           past_key_values=cache, use_cache=True, logits_to_keep=1)
+        if not bool(batch.attention_mask.all()):
+            raise ValueError("ONNX Runtime decoding reads one unpadded prompt")
         generated, kept = self.decoder.greedy(
-            out.logits[:, -1], out.past_key_values, greedy_processors(generation, processors),
-            StoppingCriteriaList(kwargs.get("stopping_criteria", [])), streamer, generation.max_new_tokens,
-            self.tokenizer.eos_token_id)
+            batch.inputs_embeds[:, reused:], batch.speech_mask[:, reused:], cache,
+            greedy_processors(generation, processors), StoppingCriteriaList(kwargs.get("stopping_criteria", [])),
+            streamer, generation.max_new_tokens, self.tokenizer.eos_token_id)
         return generated[0].tolist(), kept
 
     def token_labels(self, ids: list[int]) -> list[str]:

@@ -1,20 +1,22 @@
-"""The LLM's greedy decode steps in ONNX Runtime, on a CPU.
+"""The LLM's greedy replies in ONNX Runtime, on a CPU: the prompt read and every decode step.
 
 Measured on 2 cores: a decode step of the embedded SmolLM2 runs at ~47 tokens/s here with fp32
 weights and ~69 reading the 4-bit blocks its weights already lie on (a dequantised Q4_1 GGUF;
 es4r/modeling/weight_blocks.py), against ~29 in eager torch, with the same greedy replies
-(scripts/check_same_replies.py onnx-decode). The step is one ONNX graph built from the LLM's own weights
-(`decode_graph`: RMSNorm, ONNX Runtime's GroupQueryAttention with rotary, SwiGLU) whose key
-/value cache is a buffer of the context's full length, written in place: the graph's "present"
-outputs are bound to the very buffers its "past" inputs read, so a step copies nothing but a
-token in and the logits out. (A graph that takes the cache in and hands a grown one back, as
-a torch export does, ran only ~1.1x faster than torch: every step copied the whole cache.)
+(scripts/check_same_replies.py onnx-decode). One ONNX graph built from the LLM's own weights
+(`decode_graph`: RMSNorm, ONNX Runtime's GroupQueryAttention with rotary, SwiGLU) reads any
+number of new positions after those in its key/value cache, a buffer of the context's full
+length written in place: the graph's "present" outputs are bound to the very buffers its
+"past" inputs read, so a step copies nothing but a token's embedding in and the logits out.
+(A graph that takes the cache in and hands a grown one back, as a torch export does, ran only
+~1.1x faster than torch: every step copied the whole cache.)
 
-Only decode steps run here. The prompt is read by torch (`ES4RModel.generate`), so PLoRA still
-acts at the speech positions; every generated token is a text position, where PLoRA is the
-base layer, so the base LLM's weights are the same function there. The greedy loop applies
-the processors, stopping criteria and streamer calls `generate` does (repetition penalty,
-n-gram ban, the caller's processors); sampling keeps `generate`."""
+The same graph reads the prompt, PLoRA included: its LoRA layers add their update times a
+`gate` input that is 1 exactly at S' (paper Sec. 3.2), the mask `speech_positions` gives the
+torch layers. A speech-path prompt of ~116 positions took 0.27 s here against 0.43 s in torch
+(scripts/check_same_replies.py speech-onnx). The greedy loop applies the processors, stopping
+criteria and streamer calls `generate` does (repetition penalty, n-gram ban, the caller's
+processors); sampling keeps `generate`."""
 
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ IN_MEMORY = "es4r-in-memory"  # the "file" of the graph's external weights: neve
 
 
 def decoder_for(llm, generation) -> "OnnxDecoder | None":
-    """An ONNX Runtime decoder for the base weights of `llm` (a PLoRA-wrapped LLM) sized for
+    """An ONNX Runtime decoder for `llm` (a PLoRA-wrapped LLM: its weights now) sized for
     `generation`'s context, or None — said in the log — when it cannot stand for it (not an
     fp32 LLM on a CPU, or a layout decode_graph does not write out)."""
     weight = llm.get_input_embeddings().weight
@@ -52,9 +54,8 @@ def decoder_for(llm, generation) -> "OnnxDecoder | None":
     if reason := unsupported(llm.get_base_model().config):
         logger.info("decode steps stay in torch: ONNX Runtime decoding does not cover %s", reason)
         return None
-    with llm.disable_adapter():  # the base weights: every decode step is a text position
-        return OnnxDecoder(llm.get_base_model(), generation.max_context_tokens + generation.max_new_tokens + DECODE_MARGIN,
-                           four_bit=generation.decode_weights == "blocks")
+    return OnnxDecoder(llm.get_base_model(), generation.max_context_tokens + generation.max_new_tokens + DECODE_MARGIN,
+                       four_bit=generation.decode_weights == "blocks")
 
 
 @contextmanager
@@ -133,20 +134,27 @@ class DecodeGraph:
     weights: dict[str, np.ndarray]
     linear_layers: int
     four_bit_layers: int
+    plora_layers: int
 
 
 def decode_graph(llm: nn.Module, max_length: int, four_bit: bool = False) -> DecodeGraph:
-    """One decode step of `llm` (base weights) as a serialised ONNX model whose weights are
-    left out — marked as external data, handed to ONNX Runtime beside the graph (serialising
-    540 MB into the graph took 3 s and a 4 GB peak). With `four_bit`, a linear layer whose
-    weight lies exactly on 4-bit blocks is read as those blocks (MatMulNBits + per-block
-    offsets; es4r/modeling/weight_blocks.py) — the same weights in fewer bytes. Inputs: ids (1, 1),
-    seqlens_k (1,) = tokens already in the cache, total_len () = that + 1, and per layer
-    past_k{i} / past_v{i} (1, kv heads, max_length, head dim); outputs: logits (1, 1, vocab)
-    and present_k{i} / present_v{i}, meant to be bound to the same buffers as the pasts."""
+    """`llm` reading S new positions after those in its cache — a prompt (S > 1) or one decode
+    step (S = 1) — as a serialised ONNX model whose weights are left out: marked as external
+    data, handed to ONNX Runtime beside the graph (serialising 540 MB into the graph took 3 s
+    and a 4 GB peak). With `four_bit`, a linear layer whose weight lies exactly on 4-bit blocks
+    is read as those blocks (MatMulNBits + per-block offsets; es4r/modeling/weight_blocks.py) —
+    the same weights in fewer bytes. A PLoRA layer (es4r/modeling/plora.py) adds its low-rank
+    update times the `gate` input, 1 at S' positions and 0 elsewhere: PLoRA's mask (paper
+    Sec. 3.2); its LoRA weights are copied now, so a decoder stands for the weights it was built
+    from. Inputs: embeds (1, S, hidden) — the positions' input embeddings; gate (1, S, 1) when
+    the LLM has PLoRA layers; seqlens_k (1,) = cached + S - 1; total_len () = cached + S; per
+    layer past_k{i} / past_v{i} (1, kv heads, max_length, head dim). Outputs: logits (1, 1,
+    vocab) of the last position and present_k{i} / present_v{i}, meant to be bound to the same
+    buffers as the pasts."""
     from onnx import TensorProto, helper, numpy_helper
 
     config = llm.config
+    plora = _plora_parts(llm)
     layers, heads, kv_heads, d = _sizes(config)
     theta = getattr(config, "rope_theta", None) or config.rope_parameters["rope_theta"]
     eps = float(config.rms_norm_eps)
@@ -175,6 +183,15 @@ def decode_graph(llm: nn.Module, max_length: int, four_bit: bool = False) -> Dec
     counts = {"linear": 0, "four_bit": 0}
 
     def linear(x: str, prefix: str, name: str) -> str:
+        y = base_linear(x, prefix, name)
+        if prefix in plora:  # + gate * B(A(x)) * scaling, PLoRA's update where gate is 1
+            down, up, scaling = plora[prefix]
+            low = add("MatMul", [x, constant(name + ".la", down.T)], name + "_low")
+            update = add("MatMul", [low, constant(name + ".lb", up.T * scaling)], name + "_update")
+            y = add("Add", [y, add("Mul", [update, "gate"], name + "_gated")], name + "_plora")
+        return y
+
+    def base_linear(x: str, prefix: str, name: str) -> str:
         weight = weights[prefix + ".weight"]
         blocks = four_bit_blocks(torch.from_numpy(weight)) if four_bit else None
         counts["linear"] += 1
@@ -184,7 +201,7 @@ def decode_graph(llm: nn.Module, max_length: int, four_bit: bool = False) -> Dec
             counts["four_bit"] += 1
             rows, columns = blocks.shape
             if x not in block_sums:
-                split = add("Reshape", [x, shape(x + ".blocks", [1, 1, columns // BLOCK, BLOCK])], x + "_blocks")
+                split = add("Reshape", [x, shape(x + ".blocks", [0, 0, columns // BLOCK, BLOCK])], x + "_blocks")
                 block_sums[x] = add("ReduceSum", [split, shape(x + ".last", [-1])], x + "_block_sums", keepdims=0)
             codes = add("MatMulNBits", [x, constant(name + ".q", blocks.packed, np.uint8), constant(name + ".s", blocks.steps)],
                         name + "_codes", domain="com.microsoft", K=columns, N=rows, bits=4, block_size=BLOCK,
@@ -200,13 +217,13 @@ def decode_graph(llm: nn.Module, max_length: int, four_bit: bool = False) -> Dec
         return name
 
     def head_norm(x: str, weight: str, count: int, name: str) -> str:  # Qwen3: RMSNorm over each head
-        heads_of = add("Reshape", [x, shape(name + ".heads", [1, 1, count, d])], name + "_heads")
-        return add("Reshape", [norm(heads_of, weight, name + "_n"), shape(name + ".flat", [1, 1, count * d])], name)
+        heads_of = add("Reshape", [x, shape(name + ".heads", [0, 0, count, d])], name + "_heads")
+        return add("Reshape", [norm(heads_of, weight, name + "_n"), shape(name + ".flat", [0, 0, count * d])], name)
 
     angles = np.arange(max_length)[:, None] * (1.0 / theta ** (np.arange(0, d, 2) / d))[None]
     constant("cos_cache", np.cos(angles))
     constant("sin_cache", np.sin(angles))
-    hidden = add("Gather", [constant("embed", weights["model.embed_tokens.weight"]), "ids"], "embedded")
+    hidden = "embeds"
     head = weights.get("lm_head.weight", weights["model.embed_tokens.weight"])
     for i in range(layers):
         p = f"model.layers.{i}."
@@ -226,10 +243,14 @@ def decode_graph(llm: nn.Module, max_length: int, four_bit: bool = False) -> Dec
         silu = add("Mul", [gate, add("Sigmoid", [gate], f"sig{i}")], f"silu{i}")
         hidden = add("Add", [hidden, linear(add("Mul", [silu, up], f"gated{i}"), p + "mlp.down_proj", f"down{i}")],
                      f"after_mlp{i}")
-    add("MatMul", [norm(hidden, "model.norm.weight", "final_norm"), constant("lm_head", head.T)], "logits")
+    last = add("Slice", [hidden, shape("last.start", [-1]), shape("last.end", [np.iinfo(np.int64).max]),
+                         shape("last.axis", [1])], "last_position")
+    add("MatMul", [norm(last, "model.norm.weight", "final_norm"), constant("lm_head", head.T)], "logits")
     cache = [1, kv_heads, max_length, d]
-    inputs = [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 1]),
-              helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, [1]),
+    inputs = [helper.make_tensor_value_info("embeds", TensorProto.FLOAT, [1, "positions", config.hidden_size])]
+    if plora:
+        inputs.append(helper.make_tensor_value_info("gate", TensorProto.FLOAT, [1, "positions", 1]))
+    inputs += [helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, [1]),
               helper.make_tensor_value_info("total_len", TensorProto.INT32, [])]
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1, head.shape[0]])]
     for i in range(layers):
@@ -237,7 +258,22 @@ def decode_graph(llm: nn.Module, max_length: int, four_bit: bool = False) -> Dec
         outputs += [helper.make_tensor_value_info(f"present_{kv}{i}", TensorProto.FLOAT, cache) for kv in "kv"]
     graph = helper.make_graph(nodes, "es4r_decode_step", inputs, outputs, initializer=initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid(domain, version) for domain, version in OPSETS])
-    return DecodeGraph(model.SerializeToString(), external, counts["linear"], counts["four_bit"])
+    return DecodeGraph(model.SerializeToString(), external, counts["linear"], counts["four_bit"], len(plora))
+
+
+def _plora_parts(llm: nn.Module) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """Each PLoRA layer of `llm` by its module name: (A (r, in), B (out, r), scaling) of its
+    active adapter."""
+    parts = {}
+    for name, module in llm.named_modules():
+        if not hasattr(module, "lora_A") or module.disable_adapters:  # e.g. inside peft's disable_adapter()
+            continue
+        for adapter in module.active_adapters:
+            if adapter in module.lora_A:
+                parts[name.replace("base_model.model.", "")] = (
+                    module.lora_A[adapter].weight.detach().float().numpy(),
+                    module.lora_B[adapter].weight.detach().float().numpy(), float(module.scaling[adapter]))
+    return parts
 
 
 class OnnxDecoder:
@@ -258,6 +294,9 @@ class OnnxDecoder:
         self._lock = threading.Lock()  # one cache buffer: one reply at a time
         self.build_seconds = time.perf_counter() - started
         self.four_bit_layers, self.linear_layers = graph.four_bit_layers, graph.linear_layers
+        self.plora_layers = graph.plora_layers
+        self.embedding_rows = llm.get_input_embeddings().weight.detach().numpy()  # the LLM's own, not a copy
+        self.vocab = self.session.get_outputs()[0].shape[-1]
         self.weight_megabytes = sum(w.nbytes for w in graph.weights.values()) / 1e6
         if four_bit:
             logger.info("decode steps read %d of %d linear layers as the 4-bit blocks their weights lie on "
@@ -267,28 +306,34 @@ class OnnxDecoder:
                     self.build_seconds, self.weight_megabytes)
 
     @torch.no_grad()
-    def greedy(self, logits: torch.Tensor, cache, processors, stopping, streamer, max_new_tokens: int,
-               eos_token_id: int | None):
-        """Continue a prompt whose last logits (1, vocab) and cache (a transformers cache over
-        the prompt) torch computed. Returns (generated ids (1, n), the cache over the prompt
-        and every generated token but the last, as a transformers DynamicCache)."""
+    def greedy(self, embeds: torch.Tensor, gate: torch.Tensor | None, cache, processors, stopping, streamer,
+               max_new_tokens: int, eos_token_id: int | None):
+        """Read a prompt's positions `embeds` (1, S, hidden) after those in `cache` (a
+        transformers cache, or None), PLoRA acting where `gate` (1, S) is True, then continue
+        it greedily. Returns (generated ids (1, n), the cache over the prompt and every
+        generated token but the last, as a transformers DynamicCache)."""
         from transformers import DynamicCache
 
-        length = cache.get_seq_length()
-        if length + max_new_tokens > self.max_length:
-            raise ValueError(f"prompt ({length}) + reply ({max_new_tokens}) tokens exceed the decode cache "
-                             f"({self.max_length})")
+        length = cache.get_seq_length() if cache is not None else 0
+        positions = embeds.shape[1]
+        if length + positions + max_new_tokens > self.max_length:
+            raise ValueError(f"prompt ({length + positions}) + reply ({max_new_tokens}) tokens exceed the decode "
+                             f"cache ({self.max_length})")
+        if gate is not None and bool(gate.any()) and not self.plora_layers:
+            raise ValueError("this decoder was built without PLoRA layers: it cannot read S' positions")
         with self._lock, torch_on_one_thread():
-            bound = self.bound_step(logits.shape[-1])
-            for index, layer in enumerate(cache.layers):
+            bound = self.bound_step(self.vocab)
+            for index, layer in enumerate(cache.layers if cache is not None else ()):
                 for buffer, tensor in zip(bound.caches[2 * index: 2 * index + 2], (layer.keys, layer.values)):
                     buffer[:, :, :length] = tensor.float().numpy()
             binding, out = bound.binding, bound.logits
-            token_in, seen, total = np.zeros((1, 1), np.int64), np.zeros(1, np.int32), np.zeros((), np.int32)
-            generated = torch.zeros(1, 0, dtype=torch.long)
+            prompt_gate = gate.float()[..., None] if gate is not None else torch.zeros(1, positions, 1)
+            self._run(binding, embeds.float().numpy(), prompt_gate.numpy(), length, positions)
+            length += positions
+            scores = torch.from_numpy(out.numpy()[:, -1].copy())
+            generated, no_gate = torch.zeros(1, 0, dtype=torch.long), np.zeros((1, 1, 1), np.float32)
             if streamer is not None:
                 streamer.put(generated)  # the prompt (empty: the reply starts from embeddings), as generate does
-            scores = logits.float()
             for step in range(max_new_tokens):
                 token = processors(generated, scores).argmax(-1, keepdim=True)
                 generated = torch.cat([generated, token], 1)
@@ -297,10 +342,7 @@ class OnnxDecoder:
                 if (step == max_new_tokens - 1 or int(token) == eos_token_id
                         or bool(stopping(generated, scores).any())):
                     break
-                token_in[0, 0], seen[0], total[()] = int(token), length, length + 1
-                for name, value in (("ids", token_in), ("seqlens_k", seen), ("total_len", total)):
-                    binding.bind_cpu_input(name, value)
-                self.session.run_with_iobinding(binding)
+                self._run(binding, self.embedding_rows[int(token)][None, None], no_gate, length, 1)
                 length += 1
                 scores = torch.from_numpy(out.numpy()[:, -1].copy())
             if streamer is not None:
@@ -311,10 +353,19 @@ class OnnxDecoder:
                 kept.update(torch.from_numpy(keys.copy()), torch.from_numpy(values.copy()), index)
         return generated, kept
 
+    def _run(self, binding, embeds: np.ndarray, gate: np.ndarray, cached: int, positions: int) -> None:
+        """One run of the graph: `positions` new positions after `cached` ones."""
+        binding.bind_cpu_input("embeds", np.ascontiguousarray(embeds, np.float32))
+        if self.plora_layers:
+            binding.bind_cpu_input("gate", np.ascontiguousarray(gate, np.float32))
+        binding.bind_cpu_input("seqlens_k", np.array([cached + positions - 1], np.int32))
+        binding.bind_cpu_input("total_len", np.array(cached + positions, np.int32))
+        self.session.run_with_iobinding(binding)
+
     def bound_step(self, vocab: int) -> "BoundStep":
         """An IO binding of one decode step whose cache buffers (zeros, the full context long)
         are bound as both each layer's past and its present: a run writes its token's keys and
-        values in place. The caller fills the buffers and binds ids, seqlens_k and total_len."""
+        values in place. The caller fills the buffers and binds the other inputs (`_run`)."""
         import onnxruntime
 
         binding, caches, values = self.session.io_binding(), [], []
