@@ -12,14 +12,17 @@ answers twice, greedily, and the two replies are compared token for token:
 - `speech-window` (es4r/modeling/whisper_window.py): the speech path with Whisper's encoder
   over its whole 30 s window, and over the turns plus `--tail` frames of padding; the encoder's
   seconds each way and how close the adapter's speech vectors stay (cosine per position).
-- `speech-onnx` (es4r/modeling/onnx_decode.py): the speech path (PLoRA acting at S') all in torch
-  (transformers' generate) and all in ONNX Runtime as the app runs it — the prompt read by the
-  same graph as the decode steps — from nothing; seconds to the first token each way;
+- `speech-onnx` (es4r/modeling/onnx_decode.py, whisper_onnx.py): the speech path (PLoRA acting
+  at S') all in torch (Whisper's encoder, transformers' generate) and all in ONNX Runtime as the
+  app runs it — the encoder, the prompt read by the same graph as the decode steps — from
+  nothing; the encoder's seconds and the seconds to the first token each way;
+- `asr-onnx` (es4r/modeling/whisper_onnx.py): every heard turn's transcript with Whisper in torch
+  and in ONNX Runtime (its encoder and decode steps); seconds per transcript;
 - `speech-fused`: the speech path with the dual-level attention's weights kept (the heatmaps)
   and without them (each turn unpadded, the fused attention kernel: what a turn does before
   its first word).
 
-For the first four a difference can only come from float rounding; `speech-window` changes
+Except in `speech-window` a difference can only come from float rounding; `speech-window` changes
 what the encoder computes, and measures by how much. Prints how many replies are the same, the
 figures of the comparison (prompt tokens reused; tokens/s) and every reply that changed.
 
@@ -29,6 +32,7 @@ figures of the comparison (prompt tokens reused; tokens/s) and every reply that 
     python scripts/check_same_replies.py speech-window --tail 600 --manifest CORPUS/heldout.jsonl
     python scripts/check_same_replies.py speech-fused --manifest CORPUS/heldout.jsonl
     python scripts/check_same_replies.py speech-onnx --manifest CORPUS/heldout.jsonl
+    python scripts/check_same_replies.py asr-onnx --manifest CORPUS/heldout40.jsonl
 """
 
 from __future__ import annotations
@@ -155,25 +159,62 @@ def speech_fused(model, generation, sample, figures: dict) -> tuple:
 
 
 def speech_onnx(model, generation, sample, figures: dict) -> tuple:
-    """(speech path all in torch, all in ONNX Runtime), from nothing, the speech encoded once."""
+    """(speech path all in torch, all in ONNX Runtime: Whisper's encoder, the prompt, the
+    decode steps), from nothing; seconds to the speech encoding and to the first token."""
     import torch
 
     features = prepare_sample(sample, model.whisper.n_mels).features
-    with torch.no_grad():
-        encoding = model.encode_speech([[f for f in features if f is not None]])
-    decoder, generation, replies = model.decoder, replace(generation, reuse_prefix=False), []
-    for name, used in (("torch", None), ("onnxruntime", decoder)):
-        model.decoder, clock = used, _TokenClock()
-        replies.append(model.generate(sample.history_turns(), features, generation, encoding=encoding,
-                                      streamer=clock)[0])
-        figures.setdefault(f"{name} first token s", []).append(clock.times[0] - clock.started)
-    model.decoder = decoder
+    heard = [f for f in features if f is not None]
+    decoder, runtime = model.decoder, model.whisper.runtime
+    generation, replies = replace(generation, reuse_prefix=False), []
+    try:
+        for name, llm_steps, whisper_graphs in (("torch", None, None), ("onnxruntime", decoder, runtime)):
+            model.decoder, model.whisper.runtime, clock = llm_steps, whisper_graphs, _TokenClock()
+            timings: dict[str, float] = {}
+            with torch.no_grad():
+                encoding = model.encode_speech([heard], timings)
+            figures.setdefault(f"{name} whisper encoder s", []).append(timings["whisper_encoder"])
+            clock.started = time.perf_counter()
+            replies.append(model.generate(sample.history_turns(), features, generation, encoding=encoding,
+                                          streamer=clock)[0])
+            figures.setdefault(f"{name} first token s", []).append(clock.times[0] - clock.started)
+    finally:
+        model.decoder, model.whisper.runtime = decoder, runtime
     return tuple(replies)
 
 
+class _Transcript:
+    """One transcript as the comparison rows read it."""
+
+    def __init__(self, tokens: list[int], text: str):
+        self.token_ids, self.text = tokens, text
+
+
+def asr_onnx(model, generation, sample, figures: dict) -> tuple:
+    """(each heard turn's transcript with Whisper in torch, in ONNX Runtime), joined by " | "."""
+    from es4r.audio import load_audio
+    from es4r.modeling.asr import MAX_TOKENS, greedy_tokens
+
+    whisper, out = model.whisper, []
+    for runtime in (None, whisper.runtime):
+        tokens, texts = [], []
+        for turn in sample.speaker_turns:
+            samples = load_audio(turn.audio_path).samples
+            features = whisper.processor.feature_extractor(samples, sampling_rate=16000,
+                                                           return_tensors="pt").input_features
+            started = time.perf_counter()
+            turn_tokens = greedy_tokens(whisper.model, features, MAX_TOKENS, runtime)
+            figures.setdefault(f"{'onnxruntime' if runtime else 'torch'} ASR s", []).append(time.perf_counter() - started)
+            tokens += turn_tokens + [-1]
+            texts.append(whisper.processor.tokenizer.decode(turn_tokens, skip_special_tokens=True).strip())
+        out.append(_Transcript(tokens, " | ".join(texts)))
+    return tuple(out)
+
+
 COMPARISONS = {"prefix-cache": prefix_cache, "onnx-decode": onnx_decode, "speech-prefix": speech_prefix,
-               "speech-window": speech_window, "speech-fused": speech_fused, "speech-onnx": speech_onnx}
-SPEECH = {"speech-prefix", "speech-window", "speech-fused", "speech-onnx"}  # comparisons on the speech path: they take the whole sample
+               "speech-window": speech_window, "speech-fused": speech_fused, "speech-onnx": speech_onnx,
+               "asr-onnx": asr_onnx}
+SPEECH = {"speech-prefix", "speech-window", "speech-fused", "speech-onnx", "asr-onnx"}  # comparisons on the speech path: they take the whole sample
 
 
 def _summary(figures: dict) -> str:
@@ -191,9 +232,11 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     pipeline = ES4RPipeline.from_preset("embedded")
-    if args.what in SPEECH and not pipeline.speech_path:
+    if args.what in SPEECH - {"asr-onnx"} and not pipeline.speech_path:
         raise SystemExit("the embedded preset answers through the text path here (no trained checkpoint?)")
     if args.what in ("onnx-decode", "speech-onnx") and pipeline.model.decoder is None:
+        raise SystemExit("the embedded model's decode steps are not in ONNX Runtime (see the log)")
+    if args.what in ("speech-onnx", "asr-onnx") and pipeline.model.whisper.runtime is None:
         raise SystemExit("the embedded model's decode steps are not in ONNX Runtime (see the log)")
     compare, rows, figures = COMPARISONS[args.what], [], {}
     if args.what == "speech-window":

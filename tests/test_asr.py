@@ -1,6 +1,6 @@
 """The ASR stage's short greedy loop (es4r/modeling/asr.py) writes what transformers' Whisper
 `generate` writes, on real speech, with its steps in torch and in ONNX Runtime
-(es4r/modeling/whisper_decode.py); a multilingual Whisper keeps `generate`."""
+(es4r/modeling/whisper_onnx.py); a multilingual Whisper keeps `generate`."""
 
 from pathlib import Path
 
@@ -19,7 +19,7 @@ def test_the_greedy_loop_writes_what_generate_writes(embedded_untrained, speech_
     whisper = embedded_untrained.model.whisper
     model = whisper.model
     assert fixed_prompt(model) is not None  # the embedded tiny.en: English-only, fixed prompt
-    assert whisper.decoder is not None  # the embedded preset decodes in ONNX Runtime on a CPU
+    assert whisper.runtime is not None  # the embedded preset decodes in ONNX Runtime on a CPU
     clips = list(speech_paths) + sorted(EXAMPLES.glob("*.wav"))
     assert len(clips) >= 8
     tone = (0.1 * np.sin(np.arange(32000) * 2 * np.pi * 440 / 16000)).astype(np.float32)
@@ -29,7 +29,7 @@ def test_the_greedy_loop_writes_what_generate_writes(embedded_untrained, speech_
         with torch.no_grad():
             expected = model.generate(features, max_new_tokens=MAX_TOKENS)[0].tolist()
         loop = greedy_tokens(model, features, MAX_TOKENS)
-        assert greedy_tokens(model, features, MAX_TOKENS, whisper.decoder) == loop, name
+        assert greedy_tokens(model, features, MAX_TOKENS, whisper.runtime) == loop, name
         # generate may hand back the prompt before, and the end-of-text token after, the same tokens
         if expected[:2] == fixed_prompt(model):
             expected = expected[2:]
@@ -43,10 +43,10 @@ def test_onnx_steps_write_the_torch_loops_tokens(tiny_dirs, speech_paths):
     """A random tiny Whisper (another size than the embedded one) through the ONNX Runtime
     steps: the same tokens as the torch loop, the prompt read in one run; no bans broken."""
     from es4r.modeling.backbones import load_whisper
-    from es4r.modeling.whisper_decode import WhisperDecoder
+    from es4r.modeling.whisper_onnx import WhisperRuntime
 
     whisper = load_whisper(str(tiny_dirs["whisper"]), "cpu")
-    model, steps = whisper.model, WhisperDecoder(whisper.model)
+    model, steps = whisper.model, WhisperRuntime(whisper.model)
     config = model.generation_config
     config.is_multilingual = False  # English-only, "no timestamps": the fixed prompt the loop takes
     config.no_timestamps_token_id = whisper.processor.tokenizer.convert_tokens_to_ids("<|notimestamps|>")

@@ -57,3 +57,21 @@ def test_the_speech_path_encodes_only_the_turns_and_their_tail(tiny_model, speec
     assert short.turn_spans == whole.turn_spans
     assert not torch.equal(short.embeddings, whole.embeddings)
     assert torch.equal(same.embeddings, whole.embeddings)  # a tail past the window is the window
+
+
+def test_onnx_runtime_encodes_as_the_torch_layers_do_without_a_gradient(tiny_model):
+    """es4r/modeling/whisper_onnx.py's encoder: the whole window and a shorter one, a batch of
+    two, to float rounding of torch's; where a gradient is wanted, torch's own."""
+    from es4r.modeling.whisper_onnx import WhisperRuntime
+
+    encoder = tiny_model.whisper.model.get_encoder()
+    runtime = WhisperRuntime(tiny_model.whisper.model)
+    torch.manual_seed(2)
+    for frames in (tiny_model.max_frames, 600):
+        features = torch.randn(2, tiny_model.whisper.n_mels, frames)
+        with torch.no_grad():
+            expected, got = encode(encoder, features), encode(encoder, features, runtime)
+        assert got.shape == expected.shape == (2, frames // 2, encoder.config.d_model)
+        assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4)
+    features.requires_grad_(True)
+    assert encode(encoder, features, runtime).grad_fn is not None  # training's pass stays in torch

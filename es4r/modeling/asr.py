@@ -31,7 +31,7 @@ def transcribe(whisper, samples: np.ndarray, sample_rate: int) -> str:
     if fixed_prompt(model) is None:
         ids = model.generate(features, max_new_tokens=limit)[0].tolist()
     else:
-        ids = greedy_tokens(model, features, limit, getattr(whisper, "decoder", None))
+        ids = greedy_tokens(model, features, limit, whisper.runtime)
     return whisper.processor.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
 
@@ -45,18 +45,18 @@ def fixed_prompt(model) -> list[int] | None:
     return [int(start), int(no_timestamps)]
 
 
-def greedy_tokens(model, features: torch.Tensor, limit: int, steps=None) -> list[int]:
+def greedy_tokens(model, features: torch.Tensor, limit: int, runtime=None) -> list[int]:
     """Greedy decode of one recording's features (1, n_mels, frames) with the fixed prompt;
-    returns the tokens, prompt and end-of-text excluded. `steps`: a WhisperDecoder
-    (es4r/modeling/whisper_decode.py) that runs the decoder's steps in ONNX Runtime."""
+    returns the tokens, prompt and end-of-text excluded. `runtime`: a WhisperRuntime
+    (es4r/modeling/whisper_onnx.py) that runs the encoder and the decode steps in ONNX Runtime."""
     from transformers import DynamicCache, EncoderDecoderCache
 
     config = model.generation_config
     prompt = fixed_prompt(model)
-    encoded = model.get_encoder()(features).last_hidden_state
-    if steps is not None:
-        return steps.tokens(encoded, prompt, limit, np.array(list(config.suppress_tokens or []), np.int64),
+    if runtime is not None:
+        return runtime.tokens(runtime.encode(features), prompt, limit, np.array(list(config.suppress_tokens or []), np.int64),
                             np.array(list(config.begin_suppress_tokens or []), np.int64), int(config.eos_token_id))
+    encoded = model.get_encoder()(features).last_hidden_state
     decoder = model.get_decoder()
     cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
     banned = torch.as_tensor(list(config.suppress_tokens or []), dtype=torch.long, device=features.device)

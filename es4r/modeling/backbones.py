@@ -72,7 +72,7 @@ class WhisperBackbone:
     model: torch.nn.Module  # WhisperForConditionalGeneration (encoder used by ES4R, decoder for ASR)
     processor: object  # WhisperProcessor
     source: str
-    decoder: object | None = None  # the ASR's decode steps in ONNX Runtime (es4r/modeling/whisper_decode.py), else torch's
+    runtime: object | None = None  # its encoder and ASR decode steps in ONNX Runtime (es4r/modeling/whisper_onnx.py)
 
     @property
     def n_mels(self) -> int:

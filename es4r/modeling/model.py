@@ -141,7 +141,7 @@ class ES4RModel(nn.Module):
                 floor = dual.features[b, :, :valid].max() - LOG_MEL_FLOOR_BELOW_MAX
                 window[b] = floor
                 window[b, :, :valid] = dual.features[b, :, :valid]
-            encoded = encode(encoder, window.to(dtype))  # (B, frames / 2, W_enc)
+            encoded = encode(encoder, window.to(dtype), self.whisper.runtime)  # (B, frames / 2, W_enc)
         with timed(timings, "adapter"):
             encoded_lengths = (dual.lengths + ENCODER_STRIDE - 1) // ENCODER_STRIDE
             encoded = encoded[:, : int(encoded_lengths.max())].to(self.adapter.layers[0].weight.dtype)
@@ -347,16 +347,15 @@ class ES4RModel(nn.Module):
 
     # -------------------------------------------------------------- generation
     def use_onnx_decoder(self) -> None:
-        """Run the LLM's greedy replies (es4r/modeling/onnx_decode.py) and an English-only
-        Whisper's transcript decode (es4r/modeling/whisper_decode.py) in ONNX Runtime, from
-        the weights as they are now. CPU and fp32 only; otherwise it says why and keeps torch's."""
-        from es4r.modeling.asr import fixed_prompt
+        """Run the LLM's greedy replies (es4r/modeling/onnx_decode.py), and Whisper's encoder
+        where no gradient is wanted and an English-only Whisper's transcript decode
+        (es4r/modeling/whisper_onnx.py), in ONNX Runtime, from the weights as they are now.
+        CPU and fp32 only; otherwise it says why and keeps torch's."""
         from es4r.modeling.onnx_decode import decoder_for
-        from es4r.modeling.whisper_decode import whisper_decoder_for
+        from es4r.modeling.whisper_onnx import whisper_runtime_for
 
         self.decoder = decoder_for(self.llm, self.config.generation)
-        if fixed_prompt(self.whisper.model) is not None:
-            self.whisper.decoder = whisper_decoder_for(self.whisper.model)
+        self.whisper.runtime = whisper_runtime_for(self.whisper.model)
 
     @torch.no_grad()
     def generate(

@@ -32,14 +32,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from es4r.modeling.onnx_graph import Graph, session
 from es4r.modeling.weight_blocks import BLOCK, four_bit_blocks
 
 logger = logging.getLogger(__name__)
 
 SUPPORTED = ("llama", "qwen2", "qwen3")  # the layouts decode_graph writes out
-OPSETS = (("", 17), ("com.microsoft", 1))
 DECODE_MARGIN = 64  # spare positions in the cache beyond context + reply (speech cues, template tokens)
-IN_MEMORY = "es4r-in-memory"  # the "file" of the graph's external weights: never read, given to the session
 
 
 def decoder_for(llm, generation) -> "OnnxDecoder | None":
@@ -139,9 +138,8 @@ class DecodeGraph:
 
 def decode_graph(llm: nn.Module, max_length: int, four_bit: bool = False) -> DecodeGraph:
     """`llm` reading S new positions after those in its cache — a prompt (S > 1) or one decode
-    step (S = 1) — as a serialised ONNX model whose weights are left out: marked as external
-    data, handed to ONNX Runtime beside the graph (serialising 540 MB into the graph took 3 s
-    and a 4 GB peak). With `four_bit`, a linear layer whose weight lies exactly on 4-bit blocks
+    step (S = 1) — as a serialised ONNX model, its weights beside it (es4r/modeling/onnx_graph.py).
+    With `four_bit`, a linear layer whose weight lies exactly on 4-bit blocks
     is read as those blocks (MatMulNBits + per-block offsets; es4r/modeling/weight_blocks.py) —
     the same weights in fewer bytes. A PLoRA layer (es4r/modeling/plora.py) adds its low-rank
     update times the `gate` input, 1 at S' positions and 0 elsewhere: PLoRA's mask (paper
@@ -151,7 +149,7 @@ def decode_graph(llm: nn.Module, max_length: int, four_bit: bool = False) -> Dec
     layer past_k{i} / past_v{i} (1, kv heads, max_length, head dim). Outputs: logits (1, 1,
     vocab) of the last position and present_k{i} / present_v{i}, meant to be bound to the same
     buffers as the pasts."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
     config = llm.config
     plora = _plora_parts(llm)
@@ -159,22 +157,9 @@ def decode_graph(llm: nn.Module, max_length: int, four_bit: bool = False) -> Dec
     theta = getattr(config, "rope_theta", None) or config.rope_parameters["rope_theta"]
     eps = float(config.rms_norm_eps)
     # a PLoRA-wrapped layer keeps its own weight as "….base_layer.weight"; its LoRA parts are left out
-    weights = {name.replace(".base_layer", ""): value.detach().float().numpy()
-               for name, value in llm.state_dict().items() if "lora_" not in name}
-    initializers, nodes, external = [], [], {}
-
-    def constant(name: str, value: np.ndarray, dtype=np.float32) -> str:
-        external[name] = np.ascontiguousarray(value, dtype=dtype)
-        tensor = TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(external[name].dtype),
-                             dims=external[name].shape,
-                             data_location=TensorProto.EXTERNAL)  # its data: external[name], given to the session
-        tensor.external_data.add(key="location", value=IN_MEMORY)
-        initializers.append(tensor)
-        return name
-
-    def add(op: str, inputs: list[str], output: str, domain: str = "", **attributes) -> str:
-        nodes.append(helper.make_node(op, inputs, [output], domain=domain, **attributes))
-        return output
+    g = Graph({name.replace(".base_layer", ""): value.detach().float().numpy()
+               for name, value in llm.state_dict().items() if "lora_" not in name})
+    weights, add, constant, shape = g.weights, g.add, g.constant, g.shape
 
     def norm(x: str, weight: str, name: str) -> str:
         return add("SimplifiedLayerNormalization", [x, constant(name + ".w", weights[weight])], name, axis=-1, epsilon=eps)
@@ -192,29 +177,23 @@ def decode_graph(llm: nn.Module, max_length: int, four_bit: bool = False) -> Dec
         return y
 
     def base_linear(x: str, prefix: str, name: str) -> str:
-        weight = weights[prefix + ".weight"]
-        blocks = four_bit_blocks(torch.from_numpy(weight)) if four_bit else None
+        blocks = four_bit_blocks(torch.from_numpy(weights[prefix + ".weight"])) if four_bit else None
         counts["linear"] += 1
         if blocks is None:
-            y = add("MatMul", [x, constant(name + ".w", weight.T)], name)
-        else:
-            counts["four_bit"] += 1
-            rows, columns = blocks.shape
-            if x not in block_sums:
-                split = add("Reshape", [x, shape(x + ".blocks", [0, 0, columns // BLOCK, BLOCK])], x + "_blocks")
-                block_sums[x] = add("ReduceSum", [split, shape(x + ".last", [-1])], x + "_block_sums", keepdims=0)
-            codes = add("MatMulNBits", [x, constant(name + ".q", blocks.packed, np.uint8), constant(name + ".s", blocks.steps)],
-                        name + "_codes", domain="com.microsoft", K=columns, N=rows, bits=4, block_size=BLOCK,
-                        accuracy_level=1)  # fp32 arithmetic: the inputs are not quantised
-            y = add("Add", [codes, add("MatMul", [block_sums[x], constant(name + ".o", blocks.offsets)], name + "_offsets")],
-                    name)
+            return g.linear(x, prefix, name)
+        counts["four_bit"] += 1
+        rows, columns = blocks.shape
+        if x not in block_sums:
+            split = add("Reshape", [x, shape(x + ".blocks", [0, 0, columns // BLOCK, BLOCK])], x + "_blocks")
+            block_sums[x] = add("ReduceSum", [split, shape(x + ".last", [-1])], x + "_block_sums", keepdims=0)
+        codes = add("MatMulNBits", [x, constant(name + ".q", blocks.packed, np.uint8), constant(name + ".s", blocks.steps)],
+                    name + "_codes", domain="com.microsoft", K=columns, N=rows, bits=4, block_size=BLOCK,
+                    accuracy_level=1)  # fp32 arithmetic: the inputs are not quantised
+        y = add("Add", [codes, add("MatMul", [block_sums[x], constant(name + ".o", blocks.offsets)], name + "_offsets")],
+                name)
         if prefix + ".bias" in weights:
             y = add("Add", [y, constant(name + ".b", weights[prefix + ".bias"])], name + "_b")
         return y
-
-    def shape(name: str, values: list[int]) -> str:
-        initializers.append(numpy_helper.from_array(np.array(values, dtype=np.int64), name))
-        return name
 
     def head_norm(x: str, weight: str, count: int, name: str) -> str:  # Qwen3: RMSNorm over each head
         heads_of = add("Reshape", [x, shape(name + ".heads", [0, 0, count, d])], name + "_heads")
@@ -233,32 +212,30 @@ def decode_graph(llm: nn.Module, max_length: int, four_bit: bool = False) -> Dec
         if p + "self_attn.q_norm.weight" in weights:
             q = head_norm(q, p + "self_attn.q_norm.weight", heads, f"qn{i}")
             k = head_norm(k, p + "self_attn.k_norm.weight", kv_heads, f"kn{i}")
-        nodes.append(helper.make_node(
-            "GroupQueryAttention", [q, k, v, f"past_k{i}", f"past_v{i}", "seqlens_k", "total_len", "cos_cache", "sin_cache"],
-            [f"attn{i}", f"present_k{i}", f"present_v{i}"], domain="com.microsoft", num_heads=heads,
-            kv_num_heads=kv_heads, do_rotary=1, rotary_interleaved=0, scale=float(d ** -0.5)))
+        add("GroupQueryAttention", [q, k, v, f"past_k{i}", f"past_v{i}", "seqlens_k", "total_len", "cos_cache",
+                                    "sin_cache"], f"attn{i}", outputs=[f"attn{i}", f"present_k{i}", f"present_v{i}"],
+            domain="com.microsoft", num_heads=heads, kv_num_heads=kv_heads, do_rotary=1, rotary_interleaved=0,
+            scale=float(d ** -0.5))
         hidden = add("Add", [hidden, linear(f"attn{i}", p + "self_attn.o_proj", f"o{i}")], f"after_attn{i}")
         x = norm(hidden, p + "post_attention_layernorm.weight", f"mlp_norm{i}")
         gate, up = linear(x, p + "mlp.gate_proj", f"gate{i}"), linear(x, p + "mlp.up_proj", f"up{i}")
         silu = add("Mul", [gate, add("Sigmoid", [gate], f"sig{i}")], f"silu{i}")
         hidden = add("Add", [hidden, linear(add("Mul", [silu, up], f"gated{i}"), p + "mlp.down_proj", f"down{i}")],
                      f"after_mlp{i}")
-    last = add("Slice", [hidden, shape("last.start", [-1]), shape("last.end", [np.iinfo(np.int64).max]),
-                         shape("last.axis", [1])], "last_position")
+    last = g.last_position(hidden, "last_position")
     add("MatMul", [norm(last, "model.norm.weight", "final_norm"), constant("lm_head", head.T)], "logits")
     cache = [1, kv_heads, max_length, d]
     inputs = [helper.make_tensor_value_info("embeds", TensorProto.FLOAT, [1, "positions", config.hidden_size])]
     if plora:
         inputs.append(helper.make_tensor_value_info("gate", TensorProto.FLOAT, [1, "positions", 1]))
     inputs += [helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, [1]),
-              helper.make_tensor_value_info("total_len", TensorProto.INT32, [])]
+               helper.make_tensor_value_info("total_len", TensorProto.INT32, [])]
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1, head.shape[0]])]
     for i in range(layers):
         inputs += [helper.make_tensor_value_info(f"past_{kv}{i}", TensorProto.FLOAT, cache) for kv in "kv"]
         outputs += [helper.make_tensor_value_info(f"present_{kv}{i}", TensorProto.FLOAT, cache) for kv in "kv"]
-    graph = helper.make_graph(nodes, "es4r_decode_step", inputs, outputs, initializer=initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(domain, version) for domain, version in OPSETS])
-    return DecodeGraph(model.SerializeToString(), external, counts["linear"], counts["four_bit"], len(plora))
+    return DecodeGraph(g.serialised("es4r_decode_step", inputs, outputs), g.external, counts["linear"],
+                       counts["four_bit"], len(plora))
 
 
 def _plora_parts(llm: nn.Module) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
@@ -280,17 +257,11 @@ class OnnxDecoder:
     """Greedy decode steps of one LLM in an ONNX Runtime session, its cache in place."""
 
     def __init__(self, llm: nn.Module, max_length: int, threads: int | None = None, four_bit: bool = False):
-        import onnxruntime
-
         started = time.perf_counter()
         self.layers, _, self.kv_heads, self.head_dim = _sizes(llm.config)
         self.max_length = max_length
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
         graph = decode_graph(llm, max_length, four_bit)
-        options.add_external_initializers(list(graph.weights), [onnxruntime.OrtValue.ortvalue_from_numpy(w)
-                                                                for w in graph.weights.values()])  # copied in
-        self.session = onnxruntime.InferenceSession(graph.model, options, providers=["CPUExecutionProvider"])
+        self.session = session(graph.model, graph.weights, threads)
         self._lock = threading.Lock()  # one cache buffer: one reply at a time
         self.build_seconds = time.perf_counter() - started
         self.four_bit_layers, self.linear_layers = graph.four_bit_layers, graph.linear_layers

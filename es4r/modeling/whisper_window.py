@@ -24,9 +24,13 @@ def window_frames(present: int, tail: int | None, max_frames: int) -> int:
     return min(max_frames, 2 * -(-(present + tail) // 2))
 
 
-def encode(encoder: nn.Module, features: torch.Tensor) -> torch.Tensor:
+def encode(encoder: nn.Module, features: torch.Tensor, runtime=None) -> torch.Tensor:
     """`encoder`'s last hidden state for (B, n_mels, frames) with any even `frames` up to its
-    window: transformers' forward for the whole window, its layers in the same order otherwise."""
+    window: transformers' forward for the whole window, its layers in the same order otherwise;
+    the same graph in ONNX Runtime when a `runtime` (es4r/modeling/whisper_onnx.py) is given and
+    no gradient is wanted (training runs torch's)."""
+    if runtime is not None and not torch.is_grad_enabled():
+        return runtime.encode(features)
     convolutions = encoder.conv1.stride[0] * encoder.conv2.stride[0]
     if features.shape[-1] == encoder.config.max_source_positions * convolutions:
         return encoder(features).last_hidden_state
