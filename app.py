@@ -384,9 +384,14 @@ def main(argv: list[str] | None = None) -> None:
                      allowed_paths=study_allowed_paths(args.study))
         return
     try:
-        get_pipeline()  # load before the first visitor arrives
+        pipeline = get_pipeline()  # load before the first visitor arrives
     except BackboneError as error:
         parser.exit(2, f"error: {error}\n")
+    if _examples():  # the first visitor's turn as fast as the later ones
+        try:
+            pipeline.warm_up(_examples()[0][0])
+        except (AudioError, PipelineError) as error:
+            logger.warning("warm-up turn not answered (%s): the first turn will take longer", error)
     logger.info("audio helpers ready in %.1f s (compiled once per install)", warm_up_audio())
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), head=PAGE_HEAD)
 

@@ -77,6 +77,17 @@ class ES4RPipeline:
         return ES4RPipeline(config, model, self.voice, self.components,
                             self.speech_path if speech_path is None else speech_path)
 
+    def warm_up(self, clip: str | Path) -> float:
+        """Answer one spoken turn (`clip`) and forget it, so that the first turn a person sends
+        runs as fast as the later ones: every stage's first run (ONNX Runtime's and torch's
+        buffers and plans, the voice's first sentence) happens here. The LLM's cache of the
+        system prompt is kept — every reply starts with it. Returns the seconds it took."""
+        started = time.perf_counter()
+        self.converse(Conversation(), clip)
+        seconds = time.perf_counter() - started
+        logger.info("warmed up in %.1f s: one turn answered and forgotten", seconds)
+        return seconds
+
     # ---------------------------------------------------------------- turns
     def add_user_turn(self, conversation: Conversation, audio: str | Path | bytes | Waveform | tuple,
                       transcript: str | None = None) -> Conversation:

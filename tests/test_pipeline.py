@@ -133,3 +133,15 @@ def test_the_text_path_writes_before_it_encodes_the_speech(pipeline, speech_path
         monkeypatch.undo()
         assert events[0] == expected and events.count("encoded") == 1  # encoded once either way
         assert draft.attention.intra and draft.attention.cross is not None
+
+
+def test_the_warm_up_answers_a_turn_and_keeps_only_the_system_prompt(pipeline, speech_paths):
+    """app.py answers one bundled turn at start-up and forgets it; what it keeps is the LLM's
+    cache of the system prompt, which the first visitor's reply then starts from."""
+    history = [("user", "my sister is coming home next week")]
+    pipeline.model.prefix_cache.clear()
+    assert pipeline.model.generate(history, None)[0].reused_tokens == 0  # a cold start reads it all
+    pipeline.model.prefix_cache.clear()
+    assert pipeline.warm_up(speech_paths[0]) > 0
+    system_prompt = pipeline.model.prompt_parts(history).prefix_ids
+    assert pipeline.model.generate(history, None)[0].reused_tokens >= min(len(system_prompt), 8)
