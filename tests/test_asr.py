@@ -46,11 +46,11 @@ def test_onnx_steps_write_the_torch_loops_tokens(tiny_dirs, speech_paths):
     from es4r.modeling.whisper_onnx import WhisperRuntime
 
     whisper = load_whisper(str(tiny_dirs["whisper"]), "cpu")
-    model, steps = whisper.model, WhisperRuntime(whisper.model)
-    config = model.generation_config
+    model, config = whisper.model, whisper.model.generation_config
     config.is_multilingual = False  # English-only, "no timestamps": the fixed prompt the loop takes
     config.no_timestamps_token_id = whisper.processor.tokenizer.convert_tokens_to_ids("<|notimestamps|>")
     assert len(fixed_prompt(model)) == 2
+    steps = WhisperRuntime(model)
     for samples in (load_audio(speech_paths[0]).samples, np.zeros(16000, np.float32)):
         features = whisper.processor.feature_extractor(samples, sampling_rate=16000, return_tensors="pt").input_features
         expected = greedy_tokens(model, features, 24)
@@ -63,9 +63,12 @@ def test_onnx_steps_write_the_torch_loops_tokens(tiny_dirs, speech_paths):
 def test_a_multilingual_whisper_keeps_generate(tiny_dirs):
     from es4r.modeling.backbones import load_whisper
 
+    from es4r.modeling.whisper_onnx import WhisperRuntime
+
     whisper = load_whisper(str(tiny_dirs["whisper"]), "cpu")
     whisper.model.generation_config.is_multilingual = True
     assert fixed_prompt(whisper.model) is None
+    assert WhisperRuntime(whisper.model).step is None  # only its encoder runs in ONNX Runtime
     whisper.model.generation_config.is_multilingual = False
     whisper.model.generation_config.no_timestamps_token_id = None
     assert fixed_prompt(whisper.model) is None  # no way to say "no timestamps": generate decides

@@ -29,6 +29,7 @@ import time
 import numpy as np
 import torch
 
+from es4r.modeling.asr import fixed_prompt
 from es4r.modeling.onnx_graph import Graph, session
 
 logger = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ def step_graph(model) -> tuple[bytes, dict[str, np.ndarray]]:
 
 
 class WhisperRuntime:
-    """One Whisper's encoder and decode steps in ONNX Runtime sessions."""
+    """One Whisper's encoder, and an English-only Whisper's decode steps, in ONNX Runtime sessions."""
 
     def __init__(self, model, threads: int | None = None):
         started = time.perf_counter()
@@ -163,14 +164,16 @@ class WhisperRuntime:
         config = model.config
         self.layers, self.heads = config.decoder_layers, config.decoder_attention_heads
         self.head_dim, self.max_tokens = config.d_model // self.heads, config.max_target_positions
-        encoder, encoder_weights = encoder_graph(model)
-        step, step_weights = step_graph(model)
-        self.encoder, self.step = session(encoder, encoder_weights, threads), session(step, step_weights, threads)
+        encoder, weights = encoder_graph(model)
+        self.encoder, self.step = session(encoder, weights, threads), None
+        held = sum(w.nbytes for w in weights.values())
+        if fixed_prompt(model) is not None:  # a multilingual Whisper's ASR keeps transformers' generate
+            step, weights = step_graph(model)
+            self.step, held = session(step, weights, threads), held + sum(w.nbytes for w in weights.values())
         self._lock = threading.Lock()  # one cache: one transcript at a time
         self.build_seconds = time.perf_counter() - started
-        megabytes = sum(w.nbytes for w in (*encoder_weights.values(), *step_weights.values())) / 1e6
-        logger.info("Whisper's encoder and ASR decode steps in ONNX Runtime: graphs built and loaded in %.1f s "
-                    "(%.0f MB of weights)", self.build_seconds, megabytes)
+        logger.info("Whisper's encoder%s in ONNX Runtime: graphs built and loaded in %.1f s (%.0f MB of weights)",
+                    " and ASR decode steps" if self.step else "", self.build_seconds, held / 1e6)
 
     def encode(self, features: torch.Tensor) -> torch.Tensor:
         """The encoder's last hidden state for (batch, n_mels, frames), any even `frames` up to
@@ -198,6 +201,8 @@ class WhisperRuntime:
         after `limit` tokens."""
         import onnxruntime
 
+        if self.step is None:
+            raise ValueError("this Whisper's prompt is not fixed (multilingual): its ASR runs transformers' generate")
         if len(prompt) + limit > self.max_tokens:
             raise ValueError(f"prompt ({len(prompt)}) + {limit} tokens exceed Whisper's {self.max_tokens} positions")
         cross = self.cross_keys_values(encoded.float())
