@@ -47,7 +47,7 @@ FAULTS = (
     Fault("intra_crosses_turns", "intra-turn attention never crosses turns", "es4r/modeling/dual_attention.py",
           "padded = nn.utils.rnn.pad_sequence(flat, batch_first=True)  # (N_turns, L_max, D)",
           "padded = nn.utils.rnn.pad_sequence(flat, batch_first=True)\n"
-          "        padded = padded + padded.flip(0).mean(1, keepdim=True)",
+          "            padded = padded + padded.flip(0).mean(1, keepdim=True)",
           ("tests/test_dual_attention.py",)),
     Fault("encoder_reversed", "the untrained encoder sees the original log-mels in order", "es4r/modeling/model.py",
           "encoded = encode(encoder, window.to(dtype), self.whisper.runtime)",
