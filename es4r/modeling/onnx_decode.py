@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from es4r.modeling.onnx_graph import Graph, session
+from es4r.modeling.onnx_graph import Graph, cache_in_place, off_cpu_fp32, session
 from es4r.modeling.weight_blocks import BLOCK, four_bit_blocks
 
 logger = logging.getLogger(__name__)
@@ -45,10 +45,8 @@ def decoder_for(llm, generation) -> "OnnxDecoder | None":
     """An ONNX Runtime decoder for `llm` (a PLoRA-wrapped LLM: its weights now) sized for
     `generation`'s context, or None — said in the log — when it cannot stand for it (not an
     fp32 LLM on a CPU, or a layout decode_graph does not write out)."""
-    weight = llm.get_input_embeddings().weight
-    if weight.device.type != "cpu" or weight.dtype != torch.float32:
-        logger.info("decode steps stay in torch: ONNX Runtime decoding is for an fp32 LLM on a CPU (found %s, %s)",
-                    weight.device, weight.dtype)
+    if reason := off_cpu_fp32(llm.get_input_embeddings().weight):
+        logger.info("decode steps stay in torch: %s", reason)
         return None
     if reason := unsupported(llm.get_base_model().config):
         logger.info("decode steps stay in torch: ONNX Runtime decoding does not cover %s", reason)
@@ -339,13 +337,8 @@ class OnnxDecoder:
         values in place. The caller fills the buffers and binds the other inputs (`_run`)."""
         import onnxruntime
 
-        binding, caches, values = self.session.io_binding(), [], []
-        for index in range(self.layers):
-            for kind in "kv":
-                caches.append(np.zeros((1, self.kv_heads, self.max_length, self.head_dim), np.float32))
-                values.append(onnxruntime.OrtValue.ortvalue_from_numpy(caches[-1]))  # shares the array's memory
-                binding.bind_ortvalue_input(f"past_{kind}{index}", values[-1])
-                binding.bind_ortvalue_output(f"present_{kind}{index}", values[-1])
+        binding = self.session.io_binding()
+        caches, values = cache_in_place(binding, self.layers, (1, self.kv_heads, self.max_length, self.head_dim))
         logits = onnxruntime.OrtValue.ortvalue_from_numpy(np.zeros((1, 1, vocab), np.float32))
         binding.bind_ortvalue_output("logits", logits)
         return BoundStep(binding, caches, values, logits)

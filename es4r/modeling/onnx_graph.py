@@ -70,6 +70,31 @@ class Graph:
         return model.SerializeToString()
 
 
+def off_cpu_fp32(weight: torch.Tensor) -> str | None:
+    """Why a module whose weights look like `weight` cannot run in these CPU graphs (not fp32
+    on a CPU), or None when it can."""
+    if weight.device.type != "cpu" or weight.dtype != torch.float32:
+        return f"ONNX Runtime here is for fp32 weights on a CPU (found {weight.device}, {weight.dtype})"
+    return None
+
+
+def cache_in_place(binding, layers: int, shape: tuple[int, ...]) -> tuple[list[np.ndarray], list]:
+    """Bind one zeroed buffer of `shape` per layer and kind as both past_{k,v}{i} and
+    present_{k,v}{i} of `binding`: a run writes its positions' keys and values in place.
+    Returns the buffers (keys then values of layer 0, then layer 1, ...) and the OrtValues
+    over them, which must live as long as the binding is used."""
+    import onnxruntime
+
+    buffers, values = [], []
+    for index in range(layers):
+        for kind in "kv":
+            buffers.append(np.zeros(shape, np.float32))
+            values.append(onnxruntime.OrtValue.ortvalue_from_numpy(buffers[-1]))  # shares the array's memory
+            binding.bind_ortvalue_input(f"past_{kind}{index}", values[-1])
+            binding.bind_ortvalue_output(f"present_{kind}{index}", values[-1])
+    return buffers, values
+
+
 def session(serialised: bytes, weights: dict[str, np.ndarray], threads: int | None = None):
     """An ONNX Runtime CPU session of a graph and its left-out weights (copied in)."""
     import onnxruntime

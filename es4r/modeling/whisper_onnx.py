@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from es4r.modeling.asr import fixed_prompt
-from es4r.modeling.onnx_graph import Graph, session
+from es4r.modeling.onnx_graph import Graph, cache_in_place, off_cpu_fp32, session
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +38,8 @@ logger = logging.getLogger(__name__)
 def whisper_runtime_for(model) -> "WhisperRuntime | None":
     """A WhisperRuntime for `model` (WhisperForConditionalGeneration), or None — said in the
     log — when its weights are not fp32 on a CPU or its activation is not GELU."""
-    weight = model.proj_out.weight
-    if weight.device.type != "cpu" or weight.dtype != torch.float32:
-        logger.info("Whisper stays in torch: ONNX Runtime is for an fp32 Whisper on a CPU (found %s, %s)",
-                    weight.device, weight.dtype)
+    if reason := off_cpu_fp32(model.proj_out.weight):
+        logger.info("Whisper stays in torch: %s", reason)
         return None
     if model.config.activation_function != "gelu":
         logger.info("Whisper stays in torch: the ONNX graphs write out GELU, not %r", model.config.activation_function)
@@ -208,13 +206,8 @@ class WhisperRuntime:
         cross = self.cross_keys_values(encoded.float())
         with self._lock:
             binding = self.step.io_binding()
-            kept = []  # the OrtValues over the cache buffers live as long as the binding is used
-            for i in range(self.layers):
-                for kind in "kv":
-                    kept.append(onnxruntime.OrtValue.ortvalue_from_numpy(
-                        np.zeros((1, self.heads, self.max_tokens, self.head_dim), np.float32)))
-                    binding.bind_ortvalue_input(f"past_{kind}{i}", kept[-1])
-                    binding.bind_ortvalue_output(f"present_{kind}{i}", kept[-1])
+            _buffers, _values = cache_in_place(  # held here: the binding runs over their memory
+                binding, self.layers, (1, self.heads, self.max_tokens, self.head_dim))
             for name, value in cross.items():
                 binding.bind_cpu_input(name, value)
             logits = onnxruntime.OrtValue.ortvalue_from_numpy(np.zeros((1, self.model.proj_out.out_features), np.float32))
