@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,6 +169,39 @@ def log_mel(samples: np.ndarray, n_mels: int) -> np.ndarray:
         ).input_features[0]
     frames = max(1, len(samples) // HOP_LENGTH)
     return features[:, :frames].astype(np.float32)
+
+
+class TurnMels:
+    """Each turn's log-mel (`log_mel`), made once per recording and kept while the
+    conversation goes on: the speech path hears every turn again each turn, and a turn's audio
+    never changes. Keyed by the audio array itself (held here, so its id is never reused);
+    the oldest are dropped beyond `keep`. Thread-safe: a turn is heard on the pipeline's
+    worker thread while the next recording is added on the caller's."""
+
+    def __init__(self, n_mels: int, keep: int = 64):
+        self.n_mels, self.keep = n_mels, keep
+        self._mels: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """The log-mel of `audio` (at `sample_rate`; resampled to SAMPLE_RATE first). Shared
+        with every later turn that hears this one: read it, never change it."""
+        with self._lock:
+            kept = self._mels.get(id(audio))
+            if kept is not None and kept[0] is audio:
+                self._mels.move_to_end(id(audio))
+                return kept[1]
+        samples = np.asarray(audio, dtype=np.float32)
+        if sample_rate != SAMPLE_RATE:
+            import librosa
+
+            samples = librosa.resample(samples, orig_sr=sample_rate, target_sr=SAMPLE_RATE)
+        mel = log_mel(samples, self.n_mels)
+        with self._lock:
+            self._mels[id(audio)] = (audio, mel)
+            while len(self._mels) > self.keep:
+                self._mels.popitem(last=False)
+        return mel
 
 
 _EXTRACTORS: dict[int, object] = {}

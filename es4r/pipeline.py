@@ -18,7 +18,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from es4r.audio import FRAMES_PER_SECOND, AudioError, Waveform, load_audio, log_mel, prepare_waveform, turn_energy
+from es4r.audio import (FRAMES_PER_SECOND, AudioError, TurnMels, Waveform, load_audio, prepare_waveform,
+                        turn_energy)
 from es4r.config import ES4RConfig
 from es4r.conversation import (ASSISTANT, USER, WALL, AttentionMaps, ComponentStatus, ContextUsage, Conversation, Turn,
                                TurnResult)
@@ -45,12 +46,13 @@ class PipelineError(RuntimeError):
 
 class ES4RPipeline:
     def __init__(self, config: ES4RConfig, model: ES4RModel, voice, components: dict[str, ComponentStatus],
-                 speech_path: bool):
+                 speech_path: bool, mels: TurnMels | None = None):
         self.config = config
         self.model = model
         self.voice = voice
         self.components = components
         self.speech_path = speech_path
+        self.mels = mels or TurnMels(model.whisper.n_mels)  # each turn's log-mel, made once
 
     # ---------------------------------------------------------------- building
     @classmethod
@@ -75,7 +77,8 @@ class ES4RPipeline:
         config = config or self.config
         model = self.model if config is self.config else self.model.with_config(config)
         return ES4RPipeline(config, model, self.voice, self.components,
-                            self.speech_path if speech_path is None else speech_path)
+                            self.speech_path if speech_path is None else speech_path,
+                            self.mels if model.whisper is self.model.whisper else None)
 
     def warm_up(self, clip: str | Path) -> float:
         """Answer one spoken turn (`clip`) and forget it, so that the first turn a person sends
@@ -106,6 +109,9 @@ class ES4RPipeline:
                 logger.info("turn refused: %.2f s of speech detected", heard)
                 raise AudioError("No speech was detected in this recording (only noise, hum or a tone?). "
                                  "Please speak into the microphone and send it again.")
+        # The log-mel the speech path hears, made now: after the ASR, ONNX Runtime's threads
+        # still spin for a while and torch's would wait on them.
+        self.mels(waveform.samples, self.config.audio.sample_rate)
         text = transcript if transcript is not None else self.transcribe(waveform.samples)
         if not text.strip():
             raise AudioError("No speech was recognised in this recording. Please try again, a little closer to the microphone.")
@@ -373,12 +379,7 @@ class ES4RPipeline:
         """Log-mel of a turn's audio at Whisper's rate (assistant replies come at the voice's)."""
         if turn.audio is None or not len(turn.audio):
             return None
-        samples, rate = np.asarray(turn.audio, dtype=np.float32), turn.sample_rate or self.config.audio.sample_rate
-        if rate != self.config.audio.sample_rate:
-            import librosa
-
-            samples = librosa.resample(samples, orig_sr=rate, target_sr=self.config.audio.sample_rate)
-        return torch.from_numpy(log_mel(samples, self.model.whisper.n_mels))
+        return torch.from_numpy(self.mels(turn.audio, turn.sample_rate or self.config.audio.sample_rate))
 
     def _fit_context(self, conversation: Conversation) -> tuple[Conversation, int]:
         """The conversation without its oldest turns until prompt + reply fit the LLM context."""

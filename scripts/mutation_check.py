@@ -224,6 +224,10 @@ FAULTS = (
           "es4r/pipeline.py", "encoding = listen(0.2, need_weights=False) if self.speech_path else None",
           "encoding = listen(0.2, need_weights=True) if self.speech_path else None",
           ("tests/test_speech_path.py::test_the_speech_path_encodes_without_weights_then_draws_the_maps",)),
+    Fault("voice_spare_other_seed", "the voice session built ahead is seeded as the next reply's",
+          "es4r/voice/piper_engine.py", "self._spare = (seed, self._builder.submit(self._build_voice, seed))",
+          "self._spare = (seed, self._builder.submit(self._build_voice, seed + 1))",
+          ("tests/test_offline_voices.py::test_piper_next_session_is_built_ahead_and_speaks_the_same",)),
 )
 
 

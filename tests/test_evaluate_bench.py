@@ -78,6 +78,18 @@ def test_growth_check_on_constructed_timings():
     assert growth_check([row(1, 2.0), row(4, 10.0)]) == "1->4 turns: time x5.00 (linear would be x4): ABOVE linear"
 
 
+def test_the_listed_reply_is_the_repeat_of_median_length():
+    """The bench lists one reply per row beside median token counts: the reply of that length."""
+    from types import SimpleNamespace
+
+    from es4r.bench import _median_length
+
+    runs = [(1.0, 40, 0, 0, "long"), (0.5, 10, 0, 0, "short"), (0.7, 20, 0, 0, "middle")]
+    assert _median_length(runs, 1)[4] == "middle"
+    turns = [SimpleNamespace(tokens=n, reply_text=str(n)) for n in (8, 46, 21, 30)]
+    assert _median_length(turns, "tokens").reply_text == "21"  # the lower middle of an even count
+
+
 def test_evaluate_all_systems(speech_pipeline, tmp_path):
     from es4r.evaluation.run import evaluate
 

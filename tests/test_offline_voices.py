@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 
 import librosa
 import numpy as np
@@ -126,6 +127,30 @@ def test_piper_same_seed_is_identical_other_seed_differs(piper, piper_takes):
     np.testing.assert_array_equal(again, piper_takes["neutral", 0].waveform)
     first, other = piper_takes["neutral", 0].waveform, piper_takes["neutral", 1].waveform
     assert len(first) != len(other) or not np.array_equal(first, other)
+
+
+@needs_piper
+def test_piper_next_session_is_built_ahead_and_speaks_the_same(piper, monkeypatch):
+    """A finished reply builds the next one's seeded session in the background; the next reply
+    with that seed takes it (no build on its way) and sounds exactly as a freshly built one."""
+    fresh = piper.synthesize(SENTENCE, None, TABLE["comfort"], seed=3).waveform  # leaves a spare for seed 3
+    assert piper._spare is not None and piper._spare[0] == 3
+    piper._spare[1].result()  # built while nothing waits
+    on_the_way = []  # sessions built while a reply waits (not on the builder's thread)
+
+    def build(seed):
+        if threading.current_thread() is threading.main_thread():
+            on_the_way.append(seed)
+        return PiperEngine._build_voice(piper, seed)
+
+    monkeypatch.setattr(piper, "_build_voice", build)
+    ahead = piper.synthesize(SENTENCE, None, TABLE["comfort"], seed=3).waveform
+    assert on_the_way == []  # the spare was used
+    np.testing.assert_array_equal(ahead, fresh)
+    piper._spare[1].result()
+    other = piper.synthesize(SENTENCE, None, TABLE["comfort"], seed=4).waveform  # spare is seed 3's: built anew
+    assert on_the_way == [4]
+    assert len(other) != len(fresh) or not np.array_equal(other, fresh)
 
 
 @needs_piper

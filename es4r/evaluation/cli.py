@@ -122,6 +122,6 @@ def _bench(args: argparse.Namespace) -> int:
         print(yardstick_table(rows, pipeline.speech_path))
     else:
         print(f"\nuser's cascade: {cascade_note}")
-    print(f"\nThe replies (last repeat; {meta['path']} path):\n{replies_list(rows, pipeline.speech_path)}")
+    print(f"\nThe replies (the repeat of median length; {meta['path']} path):\n{replies_list(rows, pipeline.speech_path)}")
     print(json.dumps({"figures": args.out, **meta}))
     return 0

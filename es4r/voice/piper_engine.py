@@ -10,6 +10,7 @@ import logging
 import os
 import tempfile
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -135,6 +136,12 @@ class PiperEngine:
     and builds a fresh session from the pre-optimised model (~0.2 s): the same text, params
     and seed give bit-identical audio. onnxruntime's global seed is process state with no
     getter; it only affects sessions built later, which then start from our last seed.
+
+    The next reply's session is built ahead, when a reply is done (`prepare`), while the visitor
+    listens: built at the start of a turn it took one of two cores from the speech encoder
+    for ~0.1 s, and the encoder's torch work waits on its slower thread (the log-mel of a turn
+    took 0.09-0.2 s instead of 0.002 s). A session built ahead with the same seed is the
+    same session, so the audio is bit-identical.
     """
 
     accepts_style = False
@@ -147,6 +154,9 @@ class PiperEngine:
         self.status = status
         self._model_bytes = model_bytes
         self._config = PiperConfig.from_dict(config)
+        self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="es4r-piper-spare")
+        self._spare: tuple[int, Future] | None = None  # (seed, the session being built ahead for it)
+        self._spare_lock = threading.Lock()
 
     @property
     def sample_rate(self) -> int:
@@ -178,7 +188,24 @@ class PiperEngine:
         """Piper has no style encoder."""
         return None
 
+    def prepare(self, seed: int) -> None:
+        """Build the session of the next reply with `seed` now, in the background (see the class)."""
+        with self._spare_lock:
+            if self._spare is None or self._spare[0] != seed:
+                self._spare = (seed, self._builder.submit(self._build_voice, seed))
+
     def _seeded_voice(self, seed: int):
+        """A fresh session seeded with `seed`: the one built ahead for it, or one built now."""
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        if spare is not None and spare[0] == seed:
+            try:
+                return spare[1].result()
+            except Exception:  # built again below, where an error reaches the caller
+                logger.exception("the Piper session built ahead failed; building it again")
+        return self._build_voice(seed)
+
+    def _build_voice(self, seed: int):
         import onnxruntime
         from piper import PiperVoice
 
@@ -236,6 +263,7 @@ class PiperUtterance:
         return self.spoken.append(sentence, audio, len(self._pause))
 
     def result(self) -> SynthesisResult:
+        self.engine.prepare(self.seed)  # the next reply's session, built while this one is heard
         return self.spoken.result(self.sample_rate, self.engine.name, False, self.seed,
                                   {**asdict(self.knobs), "gain_db": self.gain_db})
 
