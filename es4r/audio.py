@@ -180,16 +180,17 @@ class TurnMels:
 
     def __init__(self, n_mels: int, keep: int = 64):
         self.n_mels, self.keep = n_mels, keep
-        self._mels: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._mels: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __call__(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
         """The log-mel of `audio` (at `sample_rate`; resampled to SAMPLE_RATE first). Shared
         with every later turn that hears this one: read it, never change it."""
+        key = (id(audio), sample_rate)
         with self._lock:
-            kept = self._mels.get(id(audio))
+            kept = self._mels.get(key)
             if kept is not None and kept[0] is audio:
-                self._mels.move_to_end(id(audio))
+                self._mels.move_to_end(key)
                 return kept[1]
         samples = np.asarray(audio, dtype=np.float32)
         if sample_rate != SAMPLE_RATE:
@@ -198,7 +199,7 @@ class TurnMels:
             samples = librosa.resample(samples, orig_sr=sample_rate, target_sr=SAMPLE_RATE)
         mel = log_mel(samples, self.n_mels)
         with self._lock:
-            self._mels[id(audio)] = (audio, mel)
+            self._mels[key] = (audio, mel)
             while len(self._mels) > self.keep:
                 self._mels.popitem(last=False)
         return mel

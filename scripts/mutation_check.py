@@ -228,6 +228,9 @@ FAULTS = (
           "es4r/voice/piper_engine.py", "self._spare = (seed, self._builder.submit(self._build_voice, seed))",
           "self._spare = (seed, self._builder.submit(self._build_voice, seed + 1))",
           ("tests/test_offline_voices.py::test_piper_next_session_is_built_ahead_and_speaks_the_same",)),
+    Fault("turn_mels_remade", "each turn's log-mel is made once, however often it is heard", "es4r/audio.py",
+          "if kept is not None and kept[0] is audio:", "if kept is not None and kept[0] is audio and False:",
+          ("tests/test_pipeline.py::test_each_turn_is_heard_from_one_log_mel",)),
 )
 
 

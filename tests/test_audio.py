@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from es4r.audio import SAMPLE_RATE, AudioError, load_audio, log_mel, prepare_waveform, turn_energy
+from es4r import audio
+from es4r.audio import SAMPLE_RATE, AudioError, TurnMels, load_audio, log_mel, prepare_waveform, turn_energy
 from es4r.config import AudioConfig
 
 
@@ -157,3 +158,20 @@ def test_the_warm_up_reaches_what_a_turn_compiles():
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            cwd=Path(__file__).resolve().parent.parent)
     assert shown.stdout.strip() == "True", shown.stderr[-2000:]
+
+
+def test_turn_mels_are_made_once_per_recording(speech_paths, monkeypatch):
+    made = []
+    monkeypatch.setattr(audio, "log_mel", lambda samples, n_mels: made.append(len(samples)) or log_mel(samples, n_mels))
+    mels = TurnMels(80, keep=2)
+    first = load_audio(speech_paths[0]).samples
+    mel = mels(first, SAMPLE_RATE)
+    np.testing.assert_array_equal(mel, log_mel(first, 80))
+    assert mels(first, SAMPLE_RATE) is mel and len(made) == 1  # heard again: kept
+    copy = first.copy()  # another recording with the same samples is another turn
+    np.testing.assert_array_equal(mels(copy, SAMPLE_RATE), mel)
+    assert len(made) == 2
+    reply = np.ascontiguousarray(first[::2])  # a reply at another rate is resampled to Whisper's first
+    assert mels(reply, SAMPLE_RATE // 2).shape[1] == pytest.approx(mel.shape[1], abs=2)
+    assert len(made) == 3 and made[-1] == pytest.approx(len(first), abs=2)
+    assert mels(first, SAMPLE_RATE) is not mel and len(made) == 4  # the oldest of three was let go (keep=2)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from es4r.audio import AudioError
+from es4r.audio import AudioError, log_mel
 from es4r.config import RANDOM, UNTRAINED
 from es4r.conversation import Conversation
 from es4r.pipeline import TEXT_PATH_NOTE, ES4RPipeline, PipelineError
@@ -39,6 +39,18 @@ def test_three_turn_conversation_on_real_speech(pipeline, speech_paths):
     assert result.components["es4r_modules"].status == UNTRAINED
     assert "transcribing" in stages and "done" in stages
     assert "reply_audio" not in result.summary()
+
+
+def test_each_turn_is_heard_from_one_log_mel(pipeline, speech_paths, monkeypatch):
+    """A conversation's turns are heard again every turn; their log-mels are made once."""
+    from es4r import audio
+
+    made = []
+    monkeypatch.setattr(audio, "log_mel", lambda samples, n_mels: made.append(len(samples)) or log_mel(samples, n_mels))
+    conversation = Conversation()
+    for path in speech_paths[:3]:
+        conversation, _ = pipeline.converse(conversation, path)
+    assert len(made) == 5  # three recordings and the two replies heard before the last turn
 
 
 def test_same_turn_renders_identically(pipeline, speech_paths):

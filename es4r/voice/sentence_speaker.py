@@ -87,8 +87,8 @@ class SentenceSpeaker:
         self._error: BaseException | None = None
         self.render_seconds = 0.0  # synthesis time in all (the voice session's start included), overlapping the LLM's or not
         self.restarted = False
-        # The utterance (a seeded voice session, ~0.1 s for Piper) is built on the speaker's own
-        # thread while the LLM reads its prompt, not before the LLM starts.
+        # The utterance (a seeded voice session: Piper's is built ahead, after the reply before,
+        # or ~0.1 s now) is started on the speaker's own thread, not on the way to the LLM.
         self._thread = threading.Thread(target=self._work, name="es4r-speaker", daemon=True)
         self._thread.start()
 
