@@ -344,6 +344,7 @@ class ES4RPipeline:
                                                       seed=self.config.seed)
         except TTSError as error:
             raise unspoken(error) from error
+        self.voice.prepare(self.config.seed)  # the conversation's next reply: its voice readied while this one plays
         notes.extend(synthesis.notes)
         rendered = speaker.render_seconds if speaker is not None else timings["tts"]
         timings["tts_rtf"] = rendered / max(synthesis.seconds, 1e-6)

@@ -138,6 +138,7 @@ class UserCascade:
             reply = FALLBACK_REPLY
         speaker.finish(reply)
         total_s = time.perf_counter() - start
+        self.voice.prepare(self.config.seed)  # as ES4R's pipeline does: the next reply's voice readied
         return CascadeTurn(transcript, reply, tokens, asr_s, moments.get("first_text", total_s),
                            moments.get("first_audio", total_s), total_s, tokens / max(decode_s, 1e-9))
 

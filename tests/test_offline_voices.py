@@ -131,11 +131,10 @@ def test_piper_same_seed_is_identical_other_seed_differs(piper, piper_takes):
 
 @needs_piper
 def test_piper_next_session_is_built_ahead_and_speaks_the_same(piper, monkeypatch):
-    """A finished reply builds the next one's seeded session in the background; the next reply
-    with that seed takes it (no build on its way) and sounds exactly as a freshly built one."""
-    fresh = piper.synthesize(SENTENCE, None, TABLE["comfort"], seed=3).waveform  # leaves a spare for seed 3
-    assert piper._spare is not None and piper._spare[0] == 3
-    piper._spare[1].result()  # built while nothing waits
+    """`prepare` builds the next reply's seeded session in the background; the next reply with
+    that seed takes it (no build on its way) and sounds exactly as with a freshly built one."""
+    fresh = piper.synthesize(SENTENCE, None, TABLE["comfort"], seed=3).waveform
+    assert piper._spare is None  # a reply alone readies nothing: the pipeline says when one comes next
     on_the_way = []  # sessions built while a reply waits (not on the builder's thread)
 
     def build(seed):
@@ -144,12 +143,14 @@ def test_piper_next_session_is_built_ahead_and_speaks_the_same(piper, monkeypatc
         return PiperEngine._build_voice(piper, seed)
 
     monkeypatch.setattr(piper, "_build_voice", build)
+    piper.prepare(3)
+    piper._spare[1].result()  # built while nothing waits
     ahead = piper.synthesize(SENTENCE, None, TABLE["comfort"], seed=3).waveform
-    assert on_the_way == []  # the spare was used
+    assert on_the_way == [] and piper._spare is None  # the spare was used
     np.testing.assert_array_equal(ahead, fresh)
-    piper._spare[1].result()
+    piper.prepare(3)
     other = piper.synthesize(SENTENCE, None, TABLE["comfort"], seed=4).waveform  # spare is seed 3's: built anew
-    assert on_the_way == [4]
+    assert on_the_way == [4] and piper._spare is None
     assert len(other) != len(fresh) or not np.array_equal(other, fresh)
 
 

@@ -53,6 +53,18 @@ def test_each_turn_is_heard_from_one_log_mel(pipeline, speech_paths, monkeypatch
     assert len(made) == 5  # three recordings and the two replies heard before the last turn
 
 
+def test_a_spoken_reply_readies_the_voice_for_the_next(pipeline, speech_paths, monkeypatch):
+    """Once a reply is spoken the voice is told the next reply's seed (Piper builds its session
+    then, off the next turn's way to the first word)."""
+    readied = []
+    monkeypatch.setattr(pipeline.voice, "prepare", readied.append, raising=False)
+    conversation, _ = pipeline.converse(Conversation(), speech_paths[0])
+    assert readied == [pipeline.config.seed]
+    with pytest.raises(PipelineError):
+        pipeline.respond(conversation)  # no new user turn: nothing spoken, nothing readied
+    assert readied == [pipeline.config.seed]
+
+
 def test_same_turn_renders_identically(pipeline, speech_paths):
     conversation = pipeline.add_user_turn(Conversation(), speech_paths[0], transcript="i feel sad")
     a, b = pipeline.respond(conversation), pipeline.respond(conversation)

@@ -107,3 +107,7 @@ class TTSEngine(Protocol):
 
     def start(self, style: np.ndarray | None, params: StrategyParams, seed: int = 0) -> Utterance:
         """Begin a reply that is spoken sentence by sentence as its text arrives."""
+
+    def prepare(self, seed: int) -> None:
+        """A reply with `seed` comes next (a conversation's next turn): a voice whose `start`
+        is costly gets it ready now, in the background, while nothing waits; others do nothing."""

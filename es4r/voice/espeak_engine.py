@@ -111,6 +111,9 @@ class EspeakEngine:
         """A reply spoken sentence by sentence, one espeak-ng call each."""
         return EspeakUtterance(self, style, params, seed)
 
+    def prepare(self, seed: int) -> None:
+        """Nothing to get ready: each sentence is one espeak-ng call."""
+
     def _run(self, spoken: str, knobs: EspeakKnobs) -> tuple[np.ndarray, int]:
         """One espeak-ng call writing a temporary WAV; (samples float32, sample_rate)."""
         markup = f'<speak><prosody range="{knobs.range_percent:.0f}%">{escape(spoken)}</prosody></speak>'

@@ -137,8 +137,8 @@ class PiperEngine:
     and seed give bit-identical audio. onnxruntime's global seed is process state with no
     getter; it only affects sessions built later, which then start from our last seed.
 
-    The next reply's session is built ahead, when a reply is done (`prepare`), while the visitor
-    listens: built at the start of a turn it took one of two cores from the speech encoder
+    A conversation's next reply's session is built ahead, once a reply is done (`prepare`, which
+    the pipeline calls), while the visitor listens: built at the start of a turn it took one of two cores from the speech encoder
     for ~0.1 s, and the encoder's torch work waits on its slower thread (the log-mel of a turn
     took 0.09-0.2 s instead of 0.002 s). A session built ahead with the same seed is the
     same session, so the audio is bit-identical.
@@ -189,7 +189,8 @@ class PiperEngine:
         return None
 
     def prepare(self, seed: int) -> None:
-        """Build the session of the next reply with `seed` now, in the background (see the class)."""
+        """Build the session of the next reply with `seed` now, in the background (see the class);
+        a reply with another seed builds its own and drops this one."""
         with self._spare_lock:
             if self._spare is None or self._spare[0] != seed:
                 self._spare = (seed, self._builder.submit(self._build_voice, seed))
@@ -263,7 +264,6 @@ class PiperUtterance:
         return self.spoken.append(sentence, audio, len(self._pause))
 
     def result(self) -> SynthesisResult:
-        self.engine.prepare(self.seed)  # the next reply's session, built while this one is heard
         return self.spoken.result(self.sample_rate, self.engine.name, False, self.seed,
                                   {**asdict(self.knobs), "gain_db": self.gain_db})
 

@@ -188,6 +188,9 @@ class StyleTTS2Engine:
         used: this voice's pace and expressiveness come from alpha / beta."""
         return speak_whole(self, text, style, params, seed)
 
+    def prepare(self, seed: int) -> None:
+        """Nothing to get ready: an utterance seeds torch's generator as it starts."""
+
     def start(self, style: np.ndarray | None, params: StrategyParams, seed: int = 0) -> "StyleTTS2Utterance":
         """A reply spoken sentence by sentence (see `synthesize`)."""
         if params.diffusion_steps < MIN_DIFFUSION_STEPS:
