@@ -8,7 +8,8 @@ answers twice, greedily, and the two replies are compared token for token:
   embedded LLM's weights read as the 4-bit blocks they lie on), from nothing; tokens/s with the
   prompt and of the decode steps alone (both text path);
 - `speech-prefix`: the speech path (the shipped checkpoint, every turn's audio heard) from
-  nothing, and after the turn before, reusing only the cached system prompt before S';
+  nothing, and after the turn before, reusing only the cached text before S' (the system
+  prompt, and the oldest turns while they are read as text);
 - `speech-window` (es4r/modeling/whisper_window.py): the speech path with Whisper's encoder
   over its whole 30 s window, and over the turns plus `--tail` frames of padding; the encoder's
   seconds each way and how close the adapter's speech vectors stay (cosine per position).
@@ -62,7 +63,7 @@ def prefix_cache(model, generation, history, figures: dict) -> tuple:
 
 def _cold_and_warm(model, generation, history, features, figures: dict) -> tuple:
     """A reply from nothing, then the same reply after the turn before left its cache (the
-    text path reuses where the prompts agree; the speech path only its system prompt)."""
+    text path reuses where the prompts agree; the speech path only its text before S')."""
     model.prefix_cache.clear()
     cold = model.generate(history, features, replace(generation, reuse_prefix=False))[0]
     model.generate(history[:-2], None, replace(generation, max_new_tokens=1))  # the turn before

@@ -1,6 +1,6 @@
 """The text path starts each reply from the last reply's key/value cache where the prompts
 agree (es4r/modeling/prefix_cache.py): same reply, fewer tokens read; on the speech path only
-the system prompt before S' is reused."""
+what comes before S' (the system prompt, and the oldest turns while they are read as text)."""
 
 from dataclasses import replace
 
@@ -63,6 +63,29 @@ def test_the_speech_path_reuses_only_the_system_prompt_and_replies_the_same(loud
         for weight in lora_b:
             weight.zero_()
     assert _generate(model, TURN_2, reuse=False, features=features).token_ids != fresh.token_ids  # PLoRA counts here
+
+
+def test_the_speech_path_reuses_the_oldest_turns_read_as_text(loud_plora_model, speech_paths):
+    """A turn before the first heard one (outside the speech window, or without audio) is read
+    as its words: its positions come from the cache with the system prompt's, and the reply is
+    the one read from scratch."""
+    from es4r.audio import load_audio, log_mel
+
+    model = loud_plora_model(std=5.0)
+    heard = [torch.from_numpy(log_mel(load_audio(p).samples, model.whisper.n_mels)) for p in speech_paths[:2]]
+    features = [None, *heard]  # the oldest turn unheard
+    parts = model.prompt_parts(TURN_2)
+    before_speech = len(parts.prefix_ids) + parts.turn_spans[1][0]
+    assert parts.turn_spans[1][0] > 0
+    fresh = _generate(model, TURN_2, reuse=False, features=features)
+    _generate(model, TURN_3, reuse=True)  # a text-path turn leaves its whole sequence
+    spoken = _generate(model, TURN_2, reuse=True, features=features)
+    assert spoken.reused_tokens == before_speech and spoken.token_ids == fresh.token_ids
+    assert model.prefix_cache.tokens == before_speech  # cropped to the prompt's text before S'
+    again = _generate(model, TURN_2, reuse=True, features=features)
+    assert again.reused_tokens == before_speech and again.token_ids == fresh.token_ids
+    every = _generate(model, TURN_2, reuse=True, features=[heard[0], *heard])  # all heard: the prefix only
+    assert every.reused_tokens == len(parts.prefix_ids)
 
 
 def test_a_cache_is_handed_out_once_and_only_where_it_fits():

@@ -46,6 +46,16 @@ def embedding_rms(llm: nn.Module) -> float:
     return float(weight.pow(2).mean().sqrt())
 
 
+def text_before_speech(parts: PromptParts, spans: list[tuple[int, int] | None]) -> int:
+    """How many history tokens the speech path's prompt reads as text before its first heard
+    turn (`spans`: each turn's speech positions, None when it is read as text): those turns'
+    positions in S' are their word embeddings, as on the text path."""
+    for (start, end), span in zip(parts.turn_spans, spans):
+        if span is not None and end > start:
+            return start
+    return len(parts.history_ids)
+
+
 def generation_kwargs(generation: GenerationConfig, tokenizer, prompt_length: int = 0) -> dict:
     """`generate()` arguments from the config: one place for ES4R, the teacher and the cascade
     baseline. Generation stops once the reply holds `max_sentences` sentences (the reply is
@@ -382,8 +392,8 @@ class ES4RModel(nn.Module):
             if encoding is None:
                 encoding = self.encode_speech([[f for f in turn_features if f is not None]])
             speech = encoding.embeddings[0, : int(encoding.lengths[0])]
-            context = self.speech_context(speech, self.heard_spans(turn_features, encoding), parts,
-                                          self.heard_prosody(turn_features, encoding))
+            spans = self.heard_spans(turn_features, encoding)
+            context = self.speech_context(speech, spans, parts, self.heard_prosody(turn_features, encoding))
             middle, flags, cross_weights = context.middle, [context.speech_flags], context.weights
             cues = [context.cue]
         else:
@@ -398,10 +408,12 @@ class ES4RModel(nn.Module):
         if any(processors):
             kwargs["logits_processor"] = LogitsProcessorList([p for p in processors if p is not None])
         # The text path's prompt is token ids through and through: the last reply's cache serves
-        # where the prompts agree. The speech path's middle is S', not ids: only its prefix, the
-        # system prompt, is served from the cache (prefix_cache.py).
+        # where the prompts agree. The speech path's middle is S', not ids: only what comes
+        # before its first heard turn — the system prompt and the oldest turns, read as text
+        # once they fall outside the speech window — is served from the cache (prefix_cache.py).
         spoken = turn_features is not None
-        prompt_ids = parts.prefix_ids if spoken else parts.prefix_ids + parts.history_ids + parts.suffix_ids
+        prompt_ids = (parts.prefix_ids + parts.history_ids[:text_before_speech(parts, spans)] if spoken
+                      else parts.prefix_ids + parts.history_ids + parts.suffix_ids)
         cache, reused, made_by = None, 0, (batch.inputs_embeds.device, batch.inputs_embeds.dtype)
         if generation.reuse_prefix:
             cache, reused = self.prefix_cache.take(prompt_ids, made_by, whole=spoken)

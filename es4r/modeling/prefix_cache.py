@@ -8,12 +8,14 @@ the LLM reads only what is new — llama.cpp does the same for its users by defa
 result is the same reply: the cached keys and values are those of the same tokens (checked
 on the held-out set in the benchmark notes; a rare greedy tie may tip on float rounding).
 
-On the speech path only the prompt's prefix (the system prompt, before S') is reused: the
-middle is S', which changes for every earlier turn when a turn is added (the inter-turn
-attention looks across the whole dialogue) and where PLoRA is active, so a prefix of token ids
-says nothing about it; the prefix's positions are text, read by the base weights, and come
-before S' in a causal LLM, so their keys and values are the same every turn. The speech path
-takes the cache with `take(prefix_ids, key, whole=True)` and leaves it cropped to the prefix."""
+On the speech path only what comes before the first heard turn is reused — the system prompt,
+and the oldest turns once they fall outside the speech window (they are read as their words,
+as on the text path): the heard turns are S', which changes for every earlier turn when a turn
+is added (the inter-turn attention looks across the whole dialogue) and where PLoRA is active,
+so a prefix of token ids says nothing about it; the positions before it are text, read by the
+base weights, and come before S' in a causal LLM, so their keys and values are the same every
+turn. The speech path takes the cache with `take(ids before S', key, whole=True)` and leaves
+it cropped to them."""
 
 from __future__ import annotations
 
