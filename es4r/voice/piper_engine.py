@@ -138,10 +138,10 @@ class PiperEngine:
     getter; it only affects sessions built later, which then start from our last seed.
 
     A conversation's next reply's session is built ahead, once a reply is done (`prepare`, which
-    the pipeline calls), while the visitor listens: built at the start of a turn it took one of two cores from the speech encoder
-    for ~0.1 s, and the encoder's torch work waits on its slower thread (the log-mel of a turn
-    took 0.09-0.2 s instead of 0.002 s). A session built ahead with the same seed is the
-    same session, so the audio is bit-identical.
+    the pipeline calls), while the visitor listens: built at the start of a turn it took one of
+    two cores from the speech encoder for ~0.1 s, and the encoder's torch work waited on its
+    slower thread (the log-mel of a turn took 0.09-0.2 s instead of 0.002 s). A session built
+    ahead with the same seed is the same session, so the audio is bit-identical.
     """
 
     accepts_style = False
