@@ -33,6 +33,7 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-ru
                "--disable-background-networking", "--disable-component-update", "--disable-sync",
                "--autoplay-policy=no-user-gesture-required"]
 UNLOCK_TIMEOUT_MS = 60_000  # a 1-3 s clip played to its end; the suite's other worker may be loading the CPU (20 s ran out once)
+CLIP_LOAD_TIMEOUT_MS = 20_000  # a reply's player loading its clip (1-3 s long, so it never reads 0:00)
 FAST_SPEECH = 250  # words per minute: clips of 1-3 s keep the test quick (sub-second clips are not realistic)
 # what each annotator prefers per criterion: a system name or "tie"
 POLICIES = {
@@ -152,6 +153,15 @@ async def check_context(page, store, text_a: str) -> None:
     assert sorted(played) == pytest.approx(expected, abs=0.05), (progress, played, expected, every)
 
 
+async def clip_loaded(page, side: str) -> None:
+    """Wait until a reply's player shows its clip's length, i.e. has loaded it: pressed sooner,
+    the player's own load of the new item can interrupt the play (seen once in CI: the clip
+    never started, and the test waited for it in vain)."""
+    await page.wait_for_function(
+        f"(() => {{ const d = document.querySelector('#study-audio-{side} time#duration');"
+        " return !!d && d.textContent.trim() !== '0:00'; })()", timeout=CLIP_LOAD_TIMEOUT_MS)
+
+
 async def answer_item(page, who: str, texts: dict[str, str], clicks: list, use_keys: bool,
                       screenshot: Path | None = None, store=None) -> None:
     """Play both replies to the end, then answer every criterion by `who`'s policy."""
@@ -162,6 +172,8 @@ async def answer_item(page, who: str, texts: dict[str, str], clicks: list, use_k
     system_a = texts[text_a]
     assert await page.is_disabled("#study-crit-0 input[value='win']")  # locked before listening
     playing = "[...(window.es4rMedia || [])].filter((media) => !media.paused).length"
+    for side in ("a", "b"):
+        await clip_loaded(page, side)
     if screenshot is None and not use_keys and not await page.evaluate("window.es4rOneAtATimeSeen || false"):
         await page.click("#study-audio-a button.play-pause-button")  # starting B pauses A
         await page.wait_for_function(f"{playing} === 1")
