@@ -11,7 +11,9 @@ import resource
 import statistics
 import time
 from dataclasses import dataclass, replace
+from operator import attrgetter, itemgetter
 from pathlib import Path
+from typing import Callable
 
 from es4r.audio import load_audio
 from es4r.conversation import ASSISTANT, ENCODER_PARTS, STAGE_ORDER, Conversation, Turn
@@ -177,8 +179,8 @@ def run_bench(pipeline, history_lengths=(1, 3, 5, 8), repeats: int = 3, clips: l
                              *(int(statistics.median(run[1] for run in paths[speech])) for speech in (True, False)),
                              *(statistics.median(run[2] for run in paths[speech]) for speech in (True, False)),
                              *(statistics.median(run[3] for run in paths[speech]) for speech in (True, False)),
-                             **_yardstick(yardstick), speech_reply=_median_length(paths[True], 1)[4],
-                             text_reply=_median_length(paths[False], 1)[4]))
+                             **_yardstick(yardstick), speech_reply=_median_length(paths[True], itemgetter(1))[4],
+                             text_reply=_median_length(paths[False], itemgetter(1))[4]))
         logger.info("bench: %d turns done", turns)
     return rows
 
@@ -191,14 +193,12 @@ def _yardstick(turns: list) -> dict:
             "cascade_total_s": statistics.median(t.total_s for t in turns),
             "cascade_tokens_per_s": statistics.median(t.decode_tokens_per_s for t in turns),
             "cascade_tokens": int(statistics.median(t.tokens for t in turns)),
-            "cascade_reply": _median_length(turns, "tokens").reply_text}
+            "cascade_reply": _median_length(turns, attrgetter("tokens")).reply_text}
 
 
-def _median_length(runs: list, tokens):
-    """The run whose reply length is the median's (the lower middle of an even count):
-    `tokens` is the index or attribute of a run's reply token count."""
-    count = (lambda run: run[tokens]) if isinstance(tokens, int) else (lambda run: getattr(run, tokens))
-    return sorted(runs, key=count)[(len(runs) - 1) // 2]
+def _median_length(runs: list, tokens: Callable):
+    """The run whose reply length (`tokens(run)`) is the median's (the lower middle of an even count)."""
+    return sorted(runs, key=tokens)[(len(runs) - 1) // 2]
 
 
 def replies_list(rows: list[BenchRow], speech: bool) -> str:

@@ -85,9 +85,9 @@ def test_the_listed_reply_is_the_repeat_of_median_length():
     from es4r.bench import _median_length
 
     runs = [(1.0, 40, 0, 0, "long"), (0.5, 10, 0, 0, "short"), (0.7, 20, 0, 0, "middle")]
-    assert _median_length(runs, 1)[4] == "middle"
+    assert _median_length(runs, lambda run: run[1])[4] == "middle"
     turns = [SimpleNamespace(tokens=n, reply_text=str(n)) for n in (8, 46, 21, 30)]
-    assert _median_length(turns, "tokens").reply_text == "21"  # the lower middle of an even count
+    assert _median_length(turns, lambda turn: turn.tokens).reply_text == "21"  # the lower middle of an even count
 
 
 def test_evaluate_all_systems(speech_pipeline, tmp_path):
