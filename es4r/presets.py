@@ -24,6 +24,8 @@ TEXT_PATH_NOTE = "text path — no trained ES4R speech checkpoint loaded"
 STYLETTS2_ENV = "ES4R_STYLETTS2"  # folder or hub id of a StyleTTS2 checkpoint
 # A trained ES4R checkpoint folder, or "none" for the text path; overrides the preset's choice.
 CHECKPOINT_ENV = "ES4R_CHECKPOINT"
+# The reply-tuning LoRA merged into the LLM (es4r/training/reply_tuning.py), or "none" for the LLM as packaged.
+REPLY_ADAPTER_ENV = "ES4R_REPLY_ADAPTER"
 
 TINY_BACKBONES_VERSION = 2  # bump when make_tiny_* change, so stale caches are not reused
 
@@ -44,6 +46,8 @@ def _tiny_paths() -> dict[str, str]:
 _ROOT = Path(__file__).resolve().parent.parent
 # A checkpoint here is the embedded preset's default: the speech path switches on by itself.
 SHIPPED_CHECKPOINT = _ROOT / "assets" / "es4r_embedded"
+# A reply adapter here is merged into the embedded preset's LLM by default.
+SHIPPED_REPLY_ADAPTER = _ROOT / "assets" / "reply_lora"
 
 
 def resolve_checkpoint(value: str) -> str | None:
@@ -66,14 +70,20 @@ def resolve_config(name: str = "embedded", **backbone_overrides) -> ES4RConfig:
 
         paths = prepare_embedded()
         shipped = SHIPPED_CHECKPOINT if (SHIPPED_CHECKPOINT / "es4r_config.json").exists() else None
+        adapter = SHIPPED_REPLY_ADAPTER if (SHIPPED_REPLY_ADAPTER / "adapter_config.json").exists() else None
         backbones = replace(backbones, whisper=str(paths.whisper), llm=str(paths.llm),
                             es4r_checkpoint=str(shipped) if shipped else None,
+                            reply_adapter=str(adapter) if adapter else None,
                             tts=os.environ.get(STYLETTS2_ENV) or None)
     if name == "paper" and os.environ.get(STYLETTS2_ENV):
         backbones = replace(backbones, tts=os.environ[STYLETTS2_ENV])
     if os.environ.get(CHECKPOINT_ENV):
         backbones = replace(backbones, es4r_checkpoint=os.environ[CHECKPOINT_ENV])
+    if os.environ.get(REPLY_ADAPTER_ENV):
+        backbones = replace(backbones, reply_adapter=os.environ[REPLY_ADAPTER_ENV])
     backbones = replace(backbones, **backbone_overrides)
+    if backbones.reply_adapter:
+        backbones = replace(backbones, reply_adapter=resolve_checkpoint(backbones.reply_adapter))
     if backbones.es4r_checkpoint:
         backbones = replace(backbones, es4r_checkpoint=resolve_checkpoint(backbones.es4r_checkpoint))
     config = replace(config, backbones=backbones)
@@ -90,7 +100,8 @@ def load_model(config: ES4RConfig, for_replies: bool = True) -> ES4RModel:
     `for_replies=False`: it writes no replies, so the decode runtime is left unbuilt."""
     torch.manual_seed(config.seed)
     b = config.backbones
-    model = ES4RModel(load_whisper(b.whisper, b.device, b.dtype), load_llm(b.llm, b.device, b.dtype), config).eval()
+    llm = load_llm(b.llm, b.device, b.dtype, reply_adapter=b.reply_adapter)
+    model = ES4RModel(load_whisper(b.whisper, b.device, b.dtype), llm, config).eval()
     if b.es4r_checkpoint:
         from es4r.training.checkpoint import load_es4r_parts
 

@@ -45,6 +45,24 @@ def add_evaluation_subparsers(subparsers) -> None:
                             "when its packages are installed (requirements-cascade.txt)")
     bench.set_defaults(handler=_bench)
 
+    situations = subparsers.add_parser(
+        "situations", help="replies to short spoken situations of many kinds, checked for what listeners reject",
+        description="Plays the situations set (assets/situations) and the valence set to each "
+                    "system turn by turn, and reports per kind the replies flagged by failure kind, the most common "
+                    "opening, repeated openings, Dist-2 and mean words (es4r/evaluation/reply_checks.py).")
+    situations.add_argument("--systems", nargs="+", default=None, choices=["untrained", "text", "speech", "cascade"],
+                            help="untrained: the speech path on untrained ES4R parts; text: the text path; speech: "
+                                 "the speech path of the checkpoint; cascade: the plain chat cascade "
+                                 "(default: the path the app would use)")
+    situations.add_argument("--preset", choices=PRESETS, default="embedded")
+    situations.add_argument("--checkpoint", help="ES4R checkpoint folder (default: the preset's; 'none' for none)")
+    situations.add_argument("--kinds", nargs="+", default=None, help="only these kinds (valence_set for the valence set)")
+    situations.add_argument("--limit", type=int, help="only the first N situations of each kind")
+    situations.add_argument("--quotes", type=int, default=10, help="replies of each system quoted at random")
+    situations.add_argument("--seed", type=int, default=0, help="seed of the random quotes")
+    situations.add_argument("--out", default="runs/situations", help="folder for situations.md and situations.json")
+    situations.set_defaults(handler=_situations)
+
 
 def _pipeline(args):
     from es4r.pipeline import ES4RPipeline
@@ -125,3 +143,72 @@ def _bench(args: argparse.Namespace) -> int:
     print(f"\nThe replies (the repeat of median length; {meta['path']} path):\n{replies_list(rows, pipeline.speech_path)}")
     print(json.dumps({"figures": args.out, **meta}))
     return 0
+
+
+def _situations(args: argparse.Namespace) -> int:
+    from es4r.evaluation.metrics import MetricInputError, SentenceEncoder
+    from es4r.evaluation.situations import (KINDS, VALENCE_KIND, load_situations, play, replies_json, report_markdown,
+                                            valence_situations)
+    from es4r.pipeline import ES4RPipeline
+    from es4r.systems import system_variant
+
+    _, situations = load_situations()
+    situations += valence_situations()
+    kinds = tuple(args.kinds or KINDS + (VALENCE_KIND,))
+    unknown = [k for k in kinds if k not in KINDS + (VALENCE_KIND,)]
+    if unknown:
+        raise SystemExit(f"error: unknown kinds {unknown}; choose from {', '.join(KINDS + (VALENCE_KIND,))}")
+    chosen, counts = [], {}
+    for situation in situations:
+        counts[situation.kind] = counts.get(situation.kind, 0) + 1
+        if situation.kind in kinds and (args.limit is None or counts[situation.kind] <= args.limit):
+            chosen.append(situation)
+    try:
+        encoder = SentenceEncoder()
+    except MetricInputError as error:
+        raise SystemExit(f"error: the relevance check needs the packaged sentence encoder: {error}") from None
+    overrides = {} if args.checkpoint is None else {"es4r_checkpoint": args.checkpoint}
+    pipeline = ES4RPipeline.from_preset(args.preset, **overrides)
+    systems = args.systems or ["speech" if pipeline.speech_path else "text"]
+    if "speech" in systems and not pipeline.speech_path:
+        raise SystemExit("error: the speech system needs a trained ES4R checkpoint (--checkpoint DIR)")
+    reports = []
+    for name in systems:
+        if name == "untrained":
+            untrained = ES4RPipeline.from_preset(args.preset, es4r_checkpoint="none")
+            system = untrained.variant(speech_path=True)
+        elif name == "cascade":
+            system = CascadeAsPipeline(pipeline)
+        else:
+            system = system_variant(pipeline, "es4r" if name == "speech" else "es4r_text")
+        reports.append(play(system, chosen, name, encoder))
+        if name == "untrained":
+            del untrained, system
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "situations.json").write_text(json.dumps(replies_json(reports), indent=1))
+    (out / "situations.md").write_text(report_markdown(reports, args.quotes, args.seed))
+    print((out / "situations.md").read_text())
+    print(json.dumps({"report": str(out / "situations.md"), "replies": str(out / "situations.json"),
+                      "situations": len(chosen), "systems": systems}))
+    return 0
+
+
+class CascadeAsPipeline:
+    """The plain cascade (es4r.systems.cascade_respond) with the `converse` and `config` a
+    situations run reads: the same ASR, then the plain chat prompt, no ES4R parts."""
+
+    def __init__(self, pipeline):
+        self.pipeline, self.config = pipeline, pipeline.config
+
+    def converse(self, conversation, audio):
+        from types import SimpleNamespace
+
+        from es4r.conversation import ASSISTANT, Turn
+        from es4r.systems import cascade_respond
+
+        conversation = self.pipeline.add_user_turn(conversation, audio)
+        result = cascade_respond(self.pipeline, conversation)
+        conversation = conversation.with_turn(Turn(ASSISTANT, result.reply_text, result.reply_audio, result.sample_rate))
+        return conversation, SimpleNamespace(reply_text=result.reply_text,
+                                             transcripts=[t.text for t in conversation.user_turns])

@@ -218,29 +218,8 @@ class ES4RModel(nn.Module):
     # -------------------------------------------------------------- prompt layout
     def prompt_parts(self, history: list[tuple[str, str]], generation: GenerationConfig | None = None,
                      hint: str | None = None) -> PromptParts:
-        """Chat template with the system prompt and one user message holding the history
-        ((role, text) per turn); split around a placeholder so either text or speech can
-        fill it. Each turn is tokenised on its own, so its token span is exact. `hint` (the
-        training teacher's note on how the user sounds) closes the user message, after the
-        history, where a small LLM heeds it most."""
-        generation = generation or self.config.generation
-        messages = [
-            {"role": "system", "content": generation.system_prompt},
-            {"role": "user", "content": SPEECH_PLACEHOLDER},
-        ]
-        rendered = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        if isinstance(rendered, list):
-            rendered = rendered[0]
-        before, after = rendered.split(SPEECH_PLACEHOLDER)
-        if hint:
-            after = f"\n\n({hint.strip()})" + after
-        encode = lambda text: self.tokenizer(text, add_special_tokens=False).input_ids  # noqa: E731
-        history_ids, spans = [], []
-        for line in history_lines(list(history)):
-            ids = encode(line)
-            spans.append((len(history_ids), len(history_ids) + len(ids)))
-            history_ids += ids
-        return PromptParts(encode(before), history_ids, encode(after), spans)
+        """The prompt layout of both paths (`prompt_parts` below) with this model's tokenizer."""
+        return prompt_parts(self.tokenizer, history, (generation or self.config.generation).system_prompt, hint)
 
     def read_affect(self, history: list[tuple[str, str]],
                     turn_features: list[torch.Tensor | None]) -> AffectReading | None:
@@ -458,3 +437,25 @@ class ES4RModel(nn.Module):
         """Readable tick labels for token ids (the cross-modal heatmap's columns)."""
         words = self.tokenizer.convert_ids_to_tokens(ids)
         return [self.tokenizer.convert_tokens_to_string([w]).strip() or w for w in words]
+
+
+def prompt_parts(tokenizer, history: list[tuple[str, str]], system_prompt: str, hint: str | None = None) -> PromptParts:
+    """Chat template with the system prompt and one user message holding the history ((role,
+    text) per turn); split around a placeholder so either text or speech can fill it. Each turn
+    is tokenised on its own, so its token span is exact. `hint` (the training teacher's note on
+    how the user sounds) closes the user message, after the history, where a small LLM heeds it
+    most. The reply tuning (es4r/training/reply_tuning.py) trains on this same layout."""
+    messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": SPEECH_PLACEHOLDER}]
+    rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    if isinstance(rendered, list):
+        rendered = rendered[0]
+    before, after = rendered.split(SPEECH_PLACEHOLDER)
+    if hint:
+        after = f"\n\n({hint.strip()})" + after
+    encode = lambda text: tokenizer(text, add_special_tokens=False).input_ids  # noqa: E731
+    history_ids, spans = [], []
+    for line in history_lines(list(history)):
+        ids = encode(line)
+        spans.append((len(history_ids), len(history_ids) + len(ids)))
+        history_ids += ids
+    return PromptParts(encode(before), history_ids, encode(after), spans)

@@ -28,6 +28,17 @@ def add_train_subparser(subparsers) -> None:
     parser.add_argument("--seed", type=int)
     parser.set_defaults(handler=_train_command)
 
+    tune = subparsers.add_parser("tune-replies", help="teach the LLM what a good reply is (LoRA on the empathy corpus)",
+                                 description="LoRA on the LLM's reply behaviour, trained on assets/empathy_corpus in the "
+                                             "prompt layout both paths use (es4r/training/reply_tuning.py).")
+    tune.add_argument("--out", default="runs/reply_lora", help="folder for the adapter and its record")
+    tune.add_argument("--preset", choices=PRESETS, default="embedded")
+    tune.add_argument("--epochs", type=int)
+    tune.add_argument("--lr", type=float)
+    tune.add_argument("--r", type=int, help="LoRA rank")
+    tune.add_argument("--max-steps", type=int, help="stop after this many steps (a quick check)")
+    tune.set_defaults(handler=_tune_command)
+
 
 def _train_command(args: argparse.Namespace) -> int:
     config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
@@ -38,4 +49,19 @@ def _train_command(args: argparse.Namespace) -> int:
         raise SystemExit("error: no training manifest: pass --manifest or set manifest in --config")
     final = trainer.train(config)  # looked up at call time, so a test can stand in for it
     print(json.dumps({"checkpoint": str(final)}))
+    return 0
+
+
+def _tune_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from es4r.config import ReplyTuningConfig
+    from es4r.presets import resolve_config
+    from es4r.training.reply_tuning import tune_replies
+
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("r", args.r)) if v is not None}
+    config = ReplyTuningConfig(**overrides)
+    llm = resolve_config(args.preset, es4r_checkpoint="none", reply_adapter=None).backbones.llm
+    out = tune_replies(llm, Path(args.out), config, max_steps=args.max_steps)
+    print(json.dumps({"adapter": str(out)}))
     return 0

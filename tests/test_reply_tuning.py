@@ -1,0 +1,62 @@
+"""Reply tuning on the tiny random LLM: the examples are laid out as the app prompts, only the
+reply is learnt, and the adapter it writes changes what the loaded LLM computes — and only when
+it is named."""
+
+import json
+
+import pytest
+import torch
+
+from es4r.config import GenerationConfig, ReplyTuningConfig
+from es4r.data.empathy_corpus import Dialogue, ReplyExample, reply_examples
+from es4r.modeling.backbones import BackboneError, load_llm
+from es4r.modeling.model import prompt_parts
+from es4r.presets import resolve_config
+from es4r.training.reply_tuning import IGNORE_INDEX, encode_example, tune_replies
+
+PROMPT = GenerationConfig().system_prompt
+DIALOGUES = [
+    Dialogue(f"d{i}-1", f"d{i}", "k", (("user", f"my exam {i} went badly"), ("assistant", "That stings. What happened?"),
+                                        ("user", "I froze on the first question"), ("assistant", "Freezing is awful.")))
+    for i in range(6)
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_llm():
+    return resolve_config("tiny").backbones.llm
+
+
+def test_an_example_is_the_apps_prompt_then_the_reply_and_only_the_reply_is_learnt(tiny_llm):
+    tokenizer = load_llm(tiny_llm, "cpu", "float32").tokenizer
+    example = reply_examples(DIALOGUES[:1])[1]
+    ids, labels = encode_example(tokenizer, example, PROMPT)
+    parts = prompt_parts(tokenizer, example.history, PROMPT)
+    prompt = parts.prefix_ids + parts.history_ids + parts.suffix_ids
+    reply = tokenizer(example.reply, add_special_tokens=False).input_ids
+    assert ids == prompt + reply + [tokenizer.eos_token_id]
+    assert labels[: len(prompt)] == [IGNORE_INDEX] * len(prompt) and labels[len(prompt):] == reply + [tokenizer.eos_token_id]
+    assert len(example.history) == 3 and example.history[-1] == ("user", "I froze on the first question")
+
+
+def test_tuning_writes_an_adapter_that_changes_the_llm_only_when_named(tiny_llm, tmp_path):
+    config = ReplyTuningConfig(epochs=1, batch_size=4, lr=1e-2, heldout_situations=2, first_layer=0)
+    out = tune_replies(tiny_llm, tmp_path / "adapter", config, dialogues=DIALOGUES)
+    record = json.loads((out / "reply_tuning.json").read_text())
+    assert record["corpus"]["train_examples"] == 8 and record["corpus"]["heldout_examples"] == 4
+    assert record["epochs"][0]["heldout_loss"] < record["heldout_loss_before"]  # it learnt the held-out replies' words
+    assert "/" not in json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
+
+    plain = load_llm(tiny_llm, "cpu", "float32").model
+    tuned = load_llm(tiny_llm, "cpu", "float32", reply_adapter=str(out)).model
+    again = load_llm(tiny_llm, "cpu", "float32").model
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        a, b, c = (m(input_ids=ids).logits for m in (plain, tuned, again))
+    assert not torch.allclose(a, b, atol=1e-4) and torch.equal(a, c)
+    assert type(tuned) is type(plain)  # merged: a plain model, no LoRA layers left to slow decoding
+
+
+def test_a_folder_without_an_adapter_is_refused(tiny_llm, tmp_path):
+    with pytest.raises(BackboneError, match="not a LoRA folder"):
+        load_llm(tiny_llm, "cpu", "float32", reply_adapter=str(tmp_path))
