@@ -88,7 +88,7 @@ class PLoRAConfig:
 @dataclass(frozen=True)
 class ReplyTuningConfig:
     """Teaching the LLM what a good reply is: LoRA on its own reply behaviour, trained on the
-    empathy corpus (es4r/training/reply_tuning.py) and merged into its weights at load time."""
+    empathy corpus (es4r/training/reply_tuning.py) and kept beside its weights (es4r/modeling/reply_adapter.py)."""
 
     r: int = 16
     alpha: int = 32
@@ -130,6 +130,11 @@ class GenerationConfig:
     # last transcript (es4r/modeling/openings.py); unsure readings keep both out
     opening_check: bool = True
     valence_margin: float = 0.04  # |good - bad prototype similarity| a reading needs to be sure
+    # words of mourning ("loss", "condolences", "grief") only when a death or loss was said
+    # (es4r/modeling/condolences.py)
+    condolence_check: bool = True
+    # no reply opens with the first three words of an earlier reply (es4r/modeling/repeats.py)
+    fresh_openings: bool = True
     max_context_tokens: int = 2048  # LLM context budget for history + reply
     # text path: start each reply from the key/value cache of the last one where the prompts
     # agree, so the LLM reads only the new turns (es4r/modeling/prefix_cache.py)
@@ -199,7 +204,7 @@ class BackboneConfig:
     tts: str | None = "yl4579/StyleTTS2-LibriTTS"  # None = offline voice
     voice: str = "auto"  # auto | styletts2 | piper | espeak
     es4r_checkpoint: str | None = None  # trained ES4R parts; None = text path
-    # LoRA of the LLM's reply behaviour (es4r/training/reply_tuning.py), merged into its weights at
+    # LoRA of the LLM's reply behaviour (es4r/training/reply_tuning.py), applied beside its weights at
     # load time; None = the LLM as packaged
     reply_adapter: str | None = None
     dtype: str = "auto"  # auto = bf16 on GPU, fp32 on CPU

@@ -54,9 +54,23 @@ def test_tuning_writes_an_adapter_that_changes_the_llm_only_when_named(tiny_llm,
     with torch.no_grad():
         a, b, c = (m(input_ids=ids).logits for m in (plain, tuned, again))
     assert not torch.allclose(a, b, atol=1e-4) and torch.equal(a, c)
-    assert type(tuned) is type(plain)  # merged: a plain model, no LoRA layers left to slow decoding
+    assert type(tuned) is type(plain)  # the same model class, its tuned layers TunedLinear
 
 
 def test_a_folder_without_an_adapter_is_refused(tiny_llm, tmp_path):
     with pytest.raises(BackboneError, match="not a LoRA folder"):
         load_llm(tiny_llm, "cpu", "float32", reply_adapter=str(tmp_path))
+
+
+def test_the_embedded_preset_takes_the_shipped_adapter_unless_told_none(monkeypatch, tmp_path):
+    from es4r import presets
+
+    monkeypatch.setattr(presets, "SHIPPED_REPLY_ADAPTER", tmp_path)
+    monkeypatch.delenv(presets.REPLY_ADAPTER_ENV, raising=False)
+    assert resolve_config("embedded").backbones.reply_adapter is None  # nothing shipped there
+    (tmp_path / "adapter_config.json").write_text("{}")
+    assert resolve_config("embedded").backbones.reply_adapter == str(tmp_path)
+    assert resolve_config("embedded", reply_adapter="none").backbones.reply_adapter is None
+    monkeypatch.setenv(presets.REPLY_ADAPTER_ENV, "none")
+    assert resolve_config("embedded").backbones.reply_adapter is None
+    assert resolve_config("tiny").backbones.reply_adapter is None

@@ -95,3 +95,59 @@ def test_replies_on_blocks_are_generates_on_both_paths(blocks_model, speech_path
     speech = _replies(blocks_model, decoder, features)
     assert all(r.speech_path for r in speech)
     assert [r.token_ids for r in speech] == [r.token_ids for r in _replies(blocks_model, None, features)]
+
+
+def _reply_adapter(llm_dir, folder, std=0.3):
+    """A reply-tuning adapter as peft saves it, with a large random update so it shows."""
+    from peft import LoraConfig, get_peft_model
+
+    from es4r.config import ReplyTuningConfig
+    from es4r.modeling.backbones import load_llm
+
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=list(ReplyTuningConfig().target_modules), task_type="CAUSAL_LM")
+    model = get_peft_model(load_llm(str(llm_dir), "cpu").model, lora)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.normal_(std=std, generator=torch.Generator().manual_seed(2))
+    model.save_pretrained(folder)
+    return folder
+
+
+def test_a_tuned_llm_is_still_read_as_blocks_and_replies_as_torch_does(tiny_dirs, tmp_path, speech_paths):
+    """The reply adapter beside 4-bit weights: every layer still MatMulNBits, the low-rank term
+    added in the graph as in torch, on both paths; and it changes the replies."""
+    from es4r.audio import load_audio, log_mel
+    from es4r.config import preset_config
+    from es4r.modeling.backbones import load_llm, load_whisper
+    from es4r.modeling.model import ES4RModel
+    from es4r.modeling.reply_adapter import TunedLinear
+
+    adapter = _reply_adapter(tiny_dirs["llm"], tmp_path / "adapter")
+    models = {}
+    for tuned in (False, True):
+        torch.manual_seed(0)
+        llm = load_llm(str(tiny_dirs["llm"]), "cpu", reply_adapter=str(adapter) if tuned else None)
+        with torch.no_grad():
+            for name, module in llm.model.named_modules():
+                if isinstance(module, torch.nn.Linear) and ".layers." in name:
+                    module.weight.copy_(on_blocks(module.weight))
+        models[tuned] = ES4RModel(load_whisper(str(tiny_dirs["whisper"]), "cpu"), llm, preset_config("tiny")).eval()
+    model = models[True]
+    layers = model.llm.get_base_model().config.num_hidden_layers
+    assert sum(isinstance(m, TunedLinear) for m in model.llm.modules()) == 7 * layers
+    decoder = _decoder(model, four_bit=True)
+    assert decoder.four_bit_layers == decoder.linear_layers == 7 * layers
+    text = _replies(model, decoder)
+    assert [r.token_ids for r in text] == [r.token_ids for r in _replies(model, None)]
+    assert [r.token_ids for r in text] != [r.token_ids for r in _replies(models[False], None)]
+    clip = torch.from_numpy(log_mel(load_audio(speech_paths[0]).samples, model.whisper.n_mels))
+    features = lambda history: [clip if role == "user" else None for role, _ in history]  # noqa: E731
+    with torch.no_grad():  # PLoRA on top of the tuned layers, with an effect at the speech positions
+        for name, p in model.llm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.5, generator=torch.Generator().manual_seed(1))
+    decoder = _decoder(model, four_bit=True)
+    assert decoder.plora_layers == 4 * layers
+    speech = _replies(model, decoder, features)
+    assert [r.token_ids for r in speech] == [r.token_ids for r in _replies(model, None, features)]

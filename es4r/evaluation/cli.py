@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 import logging
 import platform
 import tempfile
@@ -56,6 +57,9 @@ def add_evaluation_subparsers(subparsers) -> None:
                                  "(default: the path the app would use)")
     situations.add_argument("--preset", choices=PRESETS, default="embedded")
     situations.add_argument("--checkpoint", help="ES4R checkpoint folder (default: the preset's; 'none' for none)")
+    situations.add_argument("--reply-adapter", help="reply-tuning LoRA folder (default: the preset's; 'none' for none)")
+    situations.add_argument("--generation", nargs="+", default=[], metavar="FIELD=VALUE",
+                            help="decoding settings to change (GenerationConfig fields), e.g. condolence_check=false")
     situations.add_argument("--kinds", nargs="+", default=None, help="only these kinds (valence_set for the valence set)")
     situations.add_argument("--limit", type=int, help="only the first N situations of each kind")
     situations.add_argument("--quotes", type=int, default=10, help="replies of each system quoted at random")
@@ -150,6 +154,7 @@ def _situations(args: argparse.Namespace) -> int:
     from es4r.evaluation.situations import (KINDS, VALENCE_KIND, load_situations, play, replies_json, report_markdown,
                                             valence_situations)
     from es4r.pipeline import ES4RPipeline
+    from es4r.presets import resolve_config
     from es4r.systems import system_variant
 
     _, situations = load_situations()
@@ -168,14 +173,18 @@ def _situations(args: argparse.Namespace) -> int:
     except MetricInputError as error:
         raise SystemExit(f"error: the relevance check needs the packaged sentence encoder: {error}") from None
     overrides = {} if args.checkpoint is None else {"es4r_checkpoint": args.checkpoint}
-    pipeline = ES4RPipeline.from_preset(args.preset, **overrides)
+    if args.reply_adapter is not None:
+        overrides["reply_adapter"] = args.reply_adapter
+    config = resolve_config(args.preset, **overrides)
+    config = replace(config, generation=generation_overrides(config.generation, args.generation))
+    pipeline = ES4RPipeline.from_config(config)
     systems = args.systems or ["speech" if pipeline.speech_path else "text"]
     if "speech" in systems and not pipeline.speech_path:
         raise SystemExit("error: the speech system needs a trained ES4R checkpoint (--checkpoint DIR)")
     reports = []
     for name in systems:
         if name == "untrained":
-            untrained = ES4RPipeline.from_preset(args.preset, es4r_checkpoint="none")
+            untrained = ES4RPipeline.from_config(replace(config, backbones=replace(config.backbones, es4r_checkpoint=None)))
             system = untrained.variant(speech_path=True)
         elif name == "cascade":
             system = CascadeAsPipeline(pipeline)
@@ -190,8 +199,24 @@ def _situations(args: argparse.Namespace) -> int:
     (out / "situations.md").write_text(report_markdown(reports, args.quotes, args.seed))
     print((out / "situations.md").read_text())
     print(json.dumps({"report": str(out / "situations.md"), "replies": str(out / "situations.json"),
-                      "situations": len(chosen), "systems": systems}))
+                      "situations": len(chosen), "systems": systems, "reply_adapter": config.backbones.reply_adapter,
+                      "generation": args.generation}))
     return 0
+
+
+def generation_overrides(generation, pairs: list[str]):
+    """`generation` with FIELD=VALUE pairs applied, each value read as its field's type."""
+    from dataclasses import fields
+
+    types = {f.name: type(getattr(generation, f.name)) for f in fields(generation)}
+    changes = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if key not in types or not value:
+            raise SystemExit(f"error: --generation {pair!r}: expected FIELD=VALUE with a field of {', '.join(types)}")
+        kind = types[key]
+        changes[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    return replace(generation, **changes)
 
 
 class CascadeAsPipeline:

@@ -65,22 +65,13 @@ META = re.compile(r"\b(the user|user's|the speaker|(i'll|i will|i would|i'd|let 
                   r"|as an? (ai|assistant|language model|chatbot)|language model|empathetic (response|listener|reply)"
                   r"|in an? (supportive|empathetic|caring) (manner|way|tone))\b")
 
-# Words that say someone died or something was lost. "dead tired" and "killing me" are not deaths.
-_DEATH = re.compile(r"\b(died|dies|dying (of|from)|passed away|passed on|passed last|funeral|memorial|buried|burial"
-                    r"|put (him|her|it|them)? ?(down|to sleep)|had to put|miscarriage|cremat\w*|his death|her death"
-                    r"|their death|was killed|got killed|killed in|no longer with us|(didn't|did not) make it( through)?"
-                    r"|lost (my|our|his|her|their) ([a-z']+ ){0,2}"
-                    r"(mom|mother|dad|father|parents?|grand\w+|wife|husband|partner|sister|brother|son|daughter|baby"
-                    r"|child|friend|uncle|aunt|cousin|dog|cat|pet|job|house|home|business|apartment|flat))\b")
-_LOSS = re.compile(r"\b(got fired|been fired|was fired|laid off|let go from|lost the (job|house|baby)|broke up|break ?up"
-                   r"|divorc\w*|left me|dumped me|ran away and never|never came back|went missing|is gone for good)\b")
-
-
 def mentions_loss(user_turns: Sequence[str]) -> bool:
     """True when the person's turns say that someone died or that they lost a person, a pet, a
-    job, a home or a relationship (the word lists `_DEATH` and `_LOSS`)."""
-    text = _clean(" ".join(user_turns))
-    return bool(_DEATH.search(text) or _LOSS.search(text))
+    job, a home or a relationship (the word lists of es4r.modeling.condolences, which also
+    decides when a reply may use words of mourning)."""
+    from es4r.modeling.condolences import heard_loss
+
+    return heard_loss(user_turns)
 
 
 def opening(reply: str, words: int = OPENING_WORDS) -> str:

@@ -116,8 +116,8 @@ def load_whisper(path_or_id: str, device: str = "auto", dtype: str = "auto") -> 
 def load_llm(path_or_id: str, device: str = "auto", dtype: str = "auto", reply_adapter: str | None = None) -> LLMBackbone:
     """Causal LM + tokenizer (with chat template) from a hub id or a local folder.
     On several GPUs, device="auto" shards the model with a device map. `reply_adapter`: a LoRA
-    folder of the reply tuning (es4r/training/reply_tuning.py), merged into the weights here so
-    that both paths and every decode runtime read the tuned LLM."""
+    folder of the reply tuning (es4r/training/reply_tuning.py), kept beside the weights
+    (es4r/modeling/reply_adapter.py), so both paths and every decode runtime read the tuned LLM."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _check_source(path_or_id, "LLM")
@@ -129,7 +129,12 @@ def load_llm(path_or_id: str, device: str = "auto", dtype: str = "auto", reply_a
     if "device_map" not in kwargs:
         model.to(target)
     if reply_adapter:
-        model = merge_reply_adapter(model, reply_adapter)
+        from es4r.modeling.reply_adapter import ReplyAdapterError, apply_reply_adapter
+
+        try:
+            apply_reply_adapter(model, reply_adapter)
+        except ReplyAdapterError as error:
+            raise BackboneError(str(error)) from None
     model.eval().requires_grad_(False)
     tokenizer = _load("LLM tokenizer", path_or_id, AutoTokenizer)
     if tokenizer.chat_template is None:
@@ -138,17 +143,6 @@ def load_llm(path_or_id: str, device: str = "auto", dtype: str = "auto", reply_a
         tokenizer.pad_token = tokenizer.eos_token
     logger.info("loaded LLM from %s (width %d)", path_or_id, model.get_input_embeddings().embedding_dim)
     return LLMBackbone(model, tokenizer, path_or_id)
-
-
-def merge_reply_adapter(model, folder: str):
-    """The LLM with the reply-tuning LoRA in `folder` merged into its weights (peft)."""
-    from peft import PeftModel
-
-    if not (Path(folder) / "adapter_config.json").is_file():
-        raise BackboneError(f"the reply adapter {folder} is not a LoRA folder (no adapter_config.json)")
-    merged = PeftModel.from_pretrained(model, folder).merge_and_unload()
-    logger.info("merged the reply-tuning LoRA %s into the LLM", Path(folder).name)
-    return merged
 
 
 # ----------------------------------------------------------------------------- tiny models

@@ -16,7 +16,7 @@ from transformers import LogitsProcessorList, StoppingCriteriaList
 
 from es4r.audio import ENCODER_STRIDE
 from es4r.config import ES4RConfig, GenerationConfig
-from es4r.conversation import history_lines
+from es4r.conversation import USER, history_lines
 from es4r.modeling.adapter import ModalityAdapter
 from es4r.modeling.affect_reader import AffectReading, heard_user_turns
 from es4r.modeling.backbones import LLMBackbone, WhisperBackbone
@@ -27,7 +27,8 @@ from es4r.modeling.plora import apply_plora, speech_positions
 from es4r.modeling.prefix_cache import PrefixCache
 from es4r.modeling.prosody import prosody_features, turn_level
 from es4r.modeling.openings import OpeningBan
-from es4r.modeling.repeats import earlier_replies_ban
+from es4r.modeling.condolences import CondolenceBan, heard_loss
+from es4r.modeling.repeats import earlier_openings_ban, earlier_replies_ban
 from es4r.modeling.whisper_window import encode, window_frames
 from es4r.reply_text import sentences_done
 from es4r.timing import timed
@@ -84,6 +85,7 @@ class ES4RModel(nn.Module):
         self.cross = CrossModalAttention(llm.width, config.cross, embedding_rms(llm.model))
         self.llm = apply_plora(llm.model, config.plora)
         self.prefix_cache = PrefixCache()  # shared by every view (with_config) of this model
+        self.condolence_ban = CondolenceBan(self.tokenizer)  # its token ids, found once
         self.decoder = None  # greedy decode steps in ONNX Runtime (use_onnx_decoder), else generate's
         device = next(llm.model.parameters()).device
         for module in (self.dual, self.adapter, self.cross):
@@ -383,7 +385,10 @@ class ES4RModel(nn.Module):
         if streamer is not None:
             kwargs["streamer"] = streamer
         processors = [earlier_replies_ban(history, self.tokenizer, generation.earlier_reply_ngram),
-                      OpeningBan(self.tokenizer, avoid_in_opening) if avoid_in_opening else None]
+                      OpeningBan(self.tokenizer, avoid_in_opening) if avoid_in_opening else None,
+                      earlier_openings_ban(history, self.tokenizer) if generation.fresh_openings else None,
+                      self.condolence_ban if generation.condolence_check and not heard_loss(
+                          [text for role, text in history if role == USER]) else None]
         if any(processors):
             kwargs["logits_processor"] = LogitsProcessorList([p for p in processors if p is not None])
         # The text path's prompt is token ids through and through: the last reply's cache serves

@@ -167,6 +167,10 @@ def decode_graph(llm: nn.Module, max_length: int, four_bit: bool = False) -> Dec
 
     def linear(x: str, prefix: str, name: str) -> str:
         y = base_linear(x, prefix, name)
+        if prefix + ".reply_down" in weights:  # the reply tuning's low-rank term, at every position
+            low = add("MatMul", [x, constant(name + ".rd", weights[prefix + ".reply_down"].T)], name + "_rlow")
+            y = add("Add", [y, add("MatMul", [low, constant(name + ".ru", weights[prefix + ".reply_up"].T)],
+                                   name + "_rup")], name + "_tuned")
         if prefix in plora:  # + gate * B(A(x)) * scaling, PLoRA's update where gate is 1
             down, up, scaling = plora[prefix]
             low = add("MatMul", [x, constant(name + ".la", down.T)], name + "_low")

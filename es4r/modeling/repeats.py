@@ -39,3 +39,32 @@ def earlier_replies_ban(history: list[tuple[str, str]], tokenizer, n: int) -> Ea
     earlier = [tokenizer(text.strip(), add_special_tokens=False).input_ids
                for role, text in history if role == ASSISTANT and text.strip()]
     return EarlierRepliesBan(earlier, n) if n and earlier else None
+
+
+OPENING_WORDS = 3  # an opening: a reply's first three words
+
+
+class EarlierOpeningsBan(LogitsProcessor):
+    """No reply opens with the first `OPENING_WORDS` words of an earlier reply of the
+    conversation: when the reply so far is such an opening less its last token, that token is
+    banned (n-gram bans leave openings free; a 135M LLM opened turn after turn "I'm here to…")."""
+
+    def __init__(self, openings: list[list[int]]) -> None:
+        self.follows: dict[tuple[int, ...], set[int]] = {}
+        for ids in openings:
+            if ids:
+                self.follows.setdefault(tuple(ids[:-1]), set()).add(ids[-1])
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        for row, ids in enumerate(input_ids.tolist()):
+            banned = self.follows.get(tuple(ids))
+            if banned:
+                scores[row, list(banned)] = -float("inf")
+        return scores
+
+
+def earlier_openings_ban(history: list[tuple[str, str]], tokenizer) -> EarlierOpeningsBan | None:
+    """The ban of the openings of the history's assistant replies, or None when there are none."""
+    openings = [tokenizer(" ".join(text.split()[:OPENING_WORDS]), add_special_tokens=False).input_ids
+                for role, text in history if role == ASSISTANT and text.strip()]
+    return EarlierOpeningsBan(openings) if openings else None

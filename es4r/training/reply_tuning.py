@@ -6,8 +6,8 @@ Whatever the speech path learns, it learns toward those. This step teaches the L
 good reply is, from replies written by hand (es4r/data/empathy_corpus.py), in exactly the prompt
 layout both paths use (`es4r.modeling.model.prompt_parts`: system prompt, the history as one user
 message, the reply as the assistant's). Cross-entropy on the reply tokens and the end-of-turn
-token only. The adapter is merged into the LLM's weights when a pipeline loads it
-(`es4r.modeling.backbones.load_llm`), so every path and the decode runtime read one set of weights.
+token only. The adapter is kept beside the LLM's weights when a pipeline loads it
+(`es4r.modeling.reply_adapter`), so every path and the decode runtime read the tuned LLM.
 
     python -m es4r tune-replies --out runs/reply_lora
 """
