@@ -100,8 +100,8 @@ def load_model(config: ES4RConfig, for_replies: bool = True) -> ES4RModel:
     `for_replies=False`: it writes no replies, so the decode runtime is left unbuilt."""
     torch.manual_seed(config.seed)
     b = config.backbones
-    llm = load_llm(b.llm, b.device, b.dtype, reply_adapter=b.reply_adapter)
-    model = ES4RModel(load_whisper(b.whisper, b.device, b.dtype), llm, config).eval()
+    whisper = load_whisper(b.whisper, b.device, b.dtype)  # first: a missing backbone is named in this order
+    model = ES4RModel(whisper, load_llm(b.llm, b.device, b.dtype, reply_adapter=b.reply_adapter), config).eval()
     if b.es4r_checkpoint:
         from es4r.training.checkpoint import load_es4r_parts
 

@@ -238,6 +238,19 @@ FAULTS = (
     Fault("turn_mels_remade", "each turn's log-mel is made once, however often it is heard", "es4r/audio.py",
           "if kept is not None and kept[0] is audio:", "if kept is not None and kept[0] is audio and False:",
           ("tests/test_pipeline.py::test_each_turn_is_heard_from_one_log_mel",)),
+    Fault("condolences_always_banned", "words of mourning are banned only when no death or loss was heard",
+          "es4r/modeling/model.py", "generation.condolence_check and not heard_loss(", "generation.condolence_check or heard_loss(",
+          ("tests/test_reply_bans.py::test_the_ban_joins_generation_only_when_no_loss_was_heard",)),
+    Fault("reply_term_dropped", "the decode graph adds the reply tuning's low-rank term as torch does",
+          "es4r/modeling/onnx_decode.py", '        if prefix + ".reply_down" in weights:', "        if False:",
+          ("tests/test_weight_blocks.py::test_a_tuned_llm_is_still_read_as_blocks_and_replies_as_torch_does",)),
+    Fault("openings_ban_off_by_one", "an earlier opening cannot be completed again", "es4r/modeling/repeats.py",
+          "self.follows.setdefault(tuple(ids[:-1]), set()).add(ids[-1])",
+          "self.follows.setdefault(tuple(ids[:-2]), set()).add(ids[-1])",
+          ("tests/test_reply_bans.py::test_an_earlier_opening_cannot_be_completed_again",)),
+    Fault("reply_labels_on_prompt", "reply tuning learns the reply only, not the prompt", "es4r/training/reply_tuning.py",
+          "[IGNORE_INDEX] * len(prompt) + target", "prompt + target",
+          ("tests/test_reply_tuning.py::test_an_example_is_the_apps_prompt_then_the_reply_and_only_the_reply_is_learnt",)),
 )
 
 

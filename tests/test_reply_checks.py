@@ -35,6 +35,8 @@ DEATH = ReplyContext(("My grandmother passed away last night.",), good_news=Fals
     ("As an AI, I can't feel grief, but that sounds hard.", DEATH, "meta_commentary"),
     ("You're a warm, empathetic listener who replies to the user.", STRESS, "prompt_echo"),
     ("Acknowledge how they feel, then offer support.", STRESS, "prompt_echo"),
+    ("That's a calm and steady voice. What do you feel?", STRESS, "prompt_echo"),  # the speech path's note
+    ("Your voice got quieter and slower, I noticed.", DEATH, "prompt_echo"),
     ("...", STRESS, "empty"),
 ])
 def test_each_failure_kind_is_flagged(reply, context, flag):

@@ -56,6 +56,17 @@ def test_tuning_writes_an_adapter_that_changes_the_llm_only_when_named(tiny_llm,
     assert not torch.allclose(a, b, atol=1e-4) and torch.equal(a, c)
     assert type(tuned) is type(plain)  # the same model class, its tuned layers TunedLinear
 
+    from safetensors.torch import load_file
+
+    from es4r.training.reply_tuning import ship_adapter
+
+    shipped = ship_adapter(out, tmp_path / "shipped")
+    assert {v.dtype for v in load_file(str(shipped / "adapter_model.safetensors")).values()} == {torch.float16}
+    assert (shipped / "reply_tuning.json").is_file() and not (shipped / "README.md").exists()
+    with torch.no_grad():
+        d = load_llm(tiny_llm, "cpu", "float32", reply_adapter=str(shipped)).model(input_ids=ids).logits
+    assert torch.allclose(d, b, atol=1e-2 * float(b.abs().max())) and not torch.allclose(d, a, atol=1e-4)
+
 
 def test_a_folder_without_an_adapter_is_refused(tiny_llm, tmp_path):
     with pytest.raises(BackboneError, match="not a LoRA folder"):

@@ -65,6 +65,7 @@ def add_evaluation_subparsers(subparsers) -> None:
     situations.add_argument("--quotes", type=int, default=10, help="replies of each system quoted at random")
     situations.add_argument("--seed", type=int, default=0, help="seed of the random quotes")
     situations.add_argument("--out", default="runs/situations", help="folder for situations.md and situations.json")
+    situations.add_argument("--recheck", help="judge the replies of a saved situations.json again (no model runs)")
     situations.set_defaults(handler=_situations)
 
 
@@ -172,6 +173,12 @@ def _situations(args: argparse.Namespace) -> int:
         encoder = SentenceEncoder()
     except MetricInputError as error:
         raise SystemExit(f"error: the relevance check needs the packaged sentence encoder: {error}") from None
+    if args.recheck:
+        from es4r.config import GenerationConfig
+        from es4r.evaluation.situations import recheck
+
+        reports = recheck(json.loads(Path(args.recheck).read_text()), situations, GenerationConfig().system_prompt, encoder)
+        return _write_situations(reports, Path(args.out), args, {"rechecked": args.recheck})
     overrides = {} if args.checkpoint is None else {"es4r_checkpoint": args.checkpoint}
     if args.reply_adapter is not None:
         overrides["reply_adapter"] = args.reply_adapter
@@ -193,14 +200,19 @@ def _situations(args: argparse.Namespace) -> int:
         reports.append(play(system, chosen, name, encoder))
         if name == "untrained":
             del untrained, system
-    out = Path(args.out)
+    return _write_situations(reports, Path(args.out), args, {
+        "situations": len(chosen), "systems": systems, "reply_adapter": config.backbones.reply_adapter,
+        "generation": args.generation})
+
+
+def _write_situations(reports, out: Path, args: argparse.Namespace, meta: dict) -> int:
+    from es4r.evaluation.situations import replies_json, report_markdown
+
     out.mkdir(parents=True, exist_ok=True)
     (out / "situations.json").write_text(json.dumps(replies_json(reports), indent=1))
     (out / "situations.md").write_text(report_markdown(reports, args.quotes, args.seed))
     print((out / "situations.md").read_text())
-    print(json.dumps({"report": str(out / "situations.md"), "replies": str(out / "situations.json"),
-                      "situations": len(chosen), "systems": systems, "reply_adapter": config.backbones.reply_adapter,
-                      "generation": args.generation}))
+    print(json.dumps({"report": str(out / "situations.md"), "replies": str(out / "situations.json"), **meta}))
     return 0
 
 

@@ -13,7 +13,9 @@ rule here is written from one such failure kind, not from the replies a system h
   myself", "when I lost my dog", "my mom …");
 - `meta_commentary`: talk about "the user" or about the reply itself ("I'll respond with
   empathy", "as an AI");
-- `prompt_echo`: four words in a row of the system prompt (es4r.data.teacher.echoes_prompt);
+- `prompt_echo`: four words in a row of the system prompt (es4r.data.teacher.echoes_prompt), or
+  three of a note the speech path gives the LLM on how the person sounds
+  (es4r.modeling.affect_reader.AFFECT_NOTES: "That's a calm and steady voice.");
 - `ignores_situation`: the reply's similarity to what the person said (all-MiniLM-L6-v2, the
   packaged sentence encoder) is below `RELEVANCE_THRESHOLD` (how it was chosen: there);
 - `empty`: nothing speakable.
@@ -96,6 +98,21 @@ class CheckedReply:
     relevance: float | None = None
 
 
+NOTE_ECHO_WORDS = 3
+
+
+def echoes_note(text: str) -> bool:
+    """True when the reply holds three words in a row of an affect note (what the prompt says of
+    how the person sounds), which the person never said."""
+    from es4r.modeling.affect_reader import AFFECT_NOTES
+
+    def grams(words: list[str]) -> set[tuple[str, ...]]:
+        return {tuple(words[i:i + NOTE_ECHO_WORDS]) for i in range(len(words) - NOTE_ECHO_WORDS + 1)}
+
+    notes = set().union(*(grams(re.findall(r"[a-z']+", note.lower())) for note in AFFECT_NOTES.values()))
+    return bool(grams(re.findall(r"[a-z']+", text)) & notes)
+
+
 def rule_flags(reply: str, context: ReplyContext, system_prompt: str) -> list[str]:
     """The failure kinds of `reply` that words alone show (all but `ignores_situation`)."""
     from es4r.data.teacher import echoes_prompt
@@ -114,7 +131,7 @@ def rule_flags(reply: str, context: ReplyContext, system_prompt: str) -> list[st
         flags.append("personal_experience")
     if META.search(text):
         flags.append("meta_commentary")
-    if system_prompt and echoes_prompt(reply, system_prompt):
+    if (system_prompt and echoes_prompt(reply, system_prompt)) or echoes_note(text):
         flags.append("prompt_echo")
     return flags
 

