@@ -104,6 +104,10 @@ class ReplyTuningConfig:
     warmup_steps: int = 10
     grad_clip: float = 1.0
     heldout_situations: int = 20  # situations of the corpus kept out of training for the validation loss
+    # share of examples whose prompt closes with an affect note (es4r.modeling.affect_reader), as the
+    # speech path's does: the reply stays the written one, so the LLM learns not to recite the note
+    note_share: float = 0.0
+    init_from: str | None = None  # continue this adapter folder instead of starting a new LoRA
     seed: int = 42
 
 

@@ -36,6 +36,8 @@ def add_train_subparser(subparsers) -> None:
     tune.add_argument("--epochs", type=int)
     tune.add_argument("--lr", type=float)
     tune.add_argument("--r", type=int, help="LoRA rank")
+    tune.add_argument("--note-share", type=float, help="share of examples given an affect note after the history")
+    tune.add_argument("--init-from", help="continue this adapter folder")
     tune.add_argument("--max-steps", type=int, help="stop after this many steps (a quick check)")
     tune.add_argument("--ship", help="copy the adapter here as the app loads it (fp16; assets/reply_lora makes it "
                                      "the embedded default)")
@@ -67,7 +69,8 @@ def _tune_command(args: argparse.Namespace) -> int:
             raise SystemExit("error: --ship-from needs --ship DEST")
         print(json.dumps({"shipped": str(ship_adapter(Path(args.ship_from), Path(args.ship)))}))
         return 0
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("r", args.r)) if v is not None}
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("r", args.r),
+                                   ("note_share", args.note_share), ("init_from", args.init_from)) if v is not None}
     config = ReplyTuningConfig(**overrides)
     llm = resolve_config(args.preset, es4r_checkpoint="none", reply_adapter=None).backbones.llm
     out = tune_replies(llm, Path(args.out), config, max_steps=args.max_steps)

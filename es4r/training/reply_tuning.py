@@ -34,10 +34,11 @@ IGNORE_INDEX = -100
 ADAPTER_CARD = "reply_tuning.json"
 
 
-def encode_example(tokenizer, example: ReplyExample, system_prompt: str) -> tuple[list[int], list[int]]:
-    """(input ids, labels): the prompt as the app builds it, then the reply and the end-of-turn
-    token; labels only on those."""
-    parts = prompt_parts(tokenizer, example.history, system_prompt)
+def encode_example(tokenizer, example: ReplyExample, system_prompt: str, hint: str | None = None) -> tuple[list[int], list[int]]:
+    """(input ids, labels): the prompt as the app builds it (with `hint`, the speech path's note on
+    how the person sounds, where it puts it), then the reply and the end-of-turn token; labels
+    only on those."""
+    parts = prompt_parts(tokenizer, example.history, system_prompt, hint)
     prompt = parts.prefix_ids + parts.history_ids + parts.suffix_ids
     target = tokenizer(example.reply, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
     return prompt + target, [IGNORE_INDEX] * len(prompt) + target
@@ -108,13 +109,22 @@ def tune_replies(llm_path: str, out: Path, config: ReplyTuningConfig = ReplyTuni
     train, heldout = split_heldout(reply_examples(dialogues), situations, config.heldout_situations, config.seed)
     backbone = load_llm(llm_path, "cpu", "float32")
     tokenizer, system_prompt = backbone.tokenizer, GenerationConfig().system_prompt
-    train_enc = [encode_example(tokenizer, e, system_prompt) for e in train]
+    from es4r.modeling.affect_reader import AFFECT_NOTES
+
+    notes, draw = sorted(AFFECT_NOTES.values()), random.Random(config.seed + 1)
+    train_enc = [encode_example(tokenizer, e, system_prompt,
+                                draw.choice(notes) if draw.random() < config.note_share else None) for e in train]
     held_enc = [encode_example(tokenizer, e, system_prompt) for e in heldout]
     layers = list(range(min(config.first_layer, backbone.model.config.num_hidden_layers - 1),
                         backbone.model.config.num_hidden_layers))
     lora = LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
                       target_modules=list(config.target_modules), layers_to_transform=layers, task_type="CAUSAL_LM")
-    model = get_peft_model(backbone.model, lora)
+    if config.init_from:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(backbone.model, config.init_from, is_trainable=True)
+    else:
+        model = get_peft_model(backbone.model, lora)
     causal_lm = model.get_base_model()  # the LoRA layers live inside it
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
