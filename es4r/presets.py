@@ -118,7 +118,9 @@ def component_statuses(config: ES4RConfig, voice) -> dict[str, ComponentStatus]:
     components = {
         "asr": _status_of(b.whisper, f"Whisper ASR ({shown_source(b.whisper)})"),
         "speech_encoder": _status_of(b.whisper, f"Whisper encoder, frozen ({shown_source(b.whisper)})"),
-        "llm": _status_of(b.llm, f"LLM ({shown_source(b.llm)})"),
+        "llm": _status_of(b.llm, f"LLM ({shown_source(b.llm)})" + (
+            f", reply-tuned with {shown_source(b.reply_adapter)} (a LoRA trained on the empathy corpus)"
+            if b.reply_adapter else "")),
         "es4r_modules": ComponentStatus(TRAINED, f"trained ES4R checkpoint ({shown_source(b.es4r_checkpoint)})")
         if b.es4r_checkpoint
         else ComponentStatus(UNTRAINED, "dual-level attention, adapter, cross-modal attention and PLoRA at "

@@ -85,3 +85,18 @@ def test_the_embedded_preset_takes_the_shipped_adapter_unless_told_none(monkeypa
     monkeypatch.setenv(presets.REPLY_ADAPTER_ENV, "none")
     assert resolve_config("embedded").backbones.reply_adapter is None
     assert resolve_config("tiny").backbones.reply_adapter is None
+
+
+def test_the_page_says_when_the_llm_is_reply_tuned(tmp_path):
+    from dataclasses import replace
+
+    from es4r.presets import component_statuses
+
+    class Voice:
+        status, name = "fallback", "test voice"
+
+    config = resolve_config("tiny")
+    plain = component_statuses(config, Voice())["llm"].description
+    tuned = component_statuses(replace(config, backbones=replace(config.backbones, reply_adapter=str(tmp_path / "reply_lora"))),
+                               Voice())["llm"].description
+    assert "reply-tuned" not in plain and "reply-tuned with local folder reply_lora" in tuned and str(tmp_path) not in tuned
