@@ -213,7 +213,10 @@ async def answer_item(page, who: str, texts: dict[str, str], clicks: list, use_k
         " return (p && p.innerText !== old) || (done && done.innerText.includes('Thank')); }",
         arg=progress)
     if await page.is_visible("#study-progress"):  # the next item starts at the top, its progress line in view
-        await page.wait_for_timeout(300)
+        # in view within a few seconds (a fixed 300 ms ran out on a loaded 2-core machine: y -200)
+        await page.wait_for_function(
+            "() => { const b = document.querySelector('#study-progress').getBoundingClientRect();"
+            " return b.top >= 0 && b.bottom <= window.innerHeight; }", timeout=5000)
         box = await page.locator("#study-progress").bounding_box()
         assert box is not None and 0 <= box["y"] <= page.viewport_size["height"] - box["height"], box
 
