@@ -130,6 +130,16 @@ def test_config_without_a_size_names_it(tiny_folder, tmp_path):
         StyleTTS2Engine.from_pretrained(str(folder))
 
 
+def test_denoiser_options_outside_the_official_layout_are_named(tiny_folder, tmp_path):
+    folder = tmp_path / "cfg"
+    shutil.copytree(tiny_folder, folder)
+    raw = yaml.safe_load((folder / "config.yml").read_text())
+    raw["model_params"]["diffusion"]["transformer"]["use_rel_pos"] = True
+    (folder / "config.yml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(StyleTTS2ConfigError, match="transformer has .*'use_rel_pos'.*expected exactly"):
+        StyleTTS2Engine.from_pretrained(str(folder))
+
+
 def test_missing_folder_says_what_to_pass(tmp_path):
     with pytest.raises(StyleTTS2CheckpointError, match="config.yml"):
         StyleTTS2Engine.from_pretrained(str(tmp_path / "nowhere"))

@@ -17,6 +17,7 @@ from es4r.config import RANDOM, TRAINED, StrategyParams
 from es4r.voice.base import SpokenSentences, SynthesisResult, TTSError, speak_whole
 from es4r.voice.phonemes import check_espeak, phonemize_en
 from es4r.voice.styletts2_checkpoint import load_checkpoint_folder, make_tiny_styletts2_checkpoint
+from es4r.voice.styletts2_diffusion import ADPM2Sampler, DiffusionSampler, KarrasSchedule
 from es4r.voice.styletts2_networks import MIN_STYLE_FRAMES, StyleTTS2Config
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,14 @@ SAFE_MIX_FACTOR = 0.5  # the retry halves alpha and beta (leans on the reference
 SAFE_MIN_STEPS = 10  # and samples the style with at least this many diffusion steps
 STYLE_ABS_LIMIT = 10.0  # trained style vectors stay within a few units; clamp beyond
 PEAK_LIMIT = 0.99  # output peaks above 1 are scaled down to this
+# StyleTTS2's phoneme symbols (index = token id): pad, punctuation, ASCII letters, IPA letters. From
+# `text_utils.py` of the PyPI `styletts2` package 0.1.6 (MIT; Copyright (c) 2023 Sidharth Rajaram;
+# from StyleTTS2: Copyright (c) 2023 Aaron (Yinghao) Li). "'" appears twice; the later id wins.
+_PAD = "$"
+_PUNCTUATION = ';:,.!?¡¿—…"«»“” '
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_LETTERS_IPA = "ɑɐɒæɓʙβɔɕçɗɖðʤəɘɚɛɜɝɞɟʄɡɠɢʛɦɧħɥʜɨɪʝɭɬɫɮʟɱɯɰŋɳɲɴøɵɸθœɶʘɹɺɾɻʀʁɽʂʃʈʧʉʊʋⱱʌɣɤʍχʎʏʑʐʒʔʡʕʢǀǁǂǃˈˌːˑʼʴʰʱʲʷˠˤ˞↓↑→↗↘'̩'ᵻ"
+SYMBOLS = (_PAD, *_PUNCTUATION, *_LETTERS, *_LETTERS_IPA)
 
 
 def _frame_power(waveform: np.ndarray) -> np.ndarray:
@@ -104,8 +113,6 @@ class StyleTTS2Engine:
     accepts_style = True
 
     def __init__(self, networks: torch.nn.ModuleDict, config: StyleTTS2Config, device: str = "cpu"):
-        from styletts2.Modules.diffusion.sampler import ADPM2Sampler, DiffusionSampler, KarrasSchedule
-
         self.device = torch.device(device)
         self.networks = networks.to(self.device).eval()
         self.config = config
@@ -114,11 +121,11 @@ class StyleTTS2Engine:
         self.sample_rate = config.sample_rate
         self.sampler = DiffusionSampler(
             networks["diffusion"].diffusion, sampler=ADPM2Sampler(),
-            sigma_schedule=KarrasSchedule(sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, rho=KARRAS_RHO), clamp=False)
+            sigma_schedule=KarrasSchedule(sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, rho=KARRAS_RHO))
         bert = networks["bert"].config
         self.max_tokens = min(bert.max_position_embeddings,
                               networks["diffusion"].unet.fixed_embedding.max_length)
-        self.symbols = {symbol: index for index, symbol in enumerate(_symbols())}
+        self.symbols = {symbol: index for index, symbol in enumerate(SYMBOLS)}
         if len(self.symbols) > config.n_token:
             raise ValueError(f"StyleTTS2 symbol table has {len(self.symbols)} symbols but the model "
                              f"embeds {config.n_token}; config.yml model_params.n_token is wrong")
@@ -268,13 +275,6 @@ class StyleTTS2Engine:
         else:
             audio = audio[:-TAIL_PULSE_SAMPLES]
         return audio, torch.cat([acoustic, prosodic], dim=-1)
-
-
-def _symbols() -> list[str]:
-    """StyleTTS2's phoneme symbol table (index = token id), from the styletts2 package."""
-    from styletts2.text_utils import symbols
-
-    return list(symbols)
 
 
 class StyleTTS2Utterance:

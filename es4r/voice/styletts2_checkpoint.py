@@ -4,7 +4,7 @@ tiny random one in the same layout for tests and the `tiny` preset."""
 
 from __future__ import annotations
 
-import importlib.util
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,9 @@ import torch
 import yaml
 from torch import nn
 
-from es4r.voice.styletts2_networks import MIN_STYLE_FRAMES, STYLETTS2_INSTALL, StyleTTS2Config, build_networks
+from es4r.voice.styletts2_networks import MIN_STYLE_FRAMES, StyleTTS2Config, build_networks
+
+logger = logging.getLogger(__name__)
 
 # ---- the official checkpoint layout ------------------------------------------------------
 NETWORK_NAMES = ("bert", "bert_encoder", "predictor", "decoder", "text_encoder",
@@ -23,6 +25,11 @@ CONFIG_NAME = "config.yml"
 DATA_PARALLEL_PREFIX = "module."  # the official .pth was saved from wrapped modules
 HUB_ALLOW_PATTERNS = ["*.yml", "*.pth"]  # config + weights; skips the reference-audio zip
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+# PL-BERT sizes of StyleTTS2's Utils/PLBERT/config.yml (its model_params), which the hub's LibriTTS
+# config.yml refers to without shipping it. Copied from the PyPI `styletts2` package 0.1.6 (MIT;
+# Copyright (c) 2023 Sidharth Rajaram; from StyleTTS2: Copyright (c) 2023 Aaron (Yinghao) Li).
+OFFICIAL_PLBERT = {"vocab_size": 178, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 2048,
+                   "max_position_embeddings": 512, "num_hidden_layers": 12, "dropout": 0.1}
 
 
 class StyleTTS2CheckpointError(RuntimeError):
@@ -68,15 +75,14 @@ def find_checkpoint(root: Path) -> tuple[Path, Path]:
 
 
 def _plbert_params(root: Path, config_dir: Path, plbert_dir: str) -> dict[str, Any]:
-    """PL-BERT sizes: PLBERT_dir under the checkpoint, else the copy the styletts2 package ships
-    (the hub's LibriTTS folder refers to Utils/PLBERT/ of the GitHub repository)."""
-    package = importlib.util.find_spec("styletts2")
-    shipped = [Path(p) / "Utils" / "PLBERT" for p in (package.submodule_search_locations or [])] if package else []
-    for folder in [config_dir / plbert_dir, root / plbert_dir, *shipped]:
+    """PL-BERT sizes: PLBERT_dir under the checkpoint, else the official ones (OFFICIAL_PLBERT;
+    the hub's LibriTTS folder refers to Utils/PLBERT/ of the GitHub repository)."""
+    for folder in [config_dir / plbert_dir, root / plbert_dir]:
         if (folder / CONFIG_NAME).is_file():
             return dict(yaml.safe_load((folder / CONFIG_NAME).read_text())["model_params"])
-    raise StyleTTS2CheckpointError(f"no PL-BERT {CONFIG_NAME} in {plbert_dir!r} under {config_dir} or "
-                                   f"in the styletts2 package; `{STYLETTS2_INSTALL}`")
+    logger.info("no PL-BERT %s in %r under %s; using the official Utils/PLBERT sizes",
+                CONFIG_NAME, plbert_dir, config_dir)
+    return dict(OFFICIAL_PLBERT)
 
 
 def _read_net(weights: Path) -> dict[str, dict[str, torch.Tensor]]:

@@ -1,17 +1,15 @@
 """StyleTTS2's inference networks (LibriTTS multi-speaker layout), sized from config.yml
 (loading a checkpoint into them: styletts2_checkpoint.py).
 
-Reused from the PyPI `styletts2` package (0.1.6, MIT; only modules that import without
-torchaudio): the style diffusion (`Modules.diffusion`: AudioDiffusionConditional,
-KDiffusion, LogNormalDistribution, StyleTransformer1d), the HiFi-GAN / iSTFTNet generators
-and the AdaIN residual block (`Modules.hifigan`, `Modules.istftnet`). Written here because
-`styletts2.models` imports torchaudio: the text encoder, prosody predictor, style encoder and
-the decoder front end. Parameter names match the official checkpoint exactly; shapes in
-comments are (batch, channels, frames) unless said otherwise."""
+Written here after `models.py` of the PyPI `styletts2` package (0.1.6, MIT), which imports
+torchaudio: the text encoder, prosody predictor, style encoder and the decoder front end. The
+parts copied from that package live beside this file: the style diffusion
+(styletts2_diffusion.py) and the HiFi-GAN / iSTFTNet generators with the AdaIN residual block
+(styletts2_generators.py); the package itself is not needed. Parameter names match the official
+checkpoint exactly; shapes in comments are (batch, channels, frames) unless said otherwise."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import warnings
 from dataclasses import dataclass
@@ -20,6 +18,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from es4r.voice.styletts2_diffusion import AdaLayerNorm, StyleDiffusion, StyleTransformer1d
+from es4r.voice.styletts2_generators import AdainResBlk1d, HiFiGANGenerator, ISTFTNetGenerator
 
 # Sizes the official code writes as literals instead of reading from config.yml.
 TEXT_ENCODER_KERNEL = 5  # build_model: TextEncoder(kernel_size=5)
@@ -34,6 +35,7 @@ RESIDUAL_SCALE = 1 / math.sqrt(2)  # residual blocks add two unit-variance paths
 TEXT_DROPOUT = 0.2  # TextEncoder dropout (a no-op at inference, kept for parity)
 MIN_STYLE_FRAMES = (STYLE_ENCODER_FINAL_KERNEL - 1) * 2**STYLE_ENCODER_DOWNSAMPLES + 1  # 65
 DECODER_TYPES = ("hifigan", "istftnet")
+TRANSFORMER_KEYS = ("num_layers", "num_heads", "head_features", "multiplier")  # the denoiser's sizes
 
 
 class StyleTTS2ConfigError(ValueError):
@@ -55,7 +57,9 @@ class StyleTTS2Config:
     decoder: dict  # type, generator sizes (+ optional hidden_dim / asr_res_dim)
     transformer: dict  # style diffusion transformer: num_layers, num_heads, head_features, multiplier
     sigma_data: float  # KDiffusion data std (estimated during training, saved in config.yml)
-    sigma_mean: float  # log-normal sigma distribution (training only; kept for parity)
+    # Training only, read for parity and unused at inference: the log-normal distribution of the
+    # training noise levels, and how often training drops the text embedding.
+    sigma_mean: float
     sigma_std: float
     embedding_mask_proba: float
     sample_rate: int
@@ -88,6 +92,11 @@ class StyleTTS2Config:
             raise StyleTTS2ConfigError(
                 f"model_params.decoder.type is {decoder.get('type')!r}; expected one of {DECODER_TYPES}")
         max_dur = int(need(model, "max_dur", "model_params"))
+        transformer = dict(need(diffusion, "transformer", "model_params.diffusion"))
+        if sorted(transformer) != sorted(TRANSFORMER_KEYS):
+            raise StyleTTS2ConfigError(
+                f"model_params.diffusion.transformer has {sorted(transformer)}; expected exactly "
+                f"{list(TRANSFORMER_KEYS)} (the official multi-speaker denoiser)")
         return cls(
             n_token=int(need(model, "n_token", "model_params")),
             hidden_dim=int(need(model, "hidden_dim", "model_params")),
@@ -98,7 +107,7 @@ class StyleTTS2Config:
             max_dur=max_dur,
             dropout=float(need(model, "dropout", "model_params")),
             decoder=decoder,
-            transformer=dict(need(diffusion, "transformer", "model_params.diffusion")),
+            transformer=transformer,
             sigma_data=float(need(dist, "sigma_data", "model_params.diffusion.dist")),
             sigma_mean=float(need(dist, "mean", "model_params.diffusion.dist")),
             sigma_std=float(need(dist, "std", "model_params.diffusion.dist")),
@@ -162,20 +171,6 @@ class LinearNorm(nn.Module):
         return self.linear_layer(x)
 
 
-class AdaLayerNorm(nn.Module):
-    """Layer norm whose gain and bias come from the style vector."""
-
-    def __init__(self, style_dim: int, channels: int, eps: float = 1e-5):
-        super().__init__()
-        self.channels, self.eps = channels, eps
-        self.fc = nn.Linear(style_dim, channels * 2)
-
-    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        """x (B, T, C), style (B, S) -> (B, T, C)."""
-        gamma, beta = self.fc(style).unsqueeze(1).chunk(2, dim=-1)  # (B, 1, C) each
-        return (1 + gamma) * F.layer_norm(x, (self.channels,), eps=self.eps) + beta
-
-
 class DurationEncoder(nn.Module):
     """Style-conditioned BiLSTM stack over PL-BERT features (the predictor's text encoder)."""
 
@@ -204,8 +199,6 @@ class ProsodyPredictor(nn.Module):
 
     def __init__(self, style_dim: int, d_hid: int, nlayers: int, max_dur: int, dropout: float):
         super().__init__()
-        from styletts2.Modules.istftnet import AdainResBlk1d
-
         self.text_encoder = DurationEncoder(style_dim, d_hid, nlayers)
         self.lstm = nn.LSTM(d_hid + style_dim, d_hid // 2, 1, batch_first=True, bidirectional=True)
         self.duration_proj = LinearNorm(d_hid, max_dur)
@@ -295,13 +288,11 @@ class Decoder(nn.Module):
 
     def __init__(self, config: StyleTTS2Config):
         super().__init__()
-        from styletts2.Modules import hifigan, istftnet
-
         kind = config.decoder["type"]
         hidden = int(config.decoder.get("hidden_dim", OFFICIAL_DECODER_HIDDEN))
         asr_dim = int(config.decoder.get("asr_res_dim", OFFICIAL_ASR_RES_CHANNELS))
         out_dim = int(config.decoder["upsample_initial_channel"])
-        block, style = istftnet.AdainResBlk1d, config.style_dim
+        block, style = AdainResBlk1d, config.style_dim
         skip = PROSODY_CHANNELS + asr_dim  # re-injected before every same-rate block
         self.encode = block(config.hidden_dim + PROSODY_CHANNELS, hidden, style)
         self.decode = nn.ModuleList([block(hidden + skip, hidden, style) for _ in range(DECODER_PLAIN_BLOCKS)])
@@ -313,11 +304,11 @@ class Decoder(nn.Module):
         sizes = {k: config.decoder[k] for k in ("resblock_kernel_sizes", "upsample_rates",
                                                 "resblock_dilation_sizes", "upsample_kernel_sizes")}
         if kind == "istftnet":
-            self.generator = istftnet.Generator(
+            self.generator = ISTFTNetGenerator(
                 style, upsample_initial_channel=out_dim, gen_istft_n_fft=config.decoder["gen_istft_n_fft"],
                 gen_istft_hop_size=config.decoder["gen_istft_hop_size"], **sizes)
         else:
-            self.generator = hifigan.Generator(style, upsample_initial_channel=out_dim, **sizes)
+            self.generator = HiFiGANGenerator(style, upsample_initial_channel=out_dim, **sizes)
 
     def forward(self, asr: torch.Tensor, f0: torch.Tensor, energy: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         """asr (B, hidden, frames); f0, energy (B, 2 * frames); style (B, style_dim)."""
@@ -330,21 +321,12 @@ class Decoder(nn.Module):
             if still_same_rate:
                 x = torch.cat([x, asr_res, f0_down, energy_down], dim=1)
             x = block(x, style)
-            still_same_rate = block.upsample_type == "none"
+            still_same_rate = not block.upsample
         return self.generator(x, style, f0)
-
-
-STYLETTS2_INSTALL = "pip install --no-deps styletts2==0.1.6 einops-exts==0.0.4"
 
 
 def build_networks(config: StyleTTS2Config, plbert_params: dict[str, Any]) -> nn.ModuleDict:
     """The eight inference networks of the official checkpoint, keyed as in its `net` dict."""
-    if importlib.util.find_spec("styletts2") is None or importlib.util.find_spec("einops_exts") is None:
-        raise ImportError(f"StyleTTS2's model code is missing; `{STYLETTS2_INSTALL}` "
-                          "(--no-deps: the package pins transformers<5 and torchaudio)")
-    from styletts2.Modules.diffusion.diffusion import AudioDiffusionConditional
-    from styletts2.Modules.diffusion.modules import StyleTransformer1d
-    from styletts2.Modules.diffusion.sampler import KDiffusion, LogNormalDistribution
     from transformers import AlbertConfig, AlbertModel
 
     with warnings.catch_warnings():  # torch deprecates weight_norm; the checkpoint uses its names
@@ -354,14 +336,6 @@ def build_networks(config: StyleTTS2Config, plbert_params: dict[str, Any]) -> nn
         transformer = StyleTransformer1d(
             channels=both, context_embedding_features=bert.config.hidden_size,
             context_features=both, **config.transformer)
-        diffusion = AudioDiffusionConditional(
-            in_channels=1, embedding_max_length=bert.config.max_position_embeddings,
-            embedding_features=bert.config.hidden_size, embedding_mask_proba=config.embedding_mask_proba,
-            channels=both, context_features=both)
-        diffusion.diffusion = KDiffusion(
-            net=transformer, sigma_distribution=LogNormalDistribution(config.sigma_mean, config.sigma_std),
-            sigma_data=config.sigma_data, dynamic_threshold=0.0)
-        diffusion.unet = transformer
         return nn.ModuleDict({
             "bert": bert,
             "bert_encoder": nn.Linear(bert.config.hidden_size, config.hidden_dim),
@@ -371,5 +345,5 @@ def build_networks(config: StyleTTS2Config, plbert_params: dict[str, Any]) -> nn
             "text_encoder": TextEncoder(config.hidden_dim, TEXT_ENCODER_KERNEL, config.n_layer, config.n_token),
             "predictor_encoder": StyleEncoder(config.dim_in, config.style_dim, config.hidden_dim),
             "style_encoder": StyleEncoder(config.dim_in, config.style_dim, config.hidden_dim),
-            "diffusion": diffusion,
+            "diffusion": StyleDiffusion(transformer, sigma_data=config.sigma_data),
         })
