@@ -20,11 +20,11 @@ import gradio as gr
 import numpy as np
 
 from es4r.audio import AudioError, warm_up_audio
-from es4r.config import PRESETS
+from es4r.config import PRESETS, SettingError
 from es4r.conversation import ASSISTANT, Turn
-from es4r.modeling.backbones import BackboneError
 from es4r.pipeline import ES4RPipeline, PipelineError
 from es4r.presets import shown_source
+from es4r.startup_errors import EXIT_STATUS, startup_errors, startup_line
 from es4r.ui import plots
 from es4r.ui.archive import write_archive
 from es4r.ui.format import (SYNTHETIC_VOICE_NOTE, chat_messages, context_markdown, latency_table,
@@ -62,7 +62,12 @@ STUDY_CONCURRENCY = 8  # annotators only read clips and write answers; no model 
 
 
 def current_preset() -> str:
-    return _preset_override or os.environ.get(PRESET_ENV, DEFAULT_PRESET)
+    """--preset, else $ES4R_PRESET, else embedded; a SettingError when $ES4R_PRESET names none."""
+    preset = _preset_override or os.environ.get(PRESET_ENV) or DEFAULT_PRESET
+    if preset not in PRESETS:
+        raise SettingError(f"{PRESET_ENV}={preset}: no such preset; choose one of {', '.join(PRESETS)} "
+                           f"(or unset it for {DEFAULT_PRESET})")
+    return preset
 
 
 def get_pipeline() -> ES4RPipeline:
@@ -385,8 +390,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     try:
         pipeline = get_pipeline()  # load before the first visitor arrives
-    except BackboneError as error:
-        parser.exit(2, f"error: {error}\n")
+    except startup_errors() as error:  # what a person can fix, in one line; a bug keeps its traceback
+        parser.exit(EXIT_STATUS, startup_line(error) + "\n")
     if _examples():  # the first visitor's turn as fast as the later ones
         try:
             pipeline.warm_up(_examples()[0][0])

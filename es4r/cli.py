@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from es4r.config import PRESETS
+from es4r.startup_errors import EXIT_STATUS, startup_errors, startup_line
 
 logger = logging.getLogger("es4r")
 
@@ -49,7 +50,6 @@ def _respond(args: argparse.Namespace) -> int:
 
     from es4r.audio import AudioError, load_audio
     from es4r.conversation import Conversation
-    from es4r.modeling.backbones import BackboneError
     from es4r.pipeline import ES4RPipeline, PipelineError
 
     if args.transcripts is not None and len(args.transcripts) != len(args.turns):
@@ -75,11 +75,7 @@ def _respond(args: argparse.Namespace) -> int:
         overrides.update(tts=args.styletts2, voice="styletts2")
     if args.checkpoint:
         overrides["es4r_checkpoint"] = args.checkpoint  # "none" = the text path (pipeline.resolve_config)
-    try:
-        pipeline = ES4RPipeline.from_preset(args.preset, **overrides)
-    except BackboneError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    pipeline = ES4RPipeline.from_preset(args.preset, **overrides)  # start-up errors: main()
     conversation = Conversation()
     try:
         for index, waveform in enumerate(waveforms):
@@ -132,10 +128,16 @@ def _quiet() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A start-up failure a person can fix (es4r/startup_errors.py) ends in one
+    line on stderr and exit status 2; any other exception keeps its traceback."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     handler = getattr(args, "handler", None) or args.func  # study subcommands use `func`
     if handler is _respond and not args.verbose:
         _quiet()
-    return int(handler(args) or 0)
+    try:
+        return int(handler(args) or 0)
+    except startup_errors() as error:
+        print(startup_line(error), file=sys.stderr)
+        return EXIT_STATUS

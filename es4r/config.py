@@ -268,6 +268,11 @@ class ES4RConfig:
 PRESETS = ("paper", "embedded", "tiny")
 
 
+class SettingError(ValueError):
+    """A setting — a preset name, an ES4R_* variable or the flag over it — that names nothing
+    usable; the message names the setting, its value and the fix (es4r/startup_errors.py)."""
+
+
 def preset_config(name: str) -> ES4RConfig:
     """The config of a named preset. Backbone paths of `embedded` and `tiny` are filled in
     by es4r.presets.resolve_config (es4r.embedded, es4r.modeling.backbones.make_tiny_*)."""
@@ -292,7 +297,7 @@ def preset_config(name: str) -> ES4RConfig:
             generation=GenerationConfig(max_new_tokens=8, max_context_tokens=512),
             backbones=BackboneConfig(whisper="", llm="", tts="", voice="styletts2"),
         )
-    raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    raise SettingError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
 
 
 @dataclass(frozen=True)

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from es4r.config import FALLBACK, RANDOM, TRAINED, UNTRAINED, ES4RConfig, preset_config
+from es4r.config import FALLBACK, RANDOM, TRAINED, UNTRAINED, ES4RConfig, SettingError, preset_config
 from es4r.conversation import ComponentStatus
-from es4r.embedded.setup import build_once, cache_root
+from es4r.embedded.setup import build_once, usable_cache_root
 from es4r.modeling.backbones import is_random, load_llm, load_whisper, make_tiny_llm, make_tiny_whisper
 from es4r.modeling.model import ES4RModel
+from es4r.modeling.reply_adapter import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from es4r.training.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +37,7 @@ def _tiny_paths() -> dict[str, str]:
     staging folder renamed under a lock, so processes starting together never read half of one."""
     from es4r.voice.styletts2 import make_tiny_styletts2_checkpoint
 
-    root = cache_root() / f"tiny-v{TINY_BACKBONES_VERSION}"
+    root = usable_cache_root() / f"tiny-v{TINY_BACKBONES_VERSION}"
     builders = {"whisper": ("whisper", make_tiny_whisper), "llm": ("llm", make_tiny_llm),
                 "tts": ("styletts2", make_tiny_styletts2_checkpoint)}
     for key, (folder, build) in builders.items():
@@ -55,6 +57,53 @@ def resolve_checkpoint(value: str) -> str | None:
     return None if value.strip().lower() == "none" else value
 
 
+@dataclass(frozen=True)
+class FolderSetting:
+    """A setting that names a folder: where it goes, where it comes from, what it must hold."""
+
+    field: str  # in BackboneConfig
+    variable: str  # the ES4R_* variable
+    flag: str  # how an override is named on the command line
+    needs: tuple[str, ...]  # files the folder must hold
+    what: str  # for the message
+    none_means: str  # what the value "none" gives
+
+
+FOLDER_SETTINGS = (
+    FolderSetting("es4r_checkpoint", CHECKPOINT_ENV, "--checkpoint", (CONFIG_FILE, WEIGHTS_FILE),
+                  "a trained ES4R checkpoint folder", "the text path"),
+    FolderSetting("reply_adapter", REPLY_ADAPTER_ENV, "reply adapter", (ADAPTER_CONFIG, ADAPTER_WEIGHTS),
+                  "a reply adapter folder", "the LLM as packaged"),
+)
+
+
+def check_settings(name: str, **backbone_overrides) -> None:
+    """Refuse a setting that names nothing — $ES4R_CHECKPOINT, $ES4R_REPLY_ADAPTER, the flags over
+    them, a path in $ES4R_STYLETTS2 or --styletts2 — with one SettingError naming it and the fix,
+    before any weights are prepared (a typo then costs no minutes)."""
+    for setting in FOLDER_SETTINGS:
+        given = setting.field in backbone_overrides
+        value = backbone_overrides[setting.field] if given else os.environ.get(setting.variable)
+        if not value or resolve_checkpoint(value) is None:
+            continue
+        folder = Path(value)
+        if not folder.is_dir():
+            problem = "no such folder"
+        elif missing := [file for file in setting.needs if not (folder / file).is_file()]:
+            problem = f"the folder holds no {' and no '.join(missing)}"
+        else:
+            continue
+        named = f"{setting.flag} {value}" if given else f"{setting.variable}={value}"
+        raise SettingError(f"{named}: {problem}; give {setting.what} (with {' and '.join(setting.needs)}), "
+                           f"or 'none' for {setting.none_means}")
+    given = backbone_overrides.get("tts")
+    styletts2 = given or (os.environ.get(STYLETTS2_ENV) if name != "tiny" else None)
+    if styletts2 and styletts2.startswith((".", "/", "~")) and not Path(styletts2).expanduser().exists():
+        named = f"--styletts2 {styletts2}" if given else f"{STYLETTS2_ENV}={styletts2}"
+        raise SettingError(f"{named}: no such folder; give a folder holding config.yml and its .pth, or a hub id "
+                           f"such as yl4579/StyleTTS2-LibriTTS (without it the offline voice speaks)")
+
+
 def resolve_config(name: str = "embedded", **backbone_overrides) -> ES4RConfig:
     """The one place a preset becomes a complete config, for the app, every CLI command and
     training: the preset's defaults, its backbone paths (embedded weights unpacked, tiny ones
@@ -62,6 +111,7 @@ def resolve_config(name: str = "embedded", **backbone_overrides) -> ES4RConfig:
     overrides (flags) last. An `es4r_checkpoint` of "none" means the text path; a checkpoint's
     stored architecture is restored, or a mismatch refused (es4r.training.checkpoint.restore_architecture)."""
     config = preset_config(name)
+    check_settings(name, **backbone_overrides)
     backbones = config.backbones
     if name == "tiny":
         backbones = replace(backbones, **_tiny_paths())

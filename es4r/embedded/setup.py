@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,8 +24,10 @@ from typing import Callable
 
 import torch
 
+from es4r.config import SettingError
 from es4r.embedded import llm_gguf, whisper_ct2
 from es4r.embedded.locate import Carrier
+from es4r.startup_errors import EXIT_STATUS, startup_errors, startup_line
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +61,23 @@ class EmbeddedPaths:
 def cache_root(cache_dir: str | Path | None = None) -> Path:
     """`cache_dir`, else $ES4R_CACHE, else ~/.cache/es4r."""
     return Path(cache_dir or os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
+
+
+def usable_cache_root(cache_dir: str | Path | None = None) -> Path:
+    """`cache_root`, created if missing; a SettingError naming $ES4R_CACHE when it cannot hold
+    the converted weights (a file, an unwritable place), before minutes of conversion."""
+    root = cache_root(cache_dir)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        problem = None if os.access(root, os.W_OK) else "not writable"
+    except OSError as error:
+        problem = error.strerror or type(error).__name__
+    if problem:
+        from_env = not cache_dir and os.environ.get(CACHE_ENV)
+        where = f"{CACHE_ENV}={os.environ[CACHE_ENV]}" if from_env else f"the cache {root}"
+        raise SettingError(f"{where} cannot hold the converted weights ({problem}); set {CACHE_ENV} to a "
+                           "writable folder")
+    return root
 
 
 def _source_manifest(kind: str, name: str, files: tuple[Path, ...], carriers: tuple[Carrier, ...],
@@ -116,7 +136,7 @@ def prepare_embedded(cache_dir: str | Path | None = None, whisper: str = DEFAULT
     """Ensure the converted offline Whisper and LLM exist in the cache; return their folders.
     Idempotent: a warm start reads two manifests and converts nothing."""
     start = time.perf_counter()
-    root = cache_root(cache_dir) / "embedded"
+    root = usable_cache_root(cache_dir) / "embedded"
     whisper_source = whisper_ct2.find_whisper_source(whisper)
     llm_source = llm_gguf.find_llm_source(llm)
     whisper_dir = root / f"whisper-{whisper}"
@@ -141,7 +161,11 @@ def cache_size_bytes(paths: EmbeddedPaths) -> int:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    paths = prepare_embedded()
+    try:
+        paths = prepare_embedded()
+    except startup_errors() as error:
+        print(startup_line(error), file=sys.stderr)
+        raise SystemExit(EXIT_STATUS) from None
     summary = {**asdict(paths), "cache_mb": round(cache_size_bytes(paths) / 2**20, 1)}
     print(json.dumps(summary, indent=2, default=str))
 

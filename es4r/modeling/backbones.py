@@ -138,7 +138,8 @@ def load_llm(path_or_id: str, device: str = "auto", dtype: str = "auto", reply_a
     model.eval().requires_grad_(False)
     tokenizer = _load("LLM tokenizer", path_or_id, AutoTokenizer)
     if tokenizer.chat_template is None:
-        raise ValueError(f"the tokenizer of {path_or_id} has no chat template; ES4R needs an instruct/chat LLM")
+        raise BackboneError(f"the tokenizer of {path_or_id} has no chat template; ES4R needs an instruct/chat "
+                            "LLM (e.g. Qwen/Qwen3-8B, or the embedded preset's SmolLM2-135M-Instruct)")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     logger.info("loaded LLM from %s (width %d)", path_or_id, model.get_input_embeddings().embedding_dim)

@@ -21,6 +21,11 @@ CONFIG_FILE = "es4r_config.json"
 WEIGHTS_FILE = "es4r_parts.safetensors"
 
 
+class CheckpointError(ValueError):
+    """A folder that is not an ES4R checkpoint, or one trained for other backbones or module
+    settings; the message says which and what to do."""
+
+
 def backbone_fingerprint(model) -> dict:
     """What must match for trained parts to fit: architecture and sizes, not paths."""
     whisper = model.whisper.model.config
@@ -83,8 +88,14 @@ ARCHITECTURE_SECTIONS = ("dual", "adapter", "cross", "plora")
 
 
 def read_checkpoint_config(folder: str | Path) -> ES4RConfig:
-    meta = json.loads((Path(folder) / CONFIG_FILE).read_text())
-    return ES4RConfig.from_dict(meta["config"])
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{folder} is not an ES4R checkpoint: expected {CONFIG_FILE} and {WEIGHTS_FILE}")
+    try:
+        return ES4RConfig.from_dict(json.loads(path.read_text())["config"])
+    except (ValueError, KeyError, TypeError) as error:  # bad JSON, or a config this version cannot rebuild
+        raise CheckpointError(f"the ES4R checkpoint {folder} has an unreadable {CONFIG_FILE} ({error}); "
+                              "train or ship it again with this version") from error
 
 
 def restore_architecture(config: ES4RConfig, folder: str | Path) -> ES4RConfig:
@@ -121,25 +132,26 @@ def load_es4r_parts(model, folder: str | Path, strict: bool = True) -> None:
 
     folder = Path(folder)
     if not (folder / CONFIG_FILE).exists() or not (folder / WEIGHTS_FILE).exists():
-        raise FileNotFoundError(f"{folder} is not an ES4R checkpoint: expected {CONFIG_FILE} and {WEIGHTS_FILE}")
+        raise CheckpointError(f"{folder} is not an ES4R checkpoint: expected {CONFIG_FILE} and {WEIGHTS_FILE}")
     meta = json.loads((folder / CONFIG_FILE).read_text())
     expected, found = backbone_fingerprint(model), meta.get("backbones", {})
     mismatched = {k: (found.get(k), v) for k, v in expected.items() if found.get(k) != v}
     if mismatched:
         details = ", ".join(f"{k}: checkpoint {a} vs loaded {b}" for k, (a, b) in mismatched.items())
-        raise ValueError(f"the ES4R checkpoint {folder} was trained for other backbones ({details}); "
-                         "load the backbones it names or train a checkpoint for these")
+        raise CheckpointError(f"the ES4R checkpoint {folder} was trained for other backbones ({details}); "
+                              "load the backbones it names or train a checkpoint for these")
     mismatch = architecture_mismatch(model.config, ES4RConfig.from_dict(meta["config"]))
     if mismatch:
-        raise ValueError(f"the ES4R checkpoint {folder} was trained with other module settings "
-                         f"({'; '.join(mismatch)}); build the model with `restore_architecture` "
-                         "(the pipeline does) or retrain")
+        raise CheckpointError(f"the ES4R checkpoint {folder} was trained with other module settings "
+                              f"({'; '.join(mismatch)}); build the model with `restore_architecture` "
+                              "(the pipeline does) or retrain")
     state = load_file(str(folder / WEIGHTS_FILE))
     for prefix, module in model.trainable_modules().items():
         part = {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}
         result = module.load_state_dict(part, strict=strict)
         if result.unexpected_keys:
-            raise ValueError(f"the ES4R checkpoint {folder} has {prefix} weights this model lacks: {result.unexpected_keys}")
+            raise CheckpointError(f"the ES4R checkpoint {folder} has {prefix} weights this model lacks: "
+                                  f"{result.unexpected_keys}")
         if result.missing_keys:
             logger.info("ES4R checkpoint %s has no %s weights for %s: kept at initialisation", folder, prefix,
                         result.missing_keys)

@@ -11,6 +11,8 @@ import logging
 import re
 import shutil
 
+from es4r.voice.base import TTSError
+
 logger = logging.getLogger(__name__)
 
 ESPEAK_LANGUAGE = "en-us"  # the accent the LibriTTS checkpoint was trained on
@@ -26,15 +28,15 @@ _SPACES = re.compile(r"\s+")
 
 
 def check_espeak() -> None:
-    """Raise a RuntimeError saying how to install espeak-ng when it cannot be used."""
+    """Raise a TTSError (a RuntimeError) saying how to install espeak-ng when it cannot be used."""
     try:
         from phonemizer.backend import EspeakBackend
     except ImportError as error:
-        raise RuntimeError(f"the Python package `phonemizer` is missing; {INSTALL_HINT}") from error
+        raise TTSError(f"the Python package `phonemizer` is missing; {INSTALL_HINT}") from error
     if shutil.which("espeak-ng") is None and not EspeakBackend.is_available():
-        raise RuntimeError(f"espeak-ng was not found on this machine; {INSTALL_HINT}")
+        raise TTSError(f"espeak-ng was not found on this machine; {INSTALL_HINT}")
     if not EspeakBackend.is_available():
-        raise RuntimeError(f"phonemizer cannot load the espeak-ng library; {INSTALL_HINT}")
+        raise TTSError(f"phonemizer cannot load the espeak-ng library; {INSTALL_HINT}")
 
 
 @functools.lru_cache(maxsize=1)
