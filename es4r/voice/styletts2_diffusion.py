@@ -2,7 +2,7 @@
 PL-BERT embedding conditioned on the noise level and the reference style; its Karras (EDM)
 preconditioning; and the LibriTTS demo's sampler, ADPM2 over a Karras noise schedule.
 
-Copied from the PyPI `styletts2` package 0.1.6, `Modules/diffusion/modules.py`, `sampler.py`
+Copied from the PyPI `styletts2` package 0.1.6 (licence text: es4r/voice/LICENSE-styletts2), `Modules/diffusion/modules.py`, `sampler.py`
 and `diffusion.py` (MIT; Copyright (c) 2023 Sidharth Rajaram; from StyleTTS2: Copyright (c)
 2023 Aaron (Yinghao) Li), which StyleTTS2 adapted from archinetai/audio-diffusion-pytorch.
 Changed: only what inference reaches is kept (no training losses or sigma distributions, other

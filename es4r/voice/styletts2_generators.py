@@ -2,7 +2,7 @@
 source built from F0) and the AdaIN residual blocks they share with the decoder and the prosody
 predictor (styletts2_networks.py).
 
-Copied from the PyPI `styletts2` package 0.1.6, `Modules/hifigan.py` and `Modules/istftnet.py`
+Copied from the PyPI `styletts2` package 0.1.6 (licence text: es4r/voice/LICENSE-styletts2), `Modules/hifigan.py` and `Modules/istftnet.py`
 (MIT; Copyright (c) 2023 Sidharth Rajaram; from StyleTTS2: Copyright (c) 2023 Aaron (Yinghao)
 Li), which StyleTTS2 based on jik876/hifi-gan, rishikksh20/iSTFTNet-pytorch and
 nii-yamagishilab's neural source-filter (NSF) scripts. Changed: only inference is kept (no
