@@ -72,6 +72,8 @@ def _teacher_card(model, batch_size: int, banned: bool = False, generation=None)
     card = {"system": "ES4R text path + affect hint after the history", "llm": model.config.backbones.llm
             and Path(model.config.backbones.llm).name, "generation": "greedy, as the app",
             "max_sentences": generation.max_sentences, "batch_size": batch_size}
+    if model.config.backbones.reply_adapter:  # the reply-tuned LLM (assets/REPLY_TUNING.md) writes other replies
+        card["reply_adapter"] = Path(model.config.backbones.reply_adapter).name
     return dict(card, generation=card["generation"] + ", system prompt's wording banned") if banned else card
 
 

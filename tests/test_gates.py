@@ -141,3 +141,28 @@ def test_the_frozen_reference_files_hold_two_disjoint_sets_of_forty_conversation
         assert {row["variant"] for row in rows} == {"falling", "rising", "flat"}
         sets[name] = set(variants)
     assert not sets["heldout"] & sets["fresh"]
+
+
+def test_gate_report_runs_the_reply_checker_with_loss_read_from_the_persons_words():
+    """Held-out corpus rows carry no labels: condolence is judged against what the person said
+    (flagged after a complaint about work, not after a death), and the table shows it."""
+    import torch
+
+    from es4r.evaluation.gates import GateReport, reply_checks, report_markdown
+
+    def row(cid: str, said: str) -> Sample:
+        return Sample(cid, 1, (HistoryTurn(0, "speaker", said, None),), "ref", variant="flat")
+
+    def encoder(texts):  # every text the same unit vector: relevance 1, nothing "ignores the situation"
+        return torch.nn.functional.normalize(torch.ones(len(texts), 4), dim=-1)
+
+    rows = [row("a", "Work has been crushing me this week."), row("b", "My dad died on Sunday.")]
+    sorry = ["I'm sorry for your loss.", "I'm sorry for your loss."]
+    checks = reply_checks(sorry, rows, "You are a listener.", encoder)
+    assert checks["flagged"] == 1 and checks["by_failure"] == {"condolence_without_loss": 1}
+    assert checks["examples"][0]["reply"] == sorry[0]
+    fine = reply_checks(["That sounds like a draining week.", "I'm so sorry about your dad."], rows,
+                        "You are a listener.", encoder)
+    assert fine["flagged"] == 0 and fine["top_opening_share"] == 0.5
+    text = report_markdown(GateReport(checks={"trained": checks}), "ckpt")
+    assert "| trained | 1/2 (50%) | condolence_without_loss 1 |" in text

@@ -52,6 +52,7 @@ class GateReport:
     references: list[str] = field(default_factory=list)
     affect: dict = field(default_factory=dict)
     diversity: dict[str, float] = field(default_factory=dict)
+    checks: dict[str, dict] = field(default_factory=dict)  # system -> reply checks (es4r/evaluation/reply_checks.py)
     gates: dict[str, dict] = field(default_factory=dict)  # name -> {passed, value, threshold}
 
     @property
@@ -188,7 +189,7 @@ def evaluate_gates(model: ES4RModel, checkpoint: str, samples: list[Sample],
     """Replies of every system on the held-out rows, the metrics, and the four gates.
     `model` must hold the untrained ES4R parts; the checkpoint is loaded into it half-way."""
 
-    from es4r.evaluation.metrics import corpus_metrics
+    from es4r.evaluation.metrics import SentenceEncoder, corpus_metrics
     from es4r.evaluation.valence import top_opening
     from es4r.systems import cascade_reply, variant_config
     from es4r.training.checkpoint import load_es4r_parts
@@ -218,6 +219,9 @@ def evaluate_gates(model: ES4RModel, checkpoint: str, samples: list[Sample],
         report.systems[name] = {k: metrics.get(k) for k in ("bleu1", "rougeL", "bertscore", "dist2")}
         report.systems[name]["distinct"] = len({r.strip().lower() for r in replies})
         report.systems[name]["top_opening"], report.systems[name]["top_opening_share"] = top_opening(replies)
+    encoder = SentenceEncoder()
+    report.checks = {name: reply_checks(replies, rows, model.config.generation.system_prompt, encoder)
+                     for name, replies in report.replies.items()}
     report.diversity = {f"{name}_{kind}": fn(vecs) for name, vecs in vectors.items()
                         for kind, fn in (("cos_between", between_dialogue_cosine), ("spread", centred_spread))}
 
@@ -250,6 +254,28 @@ def evaluate_gates(model: ES4RModel, checkpoint: str, samples: list[Sample],
                                report.affect["closer_share"] >= thresholds.affect_closer_share),
     }
     return report
+
+
+def reply_checks(replies: list[str], rows: list[Sample], system_prompt: str, encoder) -> dict:
+    """The situations set's checker (es4r/evaluation/reply_checks.py) on one system's held-out
+    replies. Corpus conversations carry no labels: whether a death or loss was said is read from
+    the person's words (`mentions_loss`), and `apology_to_good_news` is not judged (no row is
+    marked good news). Relevance uses the packaged sentence encoder."""
+    from collections import Counter
+
+    from es4r.evaluation.reply_checks import ReplyContext, check_replies, mentions_loss, top_opening
+
+    contexts = []
+    for sample in rows:
+        said = tuple(t.utterance for t in sample.speaker_turns)
+        contexts.append(ReplyContext(said, good_news=False, loss=mentions_loss(said)))
+    checked = check_replies(replies, contexts, system_prompt, encoder)
+    flagged = [c for c in checked if c.flags]
+    head, share = top_opening(replies)
+    return {"replies": len(replies), "flagged": len(flagged), "flagged_share": round(len(flagged) / max(len(replies), 1), 4),
+            "by_failure": dict(Counter(f for c in checked for f in c.flags)),
+            "top_opening": head, "top_opening_share": round(share, 4),
+            "examples": [{"reply": c.reply, "flags": c.flags} for c in flagged[:5]]}
 
 
 def reader_accuracy(model: ES4RModel, samples: list[Sample]) -> dict:
@@ -292,6 +318,13 @@ def report_markdown(report: GateReport, checkpoint: str) -> str:
         lines += ["", "## Falling vs rising (same words), first five pairs that differ",
                   "| falling reply | rising reply | each closer to its own teacher reply |", "|---|---|---|"]
         lines += [f"| {p['falling']} | {p['rising']} | {'yes' if p['closer'] else 'no'} |" for p in pairs[:5]]
+    if report.checks:
+        lines += ["", "## Reply checks (es4r/evaluation/reply_checks.py)", "",
+                  "| system | flagged | by failure | most common 3-word opening |", "|---|---|---|---|"]
+        for name, c in report.checks.items():
+            failures = ", ".join(f"{k} {v}" for k, v in c["by_failure"].items()) or "-"
+            lines.append(f"| {name} | {c['flagged']}/{c['replies']} ({c['flagged_share']:.0%}) | {failures} | "
+                         f"{c['top_opening_share']:.0%} \"{c['top_opening']}\" |")
     trained = report.replies.get("trained", [])
     if trained:
         ref = sentence_embeddings(report.references)
