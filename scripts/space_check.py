@@ -49,7 +49,11 @@ for output in client.submit(api_name="/converse"):
         chat = output[0]
 seconds = time.perf_counter() - started
 replies = [m["content"] for m in chat or [] if m.get("role") == "assistant"]
-text = lambda c: c if isinstance(c, str) else json.dumps(c)
+def text(content):  # a message's content: a string, or parts with "text"
+    if isinstance(content, str):
+        return content
+    parts = content if isinstance(content, list) else [content]
+    return " ".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in parts).strip()
 print(json.dumps({"status": status, "turn_s": round(seconds, 2), "user": [text(m["content"]) for m in chat or []
                   if m.get("role") == "user"], "reply": text(replies[-1]) if replies else ""}))
 """
@@ -108,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     times, work = {}, args.workdir.resolve()
     venv, app, home, log = work / "venv", work / "app", work / "home", work / "app.log"
+    tmp = work / "tmp"  # a Space starts with an empty /tmp; this machine's may hold root's /tmp/gradio
     python = venv / "bin" / "python"
     times["apt_s"] = run(["bash", str(ROOT / "scripts" / "install_apt.sh")])  # packages.txt only
     if not (work / "venv.done").is_file():
@@ -127,17 +132,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.fresh_home or not home.is_dir():
         shutil.rmtree(home, ignore_errors=True)
         home.mkdir()
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
     env = {"HOME": str(home), "PATH": f"{venv / 'bin'}:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
-           "GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": str(args.port), "PYTHONUNBUFFERED": "1"}
+           "GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": str(args.port), "PYTHONUNBUFFERED": "1",
+           "TMPDIR": str(tmp), "GRADIO_TEMP_DIR": str(tmp / "gradio")}
     preexec = None
     if os.geteuid() == 0:
         uid, gid = app_user(home)
-        for path in (app, home):
+        for path in (app, home, tmp):
             subprocess.run(["chown", "-R", f"{uid}:{gid}", str(path)], check=True)
         def preexec():  # noqa: E306 - drop root before the app starts, as a Space runs it
             os.setgroups([])
             os.setgid(gid)
             os.setuid(uid)
+        probe = subprocess.run([str(python), "-c", "pass"], preexec_fn=preexec, capture_output=True, text=True)
+        if probe.returncode != 0:
+            raise SystemExit(f"error: {USER} cannot run {python} ({probe.stderr.strip()[-200:]}); the venv's base "
+                             f"interpreter must be reachable by other users (e.g. `chmod o+x` its parent folders)")
     summary = {"times": times, "passed": False}
     started = time.perf_counter()
     with open(log, "w") as out:
@@ -160,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, subprocess.TimeoutExpired) as error:
         summary["problem"] = str(error)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=30)
     times["whole_run_s"] = round(time.perf_counter() - started, 1)
     tail = log.read_text().splitlines()[-15:]
     summary["app_log_tail"] = tail if not summary["passed"] else tail[-3:]
