@@ -9,7 +9,6 @@ Run: `python app.py --preset embedded` (or ES4R_PRESET=tiny|embedded|paper)."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -24,7 +23,7 @@ from es4r.audio import AudioError, warm_up_audio
 from es4r.config import PRESETS, SettingError
 from es4r.conversation import ASSISTANT, Turn
 from es4r.pipeline import ES4RPipeline, PipelineError
-from es4r.presets import shown_source
+from es4r.presets import public_settings
 from es4r.startup_errors import EXIT_STATUS, startup_errors, startup_line
 from es4r.ui import plots
 from es4r.ui.archive import write_archive
@@ -153,15 +152,7 @@ def load_page(session: Session):
         return ("**The model could not be loaded;** see the server log.", "", "", context_markdown(None))
     preset, components, voice = pipeline.config.preset, pipeline.components, pipeline.voice.name
     return (status_line(preset, components, voice), status_markdown(preset, components, voice),
-            _shown_settings(pipeline), context_markdown(pipeline.context_usage(session.conversation)))
-
-
-def _shown_settings(pipeline: ES4RPipeline) -> str:
-    """The run's config as JSON for the Settings tab, local folders named without the server's path."""
-    settings = pipeline.config.to_dict()
-    settings["backbones"] = {key: shown_source(value) if isinstance(value, str) and value else value
-                             for key, value in settings["backbones"].items()}
-    return json.dumps(settings, indent=2, sort_keys=True)
+            public_settings(pipeline.config), context_markdown(pipeline.context_usage(session.conversation)))
 
 
 def converse(audio_path: str | None, session: Session, open_tab: str = STRATEGY_TAB, progress=gr.Progress()):
@@ -215,7 +206,7 @@ def converse(audio_path: str | None, session: Session, open_tab: str = STRATEGY_
            reply_audio: (result.sample_rate, _int16(result.reply_audio))}
     yield {context: context_markdown(pipeline.context_usage(conversation)),
            **_views(pipeline, new_session, len(new_session.results) - 1, open_tab)}
-    archive = write_archive(conversation, new_session.results, pipeline.config.to_json(), pipeline.config.preset,
+    archive = write_archive(conversation, new_session.results, public_settings(pipeline.config), pipeline.config.preset,
                             ARCHIVES.new_path("es4r_conversation.zip"))
     yield {download: gr.update(value=str(archive), visible=True)}
     logger.info("turn %d done in %.2f s (views and export included)", len(new_session.results),

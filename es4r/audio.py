@@ -37,7 +37,8 @@ class AudioError(ValueError):
 @dataclass(frozen=True)
 class Waveform:
     samples: np.ndarray  # (n,) float32 mono at SAMPLE_RATE
-    notes: tuple[str, ...] = ()  # what was done to it (downmixed, resampled, clipped...)
+    notes: tuple[str, ...] = ()  # what a person should act on (clipped, rescaled): shown beside the turn
+    conversions: tuple[str, ...] = ()  # what every microphone needs (downmixed, resampled): kept in the export only
 
     @property
     def seconds(self) -> float:
@@ -64,6 +65,7 @@ def prepare_waveform(
     Accepts (n,), (n, channels) or (channels, n) arrays of int or float PCM."""
     data = np.asarray(data)
     notes: list[str] = []
+    conversions: list[str] = []
     if data.size == 0:
         raise AudioError("The recording is empty. Please record again.")
     if not sample_rate or sample_rate <= 0:
@@ -72,7 +74,7 @@ def prepare_waveform(
     if audio.ndim == 2:
         channel_axis = 0 if audio.shape[0] < audio.shape[1] else 1
         audio = audio.mean(axis=channel_axis)
-        notes.append(f"downmixed {data.shape[channel_axis]} channels to mono")
+        conversions.append(f"downmixed {data.shape[channel_axis]} channels to mono")
     elif audio.ndim != 1:
         raise AudioError(f"Audio has shape {data.shape}; expected mono or stereo samples.")
     if not np.all(np.isfinite(audio)):
@@ -81,7 +83,7 @@ def prepare_waveform(
         import librosa
 
         audio = librosa.resample(audio, orig_sr=sample_rate, target_sr=config.sample_rate)
-        notes.append(f"resampled {sample_rate} Hz to {config.sample_rate} Hz")
+        conversions.append(f"resampled {sample_rate} Hz to {config.sample_rate} Hz")
     seconds = len(audio) / config.sample_rate
     if seconds < config.min_seconds:
         raise AudioError(
@@ -105,7 +107,7 @@ def prepare_waveform(
     if clipped > config.clip_fraction:
         notes.append(f"{clipped:.0%} of samples are clipped; the recording may be distorted")
         logger.warning("input audio is clipped (%.1f%% of samples at full scale)", 100 * clipped)
-    return Waveform(np.ascontiguousarray(audio, dtype=np.float32), tuple(notes))
+    return Waveform(np.ascontiguousarray(audio, dtype=np.float32), tuple(notes), tuple(conversions))
 
 
 def load_audio(source: str | Path | bytes, config: AudioConfig = AudioConfig()) -> Waveform:

@@ -28,7 +28,8 @@ class Turn:
     audio: np.ndarray | None = None  # user: 16 kHz float32 mono; assistant: reply audio
     sample_rate: int | None = None
     energy: float | None = None  # user turns: mean mel-frame norm (paper Sec. 3.3)
-    notes: tuple[str, ...] = ()  # e.g. "downmixed 2 channels to mono"
+    notes: tuple[str, ...] = ()  # user turns: what the person should act on, e.g. "12% of samples are clipped"
+    conversions: tuple[str, ...] = ()  # user turns: routine input conversions, e.g. "resampled 48000 Hz to 16000 Hz"
 
 
 @dataclass(frozen=True)

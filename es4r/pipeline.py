@@ -117,7 +117,7 @@ class ES4RPipeline:
             raise AudioError("No speech was recognised in this recording. Please try again, a little closer to the microphone.")
         energy = turn_energy(waveform.samples, self.model.whisper.n_mels)
         return conversation.with_turn(Turn(USER, text.strip(), waveform.samples, self.config.audio.sample_rate,
-                                           energy, waveform.notes))
+                                           energy, waveform.notes, waveform.conversions))
 
     def transcribe(self, samples: np.ndarray) -> str:
         """Whisper's greedy transcript of one recording (es4r/modeling/asr.py)."""

@@ -193,6 +193,17 @@ def shown_source(path_or_id: str) -> str:
     return path_or_id
 
 
+def public_settings(config: ES4RConfig) -> str:
+    """The run's config as JSON for the page and the visitor's export: every setting and seed,
+    local folders named by their own name only (`shown_source`), so no server path leaves."""
+    import json
+
+    settings = config.to_dict()
+    settings["backbones"] = {key: shown_source(value) if isinstance(value, str) and value else value
+                             for key, value in settings["backbones"].items()}
+    return json.dumps(settings, indent=2, sort_keys=True)
+
+
 def _status_of(path_or_id: str, description: str) -> ComponentStatus:
     if is_random(path_or_id):
         return ComponentStatus(RANDOM, description + " — random weights, output not meaningful")

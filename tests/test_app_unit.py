@@ -15,6 +15,7 @@ import soundfile as sf
 
 from es4r.conversation import ContextUsage, Conversation
 from es4r.ui import plots
+from es4r.presets import public_settings
 from es4r.ui.archive import write_archive
 from es4r.ui.format import (context_markdown, latency_table, status_line, status_markdown,
                             strategy_markdown)
@@ -121,7 +122,7 @@ def test_text_views(session, pipeline, app_module):
     assert "tiny" in status and all(c.description in status for c in pipeline.components.values())
     line = status_line("tiny", pipeline.components, pipeline.voice.name)
     assert "answered from the transcript — the speech model is not trained yet" in line
-    settings = app_module._shown_settings(pipeline)
+    settings = public_settings(pipeline.config)
     for source in (pipeline.config.backbones.whisper, pipeline.config.backbones.llm):  # no server paths
         assert Path(source).is_absolute() and source not in status and source not in line
         assert source not in settings and f"local folder {Path(source).name}" in settings
@@ -204,6 +205,30 @@ def test_turn_streams_text_before_audio(app_module, speech_paths):
     assert rate > 0 and samples.dtype == np.int16 and np.abs(samples).max() > 0
     archive = Path(final[app_module.download]["value"])  # the export comes after the voice
     assert audios[0] < len(yields) - 1 and archive.is_file() and app_module.ARCHIVES.path in archive.parents
+    _assert_nothing_of_the_server(archive, app_module.get_pipeline())
+
+
+def _assert_nothing_of_the_server(archive: Path, pipeline) -> None:
+    """Every text file of the visitor's export is free of the server's paths (its home, the
+    checkout, the model cache) and ES4R_* values; the settings still name each backbone (by its own folder name) and the seed."""
+    import os
+
+    backbones = pipeline.config.backbones
+    secrets = {str(Path.home()), str(Path(__file__).resolve().parent.parent),
+               *(str(Path(v).parent) for v in (backbones.whisper, backbones.llm) if v and Path(v).is_absolute()),
+               *(v for k, v in os.environ.items() if k.startswith("ES4R_") and len(v) > 3)}
+    secrets.discard("")
+    with zipfile.ZipFile(archive) as opened:
+        names = opened.namelist()
+        assert "settings.json" in names and "conversation.json" in names
+        for name in names:
+            if name.endswith((".json", ".txt", ".md")):
+                text = opened.read(name).decode()
+                leaked = [s for s in secrets if len(s) > 1 and s in text]
+                assert not leaked, f"{name} shows {leaked}"
+        settings = json.loads(opened.read("settings.json"))
+    assert settings["seed"] == pipeline.config.seed
+    assert settings["backbones"]["llm"] == f"local folder {Path(backbones.llm).name}"
 
 
 def test_a_turn_draws_only_the_open_tabs_figures(app_module, session, speech_paths):

@@ -121,17 +121,27 @@ def test_trim_reply():
     assert trim_reply("Dr.Who is 3.5 m tall. Yes.", 1) == "Dr.Who is 3.5 m tall."
 
 
-def test_input_notes_reach_the_chat_and_the_result(pipeline, speech_paths):
+def test_input_notes_reach_the_chat_and_routine_conversions_only_the_export(pipeline, speech_paths):
+    """A clipped recording is something to act on (chat and result); downmixing and resampling
+    happen to every browser microphone's audio (kept in the export, never in the chat)."""
     from es4r.audio import load_audio
     from es4r.ui.format import chat_messages
 
     samples = load_audio(speech_paths[0]).samples
     loud_stereo = np.clip(np.stack([samples, samples], axis=1) * 40, -1, 1).astype(np.float32)
     conversation, result = pipeline.converse(Conversation(), (16_000, loud_stereo), transcript="hello")
-    notes = conversation.turns[0].notes
-    assert any("downmixed 2 channels" in n for n in notes) and any("clipped" in n for n in notes)
+    from es4r.ui.archive import conversation_record
+
+    notes, conversions = conversation.turns[0].notes, conversation.turns[0].conversions
+    assert any("clipped" in n for n in notes) and not any("downmixed" in n for n in notes)
+    assert any("downmixed 2 channels" in c for c in conversions)
     assert all(f"your recording: {n}" in result.notes for n in notes)
-    assert all(n in chat_messages(conversation)[0]["content"] for n in notes)
+    chat = chat_messages(conversation)[0]["content"]
+    assert all(n in chat for n in notes) and "downmixed" not in chat
+    record = conversation_record(conversation, [result], "tiny")["turns"][0]
+    assert record["input_conversions"] == list(conversions) and record["input_notes"] == list(notes)
+    _, plain = pipeline.converse(Conversation(), (16_000, np.stack([samples, samples], axis=1) * 0.5), transcript="hi")
+    assert not [n for n in plain.notes if n.startswith("your recording")]  # ordinary stereo: no note at all
 
 
 def test_streamed_reply_grows_and_ends_as_the_unstreamed_one(pipeline, speech_paths):

@@ -47,6 +47,7 @@ def conversation_record(conversation: Conversation, results: Sequence[TurnResult
     turns = []
     for index, (user, reply) in enumerate(_paired_turns(conversation), start=1):
         entry = {"turn": index, "transcript": user.text, "energy": user.energy, "input_notes": list(user.notes),
+                 "input_conversions": list(user.conversions),
                  "user_audio": f"audio/turn{index:02d}_user.wav"}
         if reply is not None:
             entry.update(reply=reply.text, reply_audio=f"audio/turn{index:02d}_reply.wav")
