@@ -92,7 +92,7 @@ def _turn_choices(session: Session) -> list[tuple[str, int]]:
 
 def _window_choices(session: Session, shown: int) -> list[tuple[str, int]]:
     result = session.results[shown]
-    return [(f"Turn {result.dropped_turns + i + 1}", i) for i in range(len(result.attention.intra))]
+    return [(plots.window_label(result.attention, i, result.dropped_turns), i) for i in range(len(result.attention.intra))]
 
 
 def _heads(result) -> int:
@@ -302,7 +302,7 @@ with gr.Blocks(title="ES4R Studio") as demo:
             if _examples():
                 gr.Examples(_examples(), inputs=[audio_in], label="No microphone? Load an example turn, then Send")
         with gr.Column(scale=6, min_width=340):
-            view_turn = gr.Dropdown(label="Show views for", choices=[], interactive=False, elem_id="view-turn")
+            view_turn = gr.Dropdown(label="Show views for (turn k: your k-th turn and reply k)", choices=[], interactive=False, elem_id="view-turn")
             with gr.Tabs():
                 with gr.Tab("Energy & strategy", elem_id="tab-strategy", render_children=True) as strategy_tab:
                     energy_plot = gr.Plot(label="Energy per turn", elem_id="energy-plot", show_label=False)
@@ -310,7 +310,7 @@ with gr.Blocks(title="ES4R Studio") as demo:
                     fusion_plot = gr.Plot(label="Style fusion", elem_id="fusion-plot", show_label=False)
                 with gr.Tab("Attention", elem_id="tab-attention", render_children=True) as attention_tab:
                     with gr.Row():
-                        window_turn = gr.Dropdown(label="Intra-turn: turn", choices=[], interactive=False)
+                        window_turn = gr.Dropdown(label="Intra-turn: which spoken turn (You k or Reply k)", choices=[], interactive=False)
                         head = gr.Slider(1, 8, value=1, step=1, label="Attention head", interactive=False)
                     intra_plot = gr.Plot(label="Intra-turn attention", elem_id="intra-plot", show_label=False)
                     inter_plot = gr.Plot(label="Inter-turn attention", elem_id="inter-plot", show_label=False)

@@ -5,6 +5,7 @@ leave a half-updated history behind."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -74,6 +75,16 @@ class ComponentStatus:
     description: str  # what it is, in words ("Whisper tiny.en (converted from CTranslate2)")
 
 
+def turn_labels(turns: Sequence[Turn]) -> list[str]:
+    """One name per turn in the page's single numbering: the person's k-th turn is "You k" and
+    the reply to it "Reply k", so turn k of the views, the chat and the export is one exchange."""
+    heard, labels = 0, []
+    for turn in turns:
+        heard += turn.role == USER
+        labels.append(f"You {heard}" if turn.role == USER else f"Reply {heard}")
+    return labels
+
+
 @dataclass(frozen=True)
 class AttentionMaps:
     intra: list[np.ndarray]  # per user turn in the window: (heads, L_i, L_i)
@@ -84,6 +95,10 @@ class AttentionMaps:
     meaningful: bool  # False when the ES4R modules are untrained or random
     # per history turn: ((first, end) token columns of `cross`, (first, end) speech rows or None if unheard)
     cross_blocks: list[tuple[tuple[int, int], tuple[int, int] | None]] = field(default_factory=list)
+    # names of the heard turns in the window ("You 2", "Reply 2": reply k answers the person's turn k)
+    # and of the turns in `cross_blocks`, in the one numbering the page uses (`turn_labels`)
+    window_labels: list[str] = field(default_factory=list)
+    cross_labels: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from es4r.audio import (FRAMES_PER_SECOND, AudioError, TurnMels, Waveform, load_
                         turn_energy)
 from es4r.config import ES4RConfig
 from es4r.conversation import (ASSISTANT, USER, WALL, AttentionMaps, ComponentStatus, ContextUsage, Conversation, Turn,
-                               TurnResult)
+                               TurnResult, turn_labels)
 from es4r.modeling.asr import transcribe
 from es4r.modeling.model import ES4RModel, GenerationOutput
 from es4r.modeling.outputs import SpeechEncoding
@@ -298,6 +298,8 @@ class ES4RPipeline:
             with timed(timings, "attention_maps"), torch.no_grad():
                 dual = self.model.attention_maps([f for f in features if f is not None])
         boundaries = list(np.cumsum([0] + dual.turn_lengths[0][:-1]).astype(int))
+        labels = turn_labels(history.turns)
+        heard_labels = [label for label, f in zip(labels, features) if f is not None][dropped:]
         attention = AttentionMaps(
             intra=[w.float().cpu().numpy() for w in dual.intra_weights[0]],
             inter=dual.inter_weights[0].float().cpu().numpy() if dual.inter_weights else None,
@@ -306,6 +308,8 @@ class ES4RPipeline:
             history_tokens=history_tokens,
             meaningful=self.speech_path,
             cross_blocks=list(zip(parts.turn_spans, spans)),
+            window_labels=heard_labels[: len(dual.intra_weights[0])],
+            cross_labels=labels[len(labels) - len(parts.turn_spans):],
         )
         timings[WALL] = plan.seconds + time.perf_counter() - started  # the stages plus the work between them
         return Draft(conversation, reply_text, plan, attention, timings, notes, dropped)

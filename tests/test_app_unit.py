@@ -117,6 +117,28 @@ def test_archive_holds_audio_text_and_settings(session, pipeline, tmp_path):
         assert "synthetic voice" in archive.read("transcript.txt").decode()
 
 
+def test_one_numbering_of_turns_in_the_selectors_and_every_plot(session, app_module):
+    """Turn k is the person's k-th turn and its reply everywhere: the views selector counts the
+    person's turns, the heard turns are "You k" / "Reply k" (never a count of spoken turns, which
+    would call the person's 2nd turn "turn 3"), and the plots and the export use the same names."""
+    from es4r.conversation import USER, Turn, turn_labels
+    from es4r.ui.archive import conversation_record
+
+    assert turn_labels([Turn(USER, "a"), Turn("assistant", "b"), Turn(USER, "c")]) == ["You 1", "Reply 1", "You 2"]
+    maps, turns = session.latest.attention, len(session.results)
+    assert [label for label, _ in app_module._turn_choices(session)] == [f"Turn {k}" for k in range(1, turns + 1)]
+    window = [label for label, _ in app_module._window_choices(session, turns - 1)]
+    expected = [x for k in range(1, turns + 1) for x in (f"You {k}", f"Reply {k}")][:-1]
+    assert window == expected[len(expected) - len(maps.intra):] and window[-1] == f"You {turns}"
+    assert f"— You {turns}," in plots.intra_figure(maps, len(maps.intra) - 1, 0).axes[0].get_title()
+    inter = [t.get_text() for t in plots.inter_figure(maps, 0).axes[0].texts]
+    assert inter == window
+    cross = [t.get_text() for t in plots.cross_figure(maps).axes[0].texts]
+    assert cross and set(cross) <= set(expected)
+    record = conversation_record(session.conversation, session.results, "tiny")
+    assert [t["turn"] for t in record["turns"]] == list(range(1, turns + 1))
+
+
 def test_text_views(session, pipeline, app_module):
     status = status_markdown("tiny", pipeline.components, pipeline.voice.name)
     assert "tiny" in status and all(c.description in status for c in pipeline.components.values())

@@ -66,7 +66,7 @@ def strategy_markdown(result: TurnResult, turn_number: int) -> str:
     engine = result.strategy_params.get("engine") or {}
     settings = " · ".join(f"{k} `{_value(v)}`" for k, v in params.items())
     engine_text = ", ".join(f"{k}={_value(v)}" for k, v in engine.items()) or "—"
-    weights = ", ".join(f"T{i}: {w:.2f}" for i, w in enumerate(result.fusion_weights, start=1)) or "off"
+    weights = ", ".join(f"turn {i}: {w:.2f}" for i, w in enumerate(result.fusion_weights, start=1)) or "off"
     notes = "".join(f"\n- {note}" for note in result.notes)
     return (f"### Turn {turn_number}: strategy **{result.strategy}**\n"
             f"**Why:** {result.strategy_reason}\n\n"

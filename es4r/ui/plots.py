@@ -64,7 +64,7 @@ def energy_figure(energies: list[float], strategy: str, tolerance: float) -> Fig
         slope, intercept = np.polyfit(turns, energies, 1)
         axes.plot(turns, slope * turns + intercept, linestyle="--", color="black", linewidth=1, label="trend")
     axes.set_xticks(turns)
-    axes.set_xlabel("user turn")
+    axes.set_xlabel("your turn")
     axes.set_ylabel("mean mel-frame norm")
     axes.set_title(f"Turn energy → strategy: {strategy}")
     axes.legend(loc="best", fontsize="small")
@@ -86,7 +86,7 @@ def fusion_figure(weights: list[float]) -> Figure:
     axes.bar_label(bars, fmt="%.2f", fontsize="small")
     axes.set_xticks(turns)
     axes.set_ylim(0, max(1.0, max(weights) * 1.15))
-    axes.set_xlabel("user turn")
+    axes.set_xlabel("your turn")
     axes.set_ylabel("weight")
     axes.set_title("Style-fusion weights (sum to 1)")
     return figure
@@ -104,16 +104,24 @@ def _heatmap(figure: Figure, matrix: np.ndarray, title: str, xlabel: str, ylabel
     return axes
 
 
+def window_label(maps: AttentionMaps, index: int, dropped_turns: int = 0) -> str:
+    """The name of the `index`-th heard turn in the window ("You 2", "Reply 2"), the page's one
+    numbering (es4r.conversation.turn_labels); maps made before it named turns by position."""
+    if index < len(maps.window_labels):
+        return maps.window_labels[index]
+    return f"spoken turn {dropped_turns + index + 1}"
+
+
 @_readable
 def intra_figure(maps: AttentionMaps, window_index: int, head: int, dropped_turns: int = 0) -> Figure:
     """Intra-turn self-attention of one turn's frames (paper Sec. 3.1). window_index: 0-based
     among the turns inside the speech window (the oldest `dropped_turns` are outside it);
     head: 0-based."""
     weights = maps.intra[window_index]  # (heads, L_i, L_i)
-    turn_number = dropped_turns + window_index + 1
     figure = _figure(HEATMAP_SIZE)
     _heatmap(figure, weights[head],
-             _title(f"Intra-turn attention — turn {turn_number}, head {head + 1}", maps.meaningful),
+             _title(f"Intra-turn attention — {window_label(maps, window_index, dropped_turns)}, head {head + 1}",
+                    maps.meaningful),
              "key frame (downsampled)", "query frame (downsampled)")
     return figure
 
@@ -131,7 +139,7 @@ def inter_figure(maps: AttentionMaps, head: int, dropped_turns: int = 0) -> Figu
         if start > 0:
             axes.axvline(start - 0.5, color="cyan", linewidth=1)
             axes.axhline(start - 0.5, color="cyan", linewidth=1)
-        axes.annotate(f"T{dropped_turns + index + 1}", (start, start), xytext=(3, -3), textcoords="offset points",
+        axes.annotate(window_label(maps, index, dropped_turns), (start, start), xytext=(3, -3), textcoords="offset points",
                       color="cyan", fontsize="small", va="top")
     return figure
 
@@ -149,7 +157,8 @@ def cross_figure(maps: AttentionMaps) -> Figure:
         if speech is not None:
             axes.add_patch(Rectangle((tokens[0] - 0.5, speech[0] - 0.5), tokens[1] - tokens[0], speech[1] - speech[0],
                                      fill=False, edgecolor="cyan", linewidth=0.8))
-            axes.annotate(f"T{index + 1}", (tokens[0] - 0.5, speech[0] - 0.5), xytext=(2, -2),
+            axes.annotate(maps.cross_labels[index] if index < len(maps.cross_labels) else f"T{index + 1}",
+                          (tokens[0] - 0.5, speech[0] - 0.5), xytext=(2, -2),
                           textcoords="offset points", color="cyan", fontsize="small", va="top")
     labels = [token.replace("Ġ", "").replace("▁", "").replace("Ċ", "\\n") for token in maps.history_tokens]
     step = max(1, -(-len(labels) // MAX_WORD_TICKS))
