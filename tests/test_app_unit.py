@@ -150,6 +150,15 @@ def test_text_views(session, pipeline, app_module):
         assert source not in settings and f"local folder {Path(source).name}" in settings
     card = strategy_markdown(session.latest, TURNS)
     assert session.latest.strategy in card and session.latest.strategy_reason in card
+    assert "FALLBACK" not in line and "RANDOM" not in line and "UNTRAINED" not in line  # plain words
+    from dataclasses import replace as swap
+
+    piper = next(line for line in strategy_markdown(swap(session.latest, voice="piper:en_US-joe-medium"),
+                                                    TURNS).splitlines() if line.startswith("**Strategy settings:**"))
+    assert "speed" in piper and "gain_db" in piper
+    assert not [k for k in ("diffusion_steps", "embedding_scale", "alpha `") if k in piper]  # Piper reads none of them
+    if str(session.latest.voice).startswith("styletts2"):
+        assert "diffusion_steps" in card and "embedding_scale" in card
     headers, rows = latency_table(session.results)
     labels = [row[0] for row in rows]
     assert headers == ["stage", *[f"turn {n}" for n in range(1, TURNS + 1)]]

@@ -11,7 +11,12 @@ from es4r.conversation import (ASSISTANT, MILESTONES, STAGE_ORDER, USER, WALL, C
 
 SYNTHETIC_VOICE_NOTE = ("**Note:** every reply is spoken by a **synthetic voice** (text-to-speech). "
                         "It is not a person and not a recording of one.")
-STATUS_BADGES = {TRAINED: "trained", FALLBACK: "FALLBACK", RANDOM: "RANDOM weights", UNTRAINED: "UNTRAINED"}
+# Plain words, not shouted codes: what a visitor should take from each status.
+STATUS_BADGES = {TRAINED: "trained", FALLBACK: "a stand-in", RANDOM: "random weights, output not meaningful",
+                 UNTRAINED: "not trained yet"}
+# StrategyParams fields only StyleTTS2's diffusion sampler reads: other voices map speed,
+# expressiveness and gain onto their own knobs (es4r/config.py).
+STYLETTS2_ONLY = ("alpha", "beta", "diffusion_steps", "embedding_scale")
 COMPONENT_NAMES = {"asr": "ASR", "speech_encoder": "speech encoder", "llm": "LLM",
                    "es4r_modules": "ES4R modules", "voice": "voice"}
 PENDING_REPLY = "…"
@@ -23,7 +28,8 @@ def status_line(preset: str, components: dict[str, ComponentStatus], voice: str)
     parts = [f"{COMPONENT_NAMES.get(key, key)}: {STATUS_BADGES.get(c.status, c.status)}"
              for key, c in components.items() if key != "voice"]
     voice_status = components["voice"].status if "voice" in components else ""
-    voice_badge = STATUS_BADGES.get(voice_status, voice_status)
+    voice_badge = ("standing in for StyleTTS2, which is not installed here" if voice_status == FALLBACK
+                   else STATUS_BADGES.get(voice_status, voice_status))
     speech = components.get("es4r_modules") is not None and components["es4r_modules"].status == TRAINED
     answered = ("answered by the speech model" if speech else
                 "answered from the transcript — the speech model is not trained yet")
@@ -62,7 +68,9 @@ def _value(value) -> str:
 
 def strategy_markdown(result: TurnResult, turn_number: int) -> str:
     """The chosen strategy, why, with which voice settings, and the fusion weights."""
-    params = {k: v for k, v in result.strategy_params.items() if k not in ("engine", "name")}
+    styletts2 = str(result.voice).startswith("styletts2")
+    params = {k: v for k, v in result.strategy_params.items()
+              if k not in ("engine", "name") and (styletts2 or k not in STYLETTS2_ONLY)}
     engine = result.strategy_params.get("engine") or {}
     settings = " · ".join(f"{k} `{_value(v)}`" for k, v in params.items())
     engine_text = ", ".join(f"{k}={_value(v)}" for k, v in engine.items()) or "—"
