@@ -96,3 +96,19 @@ def test_the_speech_path_keeps_the_words_out_too(tiny_pipeline, speech_paths):
     assert token in free.token_ids and not any(mark in free.text for mark in ".!?")
     held = model.generate(conversation.history(), features, generation, avoid_in_opening=(word,))[0]
     assert held.speech_path and token not in held.token_ids
+
+
+def test_fresh_phrasings_are_never_read_as_their_opposite_often(reader):
+    """assets/valence_phrasings.json: 90 news sentences written for testing only (40 good, 30 bad,
+    20 neutral). A wrong sure reading bans the right stance from the opening (bad news read as
+    good keeps the apology out), so flips are what must stay rare; unsure is safe. Measured
+    2026-12-07: bad read as good 0/30, good read as bad 1/40, good read as good 20/40. A linear
+    head fitted on the empathy corpus read 33/40 good news right but flipped 6 bad ones ("The
+    biopsy came back. It's cancer." as good, 0.92) and was not shipped."""
+    from es4r.evaluation.valence_phrasings import load_phrasings
+
+    readings = [(p.label, reader.read(p.text).valence) for p in load_phrasings()]
+    assert len(readings) == 90
+    assert sum(label == "bad" and read == GOOD for label, read in readings) == 0
+    assert sum(label == "good" and read == BAD for label, read in readings) <= 2
+    assert sum(label == "good" and read == GOOD for label, read in readings) >= 15
