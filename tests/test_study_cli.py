@@ -32,6 +32,12 @@ def test_bad_databases_and_counts_are_one_line(tmp_path, capsys):
     for count, expected in (("0", "at least 1"), ("-2", "at least 1"), ("9", "lower --samples")):
         _refused(capsys, ["study", "create", "--pairs", str(tmp_path / "pairs"), "--systems", "a", "b",
                           "--samples", count, "--out", str(tmp_path / f"s{count}.db")], expected)
+    for count in ("0", "-1"):  # 0 used to mean all items and -1 all but one, silently
+        _refused(capsys, ["study", "create", "--pairs", str(tmp_path / "pairs"), "--systems", "a", "b", "--samples", "3",
+                          "--items-per-annotator", count, "--out", str(tmp_path / f"p{count}.db")],
+                 "--items-per-annotator must be at least 1")
+    assert main(["study", "create", "--pairs", str(tmp_path / "pairs"), "--systems", "a", "b", "--samples", "3",
+                 "--items-per-annotator", "1", "--out", str(tmp_path / "p1.db")]) == 0  # the smallest allowed
 
 
 def test_busy_port_names_the_flag(tmp_path, capsys):
@@ -45,3 +51,27 @@ def test_busy_port_names_the_flag(tmp_path, capsys):
         port = taken.getsockname()[1]
         _refused(capsys, ["study", "serve", "--db", str(tmp_path / "s.db"), "--port", str(port)],
                  f"port {port} on 127.0.0.1 is busy")
+
+
+def test_app_study_mode_on_a_busy_port_names_the_variable_instead_of_moving(tmp_path):
+    """`python app.py --study` used to move quietly to the next free port, stranding the pages
+    that knew the old one."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    write_tone_pairs(tmp_path / "pairs", 2, ("a", "b"))
+    assert main(["study", "create", "--pairs", str(tmp_path / "pairs"), "--systems", "a", "b", "--samples", "2",
+                 "--out", str(tmp_path / "s.db")]) == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "app.py", "--study", str(tmp_path / "s.db")], cwd=root,
+                              env={**os.environ, "GRADIO_SERVER_PORT": str(port)}, capture_output=True, text=True,
+                              timeout=120)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"port {port} on 127.0.0.1 is busy" in lines[-1] and "GRADIO_SERVER_PORT" in lines[-1]

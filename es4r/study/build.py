@@ -39,6 +39,8 @@ def build_study(pairs_dir: str | Path, db_path: str | Path, systems: tuple[str, 
     chosen = set(pick_samples(regular, samples, seed)) | {p.sample_id for p in pairs if p.gold}
     if per_item < 1:
         raise StudyError(f"--annotators-per-item must be at least 1, found {per_item}")
+    if per_annotator is not None and per_annotator < 1:  # 0 used to mean "all" and -1 "all but one"
+        raise StudyError(f"--items-per-annotator must be at least 1 (or left out for all items), found {per_annotator}")
     stimuli = stimuli_dir_for(db_path)
     kept = [pair for pair in pairs if pair.sample_id in chosen]
     coins = balanced_coins(len(kept), seed)

@@ -54,13 +54,14 @@ def handle_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def _require_free_port(host: str, port: int) -> None:
-    """Say which port is taken and how to choose another, before Gradio's own traceback would."""
+def require_free_port(host: str, port: int, how: str = "choose another with --port") -> None:
+    """Say which port is taken and how to choose another, before Gradio's own traceback (or its
+    quiet move to the next free port, which strands pages that know the old one) would."""
     with socket.socket() as probe:
         try:
             probe.bind((host, port))
         except OSError as error:
-            raise StudyError(f"port {port} on {host} is busy ({error.strerror}); choose another with --port") from None
+            raise StudyError(f"port {port} on {host} is busy ({error.strerror}); {how}") from None
 
 
 @_reporting
@@ -69,7 +70,7 @@ def handle_serve(args: argparse.Namespace) -> int:
 
     app = build_study_app(args.db)
     port = args.port or int(os.environ.get("GRADIO_SERVER_PORT", DEFAULT_PORT))
-    _require_free_port(args.host or "127.0.0.1", port)
+    require_free_port(args.host or "127.0.0.1", port)
     app.queue(default_concurrency_limit=DEFAULT_CONCURRENCY)
     app.launch(server_name=args.host, server_port=port,
                allowed_paths=study_allowed_paths(args.db))
