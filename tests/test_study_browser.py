@@ -140,13 +140,13 @@ async def check_context(page, store, text_a: str) -> None:
                      ".study-criterion .info-text", ".study-criterion .has-info", ".study-criterion label span"):
         ratios = await page.evaluate(CONTRAST_JS, selector)
         assert ratios and min(ratios) >= MIN_CONTRAST, f"{selector}: contrast {ratios}"
-    await page.evaluate("window.es4rMedia = new Set()")
+    await page.evaluate("window.studyMedia = new Set()")
     buttons = page.locator("#study-context button[aria-label='Play']")
     assert await buttons.count() == len(expected)
     for index in range(len(expected)):
         await buttons.nth(index).click()
-        await page.wait_for_function(f"[...window.es4rMedia].filter(m => isFinite(m.duration)).length > {index}")
-    played = await page.evaluate("[...window.es4rMedia].map(m => { m.pause(); return m.duration; })")
+        await page.wait_for_function(f"[...window.studyMedia].filter(m => isFinite(m.duration)).length > {index}")
+    played = await page.evaluate("[...window.studyMedia].map(m => { m.pause(); return m.duration; })")
     every = {t["utterance"]: sf.info(str(store.stimuli_dir / t["audio"])).duration
              for row in store.rows("SELECT context_json FROM items") for t in json.loads(row["context_json"]) if t["audio"]}
     progress = await page.inner_text("#study-progress .prose")
@@ -171,14 +171,14 @@ async def answer_item(page, who: str, texts: dict[str, str], clicks: list, use_k
     text_a = (await page.inner_text("#study-text-a .prose")).strip()
     system_a = texts[text_a]
     assert await page.is_disabled("#study-crit-0 input[value='win']")  # locked before listening
-    playing = "[...(window.es4rMedia || [])].filter((media) => !media.paused).length"
+    playing = "[...(window.studyMedia || [])].filter((media) => !media.paused).length"
     for side in ("a", "b"):
         await clip_loaded(page, side)
     if screenshot is None and not use_keys and not await page.evaluate("window.es4rOneAtATimeSeen || false"):
         await page.click("#study-audio-a button.play-pause-button")  # starting B pauses A
         await page.wait_for_function(f"{playing} === 1")
         await page.click("#study-audio-b button.play-pause-button")
-        await page.wait_for_function("window.es4rMedia.size === 2")
+        await page.wait_for_function("window.studyMedia.size === 2")
         assert await page.evaluate(playing) == 1, "two clips played at once"
         await page.click("#study-audio-b button.play-pause-button")  # pause B, then listen properly
         await page.wait_for_function(f"{playing} === 0")

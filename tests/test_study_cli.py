@@ -75,3 +75,25 @@ def test_app_study_mode_on_a_busy_port_names_the_variable_instead_of_moving(tmp_
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"port {port} on 127.0.0.1 is busy" in lines[-1] and "GRADIO_SERVER_PORT" in lines[-1]
+
+
+def test_what_participants_see_names_no_system_and_the_title_is_the_organisers(tmp_path, capsys):
+    """Blinding: the page title and heading come from `--title` (default "Listening study"), and
+    a title naming a compared system is refused; a system really named `es4r` appears nowhere in
+    the app's config (title, heading, every component)."""
+    import json
+
+    from es4r.study.ui import build_study_app
+
+    write_tone_pairs(tmp_path / "pairs", 2, ("es4r", "cascade"))
+    assert main(["study", "create", "--pairs", str(tmp_path / "pairs"), "--systems", "es4r", "cascade",
+                 "--samples", "2", "--out", str(tmp_path / "s.db")]) == 0
+    app = build_study_app(tmp_path / "s.db")
+    config = json.dumps(app.get_config_file(), default=str)
+    assert "Listening study" in config and "es4r" not in config.lower()
+    assert main(["study", "create", "--pairs", str(tmp_path / "pairs"), "--systems", "es4r", "cascade",
+                 "--samples", "2", "--title", "Voices, spring 2027", "--out", str(tmp_path / "t.db")]) == 0
+    assert "Voices, spring 2027" in json.dumps(build_study_app(tmp_path / "t.db").get_config_file(), default=str)
+    capsys.readouterr()
+    _refused(capsys, ["study", "create", "--pairs", str(tmp_path / "pairs"), "--systems", "es4r", "cascade",
+                      "--samples", "2", "--title", "ES4R study", "--out", str(tmp_path / "u.db")], "name neither system")

@@ -18,11 +18,13 @@ logger = logging.getLogger(__name__)
 def build_study(pairs_dir: str | Path, db_path: str | Path, systems: tuple[str, str],
                 criteria: tuple[Criterion, ...], samples: int, per_item: int,
                 per_annotator: int | None = None, seed: int = 0,
-                target_lufs: float = TARGET_LUFS) -> StudyStore:
+                target_lufs: float = TARGET_LUFS, title: str = "Listening study") -> StudyStore:
     """Create a study from the evaluate command's per-sample outputs: pick `samples` of
     them (plus every gold sample), loudness-normalise every clip, and write the database."""
     if Path(db_path).exists():
         raise StudyError(f"{db_path} already exists; choose another --out or delete it")
+    if not title.strip() or any(name.lower() in title.lower() for name in systems):
+        raise StudyError(f"--title {title!r} must be non-empty and name neither system (participants see it)")
     if len(set(systems)) != 2:
         raise StudyError(f"--systems needs two different names, found {list(systems)}")
     pairs = load_pairs(pairs_dir)
@@ -62,7 +64,7 @@ def build_study(pairs_dir: str | Path, db_path: str | Path, systems: tuple[str, 
              for pair, coin in zip(kept, coins)]
     spec = StudySpec(tuple(systems), tuple(criteria), per_item, per_annotator or samples, seed,
                      target_lufs, secrets.token_urlsafe(ORGANISER_CODE_BYTES),
-                     str(Path(pairs_dir).resolve()))
+                     str(Path(pairs_dir).resolve()), title)
     logger.info("study %s: %d items (%d gold), %d stimuli normalised to %.1f LUFS", db_path,
                 len(items), sum(p.gold is not None for p in kept), len(list(stimuli.glob("*.wav"))),
                 target_lufs)

@@ -45,7 +45,7 @@ def handle_create(args: argparse.Namespace) -> int:
 
     store = build_study(args.pairs, args.out, tuple(args.systems), criteria_by_name(args.criteria),
                         args.samples, args.annotators_per_item, args.items_per_annotator,
-                        args.seed, args.target_lufs)
+                        args.seed, args.target_lufs, args.title)
     count = len(store.rows("SELECT item_id FROM items"))
     print(f"Created {args.out}: {count} items, {len(store.spec.criteria)} criteria, "
           f"{args.annotators_per_item} annotators per item.")
@@ -100,6 +100,8 @@ def _add_commands(commands: argparse._SubParsersAction) -> None:
     create.add_argument("--items-per-annotator", type=int, default=None,
                         help="regular items each annotator sees (default: all)")
     create.add_argument("--seed", type=int, default=0, help="study seed (logged in exports)")
+    create.add_argument("--title", default="Listening study",
+                        help="the study's name as participants see it (never a system's name)")
     create.add_argument("--target-lufs", type=float, default=TARGET_LUFS)
     create.add_argument("--out", required=True, help="study database to create (e.g. study.db)")
     create.set_defaults(func=handle_create)

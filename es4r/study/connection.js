@@ -2,8 +2,8 @@
 // the page; when that fails it says so, pauses answering (nothing can be saved), and when
 // the server is back it reopens the page for the same annotator, who resumes at their
 // first unsaved item (the server's ?resume=ID load handler; answers already saved stay).
-if (!window.es4rConnection) {
-  window.es4rConnection = true;
+if (!window.studyConnection) {
+  window.studyConnection = true;
   const PING_MS = 2000;
   const banner = document.createElement("div");
   banner.id = "study-connection";
@@ -15,7 +15,7 @@ if (!window.es4rConnection) {
   document.addEventListener("click", (event) => {  // remember who pressed Start, for the resume
     if (event.target.closest && event.target.closest("#study-start")) {
       const box = document.querySelector("#study-annotator-id textarea, #study-annotator-id input");
-      if (box && box.value.trim()) sessionStorage.setItem("es4r-annotator", box.value.trim());
+      if (box && box.value.trim()) sessionStorage.setItem("study-annotator", box.value.trim());
     }
   }, true);
   let lost = false;
@@ -29,9 +29,9 @@ if (!window.es4rConnection) {
     if (!alive && !lost) {
       lost = true;
       banner.hidden = false;
-      document.body.classList.add("es4r-offline");
+      document.body.classList.add("study-offline");
     } else if (alive && lost) {
-      const who = sessionStorage.getItem("es4r-annotator");
+      const who = sessionStorage.getItem("study-annotator");
       location.replace(who ? `${here}?resume=${encodeURIComponent(who)}` : here);
     }
   }, PING_MS);

@@ -113,6 +113,8 @@ class StudySpec:
     target_lufs: float
     organiser_code: str  # unlocks the organiser tab
     pairs_dir: str
+    # what participants see as the study's name: organiser-set, never a system's name (blinding)
+    title: str = "Listening study"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -58,22 +58,22 @@ CSS = """
 #study-context .waveform-wrapper {max-height: 40px; overflow: hidden}  /* a context clip is one line, not 256 px */
 #study-connection {position: sticky; top: 0; z-index: 1000; padding: 0.8em 1em; background: #8a1c1c;
                    color: #ffffff; font-weight: 600}
-body.es4r-offline #study-replies, body.es4r-offline .study-criterion, body.es4r-offline #study-next,
-body.es4r-offline #study-pause {pointer-events: none; opacity: 0.45}
+body.study-offline #study-replies, body.study-offline .study-criterion, body.study-offline #study-next,
+body.study-offline #study-pause {pointer-events: none; opacity: 0.45}
 """
 CONNECTION_JS = (Path(__file__).resolve().parent / "connection.js").read_text()
 # A new item starts at the top: its progress line in view, then the conversation.
 TOP_OF_ITEM_JS = "() => { window.scrollTo({top: 0}); }"
 SHORTCUTS_JS = """
-if (!window.es4rStudyKeys) {
-  window.es4rStudyKeys = true;
+if (!window.studyKeys) {
+  window.studyKeys = true;
   // One clip at a time: starting any clip pauses the others. The players keep their media
   // elements off the page, so this wraps play() itself rather than listening on the DOM.
-  window.es4rMedia = new Set();
+  window.studyMedia = new Set();
   const play = HTMLMediaElement.prototype.play;
   HTMLMediaElement.prototype.play = function (...args) {
-    for (const other of window.es4rMedia) if (other !== this && !other.paused) other.pause();
-    window.es4rMedia.add(this);
+    for (const other of window.studyMedia) if (other !== this && !other.paused) other.pause();
+    window.studyMedia.add(this);
     return play.apply(this, args);
   };
   const choiceForKey = {"1": "win", "2": "tie", "3": "lose"};
@@ -81,7 +81,7 @@ if (!window.es4rStudyKeys) {
     const target = event.target;
     if (target && (target.tagName === "TEXTAREA" ||
         (target.tagName === "INPUT" && target.type !== "radio"))) return;
-    if (document.body.classList.contains("es4r-offline")) return;  // nothing can be saved now
+    if (document.body.classList.contains("study-offline")) return;  // nothing can be saved now
     const key = event.key.toLowerCase();
     if (key in choiceForKey) {
       const open = [...document.querySelectorAll(".study-criterion")]
@@ -307,7 +307,7 @@ def build_study_tab(db_path: str | Path, page: gr.Blocks) -> None:
 def _organiser_tab(store: StudyStore) -> None:
     with gr.Tab("Organiser"):
         gr.Markdown("Results de-randomised to the real systems. Enter the organiser code "
-                    "printed by `es4r study create`.")
+                    "printed when the study was created.")
         with gr.Row():
             code = gr.Textbox(label="Organiser code", type="password", elem_id="study-code",
                               max_lines=1)
@@ -342,8 +342,9 @@ def _organiser_tab(store: StudyStore) -> None:
 
 def build_study_app(db_path: str | Path) -> gr.Blocks:
     """The standalone study app (annotate + organiser tabs)."""
-    with gr.Blocks(title="ES4R listening study") as app:
-        gr.Markdown("# ES4R listening study")
+    title = StudyStore(db_path).spec.title  # organiser-set and neutral: nothing names a system
+    with gr.Blocks(title=title) as app:
+        gr.Markdown(f"# {title}")
         build_study_tab(db_path, app)
     return app
 
