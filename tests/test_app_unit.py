@@ -237,6 +237,9 @@ def test_turn_streams_text_before_audio(app_module, speech_paths):
     archive = Path(final[app_module.download]["value"])  # the export comes after the voice
     assert audios[0] < len(yields) - 1 and archive.is_file() and app_module.ARCHIVES.path in archive.parents
     _assert_nothing_of_the_server(archive, app_module.get_pipeline())
+    with zipfile.ZipFile(archive) as opened:  # the export holds the turn just answered, not the one before
+        turns = json.loads(opened.read("conversation.json"))["turns"]
+    assert [t.get("reply") for t in turns] == [new_session.results[0].reply_text]
 
 
 def _assert_nothing_of_the_server(archive: Path, pipeline) -> None:

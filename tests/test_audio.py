@@ -111,9 +111,13 @@ def test_log_mel_shape_follows_bins_and_length(speech_paths):
         assert mel.shape == (bins, len(samples) // 160)
 
 
-def test_energy_tracks_loudness(speech_paths):
+def test_energy_tracks_loudness_and_not_length(speech_paths):
+    """E_i is a mean over frames: the same speech said twice in a row has the same energy (a
+    sum, or a norm over time, would grow with how long someone spoke), and scaling is linear."""
     samples = load_audio(speech_paths[0]).samples
     assert turn_energy(samples * 0.25) < turn_energy(samples * 0.5) < turn_energy(samples)
+    assert turn_energy(np.concatenate([samples, samples])) == pytest.approx(turn_energy(samples), rel=0.02)
+    assert turn_energy(samples * 0.5) == pytest.approx(0.5 * turn_energy(samples), rel=1e-4)
 
 
 def _signals(seconds: float = 2.0) -> dict[str, np.ndarray]:

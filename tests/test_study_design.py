@@ -55,6 +55,9 @@ def test_seeds_are_reproducible_and_distinct():
     assert len({annotator_seed(7, slot) for slot in range(50)}) == 50
     assert annotator_seed(7, 0) != annotator_seed(8, 0)
     assert sum(balanced_coins(11, 3)) == 5
+    # the sides follow the seed, not the sample order: other seeds, other orders; one seed, one order
+    assert len({tuple(balanced_coins(20, seed)) for seed in range(6)}) == 6
+    assert balanced_coins(20, 4) == balanced_coins(20, 4) and balanced_coins(20, 4) != sorted(balanced_coins(20, 4))
     assert pick_samples(["a", "b", "c", "d"], 2, 1) == pick_samples(["a", "b", "c", "d"], 2, 1)
     with pytest.raises(ValueError, match="lower --samples"):
         pick_samples(["a"], 2, 0)

@@ -133,6 +133,11 @@ def test_loss_falls_frozen_stays_frozen_checkpoint_reproduces(tiny_dirs, tmp_pat
     load_es4r_parts(fresh, final)
     with torch.no_grad():
         assert torch.equal(two_path_loss(fresh, [sample], 2.0).loss, expected)
+        # kl_t2_scale multiplies the KL by T^2 and nothing else; off (the default) leaves it as it is
+        plain, scaled = two_path_loss(fresh, [sample], 2.0), two_path_loss(fresh, [sample], 2.0, kl_t2_scale=True)
+    assert float(plain.kl) > 0 and torch.equal(plain.ce, scaled.ce)
+    assert float(scaled.kl) == pytest.approx(4.0 * float(plain.kl), rel=1e-5)
+    assert float(plain.loss) == pytest.approx(float(plain.ce + plain.kl), rel=1e-5)
 
 
 @pytest.mark.slow
