@@ -282,7 +282,7 @@ def preset_config(name: str) -> ES4RConfig:
         return ES4RConfig(
             preset="embedded",
             # the speech path's encoder reads the turns plus 6 s of padding, not all 30 s
-            # (README "Speed"; scripts/check_same_replies.py speech-window and the gates)
+            # (docs/BENCHMARKS.md; scripts/check_same_replies.py speech-window and the gates)
             window=WindowConfig(speech_tail_frames=600),
             generation=GenerationConfig(decode_runtime="onnxruntime"),
             backbones=BackboneConfig(whisper="", llm="", tts=None, voice="auto"),

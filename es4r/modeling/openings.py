@@ -12,7 +12,7 @@ into them. Later sentences are free.
 Chosen by measurement on the valence set (assets/valence_set, embedded text path): a prompt
 hint ("The user is sharing good news.") raised contradictions from 5/20 to 7/20 and made
 the LLM echo its system prompt; bans on confident readings only: 2/20; bans with unsure
-readings banning both stances: 1/20 (see README)."""
+readings banning both stances: 1/20 (docs/QUALITY.md)."""
 
 from __future__ import annotations
 
