@@ -9,6 +9,7 @@ Run: `python app.py --preset embedded` (or ES4R_PRESET=tiny|embedded|paper)."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -40,7 +41,7 @@ EXAMPLES_DIR = Path(__file__).resolve().parent / "assets" / "examples"
 GENERIC_ERROR = ("Something went wrong on our side while answering this turn. "
                  "Your conversation so far is kept; please try again.")
 INT16_SCALE = 32767
-CHAT_HEIGHT = 430
+CHAT_HEIGHT = 250  # the record button and the examples stay in the first screen at 1440 x 900
 ARCHIVES = ServedFolder("es4r_archives_", keep_s=3600)  # an export link stays valid this long
 SENTENCES = ServedFolder("es4r_sentences_", keep_s=600)  # each spoken sentence, as it is sent
 STREAM_INTERVAL_S = 0.1  # at most ten page updates a second while the reply is written
@@ -56,6 +57,9 @@ STUDY_ENV = "ES4R_STUDY_DB"
 PAGE_SCRIPTS = ("microphone.js", "reply_voice.js", "page_timing.js")
 PAGE_HEAD = "".join(f"<script>{(Path(__file__).resolve().parent / 'es4r' / 'ui' / name).read_text()}</script>"
                     for name in PAGE_SCRIPTS)
+# On a phone the page's header wraps to half a screen: a shorter chat keeps the record button in
+# the first screen (it grows as the conversation does, up to CHAT_HEIGHT).
+PAGE_HEAD += "<style>@media (max-width: 600px) {#chat {height: 150px !important; min-height: 150px}}</style>"
 RAW_MICROPHONE_NOTE = ("The microphone opens with automatic gain control, noise suppression and echo cancellation "
                        "**off** (where your browser allows it), so ES4R hears how loud you really speak.")
 STUDY_CONCURRENCY = 8  # annotators only read clips and write answers; no model runs
@@ -260,8 +264,19 @@ def submit_state(audio_path: str | None):
 
 
 # ------------------------------------------------------------------ layout
+def _example_groups() -> list[dict]:
+    """The example turns grouped as the conversations they form, in order, each with what it
+    says (assets/examples/examples.json); every listed file must exist."""
+    index = EXAMPLES_DIR / "examples.json"
+    if not index.is_file():
+        return []
+    groups = json.loads(index.read_text())["conversations"]
+    return [{"title": g["title"], "paths": [str(EXAMPLES_DIR / t["file"]) for t in g["turns"]],
+             "labels": [t["says"] for t in g["turns"]]} for g in groups]
+
+
 def _examples() -> list[list[str]]:
-    return [[str(path)] for path in sorted(EXAMPLES_DIR.glob("*.wav"))]
+    return [[path] for group in _example_groups() for path in group["paths"]]
 
 
 with gr.Blocks(title="ES4R Studio") as demo:
@@ -281,6 +296,17 @@ with gr.Blocks(title="ES4R Studio") as demo:
             # The turn's one progress indicator (and a waiting visitor's place in the queue): it
             # covers only this strip, never a message of the conversation.
             turn_progress = gr.Markdown("", elem_id="turn-progress", min_height=56)
+            # What a visitor does next sits right under the conversation, in the first screen.
+            audio_in = gr.Audio(sources=["microphone", "upload"], type="filepath", format="wav",
+                                label="Your turn: record, then press Send", elem_id="mic")
+            turn_error = gr.Markdown("", elem_id="turn-error")
+            with gr.Row():
+                send = gr.Button("Send turn", variant="primary", interactive=False, elem_id="send")
+                reset = gr.Button("New conversation", elem_id="new-conversation")
+            for group in _example_groups():  # one block per conversation, its turns in order
+                gr.Examples([[path] for path in group["paths"]], inputs=[audio_in], example_labels=group["labels"],
+                            label=f"No microphone? {group['title']}: load a turn, then Send")
+            gr.Markdown(RAW_MICROPHONE_NOTE, elem_id="mic-note")
             gr.HTML('<p id="page-timing"></p>', elem_id="page-timing-box")  # filled by page_timing.js
             # The reply plays sentence by sentence as it is spoken (each sentence a small WAV in
             # the hidden voice_sentence, played in order by es4r/ui/reply_voice.js); the whole
@@ -290,17 +316,8 @@ with gr.Blocks(title="ES4R Studio") as demo:
             voice_sentence = gr.File(visible="hidden", interactive=False, elem_id="voice-sentence")
             reply_audio = gr.Audio(label="Whole reply (replay or download)", interactive=False,
                                    elem_id="reply-audio")
-            audio_in = gr.Audio(sources=["microphone", "upload"], type="filepath", format="wav",
-                                label="Your turn: record, then press Send", elem_id="mic")
-            turn_error = gr.Markdown("", elem_id="turn-error")
-            gr.Markdown(RAW_MICROPHONE_NOTE, elem_id="mic-note")
-            with gr.Row():
-                send = gr.Button("Send turn", variant="primary", interactive=False, elem_id="send")
-                reset = gr.Button("New conversation", elem_id="new-conversation")
             context = gr.Markdown(context_markdown(None), elem_id="context-meter")
             download = gr.DownloadButton("Download conversation (.zip)", visible=False, size="md", elem_id="download")
-            if _examples():
-                gr.Examples(_examples(), inputs=[audio_in], label="No microphone? Load an example turn, then Send")
         with gr.Column(scale=6, min_width=340):
             view_turn = gr.Dropdown(label="Show views for (turn k: your k-th turn and reply k)", choices=[], interactive=False, elem_id="view-turn")
             with gr.Tabs():

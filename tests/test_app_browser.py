@@ -387,6 +387,26 @@ def test_a_phone_sized_page_fits_and_its_plots_scale(app_url, driver):
 
 
 
+def test_the_first_screen_holds_the_record_button_and_the_labelled_examples(app_url, driver):
+    """At 1440 x 900 the record button and the first example (labelled with what it says, in its
+    conversation's order) are in view without scrolling; on a phone, the record button is."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    for viewport, examples_in_view in (({"width": 1440, "height": 900}, True), (PHONE, False)):
+        with browser_with_microphone(driver, SPEECH_CLIP, viewport=viewport) as context:
+            page = _open_page(context, app_url)
+            record = page.locator("#mic button", has_text="Record").first
+            playwright_api.expect(record).to_be_visible(timeout=TURN_TIMEOUT_MS)
+            box = record.bounding_box()
+            assert box and box["y"] + box["height"] <= viewport["height"], (viewport, box)
+            first = page.get_by_text("1. \u201cI had a really rough week").first
+            playwright_api.expect(first).to_be_visible(timeout=TURN_TIMEOUT_MS)
+            if examples_in_view:
+                example = first.bounding_box()
+                assert example and example["y"] + example["height"] <= viewport["height"], example
+                assert page.get_by_text("A rough week (three turns, in order").first.is_visible()
+            page.screenshot(path=str(ARTIFACTS / f"first_screen_{viewport['width']}.png"))
+
+
 def test_one_progress_strip_shows_the_queue_and_covers_no_message(slow_reply_url, driver):
     """Two visitors send one after the other: the second sees its place in the queue, the first its
     progress; both only on the progress strip, never over the conversation. (The app whose

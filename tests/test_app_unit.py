@@ -384,3 +384,14 @@ def test_served_files_age_out_and_keep_their_names(tmp_path):
     archive = folder.new_path("es4r_conversation.zip")
     assert not old_file.exists() and not old_archive.parent.exists()
     assert fresh.name.startswith("turn2-") and fresh.exists() and archive.name == "es4r_conversation.zip"
+
+
+def test_every_example_clip_is_listed_once_with_what_it_says(app_module):
+    """The page shows the examples grouped by conversation and labelled (assets/examples/examples.json):
+    every WAV there is listed once, every listed file exists, and each label quotes its words."""
+    groups = app_module._example_groups()
+    listed = [path for group in groups for path in group["paths"]]
+    on_disk = sorted(str(p) for p in app_module.EXAMPLES_DIR.glob("*.wav"))
+    assert sorted(listed) == on_disk and len(set(listed)) == len(listed)
+    assert all(len(g["labels"]) == len(g["paths"]) and all("\u201c" in label for label in g["labels"]) for g in groups)
+    assert [[p] for p in listed] == app_module._examples()
