@@ -46,6 +46,18 @@ ARCHIVES = ServedFolder("es4r_archives_", keep_s=3600)  # an export link stays v
 SENTENCES = ServedFolder("es4r_sentences_", keep_s=600)  # each spoken sentence, as it is sent
 STREAM_INTERVAL_S = 0.1  # at most ten page updates a second while the reply is written
 STRATEGY_TAB, ATTENTION_TAB, LATENCY_TAB, SETTINGS_TAB = "strategy", "attention", "latency", "settings"
+# Each view tab opens with what it shows and how to read it, in plain words.
+TAB_INTROS = {
+    STRATEGY_TAB: "How loud each of your turns was, and the speaking style chosen from how that changed: "
+                  "louder over the turns → *encourage*, quieter → *comfort*, about the same → *neutral*. "
+                  "The bars say how much each of your turns shapes the voice of the reply.",
+    ATTENTION_TAB: "Where the speech model looks while it listens; brighter means more attention. *Intra-turn*: "
+                   "inside one spoken turn. *Inter-turn*: across all of them (lines mark where each begins). "
+                   "*Cross-modal*: which words of the conversation each piece of speech reads (boxes: its own turn).",
+    LATENCY_TAB: "Seconds each step took (rows) for each of your turns (columns); *first audio* is when the "
+                 "reply's voice began, counted from the end of your recording.",
+    SETTINGS_TAB: "Every setting of this run, seeds included: the same turns with these settings give the same reply.",
+}
 
 _pipeline: ES4RPipeline | None = None
 _pipeline_lock = threading.Lock()
@@ -322,10 +334,12 @@ with gr.Blocks(title="ES4R Studio") as demo:
             view_turn = gr.Dropdown(label="Show views for (turn k: your k-th turn and reply k)", choices=[], interactive=False, elem_id="view-turn")
             with gr.Tabs():
                 with gr.Tab("Energy & strategy", elem_id="tab-strategy", render_children=True) as strategy_tab:
+                    gr.Markdown(TAB_INTROS[STRATEGY_TAB], elem_classes="tab-intro")
                     energy_plot = gr.Plot(label="Energy per turn", elem_id="energy-plot", show_label=False)
                     strategy = gr.Markdown("*No turn yet.*", elem_id="strategy")
                     fusion_plot = gr.Plot(label="Style fusion", elem_id="fusion-plot", show_label=False)
                 with gr.Tab("Attention", elem_id="tab-attention", render_children=True) as attention_tab:
+                    gr.Markdown(TAB_INTROS[ATTENTION_TAB], elem_classes="tab-intro")
                     with gr.Row():
                         window_turn = gr.Dropdown(label="Intra-turn: which spoken turn (You k or Reply k)", choices=[], interactive=False)
                         head = gr.Slider(1, 8, value=1, step=1, label="Attention head", interactive=False)
@@ -333,9 +347,11 @@ with gr.Blocks(title="ES4R Studio") as demo:
                     inter_plot = gr.Plot(label="Inter-turn attention", elem_id="inter-plot", show_label=False)
                     cross_plot = gr.Plot(label="Cross-modal attention", elem_id="cross-plot", show_label=False)
                 with gr.Tab("Latency", elem_id="tab-latency", render_children=True) as latency_tab:
+                    gr.Markdown(TAB_INTROS[LATENCY_TAB], elem_classes="tab-intro")
                     latency = gr.Dataframe(headers=["stage"], interactive=False, elem_id="latency", max_height=640,
                                            label="Seconds per pipeline stage (rows), per turn (columns)")
                 with gr.Tab("Settings", elem_id="tab-settings", render_children=True) as settings_tab:
+                    gr.Markdown(TAB_INTROS[SETTINGS_TAB], elem_classes="tab-intro")
                     settings = gr.Code(label="Settings of this run (ES4RConfig, seeds included)", language="json")
 
     VIEW_OUTPUTS = [view_turn, energy_plot, strategy, fusion_plot, window_turn, head,

@@ -395,3 +395,19 @@ def test_every_example_clip_is_listed_once_with_what_it_says(app_module):
     assert sorted(listed) == on_disk and len(set(listed)) == len(listed)
     assert all(len(g["labels"]) == len(g["paths"]) and all("\u201c" in label for label in g["labels"]) for g in groups)
     assert [[p] for p in listed] == app_module._examples()
+
+
+def test_every_view_tab_opens_with_a_plain_sentence_and_plots_use_plain_words(app_module, session):
+    assert set(app_module.TAB_INTROS) == {app_module.STRATEGY_TAB, app_module.ATTENTION_TAB,
+                                          app_module.LATENCY_TAB, app_module.SETTINGS_TAB}
+    assert all(len(text.split()) >= 8 for text in app_module.TAB_INTROS.values())
+    maps = session.latest.attention
+    labels = [plots.intra_figure(maps, 0, 0).axes[0].get_xlabel(),
+              plots.energy_figure(session.latest.energies, session.latest.strategy, 0.1).axes[0].get_ylabel(),
+              plots.cross_figure(maps).axes[0].get_ylabel()]
+    assert not [label for label in labels if "query" in label or "key frame" in label or label.startswith("mean mel")]
+    ticks = [t.get_text() for t in plots.cross_figure(maps).axes[0].get_xticklabels()]
+    assert not [t for t in ticks if "\\n" in t]  # a line break is drawn as a mark, not as a raw "\n"
+    for figure in (plots.intra_figure(maps, 0, 0), plots.inter_figure(maps, 0)):
+        axes = figure.axes[0]
+        assert len(axes.get_xticks()) <= 7 and len(axes.get_yticks()) <= 7  # 4-digit frame numbers never touch

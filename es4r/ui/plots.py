@@ -65,7 +65,7 @@ def energy_figure(energies: list[float], strategy: str, tolerance: float) -> Fig
         axes.plot(turns, slope * turns + intercept, linestyle="--", color="black", linewidth=1, label="trend")
     axes.set_xticks(turns)
     axes.set_xlabel("your turn")
-    axes.set_ylabel("mean mel-frame norm")
+    axes.set_ylabel("loudness (mean mel-frame norm)")
     axes.set_title(f"Turn energy → strategy: {strategy}")
     axes.legend(loc="best", fontsize="small")
     axes.grid(alpha=0.3)
@@ -87,7 +87,7 @@ def fusion_figure(weights: list[float]) -> Figure:
     axes.set_xticks(turns)
     axes.set_ylim(0, max(1.0, max(weights) * 1.15))
     axes.set_xlabel("your turn")
-    axes.set_ylabel("weight")
+    axes.set_ylabel("share of the voice's style")
     axes.set_title("Style-fusion weights (sum to 1)")
     return figure
 
@@ -99,8 +99,10 @@ def _heatmap(figure: Figure, matrix: np.ndarray, title: str, xlabel: str, ylabel
     axes.set_title(title, fontsize="medium")
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
-    for axis in (axes.xaxis, axes.yaxis):  # frames, segments and tokens are counted: no 2.5
-        axis.set_major_locator(MaxNLocator(integer=True))
+    # frames, segments and tokens are counted (no 2.5), and a few ticks inside the map keep
+    # 4-digit frame numbers from running together
+    for axis, size in ((axes.xaxis, matrix.shape[1]), (axes.yaxis, matrix.shape[0])):
+        axis.set_ticks([t for t in MaxNLocator(nbins=5, integer=True).tick_values(0, size - 1) if 0 <= t <= size - 1])
     return axes
 
 
@@ -122,7 +124,7 @@ def intra_figure(maps: AttentionMaps, window_index: int, head: int, dropped_turn
     _heatmap(figure, weights[head],
              _title(f"Intra-turn attention — {window_label(maps, window_index, dropped_turns)}, head {head + 1}",
                     maps.meaningful),
-             "key frame (downsampled)", "query frame (downsampled)")
+             "moment listened to (frame)", "moment listening (frame)")
     return figure
 
 
@@ -134,7 +136,7 @@ def inter_figure(maps: AttentionMaps, head: int, dropped_turns: int = 0) -> Figu
         return _empty(figure, "inter-turn attention is switched off (ablation)")
     axes = _heatmap(figure, maps.inter[head],
                     _title(f"Inter-turn attention — head {head + 1}", maps.meaningful),
-                    "key frame (all turns)", "query frame (all turns)")
+                    "moment listened to (frame, all turns)", "moment listening (frame, all turns)")
     for index, start in enumerate(maps.turn_boundaries):
         if start > 0:
             axes.axvline(start - 0.5, color="cyan", linewidth=1)
@@ -152,7 +154,7 @@ def cross_figure(maps: AttentionMaps) -> Figure:
     if maps.cross is None:
         return _empty(figure, "cross-modal attention is switched off (ablation)")
     axes = _heatmap(figure, maps.cross, _title("Cross-modal attention — speech → history words", maps.meaningful),
-                    "history word (LLM token)", "speech segment")
+                    "word of the conversation (LLM token)", "piece of speech (segment)")
     for index, (tokens, speech) in enumerate(maps.cross_blocks):  # the turn blocks the mask allows
         if speech is not None:
             axes.add_patch(Rectangle((tokens[0] - 0.5, speech[0] - 0.5), tokens[1] - tokens[0], speech[1] - speech[0],
@@ -160,7 +162,7 @@ def cross_figure(maps: AttentionMaps) -> Figure:
             axes.annotate(maps.cross_labels[index] if index < len(maps.cross_labels) else f"T{index + 1}",
                           (tokens[0] - 0.5, speech[0] - 0.5), xytext=(2, -2),
                           textcoords="offset points", color="cyan", fontsize="small", va="top")
-    labels = [token.replace("Ġ", "").replace("▁", "").replace("Ċ", "\\n") for token in maps.history_tokens]
+    labels = [token.replace("Ġ", "").replace("▁", "").replace("Ċ", "↵") for token in maps.history_tokens]
     step = max(1, -(-len(labels) // MAX_WORD_TICKS))
     positions = list(range(0, len(labels), step))
     axes.set_xticks(positions)
