@@ -144,6 +144,13 @@ def resolve_config(name: str = "embedded", **backbone_overrides) -> ES4RConfig:
     return config
 
 
+def untrained_model(preset: str) -> ES4RModel:
+    """The preset's backbones with the ES4R parts at initialisation, for training. Neither the
+    shipped checkpoint nor $ES4R_CHECKPOINT is loaded: a run starts from scratch, and a later
+    stage says what it continues from (`init_from`)."""
+    return load_model(resolve_config(preset, es4r_checkpoint="none"), for_replies=False)
+
+
 def load_model(config: ES4RConfig, for_replies: bool = True) -> ES4RModel:
     """Whisper + LLM + the ES4R parts of a resolved config, in eval mode; the trained parts are
     loaded when the config names a checkpoint. Training builds its model here too, with

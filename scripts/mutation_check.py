@@ -198,7 +198,7 @@ FAULTS = (
           "es4r/training/trainer.py", "    fits_reader = not config.train_only or", "    fits_reader = False and",
           ("tests/test_affect_reader.py::test_the_trainer_fits_the_reader_before_step_0_and_keeps_it",)),
     Fault("training_from_shipped", "a training run starts from the untrained ES4R parts, not the shipped checkpoint",
-          "es4r/training/trainer.py", 'resolve_config(preset, es4r_checkpoint="none")', "resolve_config(preset)",
+          "es4r/presets.py", 'resolve_config(preset, es4r_checkpoint="none")', "resolve_config(preset)",
           ("tests/test_training.py::test_a_training_run_starts_from_the_untrained_parts_whatever_checkpoint_is_set",)),
     Fault("references_unmatched", "frozen gate references must match the manifest row for row",
           "es4r/evaluation/references.py", "    if missing or extra:", "    if False:",

@@ -298,7 +298,7 @@ def test_train_command_flags_override_the_config_file(tmp_path, monkeypatch, cap
 
     (tmp_path / "stage.yaml").write_text("manifest: corpus/train.jsonl\nlr: 0.003\nseed: 1\nmax_steps: 60\n")
     seen = []
-    monkeypatch.setattr(training, "train", lambda config: seen.append(config) or tmp_path / "final")
+    monkeypatch.setattr(training, "train", lambda config, build_model: seen.append(config) or tmp_path / "final")
     assert main(["train", "--config", str(tmp_path / "stage.yaml"), "--init-from", "runs/a/final",
                  "--seed", "45", "--output-dir", "runs/b"]) == 0
     config = seen[0]
@@ -312,7 +312,7 @@ def test_a_training_run_starts_from_the_untrained_parts_whatever_checkpoint_is_s
     from it would not be the run its config describes (`init_from` says so when meant)."""
     from es4r.presets import load_model, resolve_config
     from es4r.training.checkpoint import es4r_state_dict, save_es4r_parts
-    from es4r.training.trainer import untrained_model
+    from es4r.presets import untrained_model
 
     monkeypatch.delenv("ES4R_CHECKPOINT", raising=False)
     untrained = es4r_state_dict(load_model(resolve_config("tiny"), for_replies=False))

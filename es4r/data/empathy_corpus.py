@@ -108,8 +108,7 @@ def reply_examples(dialogues: list[Dialogue]) -> list[ReplyExample]:
 
 def training_split(encoder, folder: Path = EMPATHY_CORPUS) -> tuple[list[Dialogue], list[str]]:
     """The corpus kept apart from the situations test set and the valence set."""
-    from es4r.evaluation.situations import load_situations
-    from es4r.evaluation.valence import load_valence_set
+    from es4r.data.test_sets import load_situations, load_valence_set
 
     _, situations = load_situations()
     tests = [" ".join(s.turns) for s in situations]

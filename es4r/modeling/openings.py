@@ -76,11 +76,11 @@ class ValenceReader:
     def packaged(cls, margin: float) -> "ValenceReader | None":
         """The reader on the offline all-MiniLM-L6-v2 package, loaded once per process (every
         pipeline and variant shares it); None (logged) when the package is missing."""
-        from es4r.evaluation.metrics import MetricInputError, SentenceEncoder
+        from es4r.sentence_encoder import EncoderMissing, SentenceEncoder
 
         try:
             return cls(SentenceEncoder(), margin)
-        except MetricInputError as error:
+        except EncoderMissing as error:
             logger.warning("reply openings are not checked against the news: %s", error)
             return None
 

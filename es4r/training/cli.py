@@ -52,7 +52,9 @@ def _train_command(args: argparse.Namespace) -> int:
     config = TrainConfig(**{**asdict(config), **overrides})
     if not config.manifest:
         raise SystemExit("error: no training manifest: pass --manifest or set manifest in --config")
-    final = trainer.train(config)  # looked up at call time, so a test can stand in for it
+    from es4r.presets import untrained_model
+
+    final = trainer.train(config, build_model=untrained_model)  # looked up at call time: a test can stand in
     print(json.dumps({"checkpoint": str(final)}))
     return 0
 

@@ -103,7 +103,7 @@ def tune_replies(llm_path: str, out: Path, config: ReplyTuningConfig = ReplyTuni
     torch.manual_seed(config.seed)
     left_out: list[str] = []
     if dialogues is None:
-        from es4r.evaluation.metrics import SentenceEncoder
+        from es4r.sentence_encoder import SentenceEncoder
 
         dialogues, left_out = training_split(SentenceEncoder(), corpus)
     situations = {d.id: d.situation for d in dialogues}

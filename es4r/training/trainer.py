@@ -217,18 +217,11 @@ def make_accelerator(config: TrainConfig):
                        mixed_precision="bf16" if bf16 else "no")
 
 
-def untrained_model(preset: str):
-    """The preset's backbones with the ES4R parts at initialisation. Neither the shipped
-    checkpoint nor $ES4R_CHECKPOINT is loaded: a run starts from scratch, and a later stage
-    says what it continues from (`init_from`)."""
-    from es4r.presets import load_model, resolve_config
-
-    return load_model(resolve_config(preset, es4r_checkpoint="none"), for_replies=False)
-
-
-def train(config: TrainConfig, model=None) -> Path:
+def train(config: TrainConfig, model=None, build_model=None) -> Path:
     """Train and write checkpoints to config.output_dir; resumes from its trainer state.
-    Returns the folder of the final ES4R checkpoint."""
+    Returns the folder of the final ES4R checkpoint. `model`: the ES4R model to train; or
+    `build_model(preset)` makes it here, in each process (the train command passes
+    es4r.presets.untrained_model), so training depends on no layer above it."""
     from tqdm.auto import tqdm
 
     from es4r.training.checkpoint import load_es4r_parts, save_es4r_parts
@@ -236,7 +229,9 @@ def train(config: TrainConfig, model=None) -> Path:
     seed_everything(config.seed)
     accelerator = make_accelerator(config)
     if model is None:
-        model = untrained_model(config.preset)
+        if build_model is None:
+            raise ValueError("train() needs a model, or build_model to make one from config.preset")
+        model = build_model(config.preset)
     if config.init_from:
         load_es4r_parts(model, config.init_from, strict=False)
     restrict_training(model, config.train_only)

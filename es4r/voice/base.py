@@ -11,6 +11,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from es4r.config import StrategyParams
+from es4r.voice.errors import TTSError  # noqa: F401 (its home for callers of base)
 from es4r.voice.text_normalize import CLAUSE_MARKS
 
 
@@ -27,10 +28,6 @@ class SynthesisResult:
     @property
     def seconds(self) -> float:
         return len(self.waveform) / float(self.sample_rate)
-
-
-class TTSError(RuntimeError):
-    """Synthesis failed in a way the caller should report to the user."""
 
 
 class Utterance(Protocol):

@@ -234,7 +234,7 @@ def split_sentences(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> list[str]
 
 def speakable(text: str) -> str:
     """normalize_for_tts, or TTSError when nothing speakable is left (emoji, markup only)."""
-    from es4r.voice.base import TTSError
+    from es4r.voice.errors import TTSError
 
     spoken = normalize_for_tts(text)
     if not spoken:
