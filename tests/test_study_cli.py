@@ -2,6 +2,9 @@
 
 import socket
 import sqlite3
+from pathlib import Path
+
+import pytest
 
 from es4r.cli import main
 from es4r.study.demo import write_tone_pairs
@@ -97,3 +100,46 @@ def test_what_participants_see_names_no_system_and_the_title_is_the_organisers(t
     capsys.readouterr()
     _refused(capsys, ["study", "create", "--pairs", str(tmp_path / "pairs"), "--systems", "es4r", "cascade",
                       "--samples", "2", "--title", "ES4R study", "--out", str(tmp_path / "u.db")], "name neither system")
+
+
+def _time_wait_on(port: int) -> int:
+    """Connections in TIME-WAIT (state 06) on local `port`, from the kernel's table."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for row in rows if row.split()[1].endswith(f":{port:04X}") and row.split()[3] == "06")
+
+
+def _leave_time_wait() -> int:
+    """A port whose server went away first (as a killed one does), leaving TIME-WAIT sockets."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    served, _ = listener.accept()
+    listener.close()
+    served.close()  # the server side closes first ...
+    client.recv(1)
+    client.close()  # ... so it is the side left waiting
+    return port
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's socket table")
+def test_a_port_left_in_time_wait_by_a_killed_server_is_free_but_a_listening_one_is_not():
+    """After `kill -9` the study must restart on its port at once: the busy-port check used to
+    refuse for ~60 s because of the dead server's TIME-WAIT sockets (Gradio itself binds fine)."""
+    from es4r.study.cli import require_free_port
+    from es4r.study.store import StudyError
+
+    port = _leave_time_wait()
+    assert _time_wait_on(port) >= 1  # the situation a crash leaves
+    with socket.socket() as plain:  # what the old check did: refused
+        with pytest.raises(OSError):
+            plain.bind(("127.0.0.1", port))
+    require_free_port("127.0.0.1", port)  # no error: the server can bind it now
+    with socket.socket() as taken:  # the counterpart: a port something listens on stays busy
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        with pytest.raises(StudyError, match=f"port {port} on 127.0.0.1 is busy"):
+            require_free_port("127.0.0.1", port)

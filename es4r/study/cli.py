@@ -56,8 +56,14 @@ def handle_create(args: argparse.Namespace) -> int:
 
 def require_free_port(host: str, port: int, how: str = "choose another with --port") -> None:
     """Say which port is taken and how to choose another, before Gradio's own traceback (or its
-    quiet move to the next free port, which strands pages that know the old one) would."""
+    quiet move to the next free port, which strands pages that know the old one) would.
+
+    The probe binds as the server will (SO_REUSEADDR, like uvicorn and Gradio): a listening
+    socket still refuses it, but the TIME-WAIT connections a killed server leaves behind for
+    about a minute do not, so a crashed study restarts on its port at once."""
     with socket.socket() as probe:
+        if os.name != "nt":  # on Windows the option would let two servers share the port
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as error:
