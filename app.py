@@ -404,7 +404,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.study:  # annotator mode: no model is loaded
         from es4r.study.cli import require_free_port
         from es4r.study.store import StudyError
-        from es4r.study.ui import build_study_app, study_allowed_paths
+        from es4r.study.serving import launch_study
+        from es4r.study.ui import build_study_app
 
         host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
         port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
@@ -413,8 +414,7 @@ def main(argv: list[str] | None = None) -> None:
             require_free_port(host, port, "set GRADIO_SERVER_PORT to a free one")
         except StudyError as error:
             parser.exit(2, f"error: {error}\n")
-        study.queue(default_concurrency_limit=STUDY_CONCURRENCY)
-        study.launch(server_name=host, server_port=port, allowed_paths=study_allowed_paths(args.study))
+        launch_study(study, args.study, host, port, STUDY_CONCURRENCY)
         return
     if shutil.which("ffmpeg") is None:  # Gradio turns an upload of another format into WAV with it
         parser.exit(EXIT_STATUS, "error: ffmpeg was not found on PATH; the page converts uploads (mp3, m4a, webm …) "

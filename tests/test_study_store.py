@@ -71,15 +71,41 @@ def test_resume_never_repeats_an_item(tmp_path):
     assert [row["choice"] for row in kept] == ["win"]  # the first answer stands
 
 
-def test_page_data_never_names_the_systems(tmp_path):
+def test_page_data_never_names_the_systems_or_a_file(tmp_path):
+    """The page gets clips by opaque token: no system, file or folder name; a token serves only
+    the clip it was made for, and a made-up one nothing."""
     store = make_study(tmp_path, samples=4)
     store.register("ann1")
     item = store.next_item("ann1")
     shown = repr(item).lower()
     assert not any(system in shown for system in SYSTEMS)
-    assert Path(item.audio_a).parent == store.stimuli_dir
+    assert "stimuli" not in shown and ".wav" not in shown and str(tmp_path).lower() not in shown
+    owner = store.clip(item.clip_a)
+    assert (owner.annotator_id, owner.item_id, owner.part) == ("ann1", item.item_id, "A")
+    assert owner.path.parent == store.stimuli_dir and owner.path.is_file()
+    assert store.next_item("ann1").clip_a == item.clip_a  # shown again: the same token
+    assert store.clip("not-a-token") is None
+    store.register("ann2")
+    assert item.clip_a not in repr(store.next_item("ann2"))  # tokens are per annotator
     key = store.rows("SELECT system_a FROM assignments WHERE item_id = ?", (item.item_id,))
     assert key[0]["system_a"] in SYSTEMS  # the key exists, server-side only
+
+
+def test_a_schema_1_study_is_upgraded_in_place_keeping_its_events(tmp_path):
+    store = make_study(tmp_path, samples=2)
+    store.register("ann1")
+    item = store.next_item("ann1")
+    with sqlite3.connect(store.db_path) as db:  # back to how schema 1 looked
+        db.executescript("DROP TABLE clips; DROP TABLE play_events; CREATE TABLE play_events ("
+                         "event_id INTEGER PRIMARY KEY, annotator_id TEXT NOT NULL, item_id INTEGER NOT NULL,"
+                         " side TEXT NOT NULL, event TEXT NOT NULL, at REAL NOT NULL);"
+                         f"INSERT INTO play_events VALUES (1, 'ann1', {item.item_id}, 'A', 'play', 1.0);"
+                         "UPDATE meta SET value = '1' WHERE key = 'schema_version';")
+    upgraded = StudyStore(store.db_path)
+    assert upgraded.rows("SELECT value FROM meta WHERE key = 'schema_version'")[0][0] == "2"
+    assert [tuple(r) for r in upgraded.rows("SELECT event, at, from_s FROM play_events")] == [("play", 1.0, None)]
+    assert upgraded.listened("ann1", item.item_id) == set()  # an old 'ended' proves no stretch
+    assert upgraded.next_item("ann1").clip_a
 
 
 def test_answers_unlock_only_after_both_replies_heard(tmp_path):
@@ -92,15 +118,16 @@ def test_answers_unlock_only_after_both_replies_heard(tmp_path):
                                     (item.item_id,))[0][0])
     seconds = max(replies[system]["seconds"] for system in SYSTEMS)
     start = time.time()
-    store.log_play("ann1", item.item_id, "A", "play", at=start)
-    store.log_play("ann1", item.item_id, "A", "ended", at=start + 0.01)  # seeked to the end
-    store.log_play("ann1", item.item_id, "B", "play", at=start)
-    store.log_play("ann1", item.item_id, "B", "ended", at=start + seconds)
+    store.log_play("ann1", item.item_id, "A", "play", at=start, from_s=0.0)
+    store.log_play("ann1", item.item_id, "A", "seek", at=start + 0.01, from_s=0.0, to_s=0.01)  # seeked to the end
+    store.log_play("ann1", item.item_id, "A", "ended", at=start + 0.02, from_s=seconds - 0.01, to_s=seconds)
+    store.log_play("ann1", item.item_id, "B", "play", at=start, from_s=0.0)
+    store.log_play("ann1", item.item_id, "B", "ended", at=start + seconds, from_s=0.0, to_s=seconds)
     assert store.listened("ann1", item.item_id) == {"B"}
     with pytest.raises(NotListened):
         store.submit("ann1", item.item_id, all_answers())
-    store.log_play("ann1", item.item_id, "A", "play", at=start + seconds)
-    store.log_play("ann1", item.item_id, "A", "ended", at=start + seconds * 2)
+    store.log_play("ann1", item.item_id, "A", "play", at=start + seconds, from_s=0.0)
+    store.log_play("ann1", item.item_id, "A", "ended", at=start + seconds * 2, from_s=0.0, to_s=seconds)
     assert store.submit("ann1", item.item_id, all_answers())
     plays = store.rows("SELECT plays_a, plays_b FROM responses")[0]
     assert (plays["plays_a"], plays["plays_b"]) == (2, 1)
@@ -205,18 +232,20 @@ def test_annotator_ids_are_normalised(tmp_path):
 
 
 def test_the_page_labels_recognised_words_and_shows_transcripts_as_they_are():
-    """Context bubbles carry the pairs file's words; recogniser output says so."""
+    """Context bubbles carry the pairs file's words literally (no HTML runs); recogniser output
+    says so; a clip is named by its token alone."""
     from types import SimpleNamespace
 
-    from es4r.study.ui import RECOGNISED_NOTE, _chat
+    from es4r.study.ui import RECOGNISED_NOTE, _conversation
 
     item = SimpleNamespace(context=[
-        {"role": "speaker", "utterance": "I lost my job.", "audio": None, "recognised": False},
-        {"role": "listener", "utterance": "Oh no.", "audio": None},  # a study built before the flag
-        {"role": "speaker", "utterance": "i lost my jab", "audio": None, "recognised": True}])
-    contents = [message["content"] for message in _chat(item)]
-    assert contents[:2] == ["I lost my job.", "Oh no."]
-    assert contents[2].startswith("i lost my jab") and RECOGNISED_NOTE in contents[2]
+        {"role": "speaker", "utterance": "I lost my <b>job</b>.", "clip": "tok1", "recognised": False},
+        {"role": "listener", "utterance": "Oh no.", "clip": None},  # a study built before the flag
+        {"role": "speaker", "utterance": "i lost my jab", "clip": None, "recognised": True}])
+    shown = _conversation(item)
+    assert "I lost my &lt;b&gt;job&lt;/b&gt;." in shown and "<b>" not in shown
+    assert shown.count(RECOGNISED_NOTE) == 1 and shown.index("i lost my jab") < shown.index(RECOGNISED_NOTE)
+    assert 'src="clip/tok1"' in shown and shown.count("<audio") == 1
 
 
 def test_reply_text_is_shown_as_written_never_as_html_or_markdown():

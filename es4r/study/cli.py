@@ -72,14 +72,13 @@ def require_free_port(host: str, port: int, how: str = "choose another with --po
 
 @_reporting
 def handle_serve(args: argparse.Namespace) -> int:
-    from es4r.study.ui import build_study_app, study_allowed_paths
+    from es4r.study.serving import launch_study
+    from es4r.study.ui import build_study_app
 
     app = build_study_app(args.db)
     port = args.port or int(os.environ.get("GRADIO_SERVER_PORT", DEFAULT_PORT))
     require_free_port(args.host or "127.0.0.1", port)
-    app.queue(default_concurrency_limit=DEFAULT_CONCURRENCY)
-    app.launch(server_name=args.host, server_port=port,
-               allowed_paths=study_allowed_paths(args.db))
+    launch_study(app, args.db, args.host, port, DEFAULT_CONCURRENCY)
     return 0
 
 

@@ -1,10 +1,13 @@
-// The study page keeps working through a server restart. Every 2 s it asks the server for
-// the page; when that fails it says so, pauses answering (nothing can be saved), and when
-// the server is back it reopens the page for the same annotator, who resumes at their
-// first unsaved item (the server's ?resume=ID load handler; answers already saved stay).
+// The study page keeps working through a server restart. Its address always says where the
+// annotator is (?resume=ID on an item, ?break=ID on a break, set from #study-place), so any
+// reload — Gradio's own on reconnecting, this script's, the annotator's — lands there again.
+// Every 2 s it asks the server for the page; when that fails it says so above everything,
+// makes every control inert (nothing can be saved) and stops the clips; when the server is
+// back it reloads, and the server's load handler reopens the same place.
 if (!window.studyConnection) {
   window.studyConnection = true;
   const PING_MS = 2000;
+  const here = location.origin + location.pathname;
   const banner = document.createElement("div");
   banner.id = "study-connection";
   banner.setAttribute("role", "alert");
@@ -12,14 +15,15 @@ if (!window.studyConnection) {
   banner.textContent = "Connection to the study server lost. Your saved answers are safe; " +
     "answering is paused until the server is back, then this page resumes where you were.";
   document.body.prepend(banner);
-  document.addEventListener("click", (event) => {  // remember who pressed Start, for the resume
-    if (event.target.closest && event.target.closest("#study-start")) {
-      const box = document.querySelector("#study-annotator-id textarea, #study-annotator-id input");
-      if (box && box.value.trim()) sessionStorage.setItem("study-annotator", box.value.trim());
-    }
-  }, true);
+  const keepPlaceInAddress = () => {
+    const place = document.querySelector("#study-place [data-place]");
+    if (!place) return;  // the page has not heard from the server yet
+    const who = place.dataset.annotator;
+    const search = place.dataset.place && who ? `?${place.dataset.place}=${encodeURIComponent(who)}` : "";
+    if (location.search !== search) history.replaceState(null, "", here + search);
+  };
+  new MutationObserver(keepPlaceInAddress).observe(document.body, { childList: true, subtree: true, attributes: true });
   let lost = false;
-  const here = location.origin + location.pathname;
   setInterval(async () => {
     let alive = false;
     try {
@@ -30,9 +34,10 @@ if (!window.studyConnection) {
       lost = true;
       banner.hidden = false;
       document.body.classList.add("study-offline");
+      for (const app of document.querySelectorAll("gradio-app, .gradio-container")) app.inert = true;
+      for (const media of document.querySelectorAll("audio")) media.pause();
     } else if (alive && lost) {
-      const who = sessionStorage.getItem("study-annotator");
-      location.replace(who ? `${here}?resume=${encodeURIComponent(who)}` : here);
+      location.reload();
     }
   }, PING_MS);
 }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import secrets
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -21,10 +22,11 @@ from pathlib import Path
 from typing import Iterator
 
 from es4r.study.design import CHOICES, Criterion, ItemLoad, annotator_seed, plan_annotator
+from es4r.study.listening import Hearing, hearing
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: play events carry the stretch played; clips are fetched by opaque token
 BUSY_TIMEOUT_MS = 30_000  # wait this long for another writer before giving up
 ANNOTATOR_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 ID_RULE = ("1-64 letters, digits or . _ @ -; capitals and surrounding spaces are ignored "
@@ -35,12 +37,38 @@ def normalise_annotator_id(raw: str | None) -> str:
     """The one spelling an ID is stored under: surrounding space removed, lower case."""
     return (raw or "").strip().lower()
 SIDES = ("A", "B")
-PLAY_EVENTS = ("play", "pause", "ended")
+PLAY_EVENTS = ("play", "pause", "seek", "ended")  # 'seek': the player jumped while playing
 ORGANISER_CODE_BYTES = 9  # 12 url-safe characters
-# Half of a reply's duration must pass between its first 'play' and its 'ended' event: seeking
-# to the end fails, and a 'play' event that reaches a busy server late (under load, by more than
-# a second for a short clip) does not lock out an annotator who listened.
-MIN_LISTEN_FRACTION = 0.5
+CLIP_TOKEN_BYTES = 12  # 16 url-safe characters: a clip's only name in the page
+
+PLAY_EVENTS_TABLE = """
+CREATE TABLE play_events (
+    event_id     INTEGER PRIMARY KEY,
+    annotator_id TEXT NOT NULL,
+    item_id      INTEGER NOT NULL,
+    side         TEXT NOT NULL CHECK (side IN ('A', 'B')),
+    event        TEXT NOT NULL CHECK (event IN ('play', 'pause', 'seek', 'ended')),
+    at           REAL NOT NULL,           -- server time the report arrived
+    from_s       REAL,                    -- play: where it started; else the stretch played ...
+    to_s         REAL,                    -- ... up to here (clip seconds); NULL in schema 1
+    page         TEXT,                    -- the page load that reported it
+    seq          INTEGER,                 -- its number there: a repeated report is kept once
+    UNIQUE (page, seq));
+"""
+CLIPS_TABLE = """
+CREATE TABLE clips (
+    token        TEXT PRIMARY KEY,        -- the opaque name the page fetches the clip by
+    annotator_id TEXT NOT NULL,
+    item_id      INTEGER NOT NULL,
+    part         TEXT NOT NULL,           -- 'A', 'B' or 'context N'
+    file         TEXT NOT NULL,           -- the stimulus (beside the database)
+    UNIQUE (annotator_id, item_id, part));
+"""
+MIGRATE_FROM_1 = ("ALTER TABLE play_events RENAME TO play_events_v1;" + PLAY_EVENTS_TABLE +
+                  "INSERT INTO play_events (event_id, annotator_id, item_id, side, event, at) "
+                  "SELECT event_id, annotator_id, item_id, side, event, at FROM play_events_v1;"
+                  "DROP TABLE play_events_v1;" + CLIPS_TABLE +
+                  "UPDATE meta SET value = '2' WHERE key = 'schema_version';")
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -81,14 +109,7 @@ CREATE TABLE judgements (
     choice       TEXT NOT NULL CHECK (choice IN ('win', 'tie', 'lose')),  -- A over B
     PRIMARY KEY (annotator_id, item_id, criterion),
     FOREIGN KEY (annotator_id, item_id) REFERENCES responses (annotator_id, item_id));
-CREATE TABLE play_events (
-    event_id     INTEGER PRIMARY KEY,
-    annotator_id TEXT NOT NULL,
-    item_id      INTEGER NOT NULL,
-    side         TEXT NOT NULL CHECK (side IN ('A', 'B')),
-    event        TEXT NOT NULL CHECK (event IN ('play', 'pause', 'ended')),
-    at           REAL NOT NULL);
-"""
+""" + PLAY_EVENTS_TABLE + CLIPS_TABLE
 
 
 class StudyError(ValueError):
@@ -100,7 +121,7 @@ class StudyFull(StudyError):
 
 
 class NotListened(StudyError):
-    """An answer arrived before both replies had been played to the end."""
+    """An answer arrived before every part of both replies had played."""
 
 
 @dataclass(frozen=True)
@@ -138,16 +159,27 @@ class NewItem:
 
 @dataclass(frozen=True)
 class PresentedItem:
-    """What the browser may see: no system names, only "A" and "B"."""
+    """What the browser may see: no system names, only "A" and "B", and clips by opaque token
+    (no file or folder name)."""
 
     item_id: int
     position: int  # 0-based
     total: int
-    context: list[dict]
+    context: list[dict]  # [{role, utterance, recognised, clip: token | None}]
     text_a: str
-    audio_a: str
+    clip_a: str
     text_b: str
-    audio_b: str
+    clip_b: str
+
+
+@dataclass(frozen=True)
+class ClipOwner:
+    """Whose page a clip token belongs to, and the file it stands for."""
+
+    annotator_id: str
+    item_id: int
+    part: str  # 'A', 'B' or 'context N'
+    path: Path
 
 
 @dataclass(frozen=True)
@@ -173,10 +205,19 @@ class StudyStore:
         if "spec" not in meta:
             raise StudyError(f"{self.db_path} is not a study database (no study spec in it); pass the "
                              "file `python -m es4r study create` wrote")
+        if meta.get("schema_version") == "1":
+            self._migrate_from_1()
+            meta["schema_version"] = str(SCHEMA_VERSION)
         if int(meta.get("schema_version", -1)) != SCHEMA_VERSION:
             raise StudyError(f"{self.db_path} has schema {meta.get('schema_version')}, expected "
                              f"{SCHEMA_VERSION}; export it with the version that created it")
         self.spec = StudySpec.from_json(meta["spec"])
+
+    def _migrate_from_1(self) -> None:
+        """Schema 1 → 2 in one transaction: old play events keep their times (without stretches)."""
+        with self._connect() as db:
+            db.executescript("BEGIN IMMEDIATE;" + MIGRATE_FROM_1 + "COMMIT;")
+        logger.info("%s: upgraded the study database to schema %d", self.db_path, SCHEMA_VERSION)
 
     @classmethod
     def create(cls, db_path: str | Path, spec: StudySpec, items: list[NewItem]) -> "StudyStore":
@@ -207,8 +248,23 @@ class StudyStore:
         """Where the loudness-normalised copies live (beside the database)."""
         return stimuli_dir_for(self.db_path)
 
-    def _audio(self, name: str | None) -> str | None:
-        return None if name is None else str(self.stimuli_dir / name)
+    @staticmethod
+    def _token(db: sqlite3.Connection, annotator_id: str, item_id: int, part: str,
+               name: str | None) -> str | None:
+        """The opaque token this annotator's page fetches a clip by (made once, then kept)."""
+        if name is None:
+            return None
+        db.execute("INSERT OR IGNORE INTO clips VALUES (?, ?, ?, ?, ?)",
+                   (secrets.token_urlsafe(CLIP_TOKEN_BYTES), annotator_id, item_id, part, name))
+        return db.execute("SELECT token FROM clips WHERE annotator_id = ? AND item_id = ? AND part = ?",
+                          (annotator_id, item_id, part)).fetchone()[0]
+
+    def clip(self, token: str) -> ClipOwner | None:
+        """The clip a page asks for by token; None for a token this study never gave out."""
+        with self._connect() as db:
+            row = db.execute("SELECT annotator_id, item_id, part, file FROM clips WHERE token = ?",
+                             (token,)).fetchone()
+        return None if row is None else ClipOwner(row[0], row[1], row[2], self.stimuli_dir / row[3])
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -285,51 +341,68 @@ class StudyStore:
                        (time.time(), annotator_id, item_id))
             total = db.execute("SELECT COUNT(*) FROM assignments WHERE annotator_id = ?",
                                (annotator_id,)).fetchone()[0]
-        replies = json.loads(replies_json)
-        context = [dict(turn, audio=self._audio(turn["audio"])) for turn in json.loads(context_json)]
+            replies = json.loads(replies_json)
+            context = [{"role": turn["role"], "utterance": turn["utterance"],
+                        "recognised": turn.get("recognised", False),
+                        "clip": self._token(db, annotator_id, item_id, f"context {index}", turn["audio"])}
+                       for index, turn in enumerate(json.loads(context_json))]
+            clip_a, clip_b = (self._token(db, annotator_id, item_id, side, replies[system]["audio"])
+                              for side, system in zip(SIDES, (system_a, system_b)))
         return PresentedItem(item_id, position, total, context,
-                             replies[system_a]["text"], self._audio(replies[system_a]["audio"]),
-                             replies[system_b]["text"], self._audio(replies[system_b]["audio"]))
+                             replies[system_a]["text"], clip_a, replies[system_b]["text"], clip_b)
 
     def log_play(self, annotator_id: str, item_id: int, side: str, event: str,
-                 at: float | None = None) -> None:
-        """Record a player event (`at` defaults to now; tests and replays may give it)."""
+                 at: float | None = None, from_s: float | None = None, to_s: float | None = None,
+                 page: str | None = None, seq: int | None = None) -> bool:
+        """Record what a player did: 'play' from `from_s`, or the stretch `from_s`–`to_s` it
+        played before it paused, jumped ('seek') or ended (`at` defaults to now). A report the
+        same page sent before (same `page` and `seq`) is kept once; returns whether it was new."""
         if side not in SIDES or event not in PLAY_EVENTS:
             raise StudyError(f"play event {side!r}/{event!r}; expected side in {SIDES} and "
                              f"event in {PLAY_EVENTS}")
         with self._write() as db:
-            db.execute("INSERT INTO play_events (annotator_id, item_id, side, event, at) "
-                       "VALUES (?, ?, ?, ?, ?)", (annotator_id, item_id, side, event,
-                                                    time.time() if at is None else at))
+            return db.execute(
+                "INSERT OR IGNORE INTO play_events (annotator_id, item_id, side, event, at, from_s, "
+                "to_s, page, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (annotator_id, item_id, side, event, time.time() if at is None else at, from_s, to_s,
+                 page, seq)).rowcount == 1
+
+    def hearing(self, annotator_id: str, item_id: int) -> dict[str, Hearing]:
+        """How much of each reply this annotator has heard on this item (side -> Hearing)."""
+        with self._connect() as db:
+            return self._hearing(db, annotator_id, item_id)
 
     def listened(self, annotator_id: str, item_id: int) -> set[str]:
-        """Sides this annotator has played to the end on this item."""
-        with self._connect() as db:
-            return self._heard(db, annotator_id, item_id)
+        """Sides this annotator has heard in full on this item (es4r.study.listening)."""
+        return {side for side, state in self.hearing(annotator_id, item_id).items() if state.complete}
 
     @staticmethod
-    def _heard(db: sqlite3.Connection, annotator_id: str, item_id: int) -> set[str]:
-        """A side counts as heard once an 'ended' event comes at least MIN_LISTEN_FRACTION of
-        the clip's duration after its first 'play', so seeking to the end does not count."""
+    def _hearing(db: sqlite3.Connection, annotator_id: str, item_id: int) -> dict[str, Hearing]:
+        """The union of the stretches each player reported must cover its clip; seeking past a
+        part leaves a gap, and a stretch longer than the time since the first play is refused."""
         assigned = db.execute(
             "SELECT a.system_a, a.system_b, i.replies_json FROM assignments a JOIN items i "
             "USING (item_id) WHERE a.annotator_id = ? AND a.item_id = ?",
             (annotator_id, item_id)).fetchone()
         if assigned is None:
-            return set()
+            return {}
         replies = json.loads(assigned[2])
         seconds = dict(zip(SIDES, (replies[assigned[0]]["seconds"], replies[assigned[1]]["seconds"])))
+        spans: dict[str, list[tuple[float, float]]] = {side: [] for side in SIDES}
         first_play: dict[str, float] = {}
-        heard = set()
-        for side, event, at in db.execute(
-                "SELECT side, event, at FROM play_events WHERE annotator_id = ? AND item_id = ? "
-                "ORDER BY event_id", (annotator_id, item_id)):
+        last_report: dict[str, float] = {}
+        for side, event, at, from_s, to_s in db.execute(
+                "SELECT side, event, at, from_s, to_s FROM play_events WHERE annotator_id = ? AND "
+                "item_id = ? ORDER BY event_id", (annotator_id, item_id)):
             if event == "play":
-                first_play.setdefault(side, at)
-            elif event == "ended" and side in first_play and \
-                    at - first_play[side] >= MIN_LISTEN_FRACTION * seconds[side]:
-                heard.add(side)
-        return heard
+                first_play[side] = min(at, first_play.get(side, at))
+            elif from_s is not None and to_s is not None:
+                spans[side].append((from_s, to_s))
+                last_report[side] = max(at, last_report.get(side, at))
+        return {side: hearing(spans[side], seconds[side],
+                              max(0.0, last_report.get(side, 0.0) - first_play[side])
+                              if side in first_play else 0.0)
+                for side in SIDES}
 
     def submit(self, annotator_id: str, item_id: int, choices: dict[str, str],
                require_listening: bool = True) -> bool:
@@ -349,8 +422,9 @@ class StudyStore:
             plays = dict(db.execute(
                 "SELECT side, SUM(event = 'play') FROM play_events WHERE annotator_id = ? AND "
                 "item_id = ? GROUP BY side", (annotator_id, item_id)))
-            if require_listening and self._heard(db, annotator_id, item_id) != set(SIDES):
-                raise NotListened("please listen to both replies to the end before answering")
+            if require_listening and not all(state.complete for state in
+                                             self._hearing(db, annotator_id, item_id).values()):
+                raise NotListened("please listen to every part of both replies before answering")
             now = time.time()
             db.execute("INSERT INTO responses VALUES (?, ?, ?, ?, ?, ?)",
                        (annotator_id, item_id, now, None if shown[0] is None else now - shown[0],

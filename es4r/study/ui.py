@@ -3,13 +3,16 @@ conversation so far, reply A and reply B, Win/Tie/Lose per criterion), and an or
 tab behind a code for tallies, chart and downloads.
 
 Everything per annotator lives in ``gr.State`` and the database; the page only ever gets
-text and loudness-normalised audio for "A" and "B" (files named by content hash), never
-which system is which. Answers unlock once both replies have played to the end.
+text and loudness-normalised audio for "A" and "B", fetched by opaque token (es4r.study.serving),
+never which system is which or where a file lies. Answers unlock once every part of both
+replies has played (es4r.study.listening); the page's address says where the annotator is,
+so it reopens there after a reload or a server restart (connection.js).
 """
 
 from __future__ import annotations
 
 import html
+import json
 import logging
 import re
 import tempfile
@@ -21,9 +24,10 @@ import pandas as pd
 
 from es4r.study.design import LOSE, TIE, WIN
 from es4r.study.export import export_study, summarise, tally_table
-from es4r.study.store import (ID_RULE, SIDES, NotListened, PresentedItem, StudyError, StudyStore,
-                              normalise_annotator_id,
-                              stimuli_dir_for)
+from es4r.study.listening import describe
+from es4r.study.serving import CLIP_PATH
+from es4r.study.store import (ID_RULE, PLAY_EVENTS, SIDES, NotListened, PresentedItem, StudyError, StudyStore,
+                              normalise_annotator_id)
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +41,8 @@ For each question, choose whether **A is better**, they are **tied**, or **B is 
 
 * **All voices in this study are synthetic** — produced by computer text-to-speech, not recorded
   from real people.
-* Please use headphones in a quiet place. Each reply must be played **to the end** before the
-  questions unlock; you may replay as often as you like.
+* Please use headphones in a quiet place. Every part of each reply must be played before the
+  questions unlock (skipping ahead does not count); you may replay as often as you like.
 * Your answers are saved the moment you submit each item, under the ID you enter below. Do not
   use your name or e-mail. You can stop at any time and come back later with the same ID.
 * Taking part is voluntary. By continuing you agree that your anonymous answers may be used for
@@ -46,59 +50,32 @@ For each question, choose whether **A is better**, they are **tied**, or **B is 
 """
 KEYS_HELP = ("Keyboard: **1** A is better · **2** Tie · **3** B is better (fills the next open "
              "question) · **J** / **K** play A / B · **Enter** save and next")
-LOCKED_NOTE = "**Locked:** play **both** replies to the end to unlock the questions."
+LOCKED_NOTE = "**Locked:** play **every part of both** replies to unlock the questions."
 UNLOCKED_NOTE = "**Unlocked:** both replies heard — answer every question, then save."
-CSS = """
-#study-context button[aria-label="Clear"], #study-context button[aria-label="Share"] {display: none}
-#study-replies button.skip, #study-replies button.rewind, #study-replies button.playback {display: none}
-#study-replies .reply-text {min-height: 3.5em; font-size: 1.1em}
-.study-criterion .wrap {gap: 0.5em}
-.study-criterion .info-text, .study-criterion .has-info {color: #3f3f46}  /* Gradio's grey is 1.9:1 on white */
-#study-progress {font-size: 1.05em}
-#study-context .waveform-wrapper {max-height: 40px; overflow: hidden}  /* a context clip is one line, not 256 px */
-#study-connection {position: sticky; top: 0; z-index: 1000; padding: 0.8em 1em; background: #8a1c1c;
-                   color: #ffffff; font-weight: 600}
-body.study-offline #study-replies, body.study-offline .study-criterion, body.study-offline #study-next,
-body.study-offline #study-pause {pointer-events: none; opacity: 0.45}
+HELP_GREY = "#3f3f46"  # 10.4:1 on white; Gradio's own grey for help text is 1.9:1
+CSS = f"""
+#study-replies .reply-text {{min-height: 3.5em; font-size: 1.1em}}
+#study-replies audio, #study-context audio {{width: 100%}}
+.study-criterion .wrap {{gap: 0.5em}}
+.gradio-container .info-text, .gradio-container .has-info, .gradio-container [data-testid="block-info"] {{color: {HELP_GREY}}}
+.gradio-container textarea::placeholder, .gradio-container input::placeholder {{color: #52525b; opacity: 1}}
+#study-progress {{font-size: 1.05em}}
+#study-context .study-turn {{margin: 0.4em 0; padding: 0.5em 0.8em; border-radius: 0.6em; max-width: 80%}}
+#study-context .study-speaker {{background: #f4f4f5}}
+#study-context .study-listener {{background: #e0e7ff; margin-left: auto}}
+#study-context .study-words {{white-space: pre-wrap; margin: 0 0 0.3em; color: #18181b}}
+#study-context .study-note {{font-size: 0.9em; color: {HELP_GREY}; margin: 0 0 0.3em}}
+#study-place, #study-reporter {{display: none}}
+#study-connection {{position: fixed; top: 0; left: 0; right: 0; z-index: 2147483647; padding: 0.8em 1em;
+                   background: #8a1c1c; color: #ffffff; font-weight: 600}}  /* above Gradio's own toasts */
+body.study-offline gradio-app {{opacity: 0.45}}
 """
-CONNECTION_JS = (Path(__file__).resolve().parent / "connection.js").read_text()
+STUDY_DIR = Path(__file__).resolve().parent
+PAGE_JS = (STUDY_DIR / "player.js").read_text() + (STUDY_DIR / "connection.js").read_text()
+# The channel the players report through: the page calls window.studyReport(report).
+REPORTER_JS = "window.studyReport = (report) => { props.value = JSON.stringify(report); trigger('input'); };"
 # A new item starts at the top: its progress line in view, then the conversation.
 TOP_OF_ITEM_JS = "() => { window.scrollTo({top: 0}); }"
-SHORTCUTS_JS = """
-if (!window.studyKeys) {
-  window.studyKeys = true;
-  // One clip at a time: starting any clip pauses the others. The players keep their media
-  // elements off the page, so this wraps play() itself rather than listening on the DOM.
-  window.studyMedia = new Set();
-  const play = HTMLMediaElement.prototype.play;
-  HTMLMediaElement.prototype.play = function (...args) {
-    for (const other of window.studyMedia) if (other !== this && !other.paused) other.pause();
-    window.studyMedia.add(this);
-    return play.apply(this, args);
-  };
-  const choiceForKey = {"1": "win", "2": "tie", "3": "lose"};
-  document.addEventListener("keydown", (event) => {
-    const target = event.target;
-    if (target && (target.tagName === "TEXTAREA" ||
-        (target.tagName === "INPUT" && target.type !== "radio"))) return;
-    if (document.body.classList.contains("study-offline")) return;  // nothing can be saved now
-    const key = event.key.toLowerCase();
-    if (key in choiceForKey) {
-      const open = [...document.querySelectorAll(".study-criterion")]
-        .find((group) => !group.querySelector("input:checked"));
-      const input = open && open.querySelector(`input[value="${choiceForKey[key]}"]`);
-      if (input && !input.disabled) { input.click(); event.preventDefault(); }
-    } else if (key === "j" || key === "k") {
-      const side = key === "j" ? "a" : "b";
-      const button = document.querySelector(`#study-audio-${side} button.play-pause-button`);
-      if (button) { button.click(); event.preventDefault(); }
-    } else if (key === "enter") {
-      const next = document.querySelector("#study-next");
-      if (next && !next.disabled) { next.click(); event.preventDefault(); }
-    }
-  });
-}
-"""
 
 
 @dataclass(frozen=True)
@@ -107,13 +84,7 @@ class AnnotatorPlace:
 
     annotator_id: str = ""
     item_id: int | None = None
-    heard: frozenset[str] = frozenset()  # sides played to the end on this item
-    context: tuple[dict, ...] = ()  # the open item's chat messages, drawn by fill_context
-
-
-def study_allowed_paths(db_path: str | Path) -> list[str]:
-    """Folders the server must be allowed to serve (the normalised stimuli)."""
-    return [str(stimuli_dir_for(db_path))]
+    heard: frozenset[str] = frozenset()  # sides heard in full on this item
 
 
 def _updates(count: int, **changes) -> list[dict]:
@@ -130,25 +101,50 @@ def _literal(text: str) -> str:
     return _MARKDOWN_SPECIALS.sub(r"\\\1", html.escape(text, quote=False))
 
 
-def _chat(item: PresentedItem) -> list[dict]:
-    """The conversation as said (the pairs file's transcript); recogniser output is labelled."""
-    messages = []
+def _player(token: str | None, side: str | None = None) -> str:
+    """A native player for one clip, fetched by token; a reply's player says its side (its
+    stretches are reported). No download or speed menu: the lock counts time as heard."""
+    if token is None:
+        return ""
+    side_attribute = f' data-side="{side}"' if side else ""
+    return (f'<audio controls preload="auto" controlslist="nodownload noplaybackrate" '
+            f'data-clip="{html.escape(token)}"{side_attribute} src="{CLIP_PATH}/{html.escape(token)}"></audio>')
+
+
+def _conversation(item: PresentedItem) -> str:
+    """The conversation as said (the pairs file's transcript), each turn's words shown literally
+    and its clip by token; words from the speech recogniser say so."""
+    turns = []
     for turn in item.context:
-        role = ROLE_NAMES[turn["role"]]
-        words = turn["utterance"] + (f"\n\n{RECOGNISED_NOTE}" if turn.get("recognised") else "")
-        messages.append({"role": role, "content": words})
-        if turn["audio"]:
-            messages.append({"role": role, "content": {"path": turn["audio"], "mime_type": "audio/wav"}})
-    return messages
+        note = f'<p class="study-note">{RECOGNISED_NOTE}</p>' if turn.get("recognised") else ""
+        turns.append(f'<div class="study-turn study-{turn["role"]}"><p class="study-words">'
+                     f'{html.escape(turn["utterance"])}</p>{note}{_player(turn["clip"])}</div>')
+    return "".join(turns)
+
+
+def _place(mode: str = "", who: str = "") -> str:
+    """Where this page is, for its address (connection.js): 'resume' or 'break' with an ID."""
+    return f'<span data-place="{mode}" data-annotator="{html.escape(who)}"></span>'
+
+
+def _lock_note(store: StudyStore, state: AnnotatorPlace) -> tuple[str, bool]:
+    """The lock's line for the page (which reply still has to be heard, and why) and whether
+    the questions are open."""
+    hearing = store.hearing(state.annotator_id, state.item_id)
+    if all(part.complete for part in hearing.values()):
+        return UNLOCKED_NOTE, True
+    lines = " ".join(describe(side, hearing[side]) for side in SIDES)
+    return f"**Locked:** {lines} The questions open once every part of both replies has played.", False
 
 
 def build_study_tab(db_path: str | Path, page: gr.Blocks) -> None:
     """Add the annotator view and the organiser view inside `page` (the current gr.Blocks)."""
     store = StudyStore(db_path)
-    gr.set_static_paths(study_allowed_paths(db_path))
     criteria = store.spec.criteria
     session = gr.State(AnnotatorPlace())
-    gr.HTML("", js_on_load=SHORTCUTS_JS + CONNECTION_JS, head=f"<style>{CSS}</style>", elem_id="study-shortcuts")
+    gr.HTML("", js_on_load=PAGE_JS, head=f"<style>{CSS}</style>", elem_id="study-shortcuts")
+    place = gr.HTML("", elem_id="study-place")
+    reporter = gr.HTML("", html_template="", js_on_load=REPORTER_JS, elem_id="study-reporter")
 
     with gr.Tab("Annotate"):
         with gr.Column(visible=True) as consent_view:
@@ -160,21 +156,17 @@ def build_study_tab(db_path: str | Path, page: gr.Blocks) -> None:
             start = gr.Button("Start / resume", variant="primary", elem_id="study-start")
         with gr.Column(visible=False) as task_view:
             progress = gr.Markdown(elem_id="study-progress")
-            context = gr.Chatbot(label="The conversation so far", height=None, min_height=120,
-                                 max_height=None, buttons=[], allow_file_downloads=False,  # all of it, no inner scroll
-                                 render_markdown=False,  # the words as said, never formatted or run as HTML
-                                 feedback_options=None, elem_id="study-context")
+            gr.Markdown("#### The conversation so far")
+            context = gr.HTML("", elem_id="study-context")
             with gr.Row(elem_id="study-replies", equal_height=True):
                 with gr.Column(variant="panel"):
                     gr.Markdown("### Reply A")
                     text_a = gr.Markdown(elem_classes="reply-text", elem_id="study-text-a")
-                    audio_a = gr.Audio(type="filepath", interactive=False, buttons=[],
-                                       show_label=False, elem_id="study-audio-a")
+                    audio_a = gr.HTML("", elem_id="study-audio-a")
                 with gr.Column(variant="panel"):
                     gr.Markdown("### Reply B")
                     text_b = gr.Markdown(elem_classes="reply-text", elem_id="study-text-b")
-                    audio_b = gr.Audio(type="filepath", interactive=False, buttons=[],
-                                       show_label=False, elem_id="study-audio-b")
+                    audio_b = gr.HTML("", elem_id="study-audio-b")
             note = gr.Markdown(LOCKED_NOTE, elem_id="study-lock-note")
             radios = []
             with gr.Row():
@@ -197,8 +189,9 @@ def build_study_tab(db_path: str | Path, page: gr.Blocks) -> None:
             done_text = gr.Markdown(elem_id="study-done")
 
     views = [consent_view, task_view, done_view]
-    item_outputs = [session, *views, progress, context, text_a, audio_a, text_b, audio_b, note,
+    item_outputs = [session, place, *views, progress, context, text_a, audio_a, text_b, audio_b, note,
                     next_button, done_text, *radios]
+    break_outputs = [session, place, *views, done_text, annotator_box]
 
     def show(who: str, message: str = "") -> list:
         """Everything on screen for this annotator's next unanswered item (or the end)."""
@@ -207,14 +200,14 @@ def build_study_tab(db_path: str | Path, page: gr.Blocks) -> None:
         if item is None:
             finished = (f"### Thank you, {who}!\n\nYou have answered all {done.total} items; "
                         "your answers are saved. You can close this page.")
-            return [AnnotatorPlace(who), gr.update(visible=False), gr.update(visible=False),
-                    gr.update(visible=True)] + _updates(8) + [finished] + \
-                _updates(len(radios))
+            return [AnnotatorPlace(who), _place("resume", who), gr.update(visible=False), gr.update(visible=False),
+                    gr.update(visible=True)] + _updates(8) + [finished] + _updates(len(radios))
         status = (f"**Item {done.done + 1} of {done.total}** · annotator `{who}`"
                   + (f" · {message}" if message else ""))
-        return ([AnnotatorPlace(who, item.item_id, context=tuple(_chat(item))), gr.update(visible=False),
-                 gr.update(visible=True), gr.update(visible=False), status, [], _literal(item.text_a), item.audio_a,
-                 _literal(item.text_b), item.audio_b, LOCKED_NOTE, gr.update(interactive=False), ""]
+        return ([AnnotatorPlace(who, item.item_id), _place("resume", who), gr.update(visible=False),
+                 gr.update(visible=True), gr.update(visible=False), status, _conversation(item),
+                 _literal(item.text_a), _player(item.clip_a, "A"), _literal(item.text_b), _player(item.clip_b, "B"),
+                 LOCKED_NOTE, gr.update(interactive=False), ""]
                 + _updates(len(radios), choices=CHOICE_LABELS, value=None, interactive=False))
 
     def on_start(who: str, agreed: bool) -> list:
@@ -227,22 +220,32 @@ def build_study_tab(db_path: str | Path, page: gr.Blocks) -> None:
             raise gr.Error(html.escape(str(error))) from error  # it may quote what was typed; shown as text
         return show(who, f"welcome back — resuming after {done.done} saved" if done.done else "")
 
-    def on_play(state: AnnotatorPlace, side: str) -> None:
-        if state.item_id is not None:
-            store.log_play(state.annotator_id, state.item_id, side, "play")
-
-    def on_ended(state: AnnotatorPlace, side: str) -> list:
-        if state.item_id is None:
-            return [state, gr.update(), gr.update()] + _updates(len(radios))
-        store.log_play(state.annotator_id, state.item_id, side, "ended")
-        heard = store.listened(state.annotator_id, state.item_id)
-        state = replace(state, heard=frozenset(heard))
-        if heard != set(SIDES):
-            missing = " and ".join(sorted(set(SIDES) - heard))
-            return [state, f"**Locked:** now play reply **{missing}** to the end — the questions open once "
-                           "both replies have been heard in full.", gr.update()] + \
-                _updates(len(radios))
-        return [state, UNLOCKED_NOTE, gr.update(interactive=True)] + \
+    def on_report(state: AnnotatorPlace, raw: str) -> list:
+        """A player's log for one clip (player.js): kept once per event; the lock's line and
+        the questions follow what has now been heard of the open item."""
+        unchanged = [state, gr.update(), gr.update()] + _updates(len(radios))
+        try:
+            report = json.loads(raw)
+            owner = store.clip(str(report["clip"]))
+            events = [(str(e["event"]), float(e["from"]), None if e["to"] is None else float(e["to"]), int(e["seq"]))
+                      for e in report["events"]]
+        except (ValueError, KeyError, TypeError):
+            logger.warning("unreadable play report from annotator %s", state.annotator_id)
+            return unchanged
+        if owner is None or owner.annotator_id != state.annotator_id or owner.part not in SIDES:
+            return unchanged  # not this page's annotator, or not a reply
+        for event, from_s, to_s, seq in events:
+            if event in PLAY_EVENTS:
+                store.log_play(owner.annotator_id, owner.item_id, owner.part, event, from_s=from_s,
+                               to_s=to_s, page=str(report.get("page", ""))[:64], seq=seq)
+        if owner.item_id != state.item_id:
+            return unchanged  # a late report of an item already saved
+        text, unlocked = _lock_note(store, state)
+        heard = frozenset(side for side, part in store.hearing(state.annotator_id, state.item_id).items()
+                          if part.complete)
+        if not unlocked:
+            return [replace(state, heard=heard), text, gr.update()] + _updates(len(radios))
+        return [replace(state, heard=heard), text, gr.update(interactive=True)] + \
             _updates(len(radios), interactive=True)
 
     def on_next(state: AnnotatorPlace, *answers: str | None) -> list:
@@ -258,49 +261,49 @@ def build_study_tab(db_path: str | Path, page: gr.Blocks) -> None:
             raise gr.Error(html.escape(str(error))) from error  # it may quote what was typed; shown as text
         return show(state.annotator_id, "saved" if saved else "that item was already saved")
 
-    def on_pause(state: AnnotatorPlace) -> list:
-        """Stop for now: says exactly what is saved (every submitted item; not the open one's
-        clicks) and offers the start form again, ID filled in, to resume at once or later."""
-        if not state.annotator_id:
-            return [state, gr.update(visible=True), gr.update(visible=False), gr.update(visible=False), "", gr.update()]
-        done = store.progress(state.annotator_id)
+    def on_break(who: str) -> list:
+        """The break screen: says exactly what is saved (every submitted item; not the open
+        one's clicks) and offers the start form again, ID filled in, to resume now or later."""
+        done = store.progress(who)
         message = (f"### Break — your {done.done} submitted item(s) of {done.total} are saved\n\n"
                    "Answers on the item that was open were **not** saved; it will be shown again. "
-                   f"To continue, press **Start / resume** with the ID `{state.annotator_id}` — now or "
+                   f"To continue, press **Start / resume** with the ID `{who}` — now or "
                    "whenever you come back.")
-        return [AnnotatorPlace(), gr.update(visible=True), gr.update(visible=False), gr.update(visible=True), message,
-                state.annotator_id]
+        return [AnnotatorPlace(), _place("break", who), gr.update(visible=True), gr.update(visible=False),
+                gr.update(visible=True), message, who]
 
-    def fill_context(state: AnnotatorPlace) -> list[dict]:
-        """The open item's conversation, drawn after `show` emptied it: a chat player kept
-        from the previous item would otherwise go on playing that item's clip (measured in
-        Chromium: item 3 played item 2's context clip)."""
-        return list(state.context)
+    def on_pause(state: AnnotatorPlace) -> list:
+        if not state.annotator_id:
+            return [state, gr.update(), gr.update(visible=True), gr.update(visible=False), gr.update(visible=False),
+                    "", gr.update()]
+        return on_break(state.annotator_id)
 
-    def on_resume(state: AnnotatorPlace, request: gr.Request) -> list:
-        """Page opened as ?resume=ID (connection.js, after a lost connection): an annotator who
-        has started goes straight to their first unsaved item; anything else is the start form."""
-        who = normalise_annotator_id(request.query_params.get("resume"))
-        if not who or not store.progress(who).total:
-            return [state] + _updates(len(item_outputs) - 1)
-        logger.info("annotator %s resumed after a lost connection", who)
-        return show(who, "connection restored — resuming at your first unsaved item")
+    def on_load(state: AnnotatorPlace, request: gr.Request) -> list:
+        """A page opened (or reloaded, by anyone, after a restart too) at ?resume=ID goes to that
+        annotator's first unsaved item, at ?break=ID to their break screen; else the start form."""
+        unchanged = [state] + _updates(len(item_outputs) - 1) + [gr.update()]
+        for mode in ("resume", "break"):
+            who = normalise_annotator_id(request.query_params.get(mode))
+            if who and store.progress(who).total:
+                logger.info("annotator %s: page reopened at %s", who, mode)
+                if mode == "break":
+                    session_, place_, *views_, done_, box_ = on_break(who)
+                    return ([session_, place_, *views_] + _updates(8) + [done_]  # progress … next button
+                            + _updates(len(radios)) + [box_])
+                return show(who, "page reopened — resuming at your first unsaved item") + [gr.update()]
+        return unchanged
 
-    page.load(on_resume, [session], item_outputs, show_progress="hidden").success(
-        fill_context, [session], [context])
+    page.load(on_load, [session], item_outputs + [annotator_box], show_progress="hidden")
     for event in (start.click, annotator_box.submit):
         # No progress overlay: a refused start (bad ID, no consent) must leave the form usable;
         # Gradio would otherwise lay its error state over every output, the form included.
         event(on_start, [annotator_box, agree], item_outputs, show_progress="hidden").success(
-            fill_context, [session], [context]).then(None, js=TOP_OF_ITEM_JS)
-    for side, audio in zip(SIDES, (audio_a, audio_b)):
-        audio.play(lambda state, side=side: on_play(state, side), [session], None,
-                   queue=False)
-        audio.stop(lambda state, side=side: on_ended(state, side), [session],
-                   [session, note, next_button, *radios], queue=False)
+            None, js=TOP_OF_ITEM_JS)
+    reporter.input(on_report, [session, reporter], [session, note, next_button, *radios], queue=False,
+                   show_progress="hidden")
     next_button.click(on_next, [session, *radios], item_outputs, show_progress="hidden").success(
-        fill_context, [session], [context]).then(None, js=TOP_OF_ITEM_JS)
-    pause.click(on_pause, [session], [session, *views, done_text, annotator_box])
+        None, js=TOP_OF_ITEM_JS)
+    pause.click(on_pause, [session], break_outputs, show_progress="hidden")
     _organiser_tab(store)
 
 
@@ -352,4 +355,6 @@ def build_study_app(db_path: str | Path) -> gr.Blocks:
 if __name__ == "__main__":
     import sys
 
-    build_study_app(sys.argv[1]).launch(allowed_paths=study_allowed_paths(sys.argv[1]))
+    from es4r.study.serving import launch_study
+
+    launch_study(build_study_app(sys.argv[1]), sys.argv[1], None, 7861, 16)
