@@ -123,3 +123,37 @@ def test_normalised_copies_match_in_loudness(tmp_path):
     soundfile.write(silent, np.zeros(RATE), RATE)
     with pytest.raises(StudyInputError, match="silent"):
         normalise_clip(silent, cache)
+
+
+def _levels(store) -> list[tuple[float, float]]:
+    """(LUFS, peak) of every reply stimulus in a study."""
+    out = []
+    for row in store.rows("SELECT replies_json FROM items"):
+        for reply in json.loads(row[0]).values():
+            samples, rate = soundfile.read(store.stimuli_dir / reply["audio"])
+            out.append((integrated_loudness(samples, rate), float(np.max(np.abs(samples)))))
+    return out
+
+
+def test_a_peaky_clip_lowers_the_whole_study_instead_of_being_limited_alone(tmp_path):
+    """One system's clip with a click in it would pass -1 dBFS at -23 LUFS; it used to be
+    peak-limited alone (quieter than the other system's); now every clip is levelled lower."""
+    from es4r.study.build import build_study
+    from es4r.study.stimuli import PEAK_CEILING, TARGET_LUFS
+
+    write_tone_pairs(tmp_path / "even", 3, SYSTEMS)
+    even = build_study(tmp_path / "even", tmp_path / "even.db", SYSTEMS, DEFAULT_CRITERIA, 3, 1)
+    assert even.spec.target_lufs == TARGET_LUFS  # the counterpart: nothing to lower, nothing lowered
+    assert all(abs(lufs - TARGET_LUFS) < 0.1 for lufs, _ in _levels(even))
+    write_tone_pairs(tmp_path / "peaky", 3, SYSTEMS)
+    clip = tmp_path / "peaky" / SYSTEMS[1] / "1.wav"
+    samples, rate = soundfile.read(clip)
+    samples = 0.02 * samples / np.max(np.abs(samples))
+    samples[len(samples) // 2] = 0.9  # a click: quiet overall, a high peak
+    soundfile.write(clip, samples, rate, subtype="PCM_16")
+    peaky = build_study(tmp_path / "peaky", tmp_path / "peaky.db", SYSTEMS, DEFAULT_CRITERIA, 3, 1)
+    assert peaky.spec.target_lufs < TARGET_LUFS - 1
+    levels = _levels(peaky)
+    assert max(lufs for lufs, _ in levels) - min(lufs for lufs, _ in levels) < 0.1  # all equally loud
+    assert all(abs(lufs - peaky.spec.target_lufs) < 0.1 for lufs, _ in levels)
+    assert max(peak for _, peak in levels) <= PEAK_CEILING + 1e-3  # and nothing clipped

@@ -5,11 +5,12 @@ loudness-normalised (es4r.study.stimuli)."""
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from pathlib import Path
 
 from es4r.study.design import Criterion, balanced_coins, pick_samples
-from es4r.study.stimuli import TARGET_LUFS, load_pairs, normalise_clip
+from es4r.study.stimuli import TARGET_LUFS, common_target, load_pairs, measure_clip, normalise_clip
 from es4r.study.store import ORGANISER_CODE_BYTES, NewItem, StudyError, StudySpec, StudyStore, stimuli_dir_for
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,13 @@ def build_study(pairs_dir: str | Path, db_path: str | Path, systems: tuple[str, 
     stimuli = stimuli_dir_for(db_path)
     kept = [pair for pair in pairs if pair.sample_id in chosen]
     coins = balanced_coins(len(kept), seed)
+    sources = {turn.audio_path for pair in kept for turn in pair.context if turn.audio_path} | \
+        {pair.replies[name].audio_path for pair in kept for name in systems}
+    levelled = common_target([measure_clip(path) for path in sorted(sources)], target_lufs)
+    if levelled < target_lufs - 0.05:
+        logger.warning("a clip would pass the -1 dBFS peak ceiling at %.1f LUFS; every clip is levelled "
+                       "to %.1f LUFS instead, so all stay equally loud and none is limited", target_lufs, levelled)
+    target_lufs = math.floor(levelled * 100) / 100  # never above what every clip can reach
 
     def normalised(path: Path | None) -> str | None:
         return None if path is None else normalise_clip(path, stimuli, target_lufs).path.name

@@ -49,7 +49,7 @@ def handle_create(args: argparse.Namespace) -> int:
     count = len(store.rows("SELECT item_id FROM items"))
     print(f"Created {args.out}: {count} items, {len(store.spec.criteria)} criteria, "
           f"{args.annotators_per_item} annotators per item.")
-    print(f"Stimuli (loudness {args.target_lufs} LUFS): {store.stimuli_dir}")
+    print(f"Stimuli (loudness {store.spec.target_lufs} LUFS, every clip; none peak-limited): {store.stimuli_dir}")
     print(f"Organiser code (unlocks results in the app): {store.spec.organiser_code}")
     return 0
 

@@ -213,6 +213,28 @@ class NormalisedClip:
     seconds: float  # duration, for checking that a reply was really heard to the end
 
 
+@dataclass(frozen=True)
+class ClipLevel:
+    lufs: float  # integrated loudness
+    peak: float  # largest absolute sample
+
+
+def measure_clip(source: Path) -> ClipLevel:
+    import soundfile
+
+    samples, rate = soundfile.read(str(source), dtype="float64", always_2d=False)
+    return ClipLevel(integrated_loudness(samples, rate), float(np.max(np.abs(samples))))
+
+
+def common_target(levels: list[ClipLevel], target_lufs: float = TARGET_LUFS) -> float:
+    """The loudest level every clip can reach without passing the -1 dBFS peak ceiling, capped
+    at `target_lufs`: all clips are then equally loud and none is limited (limiting one
+    system's clips would let level track the system)."""
+    reachable = [level.lufs + 20 * math.log10(PEAK_CEILING / level.peak) for level in levels
+                 if math.isfinite(level.lufs) and level.peak > 0]
+    return min([target_lufs, *reachable])
+
+
 def normalise_clip(source: Path, cache_dir: Path, target_lufs: float = TARGET_LUFS) -> NormalisedClip:
     """Write (once) a copy of `source` scaled to `target_lufs`, as 16-bit PCM WAV."""
     import soundfile
