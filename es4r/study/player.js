@@ -1,6 +1,6 @@
 // The study page's players and keys. One clip plays at a time. Every stretch a reply's player
 // really plays is reported to the server, which opens the questions once the stretches, joined,
-// cover the clip (es4r/study/listening.py): a stretch opens when the player starts and closes
+// cover the clip (the study's listening module): a stretch opens when the player starts and closes
 // when it pauses, ends or jumps. The reports carry the page's whole log for that clip, so one
 // that is lost or overtaken is made good by the next (the server keeps each event once).
 if (!window.studyPlayers) {

@@ -327,7 +327,7 @@ def _organiser_tab(store: StudyStore) -> None:
     def on_refresh(given: str) -> list:
         if given != store.spec.organiser_code:
             raise gr.Error("Wrong organiser code.")
-        out = Path(tempfile.mkdtemp(prefix="es4r_study_export_"))
+        out = Path(tempfile.mkdtemp(prefix="study_export_"))
         paths = export_study(store.db_path, out)
         results = summarise(store)
         people = [{"annotator": a.annotator_id, "seed": a.seed, "answered": a.answered,
