@@ -37,7 +37,7 @@ pytestmark = [
 SYSTEMS = ("es4r", "orbit")  # es4r: the name a real comparison carries, and the package's own
 STUDY_FOLDER = "es4r_vs_orbit"  # the organiser's folder: its name must not reach the page either
 REPO = Path(__file__).resolve().parents[1]
-SERVER_START_S = 90  # importing Gradio on a loaded 2-core machine
+SERVER_START_S = 180  # importing Gradio on a loaded 2-core machine (90 ran out once)
 SAMPLES, GOLD = 2, 1
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -81,13 +81,15 @@ def demo_study(tmp_path: Path):
 
 def serve_study(store, port: int) -> subprocess.Popen:
     """`python -m es4r study serve` on `port`, once it answers (it exits 2 on a busy port)."""
-    server = subprocess.Popen([sys.executable, "-m", "es4r", "study", "serve", "--db", str(store.db_path),
-                               "--port", str(port)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = store.db_path.with_name(f"serve_{port}_{time.monotonic_ns()}.log")  # a file: a full pipe would stall it
+    with open(log, "w") as sink:
+        server = subprocess.Popen([sys.executable, "-m", "es4r", "study", "serve", "--db", str(store.db_path),
+                                   "--port", str(port)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                                  stdout=sink, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + SERVER_START_S
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise AssertionError(f"the server exited {server.returncode}: {server.stderr.read()}")
+            raise AssertionError(f"the server exited {server.returncode}: {log.read_text()[-2000:]}")
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
             return server
@@ -427,8 +429,8 @@ def test_a_killed_server_restarts_on_its_port_and_every_page_resumes_where_it_wa
         nonlocal server
         async with playwright_api.async_playwright() as driver:
             browser = await driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-            clicked, entered, resting = [await browser.new_page(viewport={"width": 1280, "height": 1000})
-                                         for _ in range(3)]
+            clicked, entered, resting = [await (await browser.new_context(viewport={"width": 1280, "height": 1000}))
+                                         .new_page() for _ in range(3)]  # a window each, none in the background
             await start(clicked, url, "ann-click")
             await answer_item(clicked, "ann-keys", texts, [], use_keys=True)  # item 1 saved
             await entered.goto(url)
