@@ -43,6 +43,7 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync",
                "--autoplay-policy=no-user-gesture-required"]
+LOADED_MACHINE_TIMEOUT_MS = 120_000  # Playwright's 30 s ran out drawing the form at a load average of 20 on 2 cores
 UNLOCK_TIMEOUT_MS = 60_000  # a 1-3 s clip played to its end; the suite's other worker may be loading the CPU (20 s ran out once)
 FAST_SPEECH = 250  # words per minute: clips of 1-3 s keep the test quick (sub-second clips are not realistic)
 # what each annotator prefers per criterion: a system name or "tie"
@@ -351,6 +352,11 @@ def test_nothing_served_names_a_system_or_the_organisers_folder(served_study):
             page = await browser.new_page()
             fetched: list[str] = []
             page.on("request", lambda request: fetched.append(request.url))
+            await page.goto(url)  # the start form's text, its help line included (1.9:1 once), reads at 4.5:1 or more
+            await page.wait_for_selector("#study-annotator-id")
+            ratios = await page.evaluate(CONTRAST_JS, "#study-annotator-id *, #study-consent *, .prose p, .prose li")
+            print(f"start form contrast: min {min(ratios):.2f} over {len(ratios)} texts")
+            assert ratios and min(ratios) >= MIN_CONTRAST, ratios
             await start(page, url, "ann-blind")
             await page.wait_for_function("document.querySelector('#study-audio-a audio').readyState >= 1")
             seen = [await page.content(), await page.title()]
@@ -431,6 +437,8 @@ def test_a_killed_server_restarts_on_its_port_and_every_page_resumes_where_it_wa
             browser = await driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
             clicked, entered, resting = [await (await browser.new_context(viewport={"width": 1280, "height": 1000}))
                                          .new_page() for _ in range(3)]  # a window each, none in the background
+            for page in (clicked, entered, resting):
+                page.set_default_timeout(LOADED_MACHINE_TIMEOUT_MS)
             await start(clicked, url, "ann-click")
             await answer_item(clicked, "ann-keys", texts, [], use_keys=True)  # item 1 saved
             await entered.goto(url)
