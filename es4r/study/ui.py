@@ -32,7 +32,6 @@ from es4r.study.store import (ID_RULE, PLAY_EVENTS, SIDES, NotListened, Presente
 logger = logging.getLogger(__name__)
 
 CHOICE_LABELS = [("A is better", WIN), ("Tie", TIE), ("B is better", LOSE)]
-ROLE_NAMES = {"speaker": "user", "listener": "assistant"}  # chat bubbles: left/right
 CONSENT = """
 ### Welcome to this listening study
 
