@@ -109,3 +109,24 @@ def test_the_store_keeps_each_reported_event_once_and_unlocks_on_coverage(tmp_pa
     plays = store.rows("SELECT plays_a, plays_b FROM responses")[0]
     assert (plays["plays_a"], plays["plays_b"]) == (3, 2)  # the log says what the players did
     assert len(store.rows("SELECT 1 FROM play_events")) == 10
+
+
+def test_a_late_play_report_does_not_lock_out_a_listener(tmp_path):
+    """On a busy server the 'play' report can arrive just before the 'ended' one (a browser test
+    stalled so at a load average of 20): the page's own clock times the stretch."""
+    from tests.test_study_store import make_study
+
+    store = make_study(tmp_path, samples=2)
+    store.register("ann1")
+    item = store.next_item("ann1")
+    seconds = store.hearing("ann1", item.item_id)["A"].clip_seconds
+    arrived = time.time()  # both reports reached the server at once
+    store.log_play("ann1", item.item_id, "A", "play", at=arrived, from_s=0.0, page="p", seq=1, played_at=10.0)
+    store.log_play("ann1", item.item_id, "A", "ended", at=arrived + 0.01, from_s=0.0, to_s=seconds, page="p", seq=2,
+                   played_at=10.0 + seconds)
+    store.log_play("ann1", item.item_id, "B", "play", at=arrived, from_s=0.0)  # no page clock: server times
+    store.log_play("ann1", item.item_id, "B", "ended", at=arrived + 0.01, from_s=0.0, to_s=seconds)
+    state = store.hearing("ann1", item.item_id)
+    assert state["A"].wall_seconds == pytest.approx(seconds)  # timed as the player played it
+    assert state["B"].wall_seconds == pytest.approx(0.01, abs=1e-3)  # the counterpart: as it arrived
+    assert state["A"].complete

@@ -15,7 +15,8 @@ if (!window.studyPlayers) {
     if (!clip || !media.dataset.side) return;  // context clips are not gated
     const log = logs.get(clip) || [];
     logs.set(clip, log);
-    log.push({ seq: ++seq, event, from: seconds(from), to: to === null ? null : seconds(to) });
+    log.push({ seq: ++seq, event, from: seconds(from), to: to === null ? null : seconds(to),
+               at: seconds(performance.now() / 1000) });  // the page's clock: reports may arrive late
     if (window.studyReport) window.studyReport({ page, clip, events: log });
   };
   const track = (media) => {

@@ -51,6 +51,7 @@ CREATE TABLE play_events (
     at           REAL NOT NULL,           -- server time the report arrived
     from_s       REAL,                    -- play: where it started; else the stretch played ...
     to_s         REAL,                    -- ... up to here (clip seconds); NULL in schema 1
+    played_at    REAL,                    -- when the player did it, by the page's clock (seconds)
     page         TEXT,                    -- the page load that reported it
     seq          INTEGER,                 -- its number there: a repeated report is kept once
     UNIQUE (page, seq));
@@ -353,19 +354,20 @@ class StudyStore:
 
     def log_play(self, annotator_id: str, item_id: int, side: str, event: str,
                  at: float | None = None, from_s: float | None = None, to_s: float | None = None,
-                 page: str | None = None, seq: int | None = None) -> bool:
+                 page: str | None = None, seq: int | None = None, played_at: float | None = None) -> bool:
         """Record what a player did: 'play' from `from_s`, or the stretch `from_s`–`to_s` it
         played before it paused, jumped ('seek') or ended (`at` defaults to now). A report the
-        same page sent before (same `page` and `seq`) is kept once; returns whether it was new."""
+        same page sent before (same `page` and `seq`) is kept once; returns whether it was new.
+        `played_at` is the page's clock: reports reach a busy server late and in bursts."""
         if side not in SIDES or event not in PLAY_EVENTS:
             raise StudyError(f"play event {side!r}/{event!r}; expected side in {SIDES} and "
                              f"event in {PLAY_EVENTS}")
         with self._write() as db:
             return db.execute(
                 "INSERT OR IGNORE INTO play_events (annotator_id, item_id, side, event, at, from_s, "
-                "to_s, page, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "to_s, played_at, page, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (annotator_id, item_id, side, event, time.time() if at is None else at, from_s, to_s,
-                 page, seq)).rowcount == 1
+                 played_at, page, seq)).rowcount == 1
 
     def hearing(self, annotator_id: str, item_id: int) -> dict[str, Hearing]:
         """How much of each reply this annotator has heard on this item (side -> Hearing)."""
@@ -379,7 +381,8 @@ class StudyStore:
     @staticmethod
     def _hearing(db: sqlite3.Connection, annotator_id: str, item_id: int) -> dict[str, Hearing]:
         """The union of the stretches each player reported must cover its clip; seeking past a
-        part leaves a gap, and a stretch longer than the time since the first play is refused."""
+        part leaves a gap, and a stretch longer than the time since the first play is refused (by
+        the page's clock where it gave one, so a 'play' report that arrives late does not count)."""
         assigned = db.execute(
             "SELECT a.system_a, a.system_b, i.replies_json FROM assignments a JOIN items i "
             "USING (item_id) WHERE a.annotator_id = ? AND a.item_id = ?",
@@ -391,9 +394,10 @@ class StudyStore:
         spans: dict[str, list[tuple[float, float]]] = {side: [] for side in SIDES}
         first_play: dict[str, float] = {}
         last_report: dict[str, float] = {}
-        for side, event, at, from_s, to_s in db.execute(
-                "SELECT side, event, at, from_s, to_s FROM play_events WHERE annotator_id = ? AND "
-                "item_id = ? ORDER BY event_id", (annotator_id, item_id)):
+        for side, event, at, from_s, to_s, played_at in db.execute(
+                "SELECT side, event, at, from_s, to_s, played_at FROM play_events WHERE annotator_id = ? "
+                "AND item_id = ? ORDER BY event_id", (annotator_id, item_id)):
+            at = at if played_at is None else played_at  # the player's own clock where it gave one
             if event == "play":
                 first_play[side] = min(at, first_play.get(side, at))
             elif from_s is not None and to_s is not None:

@@ -226,17 +226,17 @@ def build_study_tab(db_path: str | Path, page: gr.Blocks) -> None:
         try:
             report = json.loads(raw)
             owner = store.clip(str(report["clip"]))
-            events = [(str(e["event"]), float(e["from"]), None if e["to"] is None else float(e["to"]), int(e["seq"]))
-                      for e in report["events"]]
+            events = [(str(e["event"]), float(e["from"]), None if e["to"] is None else float(e["to"]), int(e["seq"]),
+                       float(e["at"])) for e in report["events"]]
         except (ValueError, KeyError, TypeError):
             logger.warning("unreadable play report from annotator %s", state.annotator_id)
             return unchanged
         if owner is None or owner.annotator_id != state.annotator_id or owner.part not in SIDES:
             return unchanged  # not this page's annotator, or not a reply
-        for event, from_s, to_s, seq in events:
+        for event, from_s, to_s, seq, played_at in events:
             if event in PLAY_EVENTS:
                 store.log_play(owner.annotator_id, owner.item_id, owner.part, event, from_s=from_s,
-                               to_s=to_s, page=str(report.get("page", ""))[:64], seq=seq)
+                               to_s=to_s, page=str(report.get("page", ""))[:64], seq=seq, played_at=played_at)
         if owner.item_id != state.item_id:
             return unchanged  # a late report of an item already saved
         text, unlocked = _lock_note(store, state)
