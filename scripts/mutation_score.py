@@ -61,7 +61,7 @@ MODULES = {
     "training/checkpoint": Target("es4r/training/checkpoint.py", ("tests/test_training.py", "tests/test_config.py")),
     "evaluation/metrics": Target("es4r/evaluation/metrics.py", ("tests/test_metrics.py",)),
     # the context meter is one method of the pipeline: only its mutants are run and scored
-    "pipeline context meter": Target("es4r/pipeline.py", ("tests/test_app_unit.py",),
+    "pipeline context meter": Target("es4r/pipeline.py", ("tests/test_context_meter.py",),
                                      "es4r.pipeline.xǁES4RPipelineǁcontext_usage__mutmut_*"),
 }
 
