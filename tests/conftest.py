@@ -83,6 +83,22 @@ def tiny_model(tiny_dirs):
     return _tiny_es4r_model(tiny_dirs)
 
 
+@pytest.fixture(scope="session")
+def bos_tokenizer(tiny_model):
+    """The tiny LLM's tokenizer made to open every text with a special token (as Llama's adds
+    its BOS), and that token's id: code that tokenizes a reply's words must not take it in."""
+    import copy
+
+    from tokenizers.processors import TemplateProcessing
+
+    tokenizer = copy.deepcopy(tiny_model.tokenizer)
+    start = tokenizer.convert_tokens_to_ids("<|im_start|>")
+    tokenizer._tokenizer.post_processor = TemplateProcessing(single="<|im_start|> $A",
+                                                             special_tokens=[("<|im_start|>", start)])
+    assert tokenizer("hi").input_ids[0] == start
+    return tokenizer, start
+
+
 @pytest.fixture
 def loud_plora_model(tiny_dirs):
     """A fresh tiny ES4R model (its own, so a test may change its weights) whose PLoRA update
