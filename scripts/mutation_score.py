@@ -149,6 +149,9 @@ def write_table(rows: dict[str, list[str]]) -> None:
                 rows[cells[0]] = cells
     body = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     body += ["| " + " | ".join(rows[name]) + " |" for name in MODULES if name in rows]
+    missing = [name for name in MODULES if name not in rows]
+    if missing:
+        body += ["", f"Not scored yet: {', '.join(missing)}."]
     TABLE.write_text("# Mutation score per module\n\nWritten by `python scripts/mutation_score.py` (mutmut; "
                      "see docs/TESTING.md). *killed %* counts killed mutants of all mutants; *equivalent* "
                      "ones are listed with their reason in tests/mutation_equivalents.json; *other* is "

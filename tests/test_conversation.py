@@ -56,7 +56,7 @@ def test_turn_labels_number_each_exchange_once(roles):
 def _result(**changes) -> TurnResult:
     fields = dict(
         transcripts=["I lost my job", "and my flat"], reply_text="I'm so sorry.",
-        reply_audio=np.zeros(36_001, np.float32), sample_rate=24_000, energies=[0.1234567, 0.0987654321],
+        reply_audio=np.zeros(36_013, np.float32), sample_rate=24_000, energies=[0.1234567, 0.0987654321],
         strategy="comfort", strategy_reason="energy fell → comfort", strategy_params={"speed": 0.9},
         fusion_weights=[0.4444444, 0.5555556],
         attention=AttentionMaps([], None, [], None, [], meaningful=False),
@@ -66,11 +66,12 @@ def _result(**changes) -> TurnResult:
 
 
 def test_summary_is_the_turn_in_json_with_rounded_numbers():
+    """Seconds to the millisecond, energies and weights to 5 places, timings to 4."""
     summary = _result().summary()
     assert json.loads(json.dumps(summary)) == summary  # plain JSON, no arrays
     assert summary == {
         "transcripts": ["I lost my job", "and my flat"], "reply_text": "I'm so sorry.",
-        "reply_seconds": 1.5, "sample_rate": 24_000, "energies": [0.12346, 0.09877],
+        "reply_seconds": 1.501, "sample_rate": 24_000, "energies": [0.12346, 0.09877],
         "strategy": "comfort", "strategy_reason": "energy fell → comfort", "strategy_params": {"speed": 0.9},
         "fusion_weights": [0.44444, 0.55556], "timings": {"llm": 1.2346, "wall": 2.0},
         "components": {"llm": {"status": "trained", "description": "SmolLM2"}},
@@ -104,6 +105,8 @@ def test_more_turns_that_fit_uses_the_average_turn_so_far():
     assert _usage([], 0).more_turns_that_fit() == (0, 0)
     # full: never a negative count
     assert _usage([20.0, 20.0], 2, tokens=900).more_turns_that_fit() == (0, 0)
+    # the average turn in whole tokens: 90 tokens over 4 turns is 22 a turn, 710 left fit 32
+    assert _usage([2.0, 8.0, 4.0, 6.0], 4, tokens=90).more_turns_that_fit() == (2, 32)
     # a turn shorter than a token still counts one token a turn
     assert _usage([1.0, 1.0], 2, tokens=1).more_turns_that_fit() == (28, 799)
 
