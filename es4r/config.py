@@ -193,7 +193,7 @@ def default_strategy_table() -> dict[str, StrategyParams]:
 class StrategyConfig:
     """Stage 3 (paper Sec. 3.3): energy trend -> strategy."""
 
-    tolerance: float = 0.05  # relative change below this counts as "no change"
+    tolerance: float = 0.05  # a relative change up to this (inclusive) counts as "no change"
     table: dict[str, StrategyParams] = field(default_factory=default_strategy_table)
     fusion_eps: float = 1e-3  # epsilon of w_i ~ 1 / (E_i + eps)
     empathetic_tts: bool = True  # ablation switch: False = neutral params, no fusion

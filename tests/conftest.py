@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 # Offline before any test module imports huggingface_hub, which reads these once at import:
 # set later (in a fixture) they would not stop a hub lookup from waiting on the network.
@@ -22,6 +23,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+
+# Property tests (hypothesis): no per-example deadline (two busy cores make timings noisy) and
+# fifty examples a rule, which keeps each such test to a second or two.
+settings.register_profile("es4r", deadline=None, max_examples=50)
+settings.load_profile("es4r")
 
 DATA = Path(__file__).parent / "data"
 CLIPS = {
@@ -75,6 +81,22 @@ def _tiny_es4r_model(tiny_dirs):
 @pytest.fixture(scope="session")
 def tiny_model(tiny_dirs):
     return _tiny_es4r_model(tiny_dirs)
+
+
+@pytest.fixture(scope="session")
+def bos_tokenizer(tiny_model):
+    """The tiny LLM's tokenizer made to open every text with a special token (as Llama's adds
+    its BOS), and that token's id: code that tokenizes a reply's words must not take it in."""
+    import copy
+
+    from tokenizers.processors import TemplateProcessing
+
+    tokenizer = copy.deepcopy(tiny_model.tokenizer)
+    start = tokenizer.convert_tokens_to_ids("<|im_start|>")
+    tokenizer._tokenizer.post_processor = TemplateProcessing(single="<|im_start|> $A",
+                                                             special_tokens=[("<|im_start|>", start)])
+    assert tokenizer("hi").input_ids[0] == start
+    return tokenizer, start
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from dataclasses import replace
 
+import pytest
 import torch
 
 from es4r.modeling.repeats import EarlierRepliesBan, earlier_replies_ban
@@ -17,6 +18,25 @@ def test_the_token_that_followed_a_run_of_an_earlier_reply_is_banned():
     assert torch.isinf(scores[0, [8, 9]]).all() and torch.isfinite(scores[0, :8]).all()
     assert torch.isfinite(scores[1]).all()  # no earlier run ends the row
     assert torch.isfinite(ban(torch.tensor([[6]]), torch.zeros(1, 10))).all()  # openings stay free
+    # ... until n - 1 tokens are written: then the next one is judged, and banned means -inf
+    assert ban(torch.tensor([[6, 7]]), torch.zeros(1, 10))[0, [8, 9]].tolist() == [-float("inf")] * 2
+
+
+def test_the_shortest_ban_is_of_pairs():
+    pairs = EarlierRepliesBan([[4, 5]], n=2)
+    assert pairs(torch.tensor([[1, 4]]), torch.zeros(1, 6))[0].tolist() == [0, 0, 0, 0, 0, -float("inf")]
+    for n in (1, 0):
+        with pytest.raises(ValueError, match=f"n must be at least 2 \\(found {n}\\)"):
+            EarlierRepliesBan([[4, 5]], n=n)
+
+
+def test_the_ban_holds_only_the_replies_words_whatever_the_tokenizer_adds(bos_tokenizer):
+    tokenizer, start = bos_tokenizer
+    history = [("user", "i lost my keys"), ("assistant", "oh no where did you see them last")]
+    ban = earlier_replies_ban(history, tokenizer, 3)
+    reply = tokenizer("oh no where did you see them last", add_special_tokens=False).input_ids
+    assert set(ban.follows) == {g[:-1] for g in _ngrams(reply, 3)}
+    assert not any(start in key or start in follow for key, follow in ban.follows.items())
 
 
 def test_earlier_replies_are_the_models_turns_only(tiny_model):

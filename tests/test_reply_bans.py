@@ -45,7 +45,7 @@ def test_an_earlier_opening_cannot_be_completed_again():
     ban = EarlierOpeningsBan([[5, 6, 7]])
     scores = torch.zeros(3, 10)
     out = ban(torch.tensor([[5, 6], [5, 8], [6, 5]]), scores.clone())
-    assert torch.isinf(out[0, 7]) and torch.isfinite(out[0, :7]).all()
+    assert out[0, 7] == -float("inf") and torch.isfinite(out[0, :7]).all()
     assert torch.equal(out[1:], scores[1:])  # other beginnings are free
 
 
@@ -55,3 +55,12 @@ def test_openings_come_from_the_assistants_earlier_replies(tiny_model):
     ids = tiny_model.tokenizer("Oh hello there,", add_special_tokens=False).input_ids
     assert ban is not None and ban.follows == {tuple(ids[:-1]): {ids[-1]}}
     assert earlier_openings_ban([("user", "hi")], tiny_model.tokenizer) is None
+
+
+def test_an_opening_is_the_replys_words_whatever_the_tokenizer_adds(bos_tokenizer):
+    """A tokenizer that opens every text with a special token (Llama's BOS does): the banned
+    opening is still the reply's first words, which is what a reply starts with."""
+    tokenizer, _ = bos_tokenizer
+    ban = earlier_openings_ban([("assistant", "Oh hello there, how are you?")], tokenizer)
+    ids = tokenizer("Oh hello there,", add_special_tokens=False).input_ids
+    assert ban.follows == {tuple(ids[:-1]): {ids[-1]}}

@@ -47,6 +47,8 @@ def test_the_reply_is_its_own_line():
     assert trim_reply("\n You:\nI hear you. Tell me more.", 2) == "I hear you. Tell me more."
     assert not line_ended("You: I hear you.") and not line_ended("\nI hear you. It")
     assert trim_reply("Here is what I'd tell you: be kind. You: it helps.", 2) == "Here is what I'd tell you: be kind."
+    # a new line ends the reply's line even before anything is written on it
+    assert line_ended("I hear you.\n") and line_ended("You: I hear you. \n ") and not line_ended("I hear you. ")
 
 
 def test_generation_stops_when_another_line_begins(tiny_model):
@@ -60,3 +62,53 @@ def test_generation_stops_when_another_line_begins(tiny_model):
     width = max(map(len, rows))
     ids = torch.tensor([row + [tokenizer.pad_token_id] * (width - len(row)) for row in rows])
     assert stop(ids, None).tolist() == [True, False]
+    # it stops once the reply holds max_sentences confirmed sentences, not one later
+    three = [tokenizer(text).input_ids for text in ("Oh. I'm so glad. And", "Oh. I'm so glad.")]
+    assert [stop(torch.tensor([row]), None).item() for row in three] == [True, False]
+
+
+def _ids(tokenizer, *pieces) -> list[int]:
+    """Token ids of text pieces; an int piece is that token id (a special token inside the text)."""
+    return [i for piece in pieces for i in ([piece] if isinstance(piece, int) else tokenizer(piece).input_ids)]
+
+
+def test_the_stop_rule_reads_only_the_reply_and_its_text_as_shown(tiny_model):
+    """With a prompt at the start of each row, only the tokens after it are the reply; with
+    none (generation from inputs_embeds), every token is. Special tokens are not text: the
+    rule counts the sentences the reply will show (decoded without them)."""
+    import torch
+
+    from es4r.reply_text import sentences_done
+
+    tokenizer = tiny_model.tokenizer
+    prompt = _ids(tokenizer, "User: I lost it. Then again.\nYou:")
+    for reply, done in (("I see", False), ("I see. So", True)):
+        row = torch.tensor([prompt + _ids(tokenizer, reply)])
+        assert sentences_done(tokenizer, 1, prompt_length=len(prompt))(row, None).tolist() == [done]
+    dot = _ids(tokenizer, ".")
+    assert len(dot) == 1  # a reply whose first token ends its first sentence
+    assert sentences_done(tokenizer, 1)(torch.tensor([dot + _ids(tokenizer, " And")]), None).tolist() == [True]
+    special = _ids(tokenizer, "Yes.", tokenizer.pad_token_id, " No. And")
+    shown = tokenizer.decode(special, skip_special_tokens=True)
+    assert confirmed_sentences(shown) == 2
+    assert sentences_done(tokenizer, 2)(torch.tensor([special]), None).tolist() == [True]
+
+
+def test_the_streamer_hands_on_the_growing_reply_then_the_final_text(tiny_model):
+    import torch
+
+    from es4r.reply_text import reply_streamer
+
+    tokenizer, seen = tiny_model.tokenizer, []
+    streamer = reply_streamer(tokenizer, 2, seen.append)
+    streamer.put(torch.tensor([_ids(tokenizer, "User: hello there\nYou:")]))  # the prompt, as generate hands it
+    for token in _ids(tokenizer, "I hear you.", tokenizer.pad_token_id, " That sounds hard. Tell me more"):
+        streamer.put(torch.tensor([token]))
+    streamer.end()
+    written = "I hear you. That sounds hard. Tell me more"
+    assert seen[-1] == trim_reply(written, 2) == "I hear you. That sounds hard."
+    assert len(seen) > 2 and all(written.startswith(text) for text in seen)  # no prompt, no special tokens
+    assert all(len(a) <= len(b) for a, b in zip(seen, seen[1:]))
+    # while it is written, the sentence being written shows (the growing reply), never the third
+    assert any(text.startswith("I hear you. Th") and not text.endswith(".") for text in seen[:-1])
+    assert not any("Tell" in text for text in seen)

@@ -8,6 +8,8 @@ from collections import Counter
 import numpy as np
 import pytest
 import soundfile
+from hypothesis import given
+from hypothesis import strategies as st
 
 from es4r.study.demo import write_tone_pairs
 from es4r.study.design import (DEFAULT_CRITERIA, ItemLoad, annotator_seed, balanced_coins,
@@ -48,6 +50,8 @@ def test_criteria_defaults_are_the_papers():
     assert criteria_by_name(["DMOS-E", "Topic"])[0].kind == "speech"
     with pytest.raises(ValueError, match="choose from"):
         criteria_by_name(["Fluency"])
+    with pytest.raises(ValueError, match=r"criteria listed twice in \['Topic', 'Emotion', 'Topic'\]"):
+        criteria_by_name(["Topic", "Emotion", "Topic"])
 
 
 def test_seeds_are_reproducible_and_distinct():
@@ -94,6 +98,58 @@ def test_partial_plans_spread_annotators_and_include_gold():
     assert to_systems("win", "baseline", SYSTEMS) == "lose"
     assert to_systems("tie", "baseline", SYSTEMS) == "tie"
     assert to_systems("win", "es4r", SYSTEMS) == "win"
+
+
+@given(st.lists(st.text(min_size=1, max_size=4), min_size=1, max_size=12, unique=True), st.data(),
+       st.integers(0, 2**32))
+def test_picked_samples_are_the_asked_count_in_input_order_for_any_seed(ids, data, seed):
+    count = data.draw(st.integers(1, len(ids)))
+    picked = pick_samples(ids, count, seed)
+    assert len(picked) == len(set(picked)) == count and set(picked) <= set(ids)
+    assert picked == [i for i in ids if i in picked]  # kept in input order
+    assert picked == pick_samples(ids, count, seed)
+    if count == len(ids):
+        assert picked == ids
+
+
+@given(st.integers(1, 16), st.integers(1, 5), st.integers(0, 2**32))
+def test_the_design_is_balanced_for_any_seed_and_size(items, per_item, seed):
+    """Annotators who each see every item: every item reaches exactly `per_item` of them, each
+    sees every item once at its own place (0, 1, ...), sides alternate per item across
+    annotators, and within one annotator each system is "A" on half the items (to one)."""
+    coins = balanced_coins(items, seed)
+    assert sum(coins) == items // 2
+    assigned, sides, slot = Counter(), {i: [] for i in range(items)}, 0
+    while plan := plan_annotator([ItemLoad(i, coins[i], assigned[i], False) for i in range(items)], SYSTEMS,
+                                 per_item, items, annotator_seed(seed, slot)):
+        assert [a.position for a in plan] == list(range(items)) and sorted(a.item_id for a in plan) == list(range(items))
+        assert all({a.system_a, a.system_b} == set(SYSTEMS) for a in plan)
+        assert abs(2 * sum(a.system_a == SYSTEMS[0] for a in plan) - items) <= 1
+        for a in plan:
+            assigned[a.item_id] += 1
+            sides[a.item_id].append(a.system_a)
+        slot += 1
+    assert slot == per_item and all(assigned[i] == per_item for i in range(items))
+    for item, shown in sides.items():  # the k-th annotator of an item sees it flipped when k is odd
+        first = SYSTEMS[1] if coins[item] else SYSTEMS[0]
+        assert shown == [first if k % 2 == 0 else ({*SYSTEMS} - {first}).pop() for k in range(per_item)]
+
+
+@given(st.integers(2, 16), st.integers(1, 4), st.integers(1, 15), st.integers(0, 2**32))
+def test_partial_plans_keep_coverage_even_and_never_over_ask(items, per_item, per_annotator, seed):
+    per_annotator = min(per_annotator, items - 1)
+    assigned, slot = Counter(), 0
+    while plan := plan_annotator([ItemLoad(i, False, assigned[i], False) for i in range(items)], SYSTEMS,
+                                 per_item, per_annotator, annotator_seed(seed, slot)):
+        assert len(plan) <= per_annotator
+        assert plan == plan_annotator([ItemLoad(i, False, assigned[i], False) for i in range(items)], SYSTEMS,
+                                      per_item, per_annotator, annotator_seed(seed, slot))  # one seed, one plan
+        for a in plan:
+            assigned[a.item_id] += 1
+        counts = [assigned[i] for i in range(items)]
+        assert max(counts) - min(counts) <= 1 and max(counts) <= per_item
+        slot += 1
+    assert all(assigned[i] == per_item for i in range(items))
 
 
 def test_loudness_matches_bs1770_reference():

@@ -20,7 +20,8 @@ def fusion_weights(energies: list[float], eps: float) -> np.ndarray:
 
 
 def fuse_styles(styles: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
-    """Weighted sum of per-turn style vectors (T, D) -> (D,)."""
+    """Weighted sum of per-turn style vectors (T, D) -> (D,) float32, like the style vectors
+    the voices extract."""
     if len(styles) != len(weights):
         raise ValueError(f"{len(styles)} style vectors but {len(weights)} weights")
     stacked = np.stack([np.asarray(s, dtype=np.float32) for s in styles])
