@@ -133,7 +133,7 @@ class GenerationConfig:
     # the first sentence does not apologise to good news nor celebrate bad news, read from the
     # last transcript (es4r/modeling/openings.py); unsure readings keep both out
     opening_check: bool = True
-    valence_margin: float = 0.04  # |good - bad prototype similarity| a reading needs to be sure
+    valence_margin: float = 0.03  # |good - bad similarity to the nearest prototypes| a reading needs to be sure
     # words of mourning ("loss", "condolences", "grief") only when a death or loss was said
     # (es4r/modeling/condolences.py)
     condolence_check: bool = True

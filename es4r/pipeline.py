@@ -23,6 +23,7 @@ from es4r.audio import (FRAMES_PER_SECOND, AudioError, TurnMels, Waveform, load_
 from es4r.config import ES4RConfig
 from es4r.conversation import (ASSISTANT, USER, WALL, AttentionMaps, ComponentStatus, ContextUsage, Conversation, Turn,
                                TurnResult, turn_labels)
+from es4r.modeling.affect_reader import AffectReading
 from es4r.modeling.asr import transcribe
 from es4r.modeling.model import ES4RModel, GenerationOutput
 from es4r.modeling.outputs import SpeechEncoding
@@ -33,6 +34,7 @@ from es4r.vad import speech_seconds
 from es4r.voice.base import TTSError
 from es4r.voice.plan import VoicePlan, plan_voice
 from es4r.voice.sentence_speaker import SentenceSpeaker
+from es4r.voice.strategy import COMFORT, ENCOURAGE, NEUTRAL, StrategyDecision
 
 logger = logging.getLogger(__name__)
 
@@ -273,6 +275,8 @@ class ES4RPipeline:
         timings["llm_tokens_per_s"] = len(generated.token_ids) / max(timings["llm"], 1e-9)
         if (heard := generated.affect) is not None:  # speech path: what the affect reader heard, in words
             notes.append(f"how you sound: {heard.reason}" + (f"; the LLM was told \"{heard.note}\"" if heard.note else ""))
+            if config.strategy.empathetic_tts and (why := strategy_versus_affect(plan.decision, heard)):
+                notes.append(why)
         reply_text = trim_reply(generated.text, config.generation.max_sentences)
         if not any(ch.isalpha() for ch in reply_text):
             notes.append(f"the LLM produced no speakable text ({reply_text[:40]!r}); a fixed acknowledgement "
@@ -396,6 +400,28 @@ class ES4RPipeline:
             if len(parts.prefix_ids) + len(parts.history_ids) + len(parts.suffix_ids) <= budget or dropped == len(turns) - 1:
                 return kept, dropped
         return conversation, 0
+
+
+# The strategy each affect reading goes with: the pairs `strategy_versus_affect` leaves unexplained.
+STRATEGY_FOR_AFFECT = {"rising": ENCOURAGE, "falling": COMFORT, "flat": NEUTRAL}
+
+
+def strategy_versus_affect(decision: StrategyDecision, reading: AffectReading) -> str | None:
+    """Why the voice's strategy and the affect reading differ, in plain words, or None when they
+    go together (rising with encourage, falling with comfort, flat with neutral) or there is no
+    reading. They differ because they read different things: the strategy (paper Sec. 3.3) the
+    energy of the last turn or two, the reading the loudness and pace over every heard turn.
+    Every other pair is explained, not only the opposite ones (rising with comfort, falling
+    with encourage): beside "calm and steady" an encouraging voice, or beside a rising reading
+    a neutral voice, reads as the page contradicting itself too."""
+    if reading.affect is None or STRATEGY_FOR_AFFECT[reading.affect] == decision.name:
+        return None
+    voice = {ENCOURAGE: "encourages", COMFORT: "comforts", NEUTRAL: "stays neutral"}[decision.name]
+    sound = {"rising": "livelier", "falling": "more subdued", "flat": "calm and steady"}[reading.affect]
+    span = ("the energy of your last 3 turns" if decision.name == COMFORT
+            else "how the energy of your last turn compares with the one before")
+    return (f"why the voice {voice} while you sound {sound}: the voice follows {span}; how you sound follows "
+            f"your loudness and pace over all {reading.turns} heard turns, so the two can differ")
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,16 @@
 rate on real clips, says so when it cannot, is fitted on a corpus's variants, and its note reaches
 the speech path's prompt (never the text path's) and the checkpoint."""
 
+import random
+import re
+
 import pytest
 import torch
 
 from es4r.audio import load_audio, log_mel
 from es4r.data.manifest import load_manifest, prepare_sample
-from es4r.modeling.affect_reader import AFFECT_NOTES, AffectReader, slope
+from es4r.modeling.affect_reader import (AFFECT_NOTES, AFFECTS, AffectReader, AffectReading, affect_note,
+                                         all_affect_notes, slope)
 from es4r.systems import variant_config
 from es4r.training.reader_fit import fit_affect_reader
 from tests.test_affect_pairs import GAINS, _corpus
@@ -21,6 +25,45 @@ def test_slope_is_the_change_per_turn():
     assert slope([1.0, 2.0, 3.0]) == pytest.approx(1.0)
     assert slope([3.0, 3.0]) == pytest.approx(0.0)
     assert slope([0.0, 2.0, 1.0, 3.0]) == pytest.approx(0.8)
+
+
+def test_a_trend_that_agrees_with_its_class_keeps_the_teachers_note_word_for_word():
+    """The speech path and the teacher were trained on these exact notes: where the measured
+    directions are the ones a class claims, not a character of them changes."""
+    teacher = {
+        "falling": "The user sounds tired and sad: their voice got quieter and slower with every turn.",
+        "rising": "The user sounds excited and energetic: their voice got louder and faster with every turn.",
+        "flat": "The user sounds calm and steady.",
+    }
+    assert AFFECT_NOTES == teacher
+    assert affect_note("falling", (-0.9, -0.3)) == teacher["falling"]
+    assert affect_note("rising", (1.2, 0.01)) == teacher["rising"]
+    for trend in ((1.0, 1.0), (-1.0, 1.0), (0.0, 0.0), None):  # flat claims no direction, whatever was measured
+        assert affect_note("flat", trend) == teacher["flat"]
+    assert AffectReading("rising", "", trend=(0.5, 0.2)).note == teacher["rising"]
+
+
+def test_a_trend_against_its_class_is_told_as_measured():
+    # the issue's good_news_1 -> 2: louder (+0.84) and slower (-6.52), read as rising
+    assert (AffectReading("rising", "", trend=(0.84, -6.52)).note
+            == "The user sounds excited and energetic: their voice got louder but slower over their turns.")
+    assert (affect_note("falling", (-0.4, 0.7))
+            == "The user sounds tired and sad: their voice got quieter but faster over their turns.")
+    # neither direction supports the class: no feeling is claimed, only what was measured
+    assert affect_note("rising", (-0.2, -0.1)) == "The user's voice got quieter and slower over their turns."
+    assert all(affect_note(a, None) == AFFECT_NOTES[a] for a in AFFECTS)  # no trend: the class's note
+
+
+def test_the_notes_direction_words_are_the_signs_of_the_trend():
+    draw = random.Random(0)
+    values = [0.0, 1e-9, -1e-9, 0.84, -6.52] + [draw.uniform(-8, 8) for _ in range(40)]
+    for _ in range(2000):
+        trend = (draw.choice(values), draw.choice(values))
+        for affect in ("falling", "rising"):
+            words = re.findall(r"louder|quieter|faster|slower", affect_note(affect, trend))
+            assert words == ["louder" if trend[0] > 0 else "quieter", "faster" if trend[1] > 0 else "slower"]
+        assert not re.findall(r"louder|quieter|faster|slower", affect_note("flat", trend))
+    assert len(all_affect_notes()) == 9 and set(AFFECT_NOTES.values()) <= set(all_affect_notes())
 
 
 def test_trend_follows_the_clips_loudness(speech_paths):

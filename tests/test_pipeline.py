@@ -179,3 +179,65 @@ def test_the_warm_up_answers_a_turn_and_keeps_only_the_system_prompt(pipeline, s
     assert pipeline.warm_up(speech_paths[0]) > 0
     system_prompt = pipeline.model.prompt_parts(history).prefix_ids
     assert pipeline.model.generate(history, None)[0].reused_tokens >= min(len(system_prompt), 8)
+
+
+def _decision(energies):
+    from es4r.voice.strategy import select_strategy
+
+    return select_strategy(energies)
+
+
+def _reading(affect, turns=4):
+    from es4r.modeling.affect_reader import AffectReading
+
+    return AffectReading(affect, f"→ {affect}", trend=(0.84, -6.52), turns=turns)
+
+
+RISE, FALL, STEADY = [1.0, 1.0, 1.53], [1.0, 0.6, 0.3], [1.0, 1.0, 1.0]  # encourage, comfort, neutral
+
+
+@pytest.mark.parametrize("energies, affect", [(RISE, "rising"), (FALL, "falling"), (STEADY, "flat")])
+def test_a_strategy_that_goes_with_the_affect_reading_needs_no_word(energies, affect):
+    from es4r.pipeline import strategy_versus_affect
+
+    assert strategy_versus_affect(_decision(energies), _reading(affect)) is None
+    assert strategy_versus_affect(_decision(energies), _reading(None)) is None  # no reading, nothing to square
+
+
+@pytest.mark.parametrize("energies, affect, says", [
+    (RISE, "flat", "why the voice encourages while you sound calm and steady"),  # the issue's "rose 53 %" beside it
+    (RISE, "falling", "why the voice encourages while you sound more subdued"),
+    (FALL, "rising", "why the voice comforts while you sound livelier"),
+    (FALL, "flat", "why the voice comforts while you sound calm and steady"),
+    (STEADY, "rising", "why the voice stays neutral while you sound livelier"),
+    (STEADY, "falling", "why the voice stays neutral while you sound more subdued"),
+])
+def test_a_strategy_against_the_affect_reading_says_why(energies, affect, says):
+    from es4r.pipeline import strategy_versus_affect
+
+    why = strategy_versus_affect(_decision(energies), _reading(affect, turns=3))
+    assert why.startswith(says) and "over all 3 heard turns" in why and "loudness and pace" in why
+    assert ("last 3 turns" if energies is FALL else "your last turn compares with the one before") in why
+
+
+def test_the_turns_notes_tell_the_llms_note_and_square_it_with_the_strategy(pipeline, speech_paths, monkeypatch):
+    """What the page says of a turn: the note the LLM got is the measured one, and a strategy
+    that differs from the affect reading comes with the reason (here: energy rose, voice flat)."""
+    from dataclasses import replace
+
+    from es4r.audio import load_audio
+    from es4r.modeling.affect_reader import AffectReading
+
+    samples = load_audio(speech_paths[0]).samples
+    conversation = Conversation()
+    for gain in (0.25, 0.5, 1.0):  # louder and louder: encourage
+        conversation = pipeline.add_user_turn(conversation, (16_000, samples * gain), transcript="guess what")
+    generate = pipeline._generate
+    for affect, trend, told, explained in (("rising", (0.84, -6.52), "louder but slower", False),
+                                           ("flat", (0.1, 0.1), "calm and steady", True)):
+        heard = AffectReading(affect, f"over 3 turns … → {affect}", trend=trend, turns=3)
+        monkeypatch.setattr(pipeline, "_generate", lambda *a, **k: replace(generate(*a, **k), affect=heard))
+        draft = pipeline.think(conversation)
+        assert draft.plan.decision.name == "encourage"
+        assert any(n.startswith("how you sound") and told in n for n in draft.notes)
+        assert any(n.startswith("why the voice encourages") for n in draft.notes) == explained

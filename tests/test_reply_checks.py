@@ -37,6 +37,7 @@ DEATH = ReplyContext(("My grandmother passed away last night.",), good_news=Fals
     ("Acknowledge how they feel, then offer support.", STRESS, "prompt_echo"),
     ("That's a calm and steady voice. What do you feel?", STRESS, "prompt_echo"),  # the speech path's note
     ("Your voice got quieter and slower, I noticed.", DEATH, "prompt_echo"),
+    ("You got louder but slower as we talked.", STRESS, "prompt_echo"),  # a note worded from the measured trend
     ("...", STRESS, "empty"),
 ])
 def test_each_failure_kind_is_flagged(reply, context, flag):

@@ -15,7 +15,7 @@ rule here is written from one such failure kind, not from the replies a system h
   empathy", "as an AI");
 - `prompt_echo`: four words in a row of the system prompt (es4r.data.teacher.echoes_prompt), or
   three of a note the speech path gives the LLM on how the person sounds
-  (es4r.modeling.affect_reader.AFFECT_NOTES: "That's a calm and steady voice.");
+  (any wording es4r.modeling.affect_reader.affect_note can give: "That's a calm and steady voice.");
 - `ignores_situation`: the reply's similarity to what the person said (all-MiniLM-L6-v2, the
   packaged sentence encoder) is below `RELEVANCE_THRESHOLD` (how it was chosen: there);
 - `empty`: nothing speakable.
@@ -104,12 +104,12 @@ NOTE_ECHO_WORDS = 3
 def echoes_note(text: str) -> bool:
     """True when the reply holds three words in a row of an affect note (what the prompt says of
     how the person sounds), which the person never said."""
-    from es4r.modeling.affect_reader import AFFECT_NOTES
+    from es4r.modeling.affect_reader import all_affect_notes
 
     def grams(words: list[str]) -> set[tuple[str, ...]]:
         return {tuple(words[i:i + NOTE_ECHO_WORDS]) for i in range(len(words) - NOTE_ECHO_WORDS + 1)}
 
-    notes = set().union(*(grams(re.findall(r"[a-z']+", note.lower())) for note in AFFECT_NOTES.values()))
+    notes = set().union(*(grams(re.findall(r"[a-z']+", note.lower())) for note in all_affect_notes()))
     return bool(grams(re.findall(r"[a-z']+", text)) & notes)
 
 

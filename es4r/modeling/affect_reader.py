@@ -9,6 +9,9 @@ So the speech path hears the same thing from the audio — the trend of the user
 speaking rate over their turns, measured from the log-mel features stage 1 reads — with a small
 classifier fitted on the spoken corpus (es4r/training/reader_fit.py), and gives the LLM the
 matching note in the teacher's words. The words are never given: the note is what was heard.
+When the measured directions of loudness or pace differ from the class's usual wording (a
+rising reading from a voice that got louder but slower), the note names the measured ones
+(`affect_note`); when they agree it is the teacher's note word for word.
 
 An unfitted reader, or fewer than `MIN_TURNS` heard user turns, gives no note, and the reading
 says why."""
@@ -33,7 +36,41 @@ AFFECT_NOTES = {
     "rising": "The user sounds excited and energetic: their voice got louder and faster with every turn.",
     "flat": "The user sounds calm and steady.",
 }
+# The directions each class's note claims (loudness, pace); "flat" claims none.
+NOTE_DIRECTIONS = {"falling": ("quieter", "slower"), "rising": ("louder", "faster")}
+FEELINGS = {"falling": "The user sounds tired and sad", "rising": "The user sounds excited and energetic"}
 MIN_TURNS = 2  # a trend needs two heard turns
+
+
+def directions(trend: tuple[float, float]) -> tuple[str, str]:
+    """The words for a (loudness, rate) trend: louder or quieter, faster or slower (a change of
+    exactly 0 reads as the second word of each, as the reading's reason says it)."""
+    level, rate = trend
+    return "louder" if level > 0 else "quieter", "faster" if rate > 0 else "slower"
+
+
+def affect_note(affect: str, trend: tuple[float, float] | None) -> str:
+    """The note for `affect` worded from what was measured. The class's own note
+    (`AFFECT_NOTES`, the training teacher's words) when both measured directions are the ones
+    it claims, or when there is no trend or the class claims none (flat); otherwise the
+    measured directions, joined by "but" where one goes against the other, after the class's
+    feeling when at least one direction supports it, and with no feeling when none does."""
+    if affect not in NOTE_DIRECTIONS or trend is None:
+        return AFFECT_NOTES[affect]
+    loudness, pace = directions(trend)
+    if (loudness, pace) == NOTE_DIRECTIONS[affect]:
+        return AFFECT_NOTES[affect]
+    joined = "and" if (loudness == "louder") == (pace == "faster") else "but"
+    change = f"their voice got {loudness} {joined} {pace} over their turns."
+    if {loudness, pace} & set(NOTE_DIRECTIONS[affect]):
+        return f"{FEELINGS[affect]}: {change}"
+    return f"The user's voice got {loudness} {joined} {pace} over their turns."
+
+
+def all_affect_notes() -> tuple[str, ...]:
+    """Every note `affect_note` can give (what a reply must not echo, es4r/evaluation/reply_checks.py)."""
+    trends = [(level, rate) for level in (1.0, -1.0) for rate in (1.0, -1.0)]
+    return tuple(dict.fromkeys(affect_note(affect, trend) for affect in AFFECTS for trend in [None, *trends]))
 
 
 @dataclass(frozen=True)
@@ -48,7 +85,8 @@ class AffectReading:
 
     @property
     def note(self) -> str | None:
-        return AFFECT_NOTES[self.affect] if self.affect else None
+        """What the LLM is told: the class's note, worded from the measured trend (`affect_note`)."""
+        return affect_note(self.affect, self.trend) if self.affect else None
 
 
 def heard_user_turns(history: list[tuple[str, str]],
@@ -105,7 +143,7 @@ class AffectReader(nn.Module):
         probabilities = torch.softmax(self(trend[None]).float()[0], dim=-1)
         affect = AFFECTS[int(probabilities.argmax())]
         level, rate = (float(v) for v in trend)
-        reason = (f"over {len(turns)} turns the voice got {'louder' if level > 0 else 'quieter'} ({level:+.2f}) and "
-                  f"{'faster' if rate > 0 else 'slower'} ({rate:+.2f}) per turn → {affect} "
-                  f"({float(probabilities.max()):.0%})")
+        loudness, pace = directions((level, rate))
+        reason = (f"over {len(turns)} turns the voice got {loudness} ({level:+.2f}) and {pace} ({rate:+.2f}) "
+                  f"per turn → {affect} ({float(probabilities.max()):.0%})")
         return AffectReading(affect, reason, dict(zip(AFFECTS, probabilities.tolist())), (level, rate), len(turns))

@@ -3,16 +3,22 @@ congratulations to bad news is what a listener hears first and remembers.
 
 The small LLMs ES4R runs on a CPU open most replies with "I'm so sorry to hear that", good
 news included. `ValenceReader` reads whether the newest user turn sounds like good or bad
-news (its transcript, through the packaged all-MiniLM-L6-v2 sentence encoder, against short
-prototype sentences); `OpeningBan` then keeps the words of the opposite stance out of the
-reply's first sentence — both stances when the reading is unsure, so an unsure reply opens
-by reflecting rather than guessing ("I'm here for you") — with the intensifiers that lead
-into them. Later sentences are free.
+news (its transcript, through the packaged all-MiniLM-L6-v2 sentence encoder, against the
+prototype sentences of es4r/modeling/news_prototypes.py); `OpeningBan` then keeps the words
+of the opposite stance out of the reply's first sentence — both stances when the reading is
+unsure, so an unsure reply opens by reflecting rather than guessing ("I'm here for you") —
+with the intensifiers that lead into them. Later sentences are free.
 
 Chosen by measurement on the valence set (assets/valence_set, embedded text path): a prompt
 hint ("The user is sharing good news.") raised contradictions from 5/20 to 7/20 and made
 the LLM echo its system prompt; bans on confident readings only: 2/20; bans with unsure
-readings banning both stances: 1/20 (docs/QUALITY.md)."""
+readings banning both stances: 1/20 (docs/QUALITY.md).
+
+A turn is compared with the `NEAREST` closest prototypes of each side, not with all of them:
+a mean over every prototype let one concrete event ("I got the job") be outvoted by the many
+it has nothing to do with. Small talk nearer to everyday turns than to either side's news
+reads as unsure. `NEAREST` and the margin were chosen on our own sentences
+(tests/data/valence_dev.json) before the test sets were read."""
 
 from __future__ import annotations
 
@@ -23,16 +29,13 @@ from dataclasses import dataclass
 import torch
 from transformers import LogitsProcessor
 
+from es4r.modeling.news_prototypes import BAD_EVENTS, EVERYDAY, GOOD_EVENTS
+
 logger = logging.getLogger(__name__)
 
 GOOD, BAD, UNSURE = "good", "bad", "unsure"
-# Prototypes of each stance, written as plain first-person news (not taken from any test set).
-GOOD_NEWS = ("I have wonderful news.", "Something great happened to me today.", "I am so happy and excited.",
-             "I finally got what I was hoping for.", "I am proud of what I achieved.",
-             "Everything turned out well in the end.")
-BAD_NEWS = ("I have terrible news.", "Something awful happened to me.", "I am so sad and upset.",
-            "I lost something that matters to me.", "I failed and I feel awful.", "I am worried and scared.",
-            "Someone I love died.")
+EVERYDAY_TALK = "everyday talk"
+NEAREST = 7  # prototypes per side a turn is compared with (the mean of their similarities)
 APOLOGY_WORDS = ("sorry", "apologize", "apologise", "condolences")
 CELEBRATION_WORDS = ("glad", "happy", "congratulations", "congrats", "wonderful", "fantastic", "amazing",
                      "awesome", "exciting", "excited", "great", "thrilled", "delighted")
@@ -45,7 +48,8 @@ SENTENCE_END = ".!?"
 @dataclass(frozen=True)
 class Reading:
     valence: str  # GOOD | BAD | UNSURE
-    score: float  # mean similarity to good-news prototypes minus bad-news ones
+    score: float  # mean similarity to the nearest good-news prototypes minus the nearest bad-news ones
+    like: str | None = None  # kind of event of the nearest prototype on the side read, or EVERYDAY_TALK
 
     @property
     def avoided(self) -> tuple[str, ...]:
@@ -56,20 +60,26 @@ class Reading:
             return CELEBRATION_WORDS + INTENSIFIERS
         return APOLOGY_WORDS + CELEBRATION_WORDS + INTENSIFIERS
 
-
     def note(self) -> str:
         heard = {GOOD: "good news", BAD: "bad news", UNSURE: "neither clearly good nor bad news"}[self.valence]
+        if self.like == EVERYDAY_TALK:
+            heard = "everyday talk, neither good nor bad news"
+        elif self.like:
+            heard += f" (like {self.like})"
         avoided = {GOOD: "an apology", BAD: "congratulations", UNSURE: "an apology or congratulations"}[self.valence]
         return f"the last turn reads as {heard} (score {self.score:+.3f}); the reply does not open with {avoided}"
 
 
 class ValenceReader:
-    """Good / bad / unsure news from a transcript, by sentence-embedding similarity."""
+    """Good / bad / unsure news from a transcript, by sentence-embedding similarity to the
+    nearest prototypes of each side (es4r/modeling/news_prototypes.py)."""
 
-    def __init__(self, encoder, margin: float):
-        self.margin, self.encoder = margin, encoder
-        vectors = encoder(list(GOOD_NEWS + BAD_NEWS))
-        self.good, self.bad = vectors[: len(GOOD_NEWS)], vectors[len(GOOD_NEWS):]
+    def __init__(self, encoder, margin: float, nearest: int = NEAREST):
+        self.margin, self.encoder, self.nearest = margin, encoder, nearest
+        self.banks: dict[str, tuple[list[str], torch.Tensor]] = {}  # side -> (kind per prototype, (prototypes, hidden))
+        for side, events in ((GOOD, GOOD_EVENTS), (BAD, BAD_EVENTS), (EVERYDAY_TALK, EVERYDAY)):
+            kinds = [kind for kind, sentences in events.items() for _ in sentences]
+            self.banks[side] = kinds, encoder([sentence for sentences in events.values() for sentence in sentences])
 
     @classmethod
     @functools.cache
@@ -85,10 +95,22 @@ class ValenceReader:
             return None
 
     def read(self, text: str) -> Reading:
-        vector = self.encoder([text])[0]
-        score = float((self.good @ vector).mean() - (self.bad @ vector).mean())
-        valence = GOOD if score > self.margin else BAD if score < -self.margin else UNSURE
-        return Reading(valence, score)
+        """Good when the turn's nearest good-news prototypes are closer, by more than the
+        margin, than its nearest bad-news ones (bad the other way round) and that side is
+        closer than everyday talk; unsure otherwise."""
+        vector = self.encoder([text])[0]  # (hidden,), unit length
+        near, nearest_kind = {}, {}
+        for side, (kinds, bank) in self.banks.items():
+            top = (bank @ vector).topk(min(self.nearest, len(kinds)))  # over (prototypes,)
+            near[side], nearest_kind[side] = float(top.values.mean()), kinds[int(top.indices[0])]
+        score = near[GOOD] - near[BAD]
+        if max(near[GOOD], near[BAD]) <= near[EVERYDAY_TALK]:
+            return Reading(UNSURE, score, EVERYDAY_TALK)
+        if score > self.margin:
+            return Reading(GOOD, score, nearest_kind[GOOD])
+        if score < -self.margin:
+            return Reading(BAD, score, nearest_kind[BAD])
+        return Reading(UNSURE, score)
 
 
 class OpeningBan(LogitsProcessor):
