@@ -253,7 +253,7 @@ class ES4RPipeline:
         def listen(fraction: float, need_weights: bool) -> SpeechEncoding:
             _report(progress, fraction, "listening (dual-level attention, Whisper encoder)")
             with timed(timings, "es4r_encoder"), torch.no_grad():  # no autograd graph: ~0.1 s less per turn
-                encoding = self.model.encode_speech([[f for f in features if f is not None]], timings, need_weights)
+                encoding = self.model.encode_speech([features], timings, need_weights)
             if dropped := encoding.dropped_turns[0]:
                 notes.append(f"{dropped} oldest turn(s) fell outside the speech window (about "
                              f"{self.model.max_frames * config.dual.downsample // 100} s) and are read as text")
@@ -298,13 +298,14 @@ class ES4RPipeline:
         parts = self.model.prompt_parts(history.history(), config.generation)
         if cross is None:  # text path: still show what the untrained cross-modal block attends to
             with timed(timings, "cross_modal"), torch.no_grad():
-                speech = encoding.embeddings[0, : int(encoding.lengths[0])]
-                cross = self.model.speech_context(speech, spans, parts).weights.detach().cpu()
+                shown = self.model([history.history()], [features], generation=config.generation, encoding=encoding,
+                                   prompt_only=True)
+                cross = shown.contexts[0].weights.detach().cpu()
 
         dual = encoding.dual
         if config.dual.enabled and not dual.inter_weights:  # encoded without weights: the heatmaps' pass
             with timed(timings, "attention_maps"), torch.no_grad():
-                dual = self.model.attention_maps([f for f in features if f is not None])
+                dual = self.model.attention_maps(features)
         boundaries = list(np.cumsum([0] + dual.turn_lengths[0][:-1]).astype(int))
         labels = turn_labels(history.turns)
         heard_labels = [label for label, f in zip(labels, features) if f is not None][dropped:]
