@@ -26,6 +26,7 @@ from es4r.conversation import ASSISTANT, Turn
 from es4r.pipeline import ES4RPipeline, PipelineError
 from es4r.presets import public_settings
 from es4r.startup_errors import EXIT_STATUS, startup_errors, startup_line
+from es4r.turn_events import Answered, Heard, Progress, Spoken, Writing, Written
 from es4r.ui import plots
 from es4r.ui.archive import write_archive
 from es4r.ui.format import (SYNTHETIC_VOICE_NOTE, chat_messages, context_markdown, latency_table,
@@ -192,21 +193,20 @@ def converse(audio_path: str | None, session: Session, open_tab: str = STRATEGY_
     heard, answered, shown_at = session.conversation, None, 0.0
     try:
         for event in pipeline.turn_events(session.conversation, audio_path):
-            if event.kind == "progress":
-                fraction, message = event.value
-                progress(fraction, desc=message)
-            elif event.kind == "heard":
-                heard = event.value
-                yield {chatbot: chat_messages(heard, pending_reply=True), turn_error: ""}
-            elif event.kind == "text" and time.perf_counter() - shown_at >= STREAM_INTERVAL_S:
-                shown_at = time.perf_counter()
-                yield {chatbot: chat_messages(heard.with_turn(Turn(ASSISTANT, event.value)))}
-            elif event.kind == "written":
-                yield {chatbot: chat_messages(heard.with_turn(Turn(ASSISTANT, event.value)))}
-            elif event.kind == "voice":  # a sentence, spoken while the next is written: played at once
-                yield {voice_sentence: _sentence_file(len(session.results) + 1, *event.value)}
-            elif event.kind == "answered":
-                answered = event.value
+            match event:
+                case Progress(fraction, message):
+                    progress(fraction, desc=message)
+                case Heard(heard):
+                    yield {chatbot: chat_messages(heard, pending_reply=True), turn_error: ""}
+                case Writing(text) if time.perf_counter() - shown_at >= STREAM_INTERVAL_S:
+                    shown_at = time.perf_counter()
+                    yield {chatbot: chat_messages(heard.with_turn(Turn(ASSISTANT, text)))}
+                case Written(text):
+                    yield {chatbot: chat_messages(heard.with_turn(Turn(ASSISTANT, text)))}
+                case Spoken(rate, samples):  # a sentence, spoken while the next is written: played at once
+                    yield {voice_sentence: _sentence_file(len(session.results) + 1, rate, samples)}
+                case Answered():
+                    answered = event
     except (AudioError, PipelineError) as error:
         yield fail(str(error))
         return
@@ -214,7 +214,7 @@ def converse(audio_path: str | None, session: Session, open_tab: str = STRATEGY_
         logger.exception("unexpected failure while answering a turn")
         yield fail(GENERIC_ERROR)
         return
-    conversation, result = answered
+    conversation, result = answered.conversation, answered.result
     new_session = session.answered(conversation, result)
     # The turn (its whole reply as one file) first; the context meter, the open tab's figures
     # and the export after it.

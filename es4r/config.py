@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 # Component status words used throughout results and the UI.
@@ -159,6 +160,18 @@ class GenerationConfig:
             raise ValueError(f"unknown decode_weights {self.decode_weights!r}; choose one of {', '.join(DECODE_WEIGHTS)}")
 
 
+class Strategy(str, Enum):
+    """The speaking strategy of stage 3 (paper Sec. 3.3). The value is what settings, JSON,
+    exports and logs hold."""
+
+    COMFORT = "comfort"
+    ENCOURAGE = "encourage"
+    NEUTRAL = "neutral"
+
+    __str__ = str.__str__  # "comfort", as before it was an enum
+    __format__ = str.__format__
+
+
 @dataclass(frozen=True)
 class StrategyParams:
     """Voice settings of one speaking strategy (paper Sec. 3.3).
@@ -179,13 +192,14 @@ class StrategyParams:
     embedding_scale: float = 1.0
 
 
-def default_strategy_table() -> dict[str, StrategyParams]:
+def default_strategy_table() -> dict[Strategy, StrategyParams]:
     """Comfort: slower and softer. Encourage: brighter, a little faster.
     Neutral: StyleTTS2's usual alpha=0.3, beta=0.7."""
     return {
-        "comfort": StrategyParams("comfort", alpha=0.2, beta=0.5, speed=0.85, expressiveness=0.35, gain_db=-4.0),
-        "neutral": StrategyParams("neutral", alpha=0.3, beta=0.7, speed=1.0, expressiveness=0.6, gain_db=0.0),
-        "encourage": StrategyParams("encourage", alpha=0.4, beta=0.9, speed=1.12, expressiveness=0.9, gain_db=2.0),
+        Strategy.COMFORT: StrategyParams("comfort", alpha=0.2, beta=0.5, speed=0.85, expressiveness=0.35, gain_db=-4.0),
+        Strategy.NEUTRAL: StrategyParams("neutral", alpha=0.3, beta=0.7, speed=1.0, expressiveness=0.6, gain_db=0.0),
+        Strategy.ENCOURAGE: StrategyParams("encourage", alpha=0.4, beta=0.9, speed=1.12, expressiveness=0.9,
+                                           gain_db=2.0),
     }
 
 
@@ -194,7 +208,7 @@ class StrategyConfig:
     """Stage 3 (paper Sec. 3.3): energy trend -> strategy."""
 
     tolerance: float = 0.05  # a relative change up to this (inclusive) counts as "no change"
-    table: dict[str, StrategyParams] = field(default_factory=default_strategy_table)
+    table: dict[Strategy, StrategyParams] = field(default_factory=default_strategy_table)
     fusion_eps: float = 1e-3  # epsilon of w_i ~ 1 / (E_i + eps)
     empathetic_tts: bool = True  # ablation switch: False = neutral params, no fusion
 
@@ -255,7 +269,7 @@ class ES4RConfig:
                     value = {**value, "target_modules": tuple(value["target_modules"])}
                 kwargs[name] = sub[name](**value)
             elif name == "strategy":
-                table = {k: StrategyParams(**v) for k, v in value.get("table", {}).items()}
+                table = {Strategy(k): StrategyParams(**v) for k, v in value.get("table", {}).items()}
                 kwargs[name] = StrategyConfig(**{**value, "table": table or default_strategy_table()})
             else:
                 kwargs[name] = value

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from enum import Enum
 
 import numpy as np
+
+from es4r.config import Strategy
 
 USER, ASSISTANT = "user", "assistant"
 WALL = "wall"  # TurnResult.timings key: the turn's measured seconds, stages and the work between them
@@ -20,6 +23,17 @@ RATES = ("llm_tokens_per_s", "tts_rtf")  # not seconds of the turn
 # Moments, in seconds from the start of the turn (ES4RPipeline.turn_events): the first words
 # of the reply, and the whole reply text (before it is spoken). Not stages: never summed.
 MILESTONES = ("first_words", "first_audio", "reply_text")
+
+
+class ReplyPath(str, Enum):
+    """Which path writes a reply (paper Sec. 3.2): the LLM reads the speech context S' or the
+    transcribed text. The value is what JSON, exports and logs hold."""
+
+    SPEECH = "speech"
+    TEXT = "text"
+
+    __str__ = str.__str__  # "speech", as before it was an enum
+    __format__ = str.__format__
 
 
 @dataclass(frozen=True)
@@ -108,14 +122,14 @@ class TurnResult:
     reply_audio: np.ndarray  # (samples,) float32
     sample_rate: int
     energies: list[float]  # per user turn
-    strategy: str  # comfort | encourage | neutral
+    strategy: Strategy
     strategy_reason: str
     strategy_params: dict
     fusion_weights: list[float]  # per user turn, sums to 1 (empty when fusion is off)
     attention: AttentionMaps
     timings: dict[str, float]  # stage -> seconds
     components: dict[str, ComponentStatus]
-    path: str  # "speech" or "text"
+    path: ReplyPath
     voice: str  # which engine spoke
     seed: int
     dropped_turns: int = 0  # oldest user turns outside the speech encoder window

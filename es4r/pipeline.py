@@ -21,8 +21,8 @@ import torch
 from es4r.audio import (FRAMES_PER_SECOND, AudioError, TurnMels, Waveform, load_audio, prepare_waveform,
                         turn_energy)
 from es4r.config import ES4RConfig
-from es4r.conversation import (ASSISTANT, USER, WALL, AttentionMaps, ComponentStatus, ContextUsage, Conversation, Turn,
-                               TurnResult, turn_labels)
+from es4r.conversation import (ASSISTANT, USER, WALL, AttentionMaps, ComponentStatus, ContextUsage, Conversation,
+                               ReplyPath, Turn, TurnResult, turn_labels)
 from es4r.modeling.affect_reader import AffectReading
 from es4r.modeling.asr import transcribe
 from es4r.modeling.model import ES4RModel, GenerationOutput
@@ -30,6 +30,7 @@ from es4r.modeling.outputs import SpeechEncoding
 from es4r.presets import TEXT_PATH_NOTE, component_statuses, load_model, resolve_config
 from es4r.reply_text import reply_streamer, trim_reply
 from es4r.timing import timed
+from es4r.turn_events import Answered, Heard, Progress, Spoken, TurnEvent, Writing, Written
 from es4r.vad import speech_seconds
 from es4r.voice.base import TTSError
 from es4r.voice.plan import VoicePlan, plan_voice
@@ -55,6 +56,11 @@ class ES4RPipeline:
         self.components = components
         self.speech_path = speech_path
         self.mels = mels or TurnMels(model.whisper.n_mels)  # each turn's log-mel, made once
+
+    @property
+    def path(self) -> ReplyPath:
+        """Which path writes the replies: speech (a trained ES4R checkpoint) or text."""
+        return ReplyPath.SPEECH if self.speech_path else ReplyPath.TEXT
 
     # ---------------------------------------------------------------- building
     @classmethod
@@ -129,55 +135,57 @@ class ES4RPipeline:
                  progress: ProgressFn | None = None) -> tuple[Conversation, TurnResult]:
         """Add a user turn and answer it. On any failure the given conversation is unchanged."""
         for event in self.turn_events(conversation, audio, transcript):
-            if event.kind == "progress":
-                _report(progress, *event.value)
-            elif event.kind == "answered":
-                return event.value
+            match event:
+                case Progress(fraction, message):
+                    _report(progress, fraction, message)
+                case Answered(answered, result):
+                    return answered, result
         raise PipelineError("The turn ended without an answer.")  # turn_events always answers or raises
 
     def turn_events(self, conversation: Conversation, audio, transcript: str | None = None) -> Iterator[TurnEvent]:
-        """One whole turn as it happens, for a page that shows it while it is made: "progress"
-        (fraction, message), "heard" (the conversation with the transcribed user turn), "text"
-        (the reply so far, as the LLM writes it), "voice" ((sample rate, audio) of each sentence
-        as soon as it is spoken — the first while the LLM still writes the next), "written"
-        (the final reply text), "answered" (the new conversation and its TurnResult, whose
-        audio is every "voice" piece joined). Stages 1-3 run in a
-        worker thread so the caller's thread stays free to draw each event; an error there is
-        raised here, and the given conversation is never changed."""
+        """One whole turn as it happens, for a page that shows it while it is made
+        (es4r/turn_events.py): Progress, Heard (the transcribed user turn), Writing (the reply
+        so far), Spoken (each sentence's audio as soon as it is spoken — the first while the
+        LLM still writes the next), Written (the final reply text), Answered (the new
+        conversation and its TurnResult). Stages 1-3 run in a worker thread so the caller's
+        thread stays free to draw each event; an error there is raised here, and the given
+        conversation is never changed."""
         started = time.perf_counter()
-        yield TurnEvent("progress", (0.05, "transcribing"))
+        yield Progress(0.05, "transcribing")
         extended = self.add_user_turn(conversation, audio, transcript)
         asr_seconds = time.perf_counter() - started
-        yield TurnEvent("heard", extended)
-        events: queue.Queue[TurnEvent] = queue.Queue()
+        yield Heard(extended)
+        events: queue.Queue[TurnEvent | _Failed] = queue.Queue()
 
         def work() -> None:
             try:
-                result = self.respond(extended, lambda f, m: events.put(TurnEvent("progress", (f, m))),
-                                      on_text=lambda text: events.put(TurnEvent("text", text)),
-                                      on_written=lambda text: events.put(TurnEvent("written", text)),
-                                      on_audio=lambda rate, audio: events.put(TurnEvent("voice", (rate, audio))))
-                events.put(TurnEvent("answered", with_asr_time(result, asr_seconds)))
+                result = self.respond(extended, lambda f, m: events.put(Progress(f, m)),
+                                      on_text=lambda text: events.put(Writing(text)),
+                                      on_written=lambda text: events.put(Written(text)),
+                                      on_audio=lambda rate, audio: events.put(Spoken(rate, audio)))
+                events.put(Answered(extended, with_asr_time(result, asr_seconds)))
             except BaseException as error:  # handed to the caller's thread
-                events.put(TurnEvent("error", error))
+                events.put(_Failed(error))
 
         threading.Thread(target=work, name="es4r-turn", daemon=True).start()
         moments: dict[str, float] = {}
         while True:
             event = events.get()
-            if event.kind == "error":
-                raise event.value
-            if event.kind in ("text", "written"):
-                moments.setdefault("first_words", time.perf_counter() - started)
-            if event.kind == "voice":
-                moments.setdefault("first_audio", time.perf_counter() - started)
-            if event.kind == "written":
-                moments["reply_text"] = time.perf_counter() - started
-            if event.kind == "answered":
-                result = replace(event.value, timings={**event.value.timings, **moments})
-                reply = Turn(ASSISTANT, result.reply_text, result.reply_audio, result.sample_rate)
-                yield TurnEvent("answered", (extended.with_turn(reply), result))
-                return
+            match event:
+                case _Failed(error):
+                    raise error
+                case Writing():
+                    moments.setdefault("first_words", time.perf_counter() - started)
+                case Written():
+                    moments.setdefault("first_words", time.perf_counter() - started)
+                    moments["reply_text"] = time.perf_counter() - started
+                case Spoken():
+                    moments.setdefault("first_audio", time.perf_counter() - started)
+                case Answered(_, result):
+                    result = replace(result, timings={**result.timings, **moments})
+                    reply = Turn(ASSISTANT, result.reply_text, result.reply_audio, result.sample_rate)
+                    yield Answered(extended.with_turn(reply), result)
+                    return
             yield event
 
     def respond(self, conversation: Conversation, progress: ProgressFn | None = None,
@@ -247,7 +255,7 @@ class ES4RPipeline:
         def listen(fraction: float, need_weights: bool) -> SpeechEncoding:
             _report(progress, fraction, "listening (dual-level attention, Whisper encoder)")
             with timed(timings, "es4r_encoder"), torch.no_grad():  # no autograd graph: ~0.1 s less per turn
-                encoding = self.model.encode_speech([[f for f in features if f is not None]], timings, need_weights)
+                encoding = self.model.encode_speech([features], timings, need_weights)
             if dropped := encoding.dropped_turns[0]:
                 notes.append(f"{dropped} oldest turn(s) fell outside the speech window (about "
                              f"{self.model.max_frames * config.dual.downsample // 100} s) and are read as text")
@@ -294,13 +302,14 @@ class ES4RPipeline:
         parts = self.model.prompt_parts(history.history(), config.generation)
         if cross is None:  # text path: still show what the untrained cross-modal block attends to
             with timed(timings, "cross_modal"), torch.no_grad():
-                speech = encoding.embeddings[0, : int(encoding.lengths[0])]
-                cross = self.model.speech_context(speech, spans, parts).weights.detach().cpu()
+                shown = self.model([history.history()], [features], generation=config.generation, encoding=encoding,
+                                   prompt_only=True)
+                cross = shown.contexts[0].weights.detach().cpu()
 
         dual = encoding.dual
         if config.dual.enabled and not dual.inter_weights:  # encoded without weights: the heatmaps' pass
             with timed(timings, "attention_maps"), torch.no_grad():
-                dual = self.model.attention_maps([f for f in features if f is not None])
+                dual = self.model.attention_maps(features)
         boundaries = list(np.cumsum([0] + dual.turn_lengths[0][:-1]).astype(int))
         labels = turn_labels(history.turns)
         heard_labels = [label for label, f in zip(labels, features) if f is not None][dropped:]
@@ -366,7 +375,7 @@ class ES4RPipeline:
             strategy_params={**decision.params.__dict__, "engine": synthesis.params},
             fusion_weights=[float(w) for w in plan.fusion_weights] if plan.fusion_weights is not None else [],
             attention=draft.attention, timings=timings, components=self.components,
-            path="speech" if self.speech_path else "text", voice=synthesis.engine, seed=synthesis.seed,
+            path=self.path, voice=synthesis.engine, seed=synthesis.seed,
             dropped_turns=draft.dropped_turns, notes=tuple(notes),
         )
 
@@ -425,11 +434,10 @@ def strategy_versus_affect(decision: StrategyDecision, reading: AffectReading) -
 
 
 @dataclass(frozen=True)
-class TurnEvent:
-    """One step of `ES4RPipeline.turn_events`: its kind and what it carries."""
+class _Failed:
+    """The worker thread of `turn_events` failed: raised in the caller's thread."""
 
-    kind: str  # progress | heard | text | voice | written | answered (| error, internal)
-    value: object
+    error: BaseException
 
 
 @dataclass(frozen=True)

@@ -122,12 +122,11 @@ def _speech_replies(views, sample, generation, figures: dict, timing: str) -> li
     import torch
 
     features = prepare_sample(sample, views[0][1].whisper.n_mels).features
-    generation, heard = replace(generation, reuse_prefix=False), [f for f in features if f is not None]
-    out = []
+    generation, out = replace(generation, reuse_prefix=False), []
     for label, view, need_weights in views:
         timings: dict[str, float] = {}
         with torch.no_grad():
-            encoding = view.encode_speech([heard], timings, need_weights)
+            encoding = view.encode_speech([features], timings, need_weights)
         figures.setdefault(f"{label} {timing} s", []).append(timings[timing])
         reply = view.generate(sample.history_turns(), features, generation, encoding=encoding)[0]
         out.append((reply, encoding.embeddings[0, : int(encoding.lengths[0])]))
@@ -165,7 +164,6 @@ def speech_onnx(model, generation, sample, figures: dict) -> tuple:
     import torch
 
     features = prepare_sample(sample, model.whisper.n_mels).features
-    heard = [f for f in features if f is not None]
     decoder, runtime = model.decoder, model.whisper.runtime
     generation, replies = replace(generation, reuse_prefix=False), []
     try:
@@ -173,7 +171,7 @@ def speech_onnx(model, generation, sample, figures: dict) -> tuple:
             model.decoder, model.whisper.runtime, clock = llm_steps, whisper_graphs, _TokenClock()
             timings: dict[str, float] = {}
             with torch.no_grad():
-                encoding = model.encode_speech([heard], timings)
+                encoding = model.encode_speech([features], timings)
             figures.setdefault(f"{name} whisper encoder s", []).append(timings["whisper_encoder"])
             clock.started = time.perf_counter()
             replies.append(model.generate(sample.history_turns(), features, generation, encoding=encoding,

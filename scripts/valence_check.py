@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
     overrides = {} if args.checkpoint is None else {"es4r_checkpoint": args.checkpoint}
     pipeline = ES4RPipeline.from_preset(args.preset, **overrides)
-    paths = args.paths or ["speech" if pipeline.speech_path else "text"]
+    paths = args.paths or [pipeline.path.value]
     if "speech" in paths and not pipeline.speech_path:
         raise SystemExit("the speech path needs a trained ES4R checkpoint (--checkpoint DIR)")
     conversations = load_valence_set()[: args.limit]

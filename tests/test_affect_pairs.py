@@ -51,7 +51,7 @@ def test_reply_cue_starts_at_zero_and_follows_the_last_turn(tiny_model, tmp_path
     contexts = {}
     for sample in samples:
         item = prepare_sample(sample, 80)
-        encoding = tiny_model.encode_speech([[f for f in item.features if f is not None]])
+        encoding = tiny_model.encode_speech([item.features])
         speech = encoding.embeddings[0, : int(encoding.lengths[0])]
         with torch.no_grad():
             contexts[sample.variant] = tiny_model.speech_context(

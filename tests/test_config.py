@@ -1,8 +1,9 @@
+import json
 from pathlib import Path
 
 import pytest
 
-from es4r.config import PRESETS, ES4RConfig, TrainConfig, preset_config
+from es4r.config import PRESETS, ES4RConfig, Strategy, TrainConfig, preset_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -12,6 +13,10 @@ def test_preset_config_round_trips(name):
     config = preset_config(name)
     assert ES4RConfig.from_dict(config.to_dict()) == config
     assert config.preset == name
+    saved = json.loads(config.to_json())  # as a checkpoint holds it: the strategies by their words
+    assert sorted(saved["strategy"]["table"]) == ["comfort", "encourage", "neutral"]
+    rebuilt = ES4RConfig.from_dict(saved)
+    assert rebuilt == config and all(type(key) is Strategy for key in rebuilt.strategy.table)
 
 
 def test_paper_preset_names_the_paper_backbones():

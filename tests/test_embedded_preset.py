@@ -67,7 +67,7 @@ def test_answers_real_speech(embedded, speech_paths):
     words = re.findall(r"[A-Za-z']+", result.reply_text)
     assert len(words) >= 2, result.reply_text  # a real English reply, not noise or an empty string
     assert result.reply_audio.size > result.sample_rate // 2  # at least half a second of speech
-    assert result.path == ("speech" if embedded.speech_path else "text")
+    assert result.path == embedded.path
     assert result.attention.meaningful == embedded.speech_path
 
 

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -158,3 +160,61 @@ def test_checkpoint_round_trip_and_refusal(features, tmp_path, tiny_dirs):
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="other backbones"):
         load_es4r_parts(tiny_model, tmp_path / "ckpt")
+
+
+def _old_chain(model, histories, turn_features, responses, hints=None):
+    """The wiring `forward` replaced, kept written out as the reference it must equal: the
+    speech path was speech_prompt_parts -> encode_speech -> heard_spans -> speech_context
+    (with heard_prosody) -> build_path -> path_logits; the text path prompt_parts -> embed ->
+    build_path -> path_logits."""
+    if turn_features is None:
+        parts = [model.prompt_parts(h, hint=hint) for h, hint in zip(histories, hints)]
+        batch = model.build_path(parts, [model.embed(p.history_ids) for p in parts], responses, None, pad_left=False)
+        return model.path_logits(batch), batch, None
+    parts = [model.speech_prompt_parts(h, f)[0] for h, f in zip(histories, turn_features)]
+    encoding = model.encode_speech([[f for f in features if f is not None] for features in turn_features])
+    speech = [encoding.embeddings[b, : int(encoding.lengths[b])] for b in range(len(histories))]
+    spans = [model.heard_spans(features, encoding, b) for b, features in enumerate(turn_features)]
+    contexts = [model.speech_context(speech[b], spans[b], parts[b], model.heard_prosody(features, encoding, b))
+                for b, features in enumerate(turn_features)]
+    batch = model.build_path(parts, [c.middle for c in contexts], responses, [c.speech_flags for c in contexts],
+                             pad_left=False, cues=[c.cue for c in contexts])
+    return model.path_logits(batch), batch, contexts
+
+
+@pytest.mark.slow
+def test_forward_is_the_chain_it_replaced(loud_plora_model, tmp_path, speech_paths):
+    """forward's logits, inputs and cross-modal weights are the old chain's, bit for bit, on
+    both paths, in training mode (dropout drawn in the same order) with every ES4R term live:
+    PLoRA, the cross-modal gates, prosody, the reply cue and the affect reader's note."""
+    from es4r.data.manifest import load_manifest, prepare_sample
+    from es4r.training.reader_fit import fit_affect_reader
+    from tests.test_affect_pairs import _corpus
+
+    model = loud_plora_model(0.5)
+    with torch.no_grad():
+        for weight in model.cross.parameters():
+            weight.add_(0.05 * torch.randn_like(weight))
+    items = [prepare_sample(s, 80) for s in load_manifest(_corpus(tmp_path, speech_paths, conversations=2))]
+    fit_affect_reader(model.cross.reader, items)
+    items[1] = replace(items[1], features=[None, *items[1].features[1:]])  # a turn without audio, read as text
+    histories = [item.sample.history_turns() for item in items]
+    features = [item.features for item in items]
+    responses = [model.tokenizer(item.sample.response).input_ids for item in items]
+    hints = [None, "The user sounds tired."] + [None] * (len(items) - 2)
+    model.train()
+    for turn_features in (features, None):
+        torch.manual_seed(7)
+        logits, batch, contexts = _old_chain(model, histories, turn_features, responses, hints)
+        torch.manual_seed(7)
+        output = model(histories, turn_features, responses, hints=None if turn_features else hints)
+        assert torch.equal(output.logits, logits) and torch.equal(output.inputs.labels, batch.labels)
+        assert torch.equal(output.inputs.inputs_embeds, batch.inputs_embeds)
+        assert torch.equal(output.inputs.speech_mask, batch.speech_mask)
+        if contexts is not None:
+            assert all(torch.equal(new.weights, old.weights) and torch.equal(new.middle, old.middle)
+                       for new, old in zip(output.contexts, contexts))
+            assert any(r.note for r in output.affect) and output.inputs.speech_mask.any()
+    model.eval()
+    prompt = model(histories[:1], features[:1], prompt_only=True, pad_left=True)
+    assert prompt.logits is None and prompt.inputs.labels is None and prompt.encoding.dual.inter_weights

@@ -1,13 +1,16 @@
 """Full pipeline on the tiny preset and on the paper preset pointed at local tiny folders."""
 
+import json
+
 import numpy as np
 import pytest
 
 from es4r.audio import AudioError, log_mel
-from es4r.config import RANDOM, UNTRAINED
-from es4r.conversation import Conversation
+from es4r.config import RANDOM, UNTRAINED, Strategy
+from es4r.conversation import Conversation, ReplyPath
 from es4r.pipeline import TEXT_PATH_NOTE, ES4RPipeline, PipelineError
 from es4r.reply_text import trim_reply
+from es4r.turn_events import Answered, Heard, Progress, Spoken, Writing, Written
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +88,32 @@ def test_failed_turn_keeps_the_conversation(pipeline, speech_paths):
     assert len(result.transcripts) == 2
 
 
+def test_a_turn_reports_one_typed_event_per_step(pipeline, speech_paths):
+    """turn_events, as the app draws it: heard, written as it grows, spoken sentence by
+    sentence, answered; the answer's reply is the written text and its sample rate the voice's."""
+    events = list(pipeline.turn_events(Conversation(), speech_paths[0]))
+    kinds = [type(event) for event in events]
+    assert kinds[0] is Progress and kinds.count(Heard) == kinds.count(Written) == kinds.count(Answered) == 1
+    assert kinds.index(Heard) < kinds.index(Writing) < kinds.index(Written) < kinds.index(Answered) == len(events) - 1
+    assert Spoken in kinds and kinds.index(Heard) < kinds.index(Spoken)
+    heard, written, answered = (events[kinds.index(kind)] for kind in (Heard, Written, Answered))
+    assert [t.text for t in answered.conversation.turns] == [heard.conversation.turns[0].text, written.text]
+    assert answered.result.reply_text == written.text
+    assert {e.sample_rate for e in events if isinstance(e, Spoken)} == {answered.result.sample_rate}
+    assert {"first_words", "first_audio", "reply_text"} <= set(answered.result.timings)
+
+
+def test_path_and_strategy_are_enums_whose_values_are_the_words(pipeline, speech_paths):
+    """TurnResult.path and .strategy are enums; JSON, exports and logs hold their words, as before."""
+    _, result = pipeline.converse(Conversation(), speech_paths[0])
+    assert result.path is ReplyPath.TEXT is pipeline.path
+    assert pipeline.variant(speech_path=True).path is ReplyPath.SPEECH
+    assert result.strategy is Strategy.NEUTRAL  # one turn: no trend yet
+    summary = json.loads(json.dumps(result.summary()))
+    assert (summary["path"], summary["strategy"]) == ("text", "neutral")
+    assert (f"{result.path} {result.strategy}", str(result.strategy)) == ("text neutral", "neutral")
+
+
 def test_respond_needs_a_user_turn(pipeline):
     with pytest.raises(PipelineError):
         pipeline.respond(Conversation())
@@ -98,7 +127,7 @@ def test_energy_trend_drives_strategy(pipeline, speech_paths):
     for gain in (1.0, 0.5, 0.25):  # the user gets quieter and quieter
         conversation = pipeline.add_user_turn(conversation, (16_000, samples * gain), transcript="i am tired")
     result = pipeline.respond(conversation)
-    assert result.strategy == "comfort"
+    assert result.strategy is Strategy.COMFORT
     assert result.fusion_weights[2] > result.fusion_weights[0]  # quieter turns weigh more
 
 

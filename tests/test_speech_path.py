@@ -45,7 +45,7 @@ def _reply_kl(pipeline, conversation) -> tuple[float, torch.Tensor, list]:
 
     model = pipeline.model.eval()
     features = [pipeline._features(t) for t in conversation.turns]
-    encoding = model.encode_speech([[f for f in features if f is not None]])
+    encoding = model.encode_speech([features])
     parts = model.prompt_parts(conversation.history())
     spans = model.heard_spans(features, encoding)
     context = model.speech_context(encoding.embeddings[0, : int(encoding.lengths[0])], spans, parts)

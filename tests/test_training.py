@@ -269,7 +269,7 @@ def test_auxiliary_affect_loss_is_logged_and_needs_speech_that_varies(tiny_dirs,
     manifest = _write_manifest(tmp_path, _rows(tmp_path))
     samples = list(ManifestDataset(load_manifest(manifest), 80))
     head = AffectHead(64)
-    encoding = model.encode_speech([[f for f in s.features if f is not None] for s in samples])
+    encoding = model.encode_speech([s.features for s in samples])
     speech = [encoding.embeddings[b, : int(encoding.lengths[b])] for b in range(len(samples))]
     spans = [model.heard_spans(s.features, encoding, b) for b, s in enumerate(samples)]
     assert affect_loss(head, samples, speech, spans) > 0
@@ -340,7 +340,7 @@ def test_speech_anchor_keeps_the_cosines_between_dialogues(tiny_dirs, tmp_path):
     anchor = SpeechAnchor(model)
 
     def speech():
-        encoding = model.encode_speech([[f for f in s.features if f is not None] for s in samples])
+        encoding = model.encode_speech([s.features for s in samples])
         return [encoding.embeddings[b, : int(encoding.lengths[b])] for b in range(len(samples))]
 
     model.eval()

@@ -180,5 +180,5 @@ class ManifestDataset(torch.utils.data.Dataset):
 
 
 def collate(items: list[PreparedSample]) -> list[PreparedSample]:
-    """Batches stay lists: the model builds both paths' padded inputs itself (build_path)."""
+    """Batches stay lists: the model builds both paths' padded inputs itself (ES4RModel.forward)."""
     return list(items)

@@ -68,8 +68,8 @@ def hinted_replies(model: ES4RModel, samples: list[Sample], batch_size: int = 8,
     replies: list[str] = []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
-        parts = [model.prompt_parts(s.history_turns(), generation, hint=s.affect_hint) for s in chunk]
-        batch = model.build_path(parts, [model.embed(p.history_ids) for p in parts], None, None, pad_left=True)
+        batch = model([s.history_turns() for s in chunk], None, hints=[s.affect_hint for s in chunk],
+                      generation=generation, pad_left=True, prompt_only=True).inputs
         output = model.llm.generate(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, **kwargs)
         for row in output:
             text = model.tokenizer.decode(row.tolist(), skip_special_tokens=True)

@@ -133,7 +133,7 @@ def _bench(args: argparse.Namespace) -> int:
         finally:
             if cascade is not None:
                 cascade.close()
-    meta = {"preset": args.preset, "load_s": round(load_seconds, 2), "path": "speech" if pipeline.speech_path else "text",
+    meta = {"preset": args.preset, "load_s": round(load_seconds, 2), "path": pipeline.path,
             "voice": pipeline.voice.name, "repeats": args.repeats, "torch_threads": torch.get_num_threads(),
             "machine": platform.platform(), "processor": platform.processor(), "user_cascade": cascade_note}
     write_json(rows, args.out, meta)
@@ -185,7 +185,7 @@ def _situations(args: argparse.Namespace) -> int:
     config = resolve_config(args.preset, **overrides)
     config = replace(config, generation=generation_overrides(config.generation, args.generation))
     pipeline = ES4RPipeline.from_config(config)
-    systems = args.systems or ["speech" if pipeline.speech_path else "text"]
+    systems = args.systems or [pipeline.path.value]
     if "speech" in systems and not pipeline.speech_path:
         raise SystemExit("error: the speech system needs a trained ES4R checkpoint (--checkpoint DIR)")
     reports = []

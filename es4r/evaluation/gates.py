@@ -80,8 +80,7 @@ def metric_rows(groups: dict[str, dict[str, Sample]]) -> list[Sample]:
 @torch.no_grad()
 def speech_reply(model: ES4RModel, item: PreparedSample) -> tuple[str, torch.Tensor]:
     """The speech path's reply and the adapter's speech vectors (S, W) of one sample."""
-    encoding = model.encode_speech([[f for f in item.features if f is not None]])
-    generated, _ = model.generate(item.sample.history_turns(), item.features, encoding=encoding)
+    generated, encoding = model.generate(item.sample.history_turns(), item.features)
     vectors = encoding.embeddings[0, : int(encoding.lengths[0])].float().cpu()
     return trim_reply(generated.text, model.config.generation.max_sentences), vectors
 

@@ -20,6 +20,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+from es4r.conversation import ReplyPath
 from es4r.data.test_sets import VALENCE_SET, ValenceTurn, load_valence_set  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class ValenceReply:
 
 @dataclass
 class ValenceReport:
-    path: str  # "text" or "speech"
+    path: ReplyPath
     replies: list[ValenceReply] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -121,7 +122,7 @@ def play_set(pipeline, conversations: list[list[ValenceTurn]]) -> ValenceReport:
     turn that fails is recorded and the conversation goes on without it."""
     from es4r.conversation import Conversation
 
-    report = ValenceReport("speech" if pipeline.speech_path else "text")
+    report = ValenceReport(pipeline.path)
     for turns in conversations:
         conversation, replies = Conversation(), []
         for turn in turns:

@@ -1,7 +1,8 @@
 """ES4RModel: stages 1 and 2 composed — dual-level attention, frozen Whisper encoder,
 modality adapter, speech-guided cross-modal attention, and the LLM with PLoRA.
 
-Read top to bottom: window fitting, speech encoding, prompt layout, two-path inputs,
+Read top to bottom: window fitting, speech encoding, prompt layout, two-path inputs, the
+forward pass that wires them (the only one: training, generation and the pipeline call it),
 generation. Only the ES4R modules (dual, adapter, cross, PLoRA) are trainable."""
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from es4r.modeling.affect_reader import AffectReading, heard_user_turns
 from es4r.modeling.backbones import LLMBackbone, WhisperBackbone
 from es4r.modeling.cross_modal import NO_TURN, CrossModalAttention
 from es4r.modeling.dual_attention import DualAttentionOutput, DualLevelAttention
-from es4r.modeling.outputs import GenerationOutput, PathBatch, PromptParts, SpeechContext, SpeechEncoding
+from es4r.modeling.outputs import ES4ROutput, GenerationOutput, PathBatch, PromptParts, SpeechContext, SpeechEncoding
 from es4r.modeling.plora import apply_plora, speech_positions
 from es4r.modeling.prefix_cache import PrefixCache
 from es4r.modeling.prosody import prosody_features, turn_level
@@ -39,6 +40,11 @@ SPEECH_PLACEHOLDER = "<<ES4R_SPEECH>>"  # stands where the speech sequence goes 
 LOG_MEL_FLOOR_BELOW_MAX = 2.0  # Whisper's log-mel of silence sits 8 dB/4 = 2.0 below the clip maximum
 IGNORE_INDEX = -100
 FRAMES_PER_POSITION = ENCODER_STRIDE * 8  # downsampled frames per speech position (encoder x2, adapter x8)
+
+
+def heard_turns(turn_features: list[torch.Tensor | None]) -> list[torch.Tensor]:
+    """The turns with audio, in order (None marks a turn without)."""
+    return [features for features in turn_features if features is not None]
 
 
 def embedding_rms(llm: nn.Module) -> float:
@@ -134,12 +140,13 @@ class ES4RModel(nn.Module):
             raise ValueError(f"the latest turn alone exceeds the encoder window of {self.max_frames} frames")
         return kept, len(turn_features) - len(kept)
 
-    def encode_speech(self, dialogues: list[list[torch.Tensor]], timings: dict[str, float] | None = None,
+    def encode_speech(self, dialogues: list[list[torch.Tensor | None]], timings: dict[str, float] | None = None,
                       need_weights: bool = True) -> SpeechEncoding:
-        """dialogues: per dialogue, per turn, log-mel (n_mels, frames). Returns S (B, S, W_llm).
-        `timings`, when given, receives seconds per sub-stage (for the benchmark). Without
-        `need_weights` the dual-level attention keeps no weights (`attention_maps` makes them)."""
-        fitted = [self.fit_window(turns) for turns in dialogues]
+        """dialogues: per dialogue, per turn, log-mel (n_mels, frames), None for a turn without
+        audio (not heard). Returns S (B, S, W_llm). `timings`, when given, receives seconds per
+        sub-stage (for the benchmark). Without `need_weights` the dual-level attention keeps no
+        weights (`attention_maps` makes them)."""
+        fitted = [self.fit_window(heard_turns(turns)) for turns in dialogues]
         with timed(timings, "dual_attention"):
             dual = self.dual([turns for turns, _ in fitted], need_weights)
         with timed(timings, "whisper_encoder"):
@@ -163,10 +170,10 @@ class ES4RModel(nn.Module):
         levels = [[turn_level(features) for features in turns] for turns, _ in fitted]
         return SpeechEncoding(speech, lengths, dual, [dropped for _, dropped in fitted], spans, levels)
 
-    def attention_maps(self, turn_features: list[torch.Tensor]) -> DualAttentionOutput:
+    def attention_maps(self, turn_features: list[torch.Tensor | None]) -> DualAttentionOutput:
         """The dual-level attention of one dialogue's heard turns with its weights (the
         heatmaps), for an encoding made without them; the same turns as `encode_speech` keeps."""
-        kept, _ = self.fit_window(turn_features)
+        kept, _ = self.fit_window(heard_turns(turn_features))
         return self.dual([kept])
 
     @staticmethod
@@ -197,18 +204,6 @@ class ES4RModel(nn.Module):
         for turn, encoded in self._encoded_turns(turn_features, encoding, index).items():
             prosody[turn] = (encoding.turn_levels[index][encoded], encoding.dual.turn_lengths[index][encoded])
         return prosody
-
-    def speech_contexts(self, dialogues: list[list[torch.Tensor | None]], parts: list[PromptParts]
-                        ) -> tuple[list[torch.Tensor], list[list[tuple[int, int] | None]], list[SpeechContext]]:
-        """Encode a batch of dialogues (turn features, None = no audio) once and build each
-        one's speech context: the adapter's speech vectors (S, W), each turn's speech span, and
-        the SpeechContext (S', prosody, reply cue) per dialogue."""
-        encoding = self.encode_speech([[f for f in features if f is not None] for features in dialogues])
-        speech = [encoding.embeddings[b, : int(encoding.lengths[b])] for b in range(len(dialogues))]
-        spans = [self.heard_spans(features, encoding, b) for b, features in enumerate(dialogues)]
-        contexts = [self.speech_context(speech[b], spans[b], parts[b], self.heard_prosody(features, encoding, b))
-                    for b, features in enumerate(dialogues)]
-        return speech, spans, contexts
 
     @staticmethod
     def _encoded_turns(turn_features: list[torch.Tensor | None], encoding: SpeechEncoding,
@@ -336,6 +331,55 @@ class ES4RModel(nn.Module):
         with speech_positions(batch.speech_mask if batch.speech_mask.any() else None):
             return self.llm(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask).logits
 
+    # -------------------------------------------------------------- forward
+    def forward(
+        self,
+        histories: list[list[tuple[str, str]]],
+        turn_features: list[list[torch.Tensor | None]] | None = None,
+        responses: list[list[int]] | None = None,
+        *,
+        hints: list[str | None] | None = None,
+        generation: GenerationConfig | None = None,
+        encoding: SpeechEncoding | None = None,
+        need_weights: bool = True,
+        pad_left: bool = False,
+        prompt_only: bool = False,
+    ) -> ES4ROutput:
+        """Stages 1-2 for a batch of dialogues (paper Sec. 3.1-3.2): each history ((role, text)
+        per turn) read on the speech path when `turn_features` are given — per dialogue, one
+        log-mel (n_mels, frames) per history turn, None for a turn without audio — else on the
+        text path. Speech path: the affect reader's note closes the prompt, the heard turns are
+        encoded (or `encoding` of those features is reused: speech is encoded once per turn)
+        and cross-modal attention makes S' with PLoRA at its positions. Text path: the
+        history's word embeddings, `hints` closing each prompt (the training teacher's).
+        `responses` (token ids per dialogue) follow the prompt as labels (teacher forcing);
+        `need_weights`: the dual-level attention keeps its weights (the heatmaps);
+        `pad_left`: pad the batch on the left (for generation); `prompt_only`: stop at the
+        LLM's inputs (generate's decode loop reads them itself) — logits are then None."""
+        generation = generation or self.config.generation
+        if turn_features is None:
+            hints = hints or [None] * len(histories)
+            parts = [self.prompt_parts(history, generation, hint) for history, hint in zip(histories, hints)]
+            batch = self.build_path(parts, [self.embed(p.history_ids) for p in parts], responses, None, pad_left)
+            contexts, spans, readings = None, None, None
+        else:
+            for history, features in zip(histories, turn_features):
+                if len(features) != len(history):
+                    raise ValueError(f"expected one feature entry per history turn ({len(history)}), "
+                                     f"found {len(features)}")
+            prompts = [self.speech_prompt_parts(h, f, generation) for h, f in zip(histories, turn_features)]
+            parts, readings = [p for p, _ in prompts], [r for _, r in prompts]
+            if encoding is None:
+                encoding = self.encode_speech(turn_features, need_weights=need_weights)
+            spans = [self.heard_spans(features, encoding, b) for b, features in enumerate(turn_features)]
+            contexts = [self.speech_context(encoding.embeddings[b, : int(encoding.lengths[b])], spans[b], parts[b],
+                                            self.heard_prosody(features, encoding, b))
+                        for b, features in enumerate(turn_features)]
+            batch = self.build_path(parts, [c.middle for c in contexts], responses, [c.speech_flags for c in contexts],
+                                    pad_left, cues=[c.cue for c in contexts])
+        logits = None if prompt_only else self.path_logits(batch)
+        return ES4ROutput(logits, batch, parts, encoding, contexts, spans, readings)
+
     # -------------------------------------------------------------- generation
     def use_onnx_decoder(self) -> None:
         """Run the LLM's greedy replies (es4r/modeling/onnx_decode.py), and Whisper's encoder
@@ -364,23 +408,11 @@ class ES4RModel(nn.Module):
         transformers streamer (e.g. `TextIteratorStreamer`) receives the tokens as they come.
         `avoid_in_opening`: words the reply's first sentence must not use (es4r.modeling.openings)."""
         generation = generation or self.config.generation
-        cross_weights, flags, reading = None, None, None
-        if turn_features is not None:
-            if len(turn_features) != len(history):
-                raise ValueError(f"expected one feature entry per history turn ({len(history)}), "
-                                 f"found {len(turn_features)}")
-            parts, reading = self.speech_prompt_parts(history, turn_features, generation)
-            if encoding is None:
-                encoding = self.encode_speech([[f for f in turn_features if f is not None]])
-            speech = encoding.embeddings[0, : int(encoding.lengths[0])]
-            spans = self.heard_spans(turn_features, encoding)
-            context = self.speech_context(speech, spans, parts, self.heard_prosody(turn_features, encoding))
-            middle, flags, cross_weights = context.middle, [context.speech_flags], context.weights
-            cues = [context.cue]
-        else:
-            parts = self.prompt_parts(history, generation)
-            middle, cues = self.embed(parts.history_ids), None
-        batch = self.build_path([parts], [middle], None, flags, pad_left=True, cues=cues)
+        spoken = turn_features is not None
+        prompt = self([history], [turn_features] if spoken else None, generation=generation, encoding=encoding,
+                      pad_left=True, prompt_only=True)
+        batch, parts, encoding = prompt.inputs, prompt.parts[0], prompt.encoding
+        spans = prompt.spans[0] if spoken else None
         kwargs = generation_kwargs(generation, self.tokenizer)
         if streamer is not None:
             kwargs["streamer"] = streamer
@@ -395,7 +427,6 @@ class ES4RModel(nn.Module):
         # where the prompts agree. The speech path's middle is S', not ids: only what comes
         # before its first heard turn — the system prompt and the oldest turns, read as text
         # once they fall outside the speech window — is served from the cache (prefix_cache.py).
-        spoken = turn_features is not None
         prompt_ids = (parts.prefix_ids + parts.history_ids[:text_before_speech(parts, spans)] if spoken
                       else parts.prefix_ids + parts.history_ids + parts.suffix_ids)
         cache, reused, made_by = None, 0, (batch.inputs_embeds.device, batch.inputs_embeds.dtype)
@@ -417,9 +448,9 @@ class ES4RModel(nn.Module):
             self.prefix_cache.keep(prompt_ids if spoken else prompt_ids + ids, kept, made_by)
         text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
         return GenerationOutput(
-            text, ids, cross_weights.detach().cpu() if cross_weights is not None else None,
-            self.token_labels(parts.history_ids), turn_features is not None,
-            int(batch.inputs_embeds.shape[1]), reused, reading,
+            text, ids, prompt.contexts[0].weights.detach().cpu() if spoken else None,
+            self.token_labels(parts.history_ids), spoken, int(batch.inputs_embeds.shape[1]), reused,
+            prompt.affect[0] if spoken else None,
         ), encoding
 
     def _onnx_generate(self, batch: PathBatch, cache, reused: int, generation: GenerationConfig, kwargs: dict,

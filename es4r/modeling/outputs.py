@@ -1,6 +1,6 @@
 """What ES4RModel's steps hand each other and return: the speech encoding (stage 1), the
 prompt's parts and the speech path's middle of the prompt (stage 2), one path's model inputs,
-and a generated reply."""
+the forward pass's output, and a generated reply."""
 
 from __future__ import annotations
 
@@ -50,6 +50,25 @@ class PathBatch:
     attention_mask: torch.Tensor  # (B, L)
     speech_mask: torch.Tensor  # (B, L) bool
     labels: torch.Tensor | None  # (B, L) response token ids, IGNORE_INDEX elsewhere
+
+
+@dataclass(frozen=True)
+class ES4ROutput:
+    """What `ES4RModel.forward` returns for a batch of dialogues on one path."""
+
+    logits: torch.Tensor | None  # (B, L, vocab); None when only the prompt was asked for (generate)
+    inputs: PathBatch  # what the LLM reads: (B, L, W) embeddings, masks, response labels
+    parts: list[PromptParts]  # per dialogue: the prompt's layout (on the speech path with the affect note)
+    encoding: SpeechEncoding | None = None  # stage 1 (speech path); dual-level weights when asked for
+    contexts: list[SpeechContext] | None = None  # per dialogue: S', its flags, cross-modal weights (S, T)
+    spans: list[list[tuple[int, int] | None]] | None = None  # per dialogue, per history turn: speech positions
+    affect: list[AffectReading | None] | None = None  # per dialogue: how the user sounded (speech path)
+
+    @property
+    def speech(self) -> list[torch.Tensor]:
+        """Per dialogue, the adapter's speech vectors S (S, W_llm)."""
+        encoding = self.encoding
+        return [encoding.embeddings[b, : int(encoding.lengths[b])] for b in range(len(self.parts))]
 
 
 @dataclass(frozen=True)

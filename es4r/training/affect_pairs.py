@@ -51,15 +51,12 @@ def response_logprobs(model, items: list[PreparedSample], responses: list[str]) 
     from es4r.training.losses import response_logits
 
     tokenizer = model.tokenizer
-    parts = [model.speech_prompt_parts(item.sample.history_turns(), item.features)[0] for item in items]
     ids = [tokenizer(r, add_special_tokens=False).input_ids + [tokenizer.eos_token_id] for r in responses]
-    _, _, contexts = model.speech_contexts([item.features for item in items], parts)
-    batch = model.build_path(parts, [c.middle for c in contexts], ids, [c.speech_flags for c in contexts],
-                             pad_left=False, cues=[c.cue for c in contexts])
-    logits = model.path_logits(batch)
+    output = model([item.sample.history_turns() for item in items], [item.features for item in items], ids)
+    logits, labels_batch = output.logits, output.inputs.labels
     sums, counts = [], []
     for b in range(len(items)):
-        row_logits, labels = response_logits(logits[b : b + 1], batch.labels[b : b + 1])
+        row_logits, labels = response_logits(logits[b : b + 1], labels_batch[b : b + 1])
         sums.append(-F.cross_entropy(row_logits.float(), labels, reduction="sum"))
         counts.append(labels.numel())
     return torch.stack(sums), torch.tensor(counts, device=logits.device)

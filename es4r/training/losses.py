@@ -99,7 +99,7 @@ class SpeechAnchor:
         if len(speech) < 2:
             return speech[0].new_zeros((), dtype=torch.float32)
         with torch.no_grad():
-            start = self.view.encode_speech([[f for f in item.features if f is not None] for item in batch])
+            start = self.view.encode_speech([item.features for item in batch])
             reference = torch.stack([start.embeddings[b, : int(start.lengths[b])].float().mean(0)
                                      for b in range(len(batch))])
         now = torch.stack([vectors.float().mean(0) for vectors in speech])
@@ -145,12 +145,10 @@ def teacher_logits(model, batch: list[PreparedSample], responses: list[list[int]
     keys = [item.sample.key for item in batch]
     cached = cache.get(keys) if cache is not None else None
     if cached is None:
-        parts = [model.prompt_parts(item.sample.history_turns(), hint=item.sample.affect_hint) for item in batch]
         with torch.no_grad():
-            text_batch = model.build_path(parts, [model.embed(p.history_ids) for p in parts], responses,
-                                          None, pad_left=False)
-            logits = model.path_logits(text_batch)
-        cached = [response_logits(logits[b : b + 1], text_batch.labels[b : b + 1])[0] for b in range(len(batch))]
+            text = model([item.sample.history_turns() for item in batch], None, responses,
+                         hints=[item.sample.affect_hint for item in batch])
+        cached = [response_logits(text.logits[b : b + 1], text.inputs.labels[b : b + 1])[0] for b in range(len(batch))]
         if cache is not None:
             cache.put(keys, cached)
     return torch.cat([c.to(model.device, torch.float32) for c in cached])
@@ -159,16 +157,15 @@ def teacher_logits(model, batch: list[PreparedSample], responses: list[list[int]
 def two_path_loss(model, batch: list[PreparedSample], temperature: float, kl_t2_scale: bool = False,
                   cache: TeacherCache | None = None, affect_head: AffectHead | None = None,
                   affect_weight: float = 0.0) -> TwoPathLoss:
-    """Build both paths for a batch, run (or look up) the teacher, return CE + KL."""
+    """Run (or look up) the teacher on the text path and the student on the speech path, both
+    teacher-forced on the response; return CE + KL."""
     tokenizer = model.tokenizer
-    parts = [model.speech_prompt_parts(item.sample.history_turns(), item.features)[0] for item in batch]
     responses = [tokenizer(item.sample.response, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
                  for item in batch]
-    speech, spans, contexts = model.speech_contexts([item.features for item in batch], parts)
-    speech_batch = model.build_path(parts, [c.middle for c in contexts], responses,
-                                    [c.speech_flags for c in contexts], pad_left=False, cues=[c.cue for c in contexts])
     text_logits = teacher_logits(model, batch, responses, cache)
-    speech_logits, labels = response_logits(model.path_logits(speech_batch), speech_batch.labels)
+    student = model([item.sample.history_turns() for item in batch], [item.features for item in batch], responses)
+    speech, spans = student.speech, student.spans
+    speech_logits, labels = response_logits(student.logits, student.inputs.labels)
     ce = F.cross_entropy(speech_logits.float(), labels)
     kl = kl_text_speech(speech_logits, text_logits, temperature)
     if kl_t2_scale:  # Hinton et al.'s T^2 keeps the soft-target gradients on the CE scale

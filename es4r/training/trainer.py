@@ -77,7 +77,7 @@ def speech_diversity(model, samples: list[PreparedSample]) -> dict[str, float]:
     with _trainable_in_eval_mode(model):
         per_dialogue = []
         for item in samples:
-            encoding = model.encode_speech([[f for f in item.features if f is not None]])
+            encoding = model.encode_speech([item.features])
             per_dialogue.append(encoding.embeddings[0, : int(encoding.lengths[0])])
         return _diversity(per_dialogue)
 

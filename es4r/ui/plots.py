@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from es4r.config import Strategy
 from es4r.conversation import AttentionMaps
 
 FIGURE_SIZE = (4.8, 3.2)  # inches; narrow, so the labels stay large when a phone scales it down
@@ -26,7 +27,7 @@ MIN_TEXT_PX = 9  # no label smaller than this on that screen
 HEATMAP_CMAP = "magma"
 UNTRAINED_NOTE = "untrained ES4R modules —\nthey illustrate the mechanism only"
 MAX_WORD_TICKS = 24  # beyond this, only every n-th history word gets a tick label
-STRATEGY_COLOURS = {"comfort": "#3b6fb6", "encourage": "#e07b1a", "neutral": "#6b6b6b"}
+STRATEGY_COLOURS = {Strategy.COMFORT: "#3b6fb6", Strategy.ENCOURAGE: "#e07b1a", Strategy.NEUTRAL: "#6b6b6b"}
 
 
 def _figure(size: tuple[float, float] = FIGURE_SIZE) -> Figure:
@@ -49,7 +50,7 @@ def _title(text: str, meaningful: bool) -> str:
 
 
 @_readable
-def energy_figure(energies: list[float], strategy: str, tolerance: float) -> Figure:
+def energy_figure(energies: list[float], strategy: Strategy, tolerance: float) -> Figure:
     """Per-turn energy E_i (paper Sec. 3.3) with a least-squares trend line and the tolerance
     band around the previous turn: the last turn inside the band counts as "no change"."""
     figure = _figure()

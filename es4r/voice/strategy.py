@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from es4r.config import StrategyConfig, StrategyParams
+from es4r.config import Strategy, StrategyConfig, StrategyParams
 
-COMFORT, ENCOURAGE, NEUTRAL = "comfort", "encourage", "neutral"
+COMFORT, ENCOURAGE, NEUTRAL = Strategy.COMFORT, Strategy.ENCOURAGE, Strategy.NEUTRAL
 
 
 @dataclass(frozen=True)
 class StrategyDecision:
-    name: str
+    name: Strategy
     params: StrategyParams
     reason: str  # one line in words, shown in the UI
 
