@@ -69,12 +69,13 @@ def served_study(tmp_path):
     stop(server)
 
 
-def demo_study(tmp_path: Path):
-    """A study over spoken demo pairs, and each reply text → the system that wrote it."""
+def demo_study(tmp_path: Path, per_item: int = 2):
+    """A study over spoken demo pairs (each item for `per_item` annotators, who may enrol; the
+    next is told the study is full), and each reply text → the system that wrote it."""
     folder = tmp_path / STUDY_FOLDER
     write_demo_pairs(folder / "pairs", SAMPLES, SYSTEMS, gold_samples=GOLD, words_per_minute=FAST_SPEECH)
     store = build_study(folder / "pairs", folder / "study.db", SYSTEMS, DEFAULT_CRITERIA,
-                        SAMPLES, per_item=2, seed=3)
+                        SAMPLES, per_item=per_item, seed=3)
     texts = {reply["text"]: system for line in (folder / "pairs" / "samples.jsonl").read_text().splitlines()
              for system, reply in json.loads(line)["systems"].items()}
     return store, texts
@@ -425,7 +426,7 @@ def test_a_killed_server_restarts_on_its_port_and_every_page_resumes_where_it_wa
     Enter in the ID box (item 1), one on a break — then the same command on the same port at
     once: each page says the connection is lost, every control is inert under the banner, and
     then each comes back by itself: the first two at their next unsaved item, the third on its break."""
-    store, texts = demo_study(tmp_path)
+    store, texts = demo_study(tmp_path, per_item=3)  # three annotators (two would fill it: "study … full")
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     server = serve_study(store, port)
@@ -439,46 +440,61 @@ def test_a_killed_server_restarts_on_its_port_and_every_page_resumes_where_it_wa
                                          .new_page() for _ in range(3)]  # a window each, none in the background
             for page in (clicked, entered, resting):
                 page.set_default_timeout(LOADED_MACHINE_TIMEOUT_MS)
-            await start(clicked, url, "ann-click")
-            await answer_item(clicked, "ann-keys", texts, [], use_keys=True)  # item 1 saved
-            await entered.goto(url)
-            await entered.fill("#study-annotator-id textarea, #study-annotator-id input", "ann-enter")
-            await entered.check("#study-consent input")
-            await entered.press("#study-annotator-id textarea, #study-annotator-id input", "Enter")
-            await entered.wait_for_selector("#study-progress .prose:has-text('Item 1 of')")
-            await start(resting, url, "ann-rest")
-            await resting.click("#study-pause")
-            await resting.wait_for_selector("#study-done:has-text('submitted item(s)')")
-            killed = time.monotonic()
-            server.send_signal(signal.SIGKILL)
-            server.wait()
-            for page in (clicked, entered, resting):
-                await page.wait_for_selector("#study-connection:visible", timeout=UNLOCK_TIMEOUT_MS)
-                assert await page.evaluate("document.querySelector('gradio-app').inert")  # Tab + Space reach nothing
-                on_top = await page.evaluate("(() => { const b = document.querySelector('#study-connection')"
-                                             ".getBoundingClientRect(); return document.elementFromPoint("
-                                             "b.left + b.width / 2, b.top + b.height / 2).id; })()")
-                assert on_top == "study-connection"
-            restarted = time.monotonic()
-            server = serve_study(store, port)  # would exit 2, "port … is busy", while TIME-WAIT lasted
-            timings["restart_s"] = time.monotonic() - restarted
-            timings["down_s"] = time.monotonic() - killed
-            for page, item in ((clicked, 2), (entered, 1)):
-                await page.wait_for_selector("#study-progress .prose:has-text('page reopened')",
-                                             timeout=UNLOCK_TIMEOUT_MS * 2)
-                assert (await page.inner_text("#study-progress .prose")).startswith(f"Item {item} of")
-                assert not await page.is_visible("#study-connection")
-            await resting.wait_for_function("!document.querySelector('#study-connection') || "
-                                            "document.querySelector('#study-connection').hidden",
-                                            timeout=UNLOCK_TIMEOUT_MS * 2)
-            await resting.wait_for_selector("#study-done:has-text('submitted item(s)')")
-            assert not await resting.is_visible("#study-progress")  # still on the break
-            assert "?break=ann-rest" in resting.url
+            try:
+                await restart_with_pages_open(clicked, entered, resting)
+            except Exception:  # what each page said, and a picture of it, for diagnosis
+                ARTIFACTS.mkdir(exist_ok=True)
+                for name, page in (("clicked", clicked), ("entered", entered), ("resting", resting)):
+                    await page.screenshot(path=str(ARTIFACTS / f"study_restart_{name}.png"), full_page=True)
+                    print(f"--- {name} page at {page.url}:\n{await page.inner_text('body')}")
+                for row in store.rows("SELECT * FROM play_events"):
+                    print(dict(row))
+                raise
             await browser.close()
+
+    async def restart_with_pages_open(clicked, entered, resting) -> None:
+        nonlocal server
+        await start(clicked, url, "ann-click")
+        await answer_item(clicked, "ann-keys", texts, [], use_keys=True)  # item 1 saved
+        await entered.goto(url)
+        await entered.fill("#study-annotator-id textarea, #study-annotator-id input", "ann-enter")
+        await entered.check("#study-consent input")
+        await entered.press("#study-annotator-id textarea, #study-annotator-id input", "Enter")
+        await entered.wait_for_selector("#study-progress .prose:has-text('Item 1 of')")
+        await start(resting, url, "ann-rest")
+        await resting.click("#study-pause")
+        await resting.wait_for_selector("#study-done:has-text('submitted item(s)')")
+        killed = time.monotonic()
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+        for page in (clicked, entered, resting):
+            await page.wait_for_selector("#study-connection:visible", timeout=UNLOCK_TIMEOUT_MS)
+            assert await page.evaluate("document.querySelector('gradio-app').inert")  # Tab + Space reach nothing
+            on_top = await page.evaluate("(() => { const b = document.querySelector('#study-connection')"
+                                         ".getBoundingClientRect(); return document.elementFromPoint("
+                                         "b.left + b.width / 2, b.top + b.height / 2).id; })()")
+            assert on_top == "study-connection"
+        restarted = time.monotonic()
+        server = serve_study(store, port)  # would exit 2, "port … is busy", while TIME-WAIT lasted
+        timings["restart_s"] = time.monotonic() - restarted
+        timings["down_s"] = time.monotonic() - killed
+        for page, item in ((clicked, 2), (entered, 1)):
+            await page.wait_for_selector("#study-progress .prose:has-text('page reopened')",
+                                         timeout=UNLOCK_TIMEOUT_MS * 2)
+            assert (await page.inner_text("#study-progress .prose")).startswith(f"Item {item} of")
+            assert not await page.is_visible("#study-connection")
+        await resting.wait_for_function("!document.querySelector('#study-connection') || "
+                                        "document.querySelector('#study-connection').hidden",
+                                        timeout=UNLOCK_TIMEOUT_MS * 2)
+        await resting.wait_for_selector("#study-done:has-text('submitted item(s)')")
+        assert not await resting.is_visible("#study-progress")  # still on the break
+        assert "?break=ann-rest" in resting.url
 
     try:
         asyncio.run(run())
     finally:
         stop(server)
-    print(f"restart after kill -9: serving again {timings.get('restart_s', -1):.1f} s after the restart command")
+        if timings:  # kill -9 → the new server answering on the same port (the pages' ping then reloads them)
+            print(f"restart after kill -9: the new server answered {timings['restart_s']:.1f} s after the restart"
+                  f" command, {timings['down_s']:.1f} s after the kill (banner checks on 3 pages included)")
     assert store.progress("ann-click").done == 1 and store.progress("ann-enter").done == 0

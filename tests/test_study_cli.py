@@ -143,3 +143,20 @@ def test_a_port_left_in_time_wait_by_a_killed_server_is_free_but_a_listening_one
         taken.listen()
         with pytest.raises(StudyError, match=f"port {port} on 127.0.0.1 is busy"):
             require_free_port("127.0.0.1", port)
+
+
+def test_a_play_report_made_while_one_is_on_its_way_is_sent_after_it_not_dropped(tmp_path):
+    """The players report through one hidden component's input event. Gradio's default for it,
+    "once", drops a report made while the previous one is pending: on a busy server a reply's
+    "play" report could take longer than the clip, its "ended" report was dropped, nothing came
+    after it and the questions stayed locked. "always_last" sends it (the whole log) afterwards."""
+    from es4r.study.ui import build_study_app
+
+    write_tone_pairs(tmp_path / "pairs", 2, ("nova", "orbit"))
+    assert main(["study", "create", "--pairs", str(tmp_path / "pairs"), "--systems", "nova", "orbit",
+                 "--samples", "2", "--out", str(tmp_path / "s.db")]) == 0
+    config = build_study_app(tmp_path / "s.db").get_config_file()
+    reporter = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "study-reporter")
+    modes = [d["trigger_mode"] for d in config["dependencies"]
+             if any(target[0] == reporter for target in d["targets"])]
+    assert modes == ["always_last"]

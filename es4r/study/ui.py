@@ -298,8 +298,12 @@ def build_study_tab(db_path: str | Path, page: gr.Blocks) -> None:
         # Gradio would otherwise lay its error state over every output, the form included.
         event(on_start, [annotator_box, agree], item_outputs, show_progress="hidden").success(
             None, js=TOP_OF_ITEM_JS)
+    # always_last: a report made while the previous one is still on its way is sent once that
+    # one is answered (with the page's whole log by then). Gradio's default for .input, "once",
+    # drops it, and a reply's last report ("ended") was lost whenever its "play" report took
+    # longer than the clip to answer on a busy server — nothing came after it, so the lock stayed.
     reporter.input(on_report, [session, reporter], [session, note, next_button, *radios], queue=False,
-                   show_progress="hidden")
+                   show_progress="hidden", trigger_mode="always_last")
     next_button.click(on_next, [session, *radios], item_outputs, show_progress="hidden").success(
         None, js=TOP_OF_ITEM_JS)
     pause.click(on_pause, [session], break_outputs, show_progress="hidden")
