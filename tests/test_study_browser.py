@@ -413,7 +413,8 @@ def test_the_lock_counts_what_was_heard_and_play_works_at_once(served_study):
     events = [(r["side"], r["event"], r["from_s"], r["to_s"]) for r in store.rows(
         "SELECT * FROM play_events WHERE annotator_id = 'ann-listen' AND item_id = ? ORDER BY seq", (item,))]
     a_events = [e for e in events if e[0] == "A"]
-    assert [e[1] for e in a_events] == ["play", "ended"] and a_events[0][2] == 0.0  # played through, once
+    # played through, once, from its start (the first position a loaded player reports may be a few ms in)
+    assert [e[1] for e in a_events] == ["play", "ended"] and a_events[0][2] < 0.1
     seconds = store.hearing("ann-listen", item)["B"].clip_seconds
     b_kinds = [e[1] for e in events if e[0] == "B"]
     assert b_kinds == ["play", "ended", "play", "pause", "play", "ended"], events  # what the player did

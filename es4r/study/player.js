@@ -33,6 +33,7 @@ if (!window.studyPlayers) {
       report(media, event, start, Math.max(start, to));
       start = null;
     };
+    media.addEventListener("play", () => claim(media));
     media.addEventListener("playing", open);
     media.addEventListener("timeupdate", () => {
       if (start !== null && !media.seeking) { last = media.currentTime; lastWall = performance.now(); }
@@ -47,10 +48,15 @@ if (!window.studyPlayers) {
     });
     media.addEventListener("seeked", () => { if (!media.paused) open(); });
   };
+  // One clip at a time, however a clip is started: the player's own control starts it without
+  // calling play() from script, so the claim is made on its "play" event as well.
+  const claim = (media) => {
+    for (const other of window.studyMedia) if (other !== media && !other.paused) other.pause();
+    window.studyMedia.add(media);
+  };
   const play = HTMLMediaElement.prototype.play;
   HTMLMediaElement.prototype.play = function (...args) {
-    for (const other of window.studyMedia) if (other !== this && !other.paused) other.pause();
-    window.studyMedia.add(this);
+    claim(this);
     return play.apply(this, args);
   };
   new MutationObserver(() => {
