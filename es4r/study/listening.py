@@ -47,7 +47,7 @@ class Hearing:
 
     @property
     def complete(self) -> bool:
-        covered = self.unheard_seconds <= self.allowance
+        covered = self.unheard_seconds <= self.allowance + 1e-9  # float sums of the stretches
         in_time = self.wall_seconds is None or \
             self.wall_seconds + DELIVERY_SLACK_SECONDS >= self.heard_seconds
         return covered and in_time
