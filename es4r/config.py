@@ -61,6 +61,9 @@ class AdapterConfig:
     layers: int = 3
 
 
+HISTORY_LAYOUTS = ("speech", "text_and_speech")
+
+
 @dataclass(frozen=True)
 class CrossModalConfig:
     """Stage 2 (paper Sec. 3.2, es4r/modeling/cross_modal.py): turn-block mask + monotonic position prior."""
@@ -76,6 +79,14 @@ class CrossModalConfig:
     # the speech path hears the trend of the user's loudness/rate and tells the LLM in words
     # (es4r/modeling/affect_reader.py); gives no note until the reader is fitted in training
     affect_note: bool = True
+    # what the LLM reads for a heard turn: "speech" = S' replaces the turn's words (the paper,
+    # Sec. 3.2, and the authors' training); "text_and_speech" = the turn's words, then its S'
+    # (the authors' inference code puts both in the prompt; S' reads those same words as keys)
+    history_layout: str = "speech"
+
+    def __post_init__(self) -> None:
+        if self.history_layout not in HISTORY_LAYOUTS:
+            raise ValueError(f"cross.history_layout must be one of {HISTORY_LAYOUTS}, not {self.history_layout!r}")
 
 
 @dataclass(frozen=True)
@@ -341,6 +352,7 @@ class TrainConfig:
     affect_head_lr_scale: float = 1.0  # learning-rate multiplier for the training-only AffectHead (trainer.parameter_groups)
     speech_anchor_weight: float = 0.0  # keeps the cosines between dialogues' mean speech vectors where the run began (training.SpeechAnchor)
     init_from: str | None = None  # start from this checkpoint's parts (a second stage); parts it lacks keep their init
+    history_layout: str | None = None  # cross.history_layout of the model trained (None: the preset's, "speech")
     train_only: tuple[str, ...] = ()  # train only parameters whose names start with these (e.g. "cross.cue")
     two_path_weight: float = 1.0  # weight of CE + KL on the batch; 0 skips it (a stage of affect pairs only)
     affect_pair_weight: float = 0.0  # falling/rising pairs with swapped audio (es4r/training/affect_pairs.py)

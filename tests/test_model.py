@@ -115,6 +115,39 @@ def test_turn_without_audio_is_read_as_text(tiny_model, features):
     assert int(context.speech_flags.sum()) == (spans[0][1] - spans[0][0]) + (spans[2][1] - spans[2][0])
 
 
+def test_text_and_speech_layout_keeps_each_heard_turns_words_before_its_s_prime(tiny_model, features):
+    """history_layout "text_and_speech" (the authors' inference layout): every heard turn reads
+    as its words (no PLoRA) then the same S' the paper layout gives it; unheard turns as before."""
+    turn_features = [features[0], None, features[2]]
+    encoding = tiny_model.encode_speech([[features[0], features[2]]])
+    spans = tiny_model.heard_spans(turn_features, encoding)
+    parts = tiny_model.prompt_parts(HISTORY)
+    speech = encoding.embeddings[0, : int(encoding.lengths[0])]
+    both_model = tiny_model.with_config(tiny_model.config.replace(
+        cross=replace(tiny_model.config.cross, history_layout="text_and_speech")))
+    tiny_model.eval(), both_model.eval()
+    paper, both = tiny_model.speech_context(speech, spans, parts), both_model.speech_context(speech, spans, parts)
+    assert both.unheard_turns == paper.unheard_turns == [1]
+    words = [tiny_model.embed(parts.history_ids[a:b]) for a, b in parts.turn_spans]
+    heard = [spans[0][1] - spans[0][0], None, spans[2][1] - spans[2][0]]
+    at_paper = at_both = 0
+    for turn, (turn_words, length) in enumerate(zip(words, heard)):
+        if length is None:  # unheard: its words, in both layouts
+            assert torch.equal(both.middle[at_both:at_both + len(turn_words)], turn_words)
+            at_both, at_paper = at_both + len(turn_words), at_paper + len(turn_words)
+            continue
+        assert torch.equal(both.middle[at_both:at_both + len(turn_words)], turn_words)
+        assert not both.speech_flags[at_both:at_both + len(turn_words)].any()
+        at_both += len(turn_words)
+        assert torch.allclose(both.middle[at_both:at_both + length], paper.middle[at_paper:at_paper + length])
+        assert both.speech_flags[at_both:at_both + length].all()
+        at_both, at_paper = at_both + length, at_paper + length
+    assert at_both == len(both.middle) and at_paper == len(paper.middle)
+    assert int(both.speech_flags.sum()) == int(paper.speech_flags.sum())
+    with pytest.raises(ValueError, match="history_layout"):
+        replace(tiny_model.config.cross, history_layout="text")
+
+
 def test_two_path_layout(tiny_model):
     parts = tiny_model.prompt_parts(HISTORY[-1:])
     middle = tiny_model.embed(parts.history_ids)

@@ -364,3 +364,33 @@ def test_speech_anchor_keeps_the_cosines_between_dialogues(tiny_dirs, tmp_path):
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert all("anchor" in r for r in log) and log[-1]["anchor"] > 0
     assert all(abs(r["loss"] - r["ce"] - r["kl"] - 2.0 * r["anchor"]) < 1e-4 for r in log)
+
+
+def test_a_stage_may_change_the_prompt_layout_and_nothing_else(tiny_dirs, tmp_path):
+    """`history_layout` in a training stage: init_from a checkpoint trained in the paper layout,
+    train in the words-then-S' layout, and the new checkpoint records it; loading it strictly
+    into a paper-layout model is still refused, and a non-strict load still refuses any other
+    module setting."""
+    from es4r.config import CrossModalConfig, preset_config
+    from es4r.modeling.backbones import load_llm, load_whisper
+    from es4r.modeling.model import ES4RModel
+    from es4r.training.checkpoint import (CheckpointError, load_es4r_parts, read_checkpoint_config,
+                                          restore_architecture, save_es4r_parts)
+
+    model = _model(tiny_dirs)
+    save_es4r_parts(model, tmp_path / "paper")
+    manifest = _write_manifest(tmp_path, _rows(tmp_path))
+    config = TrainConfig(manifest=str(manifest), output_dir=str(tmp_path / "run"), preset="tiny", epochs=1,
+                         batch_size=3, lr=1e-2, save_every=1000, max_steps=1, init_from=str(tmp_path / "paper"),
+                         history_layout="text_and_speech")
+    final = train(config, model=model)
+    assert read_checkpoint_config(final).cross.history_layout == "text_and_speech"
+    assert model.config.cross.history_layout == "speech"  # the model handed in is left as it was
+    with pytest.raises(CheckpointError, match="cross.history_layout: checkpoint 'text_and_speech' vs model 'speech'"):
+        load_es4r_parts(model, final)
+    load_es4r_parts(model, final, strict=False)  # a later stage may go back
+    assert restore_architecture(model.config, final).cross.history_layout == "text_and_speech"
+    other = preset_config("tiny").replace(cross=CrossModalConfig(prior_sigma=1.0))
+    wrong = ES4RModel(load_whisper(str(tiny_dirs["whisper"]), "cpu"), load_llm(str(tiny_dirs["llm"]), "cpu"), other)
+    with pytest.raises(CheckpointError, match="cross.prior_sigma"):
+        load_es4r_parts(wrong, final, strict=False)

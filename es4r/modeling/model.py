@@ -242,7 +242,8 @@ class ES4RModel(nn.Module):
                        parts: PromptParts, prosody: list[tuple[float, int] | None] | None = None) -> SpeechContext:
         """Step 8 for one dialogue. speech (S, W) is the adapter output; spans gives each
         history turn's speech positions (None = unheard). Heard turns become S' (their speech
-        reads their own tokens); unheard turns keep their word embeddings, explicitly.
+        reads their own tokens); unheard turns keep their word embeddings, explicitly. With
+        `cross.history_layout` "text_and_speech" a heard turn keeps its words too, S' after them.
         `prosody` (from `heard_prosody`) adds each heard turn's loudness and rate to its S'."""
         text = self.embed(parts.history_ids).to(speech.dtype)
         speech_turn = torch.full((speech.shape[0],), NO_TURN, dtype=torch.long, device=speech.device)
@@ -255,12 +256,16 @@ class ES4RModel(nn.Module):
         attended, weights = self.cross(speech[None], text[None], speech_turn[None], text_turn[None],
                                        None if position_prosody is None else position_prosody[None])
         pieces, flags, unheard = [], [], []
+        both = self.config.cross.history_layout == "text_and_speech"
         for turn, (token_span, speech_span) in enumerate(zip(parts.turn_spans, spans)):
             if speech_span is None or token_span[1] == token_span[0]:
                 pieces.append(text[token_span[0]:token_span[1]])
                 flags.append(torch.zeros(token_span[1] - token_span[0], dtype=torch.bool, device=speech.device))
                 unheard.append(turn)
             else:
+                if both:  # the turn's words first, then what its speech made of them
+                    pieces.append(text[token_span[0]:token_span[1]])
+                    flags.append(torch.zeros(token_span[1] - token_span[0], dtype=torch.bool, device=speech.device))
                 pieces.append(attended[0, speech_span[0]:speech_span[1]])
                 flags.append(torch.ones(speech_span[1] - speech_span[0], dtype=torch.bool, device=speech.device))
         return SpeechContext(torch.cat(pieces), torch.cat(flags), weights[0], unheard, turn_prosody,

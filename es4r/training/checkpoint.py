@@ -113,13 +113,18 @@ def restore_architecture(config: ES4RConfig, folder: str | Path) -> ES4RConfig:
     return config.replace(**changes)
 
 
-def architecture_mismatch(model_config: ES4RConfig, saved: ES4RConfig) -> list[str]:
-    """The module settings where a model and a checkpoint's config disagree (ignoring `enabled`)."""
+# settings that change what the LLM reads but no weight: a later training stage may change them
+LAYOUT_SETTINGS = ("history_layout",)
+
+
+def architecture_mismatch(model_config: ES4RConfig, saved: ES4RConfig, ignore: tuple[str, ...] = ()) -> list[str]:
+    """The module settings where a model and a checkpoint's config disagree (ignoring `enabled`
+    and the keys in `ignore`)."""
     found = []
     for section in ARCHITECTURE_SECTIONS:
         mine, theirs = dataclasses.asdict(getattr(model_config, section)), dataclasses.asdict(getattr(saved, section))
         for key in sorted(set(mine) | set(theirs)):
-            if key != "enabled" and mine.get(key) != theirs.get(key):
+            if key != "enabled" and key not in ignore and mine.get(key) != theirs.get(key):
                 found.append(f"{section}.{key}: checkpoint {theirs.get(key)!r} vs model {mine.get(key)!r}")
     return found
 
@@ -127,7 +132,8 @@ def architecture_mismatch(model_config: ES4RConfig, saved: ES4RConfig) -> list[s
 def load_es4r_parts(model, folder: str | Path, strict: bool = True) -> None:
     """Load trained parts. `strict=False` (a training stage's `init_from`) lets the model keep
     its initialisation for parts the checkpoint predates (e.g. the reply cue); anything the
-    checkpoint has that the model lacks is still an error."""
+    checkpoint has that the model lacks is still an error, and so is any other module setting
+    than the prompt layout (`LAYOUT_SETTINGS`), which a later stage may change."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -140,7 +146,8 @@ def load_es4r_parts(model, folder: str | Path, strict: bool = True) -> None:
         details = ", ".join(f"{k}: checkpoint {a} vs loaded {b}" for k, (a, b) in mismatched.items())
         raise CheckpointError(f"the ES4R checkpoint {folder} was trained for other backbones ({details}); "
                               "load the backbones it names or train a checkpoint for these")
-    mismatch = architecture_mismatch(model.config, ES4RConfig.from_dict(meta["config"]))
+    mismatch = architecture_mismatch(model.config, ES4RConfig.from_dict(meta["config"]),
+                                     ignore=() if strict else LAYOUT_SETTINGS)
     if mismatch:
         raise CheckpointError(f"the ES4R checkpoint {folder} was trained with other module settings "
                               f"({'; '.join(mismatch)}); build the model with `restore_architecture` "

@@ -232,6 +232,10 @@ def train(config: TrainConfig, model=None, build_model=None) -> Path:
         if build_model is None:
             raise ValueError("train() needs a model, or build_model to make one from config.preset")
         model = build_model(config.preset)
+    if config.history_layout and config.history_layout != model.config.cross.history_layout:
+        model = model.with_config(model.config.replace(
+            cross=replace(model.config.cross, history_layout=config.history_layout)))
+        logger.info("speech path history layout: %s", config.history_layout)
     if config.init_from:
         load_es4r_parts(model, config.init_from, strict=False)
     restrict_training(model, config.train_only)
