@@ -120,3 +120,26 @@ def test_a_cache_is_handed_out_once_and_only_where_it_fits():
     assert longer.length == 12 and cache.tokens == 12  # kept cropped to the ids it is said to hold
     cache.keep(ids, Fake(30), ("cpu", torch.float32))
     assert cache.take(ids[: MIN_REUSE - 1] + [99], ("cpu", torch.float32)) == (None, 0)
+
+
+def test_in_the_words_then_s_prime_layout_the_first_heard_turns_words_come_from_the_cache(loud_plora_model,
+                                                                                          speech_paths):
+    """cross.history_layout "text_and_speech": the first heard turn's words precede its S', so
+    they are served with the system prompt; the reply is the one read from scratch, and the
+    paper layout (its counterpart) still reuses only the system prompt."""
+    from es4r.audio import load_audio, log_mel
+
+    base = loud_plora_model(std=5.0)
+    model = base.with_config(base.config.replace(cross=replace(base.config.cross, history_layout="text_and_speech")))
+    features = [torch.from_numpy(log_mel(load_audio(p).samples, model.whisper.n_mels)) for p in speech_paths[:3]]
+    parts = model.prompt_parts(TURN_2)
+    words = len(parts.prefix_ids) + parts.turn_spans[0][1]
+    model.prefix_cache.clear()
+    fresh = _generate(model, TURN_2, reuse=False, features=features)
+    assert fresh.prompt_tokens > _generate(base, TURN_2, reuse=False, features=features).prompt_tokens  # words added
+    _generate(model, TURN_3, reuse=True)  # a text-path turn leaves its whole sequence
+    spoken = _generate(model, TURN_2, reuse=True, features=features)
+    assert spoken.reused_tokens == words and spoken.token_ids == fresh.token_ids
+    assert model.prefix_cache.tokens == words
+    _generate(base, TURN_3, reuse=True)
+    assert _generate(base, TURN_2, reuse=True, features=features).reused_tokens == len(parts.prefix_ids)

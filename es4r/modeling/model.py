@@ -53,13 +53,14 @@ def embedding_rms(llm: nn.Module) -> float:
     return float(weight.pow(2).mean().sqrt())
 
 
-def text_before_speech(parts: PromptParts, spans: list[tuple[int, int] | None]) -> int:
+def text_before_speech(parts: PromptParts, spans: list[tuple[int, int] | None], words_too: bool = False) -> int:
     """How many history tokens the speech path's prompt reads as text before its first heard
     turn (`spans`: each turn's speech positions, None when it is read as text): those turns'
-    positions in S' are their word embeddings, as on the text path."""
+    positions in S' are their word embeddings, as on the text path. `words_too` (the
+    "text_and_speech" layout): the first heard turn's own words come before its S' as well."""
     for (start, end), span in zip(parts.turn_spans, spans):
         if span is not None and end > start:
-            return start
+            return end if words_too else start
     return len(parts.history_ids)
 
 
@@ -432,7 +433,8 @@ class ES4RModel(nn.Module):
         # where the prompts agree. The speech path's middle is S', not ids: only what comes
         # before its first heard turn — the system prompt and the oldest turns, read as text
         # once they fall outside the speech window — is served from the cache (prefix_cache.py).
-        prompt_ids = (parts.prefix_ids + parts.history_ids[:text_before_speech(parts, spans)] if spoken
+        prompt_ids = (parts.prefix_ids + parts.history_ids[:text_before_speech(
+            parts, spans, self.config.cross.history_layout == "text_and_speech")] if spoken
                       else parts.prefix_ids + parts.history_ids + parts.suffix_ids)
         cache, reused, made_by = None, 0, (batch.inputs_embeds.device, batch.inputs_embeds.dtype)
         if generation.reuse_prefix:
