@@ -1,4 +1,6 @@
-"""Command line: `python -m es4r respond|train|evaluate|bench|study ...`."""
+"""Command line: `python -m es4r respond|train|evaluate|bench|gates|corpus|teacher-targets|study ...`
+(`python -m es4r --help` lists them all). Each command module adds its parsers and imports
+its heavy parts inside its handlers, so `--help` stays fast."""
 
 from __future__ import annotations
 
@@ -102,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_respond(subparsers)
     for module_name, function in (("es4r.training.cli", "add_train_subparser"),
                                   ("es4r.evaluation.cli", "add_evaluation_subparsers"),
+                                  ("es4r.data.cli", "add_data_subparsers"),
                                   ("es4r.study.cli", "add_study_subparsers")):
         try:
             module = __import__(module_name, fromlist=[function])

@@ -19,6 +19,7 @@ STARTUP_ERRORS = (
     ("es4r.training.checkpoint", "CheckpointError"),  # $ES4R_CHECKPOINT is not a checkpoint for these backbones
     ("es4r.data.manifest", "ManifestError"),  # a manifest named on the command line is missing or malformed
     ("es4r.voice.errors", "TTSError"),  # espeak-ng or the Piper voice missing
+    ("es4r.voice.kokoro_english", "KokoroMissing"),  # the set builders' second voice is not installed
     ("es4r.voice.styletts2_checkpoint", "StyleTTS2CheckpointError"),  # --styletts2 names no checkpoint
     ("es4r.voice.styletts2_networks", "StyleTTS2ConfigError"),  # its config.yml does not fit
 )

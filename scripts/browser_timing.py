@@ -7,8 +7,8 @@ es4r/ui/page_timing.js) and what the pipeline measured (the exported conversatio
 first words and reply text, in seconds from the start of the turn). The difference is the
 time spent around the pipeline: upload, queue, page updates.
 
-    python scripts/browser_timing.py                     # embedded preset (the app's default)
-    python scripts/browser_timing.py --preset tiny --out runs/browser_timing.json
+    python -m scripts.browser_timing                     # embedded preset (the app's default)
+    python -m scripts.browser_timing --preset tiny --out runs/browser_timing.json
 """
 
 from __future__ import annotations
@@ -27,9 +27,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-
-from es4r.config import PRESETS  # noqa: E402
+from es4r.config import PRESETS
 
 CHROMIUM = "/usr/bin/chromium"
 CLIPS = ("rough_week_1", "rough_week_2", "rough_week_3")

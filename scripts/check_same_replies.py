@@ -27,13 +27,13 @@ Except in `speech-window` a difference can only come from float rounding; `speec
 what the encoder computes, and measures by how much. Prints how many replies are the same, the
 figures of the comparison (prompt tokens reused; tokens/s) and every reply that changed.
 
-    python scripts/check_same_replies.py prefix-cache --manifest CORPUS/heldout40.jsonl [--out runs/prefix_cache.json]
-    python scripts/check_same_replies.py onnx-decode --manifest CORPUS/heldout40.jsonl
-    python scripts/check_same_replies.py speech-prefix --manifest CORPUS/heldout.jsonl
-    python scripts/check_same_replies.py speech-window --tail 600 --manifest CORPUS/heldout.jsonl
-    python scripts/check_same_replies.py speech-fused --manifest CORPUS/heldout.jsonl
-    python scripts/check_same_replies.py speech-onnx --manifest CORPUS/heldout.jsonl
-    python scripts/check_same_replies.py asr-onnx --manifest CORPUS/heldout40.jsonl
+    python -m scripts.check_same_replies prefix-cache --manifest CORPUS/heldout40.jsonl [--out runs/prefix_cache.json]
+    python -m scripts.check_same_replies onnx-decode --manifest CORPUS/heldout40.jsonl
+    python -m scripts.check_same_replies speech-prefix --manifest CORPUS/heldout.jsonl
+    python -m scripts.check_same_replies speech-window --tail 600 --manifest CORPUS/heldout.jsonl
+    python -m scripts.check_same_replies speech-fused --manifest CORPUS/heldout.jsonl
+    python -m scripts.check_same_replies speech-onnx --manifest CORPUS/heldout.jsonl
+    python -m scripts.check_same_replies asr-onnx --manifest CORPUS/heldout40.jsonl
 """
 
 from __future__ import annotations
@@ -42,16 +42,13 @@ import argparse
 import json
 import logging
 import statistics
-import sys
 import time
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-
-from es4r.data.manifest import load_manifest, prepare_sample  # noqa: E402
-from es4r.pipeline import ES4RPipeline  # noqa: E402
+from es4r.data.manifest import load_manifest, prepare_sample
+from es4r.pipeline import ES4RPipeline
 
 logger = logging.getLogger("check_same_replies")
 

@@ -2,8 +2,8 @@
 the tests named after each claim catch it (fail). Prints one line per fault and exits 1 if
 any fault survives.
 
-    python scripts/mutation_check.py            # every fault
-    python scripts/mutation_check.py plora_generate no_cross_ignored
+    python -m scripts.mutation_check            # every fault
+    python -m scripts.mutation_check plora_generate no_cross_ignored
 
 Each fault is a literal replacement in one file; if the code it targets has moved, the
 fault reports "stale" (and counts as a failure) so this list is kept up to date."""

@@ -2,8 +2,8 @@
 module in turn and runs the tests that exercise it; a mutant the tests do not fail is a fault
 nobody would notice. Prints one row per module and writes the table to docs/MUTATION_SCORE.md.
 
-    python scripts/mutation_score.py                              # every module (about an hour)
-    python scripts/mutation_score.py voice/strategy study/design  # some of them
+    python -m scripts.mutation_score                              # every module (about an hour)
+    python -m scripts.mutation_score voice/strategy study/design  # some of them
 
 Each module gets its own mutmut folder, mutants/<module>/ (ignored by git; started afresh on
 every run), holding links to es4r/ and tests/ and a pyproject.toml with its [tool.mutmut]
@@ -152,7 +152,7 @@ def write_table(rows: dict[str, list[str]]) -> None:
     missing = [name for name in MODULES if name not in rows]
     if missing:
         body += ["", f"Not scored yet: {', '.join(missing)}."]
-    TABLE.write_text("# Mutation score per module\n\nWritten by `python scripts/mutation_score.py` (mutmut; "
+    TABLE.write_text("# Mutation score per module\n\nWritten by `python -m scripts.mutation_score` (mutmut; "
                      "see docs/TESTING.md). *killed %* counts killed mutants of all mutants; *equivalent* "
                      "ones are listed with their reason in tests/mutation_equivalents.json; *other* is "
                      "what mutmut could not decide (suspicious, segfault). Target: "

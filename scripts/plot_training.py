@@ -1,6 +1,6 @@
 """Plot a training run's loss curve from its train_log.jsonl.
 
-    python scripts/plot_training.py runs/es4r-embedded/train_log.jsonl --out curve.png
+    python -m scripts.plot_training runs/es4r-embedded/train_log.jsonl --out curve.png
 """
 
 from __future__ import annotations

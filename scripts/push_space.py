@@ -1,8 +1,8 @@
 """Publish this checkout to a Hugging Face Space as one new commit of its working tree.
 
-    python scripts/push_space.py you/es4r-studio --dry-run        # what would go, and how
-    python scripts/push_space.py you/es4r-studio                  # a CPU Space on the embedded preset
-    python scripts/push_space.py you/es4r-gpu --paper              # a GPU Space (pick the hardware in its settings)
+    python -m scripts.push_space you/es4r-studio --dry-run        # what would go, and how
+    python -m scripts.push_space you/es4r-studio                  # a CPU Space on the embedded preset
+    python -m scripts.push_space you/es4r-gpu --paper              # a GPU Space (pick the hardware in its settings)
 
 Why not `git push`: the Hub refuses any commit holding a file over 10 MiB outside LFS/Xet, and
 this repository's history holds several (older checkpoints, two profiling dumps), so pushing the
@@ -93,7 +93,6 @@ def main(argv: list[str] | None = None) -> int:
     variables = dict(v.split("=", 1) for v in args.variable if "=" in v)
     if len(variables) != len(args.variable):
         parser.error("--variable takes KEY=VALUE")
-    sys.path.insert(0, str(ROOT))  # es4r, from this checkout
     readme = (ROOT / "README.md").read_text()
     if args.paper:
         variables, readme = {**paper_variables(), **variables}, paper_front_matter(readme)

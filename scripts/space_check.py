@@ -1,7 +1,7 @@
 """Build and start this repository the way a Hugging Face Gradio Space does, then speak one turn to it.
 
-    python scripts/space_check.py --workdir /tmp/space            # ~15-20 min the first time
-    python scripts/space_check.py --workdir /tmp/space --fresh-home  # again, reusing the built venv
+    python -m scripts.space_check --workdir /tmp/space            # ~15-20 min the first time
+    python -m scripts.space_check --workdir /tmp/space --fresh-home  # again, reusing the built venv
 
 The steps a Space takes, and nothing more: the Debian packages of `packages.txt`; a new virtual
 environment with `pip install -r requirements.txt` alone (no setup script, no --no-deps list);
@@ -68,8 +68,7 @@ def run(command: list[str], **kwargs) -> float:
 
 def space_files(app: Path) -> None:
     """The files a Space receives (scripts/push_space.py's upload), copied to `app`."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from push_space import plan
+    from scripts.push_space import plan
 
     for name in plan()["files"]:
         (app / name).parent.mkdir(parents=True, exist_ok=True)

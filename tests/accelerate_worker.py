@@ -1,5 +1,6 @@
 """Run by test_training_distributed under `accelerate launch`: one training step on tiny
-backbones, then each process writes a digest of its trainable parameters."""
+backbones, then each process writes a digest of its trainable parameters. The test puts the
+repository root on PYTHONPATH, so `es4r` imports from the checkout."""
 
 import hashlib
 import json
@@ -8,12 +9,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from es4r.config import TrainConfig, preset_config  # noqa: E402
-from es4r.modeling.backbones import load_llm, load_whisper  # noqa: E402
-from es4r.modeling.model import ES4RModel  # noqa: E402
-from es4r.training.trainer import train, trainable_parameters  # noqa: E402
+from es4r.config import TrainConfig, preset_config
+from es4r.modeling.backbones import load_llm, load_whisper
+from es4r.modeling.model import ES4RModel
+from es4r.training.trainer import train, trainable_parameters
 
 
 def digest(model) -> str:

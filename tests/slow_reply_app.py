@@ -3,20 +3,16 @@ by word, as a CPU-bound LLM does: the browser test sees whether the first senten
 while the second is still being written. Only the LLM's text is replaced; transcription,
 the turn's events, the speaker, the voice and the page are the app's own.
 
-    ES4R_PRESET=tiny ES4R_SLOW_REPLY='One sentence. And another one.' python tests/slow_reply_app.py"""
+    ES4R_PRESET=tiny ES4R_SLOW_REPLY='One sentence. And another one.' PYTHONPATH=. python tests/slow_reply_app.py"""
 
 from __future__ import annotations
 
 import os
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import app  # noqa: E402
-from es4r.modeling.outputs import GenerationOutput  # noqa: E402
-from es4r.pipeline import ES4RPipeline  # noqa: E402
+import app
+from es4r.modeling.outputs import GenerationOutput
+from es4r.pipeline import ES4RPipeline
 
 REPLY = os.environ["ES4R_SLOW_REPLY"]  # set by the test that starts this app
 WORD_SECONDS = 0.3

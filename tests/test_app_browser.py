@@ -67,7 +67,8 @@ def _serve(script: Path, tmp_path_factory, **extra_env: str):
     log_path = tmp_path_factory.mktemp("app") / "app.log"
     env = {**os.environ, **extra_env, "ES4R_PRESET": "tiny", "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
            "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "ES4R_CACHE": os.environ.get("ES4R_CACHE", str(tmp_path_factory.mktemp("es4r_cache")))}
+           "ES4R_CACHE": os.environ.get("ES4R_CACHE", str(tmp_path_factory.mktemp("es4r_cache"))),
+           "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}  # es4r, app
     with open(log_path, "w") as log:
         server = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, env=env, stdout=log,
                                   stderr=subprocess.STDOUT)

@@ -15,7 +15,7 @@ LAYERS = (
     ("es4r.training",),
     ("es4r.presets", "es4r.pipeline", "es4r.systems"),
     ("es4r.evaluation", "es4r.bench", "es4r.user_cascade", "es4r.ui", "es4r.study"),
-    ("es4r.cli", "es4r.__main__", "es4r.training.cli", "es4r.evaluation.cli", "es4r.study.cli"),
+    ("es4r.cli", "es4r.__main__", "es4r.training.cli", "es4r.evaluation.cli", "es4r.study.cli", "es4r.data.cli"),
 )
 
 

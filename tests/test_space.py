@@ -1,21 +1,13 @@
 """What a Hugging Face Space receives (scripts/push_space.py) and what the Hub would accept."""
 
-import importlib.util
-import sys
+import importlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _push_space():
-    spec = importlib.util.spec_from_file_location("push_space", ROOT / "scripts" / "push_space.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["push_space"] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules["push_space"]
-    return module
+    return importlib.import_module("scripts.push_space")  # as `python -m scripts.push_space` imports it
 
 
 def _is_binary(path: Path) -> bool:

@@ -151,7 +151,8 @@ def test_two_processes_under_accelerate_sync_gradients(tiny_dirs, tmp_path):
 
     manifest = _write_manifest(tmp_path, _rows(tmp_path)[:2])
     worker = Path(__file__).parent / "accelerate_worker.py"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    root = str(Path(__file__).resolve().parent.parent)  # the worker imports es4r from the checkout
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
     run = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
          "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",

@@ -85,6 +85,7 @@ DEFAULT_VOICES = (
     VoiceSpec("espeak:en-gb-scotland", "espeak", "en-gb-scotland"),
 )
 ESPEAK_VOICES = tuple(v for v in DEFAULT_VOICES if v.engine == "espeak")
+VOICE_POOLS = {"all": DEFAULT_VOICES, "espeak": ESPEAK_VOICES}  # espeak: espeak-ng only (fast)
 # The listener's voice: espeak-ng (always installable) and outside the speaker pool, so the
 # two sides of a conversation never share a voice; see listener_voice for other pools.
 LISTENER_VOICE = VoiceSpec("espeak:en-us+f2", "espeak", "en-us+f2")

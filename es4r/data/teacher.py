@@ -59,7 +59,7 @@ def hinted_replies(model: ES4RModel, samples: list[Sample], batch_size: int = 8,
     """The text path's reply to each sample with its affect hint after the history,
     decoded as the app decodes (greedy, repetition penalties, cut at `max_sentences`);
     with `ban_prompt`, the system prompt's wording is forbidden (`prompt_ban`).
-    `generation` replaces the model's decoding settings (scripts/affect_ceiling.py samples).
+    `generation` replaces the model's decoding settings (experiments/affect_ceiling.py samples).
     Batched with left padding, which is several times faster on a CPU."""
     generation = generation or model.config.generation
     kwargs = generation_kwargs(generation, model.tokenizer)

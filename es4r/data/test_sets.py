@@ -51,7 +51,7 @@ def load_situations(folder: Path = SITUATIONS) -> tuple[int, list[Situation]]:
         seen.add(where)
         clips = tuple(Path(folder) / clip for clip in item.get("audio", ()))
         if len(clips) != len(turns):
-            raise SituationError(f"{where}: expected one clip per turn; run scripts/build_situations.py")
+            raise SituationError(f"{where}: expected one clip per turn; run `python -m es4r situations-set`")
         situations.append(Situation(where, item["kind"], item["loss"], tuple(t.strip() for t in turns),
                                     (item["kind"] == "good_news",) * len(turns), item.get("voice", ""), clips))
     return int(spec["version"]), situations

@@ -1,4 +1,4 @@
-"""`python -m es4r evaluate ...` and `python -m es4r bench ...`."""
+"""`python -m es4r evaluate|bench|situations|gates ...`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 import logging
 import platform
+import sys
 import tempfile
 from pathlib import Path
 
@@ -67,6 +68,24 @@ def add_evaluation_subparsers(subparsers) -> None:
     situations.add_argument("--out", default="runs/situations", help="folder for situations.md and situations.json")
     situations.add_argument("--recheck", help="judge the replies of a saved situations.json again (no model runs)")
     situations.set_defaults(handler=_situations)
+
+    gates = subparsers.add_parser(
+        "gates", help="may a trained checkpoint become the embedded default? (the ship gates; exit 0 = all pass)",
+        description="The ship gates of es4r/evaluation/gates.py on a held-out manifest with teacher replies "
+                    "(all three variants). Writes gates.md and gates.json to --out and prints gates.md. Exit status "
+                    "0 when every gate passes, 1 when one fails (the report says which, by how much), 2 for bad input.")
+    gates.add_argument("manifest", type=Path, help="held-out manifest with teacher replies (all three variants)")
+    gates.add_argument("checkpoint", nargs="?", help="trained ES4R checkpoint folder")
+    gates.add_argument("--out", type=Path, default=Path("runs/gates"), help="report folder")
+    gates.add_argument("--preset", default="embedded", choices=PRESETS)
+    gates.add_argument("--corpus-checks", action="store_true", help="only the before-training corpus checks")
+    gates.add_argument("--references", type=Path, help="frozen teacher references to judge against "
+                                                       "(e.g. assets/heldout_references.jsonl)")
+    gates.add_argument("--export-references", type=Path, metavar="OUT",
+                       help="only write the manifest's teacher replies to OUT as frozen references")
+    gates.add_argument("--ship", type=Path, help="when every gate passes, copy the checkpoint here "
+                                                 "(assets/es4r_embedded makes it the embedded default)")
+    gates.set_defaults(handler=_gates)
 
 
 def _pipeline(args):
@@ -214,6 +233,51 @@ def _write_situations(reports, out: Path, args: argparse.Namespace, meta: dict) 
     print((out / "situations.md").read_text())
     print(json.dumps({"report": str(out / "situations.md"), "replies": str(out / "situations.json"), **meta}))
     return 0
+
+
+def _refuse(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2  # bad input, as argparse's status
+
+
+def _gates(args: argparse.Namespace) -> int:
+    if args.export_references:
+        if not args.manifest.is_file():
+            return _refuse(f"manifest {args.manifest} does not exist")
+        from es4r.evaluation.references import export_references
+
+        count = export_references(args.manifest, args.export_references)
+        logger.info("%d references written to %s", count, args.export_references)
+        print(json.dumps({"references": str(args.export_references), "rows": count}))
+        return 0
+    if not args.corpus_checks and not args.checkpoint:
+        return _refuse("name a checkpoint, or pass --corpus-checks")
+    from es4r.training.checkpoint import CONFIG_FILE
+
+    if args.checkpoint and not (Path(args.checkpoint) / CONFIG_FILE).is_file():
+        return _refuse(f"{args.checkpoint} is not an ES4R checkpoint folder (no {CONFIG_FILE})")
+    if args.references and not args.references.is_file():
+        return _refuse(f"--references {args.references} does not exist")
+    from es4r.evaluation.gate_run import (REPORT_MD, gate_model, held_out, ship_if_passed, write_corpus_checks,
+                                          write_gates)
+
+    try:
+        samples = held_out(args.manifest, args.references)
+    except ValueError as error:  # a malformed manifest (ManifestError), references of another, a variant missing
+        return _refuse(str(error))
+    model = gate_model(args.preset, args.checkpoint)
+    if args.corpus_checks:
+        print(json.dumps(write_corpus_checks(model, samples, args.out), indent=2))
+        return 0
+    report = write_gates(model, args.checkpoint, samples, args.out)
+    print((args.out / REPORT_MD).read_text())
+    if args.ship:
+        shipped = ship_if_passed(report, args.checkpoint, args.ship, args.references)
+        if shipped:
+            logger.info("all gates passed: shipped to %s", shipped)
+        else:
+            logger.warning("not shipped: a gate failed (see %s)", args.out / REPORT_MD)
+    return 0 if report.passed else 1
 
 
 def generation_overrides(generation, pairs: list[str]):

@@ -1,4 +1,4 @@
-"""Ship gates for a trained ES4R checkpoint, rerunnable by anyone (scripts/check_gates.py).
+"""Ship gates for a trained ES4R checkpoint, rerunnable by anyone (`python -m es4r gates`).
 
 A checkpoint becomes the embedded default only when, on the held-out spoken corpus
 (falling / rising / flat variants of each conversation, teacher replies as references;
@@ -68,7 +68,7 @@ def group_by_conversation(samples: list[Sample]) -> dict[str, dict[str, Sample]]
     incomplete = [cid for cid, variants in groups.items() if set(variants) != set(VARIANTS)]
     if incomplete:
         raise ValueError(f"{len(incomplete)} held-out conversation(s) lack one of the variants {VARIANTS} "
-                         f"(e.g. {incomplete[0]}); build the corpus with scripts/build_spoken_corpus.py")
+                         f"(e.g. {incomplete[0]}); build the corpus with `python -m es4r corpus`")
     return dict(groups)
 
 

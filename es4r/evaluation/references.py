@@ -8,16 +8,16 @@ second machine"), and the affect gate moves with them. The corpus itself is seed
 rebuilds identically; the references are the one part that does not, so they are kept here:
 one row per (conversation, turn, variant) with the reply text and how it was made.
 
-    python scripts/check_gates.py --export-references assets/heldout_references.jsonl corpus/heldout_teacher.jsonl
-    python scripts/check_gates.py corpus/heldout.jsonl CHECKPOINT --references assets/heldout_references.jsonl
+    python -m es4r gates --export-references assets/heldout_references.jsonl corpus/heldout_teacher.jsonl
+    python -m es4r gates corpus/heldout.jsonl CHECKPOINT --references assets/heldout_references.jsonl
 
 `assets/fresh_references.jsonl` holds the same for 40 *fresh* conversations — the next 40 of the
 builder's held-out stream, in no training set and never used to choose a checkpoint — so the
 gates can be rerun out of sample (assets/TRAINING_CPU.md, "The fresh check"):
 
-    python scripts/build_spoken_corpus.py --out corpus_h80 --train 0 --heldout 80
+    python -m es4r corpus --out corpus_h80 --train 0 --heldout 80
     sed -n 121,240p corpus_h80/heldout.jsonl > corpus_h80/fresh.jsonl
-    python scripts/check_gates.py corpus_h80/fresh.jsonl CHECKPOINT --references assets/fresh_references.jsonl
+    python -m es4r gates corpus_h80/fresh.jsonl CHECKPOINT --references assets/fresh_references.jsonl
 """
 
 from __future__ import annotations

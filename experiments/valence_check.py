@@ -2,10 +2,12 @@
 (es4r/evaluation/valence.py): contradicting openings, repeats within a conversation, and the
 most common four-word opening.
 
-    python scripts/valence_check.py --out runs/valence                      # the app's default
-    python scripts/valence_check.py --checkpoint assets/es4r_embedded --paths text speech
+    python -m experiments.valence_check --out runs/valence                      # the app's default
+    python -m experiments.valence_check --checkpoint assets/es4r_embedded --paths text speech
 
-Writes valence.json and valence.md to --out and prints the summary lines."""
+Writes valence.json and valence.md to --out and prints the summary lines. The figures of
+docs/QUALITY.md ("Openings that fit the news") came from here; for regular checks
+`python -m es4r situations` plays the valence set as one of its kinds, with the reply checker."""
 
 from __future__ import annotations
 
@@ -15,9 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-
-from es4r.config import PRESETS  # noqa: E402
+from es4r.config import PRESETS
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ logits and the grown cache out) to ONNX, runs it in ONNX Runtime in fp32 and, re
 4-bit blocks (`MatMulNBits`), and compares tokens/s and greedy replies with transformers.
 
     pip install onnxscript==0.7.2        # the exporter's (onnx is in requirements.txt)
-    python scripts/decode_runtimes.py [--prompts 8] [--tokens 40] [--work runs/decode_runtimes]
+    python -m experiments.decode_runtimes [--prompts 8] [--tokens 40] [--work runs/decode_runtimes]
 
 Measured on 2 cores (2026-12-01, 8 prompts, 40 tokens), tokens/s and greedy replies identical
 to transformers' own: the step in torch 30.4 (8 of 8); ONNX Runtime fp32 40.3 (8 of 8);
@@ -19,15 +19,12 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 logger = logging.getLogger("decode_runtimes")
 SYSTEM = "You are a warm, empathetic listener."

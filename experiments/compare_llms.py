@@ -5,8 +5,8 @@ then answers the same five dialogues (sad, anxious, happy, angry, a multi-turn o
 ES4R's empathetic system prompt and the pipeline's prompt layout and reply trimming, under
 each decoding setting. Prints every reply, and a table of lengths and speed to judge by.
 
-    python scripts/compare_llms.py                       # all installed candidates
-    python scripts/compare_llms.py --llm smollm2-135m-instruct --json out.json
+    python -m experiments.compare_llms                       # all installed candidates
+    python -m experiments.compare_llms --llm smollm2-135m-instruct --json out.json
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ is the teacher's own wording. This script scores the teacher itself on the same 
 - all of it again with every reply cut to its first sentence (`first_sentence`), where the
   affect shows most ("I'm so sorry…" / "I'm so glad…") and the teacher's wording least.
 
-    python scripts/affect_ceiling.py corpus/heldout_teacher.jsonl --gates runs/gates9/gates.json --out runs/ceiling
+    python -m experiments.affect_ceiling corpus/heldout_teacher.jsonl --gates runs/gates9/gates.json --out runs/ceiling
 """
 
 from __future__ import annotations
@@ -25,9 +25,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-
-from es4r.config import PRESETS  # noqa: E402
+from es4r.config import PRESETS
 
 logger = logging.getLogger("affect_ceiling")
 REWORDED = {
