@@ -119,6 +119,10 @@ class ReplyTuningConfig:
     # share of examples whose prompt closes with an affect note (es4r.modeling.affect_reader), as the
     # speech path's does: the reply stays the written one, so the LLM learns not to recite the note
     note_share: float = 0.0
+    # train on the replies written for how the person sounds (assets/empathy_corpus/affect_*.jsonl):
+    # each closes its prompt with its own affect note, and the note_share examples get only the
+    # calm note, so the note decides between replies instead of being ignored
+    affect_replies: bool = False
     init_from: str | None = None  # continue this adapter folder instead of starting a new LoRA
     seed: int = 42
 

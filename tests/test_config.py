@@ -43,8 +43,10 @@ def test_unknown_decode_runtime_lists_choices():
 def test_shipped_training_configs_parse(path):
     config = TrainConfig.from_file(str(path))
     assert config.manifest and config.kl_temperature == 2.0
-    if config.init_from:  # a later stage: starts from a checkpoint and names what it trains
+    if config.init_from and not config.history_layout:  # a later stage: starts from a checkpoint, names what it trains
         assert config.train_only and isinstance(config.train_only, tuple)
+    elif config.init_from:  # a stage in another prompt layout: every part again, the full run's settings
+        assert not config.train_only and config.weight_decay == 0.05 and config.two_path_weight == 1.0
     else:  # a full run: the paper's AdamW weight decay, the two-path loss on
         assert config.weight_decay == 0.05 and config.two_path_weight == 1.0
 

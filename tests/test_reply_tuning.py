@@ -100,3 +100,55 @@ def test_the_page_says_when_the_llm_is_reply_tuned(tmp_path):
     tuned = component_statuses(replace(config, backbones=replace(config.backbones, reply_adapter=str(tmp_path / "reply_lora"))),
                                Voice())["llm"].description
     assert "reply-tuned" not in plain and "reply-tuned with local folder reply_lora" in tuned and str(tmp_path) not in tuned
+
+
+def _affect_file(folder, rows):
+    (folder / "affect_x.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_replies_written_for_how_the_person_sounds_join_their_turn_with_the_same_history(tmp_path):
+    from es4r.data.empathy_corpus import CorpusError, load_affect_replies
+
+    rows = [{"id": "d0-1", "turn": 3, "falling": "Freezing takes it out of you.", "rising": "Froze? Then what!"},
+            {"id": "gone-1", "turn": 1, "falling": "a", "rising": "b"}]  # a dialogue left out of training
+    replies = load_affect_replies(DIALOGUES, _affect_file(tmp_path, rows))
+    assert replies == {("d0-1", 3): {"falling": "Freezing takes it out of you.", "rising": "Froze? Then what!"}}
+    examples = reply_examples(DIALOGUES, replies)
+    plain = reply_examples(DIALOGUES)
+    assert [e for e in examples if e.affect is None] == plain  # the written replies are all still there
+    added = [e for e in examples if e.affect is not None]
+    assert [(e.dialogue, e.affect, e.reply) for e in added] == [("d0-1", "falling", "Freezing takes it out of you."),
+                                                                ("d0-1", "rising", "Froze? Then what!")]
+    assert all(e.history == DIALOGUES[0].turns[:3] for e in added)
+    for bad in ({"id": "d0-1", "turn": 2, "falling": "x", "rising": "y"},  # a user turn
+                {"id": "d0-1", "turn": 3, "falling": "x"},  # one affect missing
+                {"id": "d0-1", "turn": 9, "falling": "x", "rising": "y"}):
+        with pytest.raises(CorpusError, match="affect_x.jsonl line 1"):
+            load_affect_replies(DIALOGUES, _affect_file(tmp_path, [bad]))
+    with pytest.raises(CorpusError, match="second line"):
+        load_affect_replies(DIALOGUES, _affect_file(tmp_path, [rows[0], rows[0]]))
+
+
+def test_the_note_decides_between_replies_only_with_affect_replies():
+    """A reply written for a voice always closes with that voice's note; with `affect_replies`
+    the others get only the calm note (or none); without, any note (run 2's recipe); the
+    held-out loss reads the written replies with no note."""
+    import random
+
+    from es4r.modeling.affect_reader import AFFECT_NOTES
+    from es4r.training.reply_tuning import example_note
+
+    plain = ReplyExample("d0-1", DIALOGUES[0].turns[:3], "Freezing is awful.")
+    for affect in ("falling", "rising"):
+        written = ReplyExample("d0-1", plain.history, "x", affect)
+        for config in (ReplyTuningConfig(), ReplyTuningConfig(note_share=1.0, affect_replies=True)):
+            assert example_note(written, config, random.Random(0)) == AFFECT_NOTES[affect]
+            assert example_note(written, config, None) == AFFECT_NOTES[affect]
+    tuned = ReplyTuningConfig(note_share=0.5, affect_replies=True)
+    draw = random.Random(1)
+    notes = [example_note(plain, tuned, draw) for _ in range(400)]
+    assert set(notes) == {None, AFFECT_NOTES["flat"]} and 150 < notes.count(None) < 250
+    old = ReplyTuningConfig(note_share=1.0)
+    assert {example_note(plain, old, random.Random(k)) for k in range(60)} == set(AFFECT_NOTES.values())
+    assert example_note(plain, tuned, None) is None and example_note(plain, ReplyTuningConfig(), random.Random(0)) is None

@@ -9,7 +9,7 @@ import soundfile
 
 from es4r.data.empathy_corpus import (APART_SIMILARITY, CorpusError, Dialogue, kept_apart, load_dialogues,
                                       reply_examples, training_split)
-from es4r.evaluation.reply_checks import mentions_loss
+from es4r.evaluation.reply_checks import ReplyContext, mentions_loss, rule_flags
 from es4r.evaluation.situations import KINDS, SituationsReport, SituationReply, load_situations, valence_situations
 
 
@@ -120,3 +120,30 @@ def test_the_checker_passes_replies_people_wrote_for_the_conversation():
             if flags := rule_flags(text, context, GenerationConfig().system_prompt):
                 flagged.append((dialogue.id, flags, text))
     assert len(flagged) / total < 0.01, flagged
+
+
+def test_the_replies_written_for_how_the_person_sounds_cover_the_corpus_and_pass_the_checker():
+    """assets/empathy_corpus/affect_*.jsonl: for every dialogue's last listener turn, a reply for
+    a voice that fell and one for a voice that rose — each different from the other and from the
+    written reply, and the checker's word rules flag fewer than 1 in 100 (as for the written ones);
+    a falling reply never exclaims."""
+    from es4r.config import GenerationConfig
+    from es4r.data.empathy_corpus import load_affect_replies
+
+    dialogues = load_dialogues()
+    replies = load_affect_replies(dialogues)
+    last = {(d.id, len(d.turns) - 1) for d in dialogues}
+    assert set(replies) == last
+    by_id = {d.id: d for d in dialogues}
+    flagged = []
+    for (dialogue_id, turn), texts in replies.items():
+        dialogue = by_id[dialogue_id]
+        written = dialogue.turns[turn][1]
+        assert len({texts["falling"], texts["rising"], written}) == 3
+        assert "!" not in texts["falling"]
+        said = [text for role, text in dialogue.turns[:turn] if role == "user"]
+        context = ReplyContext(tuple(said), dialogue.kind == "good_news", mentions_loss(said))
+        for affect, text in texts.items():
+            if flags := rule_flags(text, context, GenerationConfig().system_prompt):
+                flagged.append((dialogue_id, affect, flags, text))
+    assert len(flagged) / (2 * len(replies)) < 0.01, flagged

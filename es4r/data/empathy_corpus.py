@@ -54,6 +54,12 @@ class ReplyExample:
     dialogue: str
     history: tuple[tuple[str, str], ...]  # the turns before the reply, ending with the person's
     reply: str
+    # how the person sounds that this reply was written for ("falling" / "rising", the affect
+    # notes of es4r.modeling.affect_reader); None: written from the words alone (the part_* files)
+    affect: str | None = None
+
+
+AFFECTS = ("falling", "rising")
 
 
 def load_dialogues(folder: Path = EMPATHY_CORPUS) -> list[Dialogue]:
@@ -100,10 +106,47 @@ def kept_apart(dialogues: list[Dialogue], test_texts: list[str], encoder,
     return kept, close
 
 
-def reply_examples(dialogues: list[Dialogue]) -> list[ReplyExample]:
-    """One example per listener turn: the turns before it and the reply."""
-    return [ReplyExample(d.id, d.turns[:i], text) for d in dialogues
-            for i, (role, text) in enumerate(d.turns) if role == ASSISTANT]
+def load_affect_replies(dialogues: list[Dialogue], folder: Path = EMPATHY_CORPUS) -> dict[tuple[str, int], dict[str, str]]:
+    """The replies written for how the person sounds (affect_*.jsonl: `id`, `turn` = the index
+    of a listener turn in that dialogue, one reply per affect in `AFFECTS`), keyed by
+    (dialogue id, turn), checked against `dialogues`. Why: a reply written from the words alone
+    fits every voice, so a model taught only those learns that how someone sounds changes nothing."""
+    known = {d.id: d for d in dialogues}
+    replies: dict[tuple[str, int], dict[str, str]] = {}
+    for file in sorted(Path(folder).glob("affect_*.jsonl")):
+        for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            where = f"{file.name} line {number}"
+            try:
+                item = json.loads(line)
+                key, texts = (item["id"], int(item["turn"])), {a: item[a].strip() for a in AFFECTS}
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
+                raise CorpusError(f"{where}: not an affect reply ({error!r})") from None
+            dialogue = known.get(key[0])
+            if dialogue is None:  # a dialogue left out of training (kept apart from the tests)
+                continue
+            if not 0 <= key[1] < len(dialogue.turns) or dialogue.turns[key[1]][0] != ASSISTANT:
+                raise CorpusError(f"{where}: turn {key[1]} of {key[0]} is not a listener reply")
+            if not all(texts.values()) or key in replies:
+                raise CorpusError(f"{where}: an empty reply, or a second line for {key[0]} turn {key[1]}")
+            replies[key] = texts
+    return replies
+
+
+def reply_examples(dialogues: list[Dialogue],
+                   affect_replies: dict[tuple[str, int], dict[str, str]] | None = None) -> list[ReplyExample]:
+    """One example per listener turn: the turns before it and the reply; where `affect_replies`
+    has that turn, one more per affect, the same history with the reply written for it."""
+    affect_replies = affect_replies or {}
+    examples = []
+    for d in dialogues:
+        for i, (role, text) in enumerate(d.turns):
+            if role == ASSISTANT:
+                examples.append(ReplyExample(d.id, d.turns[:i], text))
+                for affect, reply in affect_replies.get((d.id, i), {}).items():
+                    examples.append(ReplyExample(d.id, d.turns[:i], reply, affect))
+    return examples
 
 
 def training_split(encoder, folder: Path = EMPATHY_CORPUS) -> tuple[list[Dialogue], list[str]]:

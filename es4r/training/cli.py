@@ -37,6 +37,9 @@ def add_train_subparser(subparsers) -> None:
     tune.add_argument("--lr", type=float)
     tune.add_argument("--r", type=int, help="LoRA rank")
     tune.add_argument("--note-share", type=float, help="share of examples given an affect note after the history")
+    tune.add_argument("--affect-replies", action="store_true",
+                      help="also train on the replies written for how the person sounds (assets/empathy_corpus/affect_*.jsonl), "
+                           "each after its affect note")
     tune.add_argument("--init-from", help="continue this adapter folder")
     tune.add_argument("--max-steps", type=int, help="stop after this many steps (a quick check)")
     tune.add_argument("--ship", help="copy the adapter here as the app loads it (fp16; assets/reply_lora makes it "
@@ -72,7 +75,8 @@ def _tune_command(args: argparse.Namespace) -> int:
         print(json.dumps({"shipped": str(ship_adapter(Path(args.ship_from), Path(args.ship)))}))
         return 0
     overrides = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("r", args.r),
-                                   ("note_share", args.note_share), ("init_from", args.init_from)) if v is not None}
+                                   ("note_share", args.note_share), ("init_from", args.init_from),
+                                   ("affect_replies", args.affect_replies or None)) if v is not None}
     config = ReplyTuningConfig(**overrides)
     llm = resolve_config(args.preset, es4r_checkpoint="none", reply_adapter=None).backbones.llm
     out = tune_replies(llm, Path(args.out), config, max_steps=args.max_steps)

@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 from es4r.config import GenerationConfig, ReplyTuningConfig
-from es4r.data.empathy_corpus import EMPATHY_CORPUS, Dialogue, ReplyExample, reply_examples, training_split
+from es4r.data.empathy_corpus import (EMPATHY_CORPUS, Dialogue, ReplyExample, load_affect_replies, reply_examples,
+                                      training_split)
 from es4r.modeling.model import prompt_parts
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,21 @@ def encode_example(tokenizer, example: ReplyExample, system_prompt: str, hint: s
     prompt = parts.prefix_ids + parts.history_ids + parts.suffix_ids
     target = tokenizer(example.reply, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
     return prompt + target, [IGNORE_INDEX] * len(prompt) + target
+
+
+def example_note(example: ReplyExample, config: ReplyTuningConfig, draw: random.Random | None) -> str | None:
+    """The affect note closing an example's prompt. A reply written for how the person sounds
+    gets that affect's note, always. The others, drawn with `draw` at `config.note_share` (never
+    when `draw` is None, the held-out loss): with `affect_replies`, the calm note (a reply written
+    from the words alone fits a calm voice); without, any of the three notes (run 2's recipe,
+    which taught the note to change nothing; assets/REPLY_TUNING.md)."""
+    from es4r.modeling.affect_reader import AFFECT_NOTES
+
+    if example.affect is not None:
+        return AFFECT_NOTES[example.affect]
+    if draw is None or draw.random() >= config.note_share:
+        return None
+    return AFFECT_NOTES["flat"] if config.affect_replies else draw.choice(sorted(AFFECT_NOTES.values()))
 
 
 def batches(encoded: list[tuple[list[int], list[int]]], size: int, pad_id: int, rng: random.Random | None):
@@ -107,15 +123,14 @@ def tune_replies(llm_path: str, out: Path, config: ReplyTuningConfig = ReplyTuni
 
         dialogues, left_out = training_split(SentenceEncoder(), corpus)
     situations = {d.id: d.situation for d in dialogues}
-    train, heldout = split_heldout(reply_examples(dialogues), situations, config.heldout_situations, config.seed)
+    affect_replies = load_affect_replies(dialogues, corpus) if config.affect_replies else None
+    train, heldout = split_heldout(reply_examples(dialogues, affect_replies), situations,
+                                   config.heldout_situations, config.seed)
     backbone = load_llm(llm_path, "cpu", "float32")
     tokenizer, system_prompt = backbone.tokenizer, GenerationConfig().system_prompt
-    from es4r.modeling.affect_reader import AFFECT_NOTES
-
-    notes, draw = sorted(AFFECT_NOTES.values()), random.Random(config.seed + 1)
-    train_enc = [encode_example(tokenizer, e, system_prompt,
-                                draw.choice(notes) if draw.random() < config.note_share else None) for e in train]
-    held_enc = [encode_example(tokenizer, e, system_prompt) for e in heldout]
+    draw = random.Random(config.seed + 1)
+    train_enc = [encode_example(tokenizer, e, system_prompt, example_note(e, config, draw)) for e in train]
+    held_enc = [encode_example(tokenizer, e, system_prompt, example_note(e, config, None)) for e in heldout]
     layers = list(range(min(config.first_layer, backbone.model.config.num_hidden_layers - 1),
                         backbone.model.config.num_hidden_layers))
     lora = LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
