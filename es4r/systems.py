@@ -12,20 +12,10 @@ import torch
 
 from es4r.config import ES4RConfig
 from es4r.conversation import ASSISTANT, USER, Conversation
+from es4r.system_names import SPEECH_SYSTEMS, SYSTEMS  # noqa: F401  (SYSTEMS re-exported)
 from es4r.modeling.model import generation_kwargs
 from es4r.pipeline import FALLBACK_REPLY, ES4RPipeline
 from es4r.reply_text import trim_reply
-
-SYSTEMS = {
-    "es4r": "ES4R: speech path (needs a trained ES4R checkpoint)",
-    "es4r_text": "ES4R text path: transcripts instead of speech, empathetic TTS kept",
-    "no_dual": "ES4R without dual-level attention",
-    "no_cross": "ES4R without cross-modal attention",
-    "no_note": "ES4R without the affect note (the speech path hears the words only)",
-    "no_empathetic_tts": "ES4R without empathetic TTS (neutral parameters, no style fusion)",
-    "cascade": "cascade baseline: Whisper ASR -> LLM (plain chat) -> TTS (neutral), no ES4R parts",
-}
-SPEECH_SYSTEMS = ("es4r", "no_dual", "no_cross", "no_note", "no_empathetic_tts")
 
 
 def check_systems(names: list[str], pipeline: ES4RPipeline) -> None:

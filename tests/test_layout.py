@@ -69,6 +69,16 @@ def test_the_data_commands_parse_without_importing_models_or_voices():
     assert run.stdout.strip() == "[]"
 
 
+def test_the_whole_help_imports_neither_torch_nor_transformers():
+    """`python -m es4r --help` answers at once: every command's parser is built without the model
+    stack (its counterpart: each command still runs it, tested with the command)."""
+    code = ("import sys, es4r.cli as c; p = c.build_parser(); p.format_help(); "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
+
+
 def _guarded(path: Path) -> bool:
     """True when importing the file runs nothing: its work sits under `if __name__ == "__main__":`."""
     return any(isinstance(node, ast.If) and "__name__" in ast.unparse(node.test) for node in ast.parse(path.read_text()).body)

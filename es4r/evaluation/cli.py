@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 
 def add_evaluation_subparsers(subparsers) -> None:
-    from es4r.systems import SYSTEMS
+    from es4r.system_names import SYSTEMS
 
     evaluate = subparsers.add_parser(
         "evaluate", help="the paper's metrics for several systems on a manifest",

@@ -8,7 +8,6 @@ import json
 from dataclasses import asdict
 
 from es4r.config import PRESETS, TrainConfig
-from es4r.training import trainer
 
 
 def add_train_subparser(subparsers) -> None:
@@ -56,6 +55,7 @@ def _train_command(args: argparse.Namespace) -> int:
     if not config.manifest:
         raise SystemExit("error: no training manifest: pass --manifest or set manifest in --config")
     from es4r.presets import untrained_model
+    from es4r.training import trainer  # here, not at the top: `--help` need not import torch
 
     final = trainer.train(config, build_model=untrained_model)  # looked up at call time: a test can stand in
     print(json.dumps({"checkpoint": str(final)}))
