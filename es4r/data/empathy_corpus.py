@@ -62,6 +62,13 @@ class ReplyExample:
 AFFECTS = ("falling", "rising")
 
 
+def _lines(file: Path):
+    """(where, line) for each non-empty line of a JSONL file; `where` names file and line."""
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            yield f"{file.name} line {number}", line
+
+
 def load_dialogues(folder: Path = EMPATHY_CORPUS) -> list[Dialogue]:
     """Every dialogue of every part_*.jsonl in `folder`, checked (roles alternate, user first,
     listener last; ids unique)."""
@@ -70,10 +77,7 @@ def load_dialogues(folder: Path = EMPATHY_CORPUS) -> list[Dialogue]:
     if not files:
         raise CorpusError(f"no part_*.jsonl files in {folder}")
     for file in files:
-        for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            where = f"{file.name} line {number}"
+        for where, line in _lines(file):
             try:
                 item = json.loads(line)
                 turns = tuple((ROLES[t["role"]], t["text"].strip()) for t in item["turns"])
@@ -114,10 +118,7 @@ def load_affect_replies(dialogues: list[Dialogue], folder: Path = EMPATHY_CORPUS
     known = {d.id: d for d in dialogues}
     replies: dict[tuple[str, int], dict[str, str]] = {}
     for file in sorted(Path(folder).glob("affect_*.jsonl")):
-        for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            where = f"{file.name} line {number}"
+        for where, line in _lines(file):
             try:
                 item = json.loads(line)
                 key, texts = (item["id"], int(item["turn"])), {a: item[a].strip() for a in AFFECTS}
