@@ -14,27 +14,11 @@ import numpy as np
 import pytest
 import soundfile
 
-from es4r.cli import main
+from tests.cli_run import assert_refused, run_cli
 from tests.conftest import CLIPS
 
 NEEDS_CHITCHAT = pytest.mark.skipif(importlib.util.find_spec("chitchat_dataset") is None,
                                     reason="needs chitchat-dataset==0.9.0 (the text source)")
-
-
-def _run(capsys, argv: list[str]) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exit_info:  # argparse's own refusals
-        code = exit_info.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _refused(capsys, argv: list[str], expected: str) -> None:
-    code, _, err = _run(capsys, argv)
-    assert code == 2, err
-    assert expected in err and "Traceback" not in err
-    assert len([line for line in err.splitlines() if line.strip()]) == 1, err
 
 
 @pytest.fixture
@@ -49,10 +33,10 @@ def no_model_loads(monkeypatch):
 
 def test_corpus_refuses_bad_counts_and_sources_in_one_line(tmp_path, capsys):
     out = str(tmp_path / "corpus")
-    _refused(capsys, ["corpus", "--out", out, "--train", "-1"], "--train and --heldout must be >= 0")
-    _refused(capsys, ["corpus", "--out", out, "--workers", "0"], "--workers >= 1")
-    _refused(capsys, ["corpus", "--out", out, "--source", str(tmp_path / "none.json")], "is not a file")
-    assert _run(capsys, ["corpus", "--out", out, "--voices", "piper"])[0] == 2  # argparse: not a pool
+    assert_refused(capsys, ["corpus", "--out", out, "--train", "-1"], "--train and --heldout must be >= 0")
+    assert_refused(capsys, ["corpus", "--out", out, "--workers", "0"], "--workers >= 1")
+    assert_refused(capsys, ["corpus", "--out", out, "--source", str(tmp_path / "none.json")], "is not a file")
+    assert run_cli(capsys, ["corpus", "--out", out, "--voices", "piper"])[0] == 2  # argparse: not a pool
     assert not (tmp_path / "corpus").exists()
 
 
@@ -72,7 +56,7 @@ def test_corpus_builds_three_rows_a_conversation_and_prints_its_card(tmp_path, c
     source = tmp_path / "dataset.json"
     source.write_text(json.dumps({key: raw[key] for key in sorted(raw)[:400]}))  # a slice, quick to load
     out = tmp_path / "corpus"
-    code, printed, _ = _run(capsys, ["corpus", "--out", str(out), "--train", "1", "--heldout", "1", "--seed", "7",
+    code, printed, _ = run_cli(capsys, ["corpus", "--out", str(out), "--train", "1", "--heldout", "1", "--seed", "7",
                                      "--voices", "espeak", "--source", str(source)])
     assert code == 0
     card = json.loads(printed)
@@ -102,13 +86,13 @@ def _teacher_manifest(folder: Path) -> Path:
 def test_teacher_targets_refuses_bad_input_before_a_model_loads(tmp_path, capsys, no_model_loads):
     manifest = _teacher_manifest(tmp_path / "corpus")
     out = str(tmp_path / "targets.jsonl")
-    _refused(capsys, ["teacher-targets", str(manifest), out, "--batch-size", "0"], "--batch-size must be at least 1")
-    _refused(capsys, ["teacher-targets", str(manifest), out, "--max-sentences", "0"], "--max-sentences must be at least 1")
-    _refused(capsys, ["teacher-targets", str(manifest), out, "--limit", "0"], "--limit must be at least 1")
-    _refused(capsys, ["teacher-targets", str(manifest), out, "--recheck"], "--recheck works on targets already written")
-    _refused(capsys, ["teacher-targets", str(manifest), out, "--redo-echoes"], "--redo-echoes works on targets")
-    _refused(capsys, ["teacher-targets", str(tmp_path / "none.jsonl"), out], "does not exist")
-    assert _run(capsys, ["teacher-targets", str(manifest), out, "--preset", "huge"])[0] == 2
+    assert_refused(capsys, ["teacher-targets", str(manifest), out, "--batch-size", "0"], "--batch-size must be at least 1")
+    assert_refused(capsys, ["teacher-targets", str(manifest), out, "--max-sentences", "0"], "--max-sentences must be at least 1")
+    assert_refused(capsys, ["teacher-targets", str(manifest), out, "--limit", "0"], "--limit must be at least 1")
+    assert_refused(capsys, ["teacher-targets", str(manifest), out, "--recheck"], "--recheck works on targets already written")
+    assert_refused(capsys, ["teacher-targets", str(manifest), out, "--redo-echoes"], "--redo-echoes works on targets")
+    assert_refused(capsys, ["teacher-targets", str(tmp_path / "none.jsonl"), out], "does not exist")
+    assert run_cli(capsys, ["teacher-targets", str(manifest), out, "--preset", "huge"])[0] == 2
     assert not Path(out).exists()
 
 
@@ -120,7 +104,7 @@ def test_teacher_targets_write_resume_and_recheck_on_the_tiny_preset(tmp_path, c
     manifest = _teacher_manifest(tmp_path / "corpus")
     out = tmp_path / "targets" / "heldout_teacher.jsonl"
     argv = ["teacher-targets", str(manifest), str(out), "--preset", "tiny", "--batch-size", "2", "--max-sentences", "1"]
-    code, printed, _ = _run(capsys, argv)
+    code, printed, _ = run_cli(capsys, argv)
     assert code == 0 and json.loads(printed) == {"targets": str(out), "written": 3}
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["variant"] for r in rows] == ["falling", "rising", "flat"]
@@ -134,12 +118,12 @@ def test_teacher_targets_write_resume_and_recheck_on_the_tiny_preset(tmp_path, c
         assert audio == "../corpus/librivox_0880.wav" and (out.parent / audio).is_file()  # rebased onto OUT
 
     before = out.read_text()
-    code, printed, _ = _run(capsys, argv)  # resumable: every row is done, no model loads
+    code, printed, _ = run_cli(capsys, argv)  # resumable: every row is done, no model loads
     assert code == 0 and json.loads(printed)["written"] == 0 and out.read_text() == before
 
     recited = dict(rows[1], response={"utterance": GenerationConfig().system_prompt}, teacher={"llm": "x"})
     out.write_text("".join(json.dumps(r) + "\n" for r in (rows[0], recited, rows[2])))
-    code, printed, _ = _run(capsys, ["teacher-targets", str(manifest), str(out), "--recheck"])
+    code, printed, _ = run_cli(capsys, ["teacher-targets", str(manifest), str(out), "--recheck"])
     assert code == 0 and json.loads(printed) == {"targets": str(out), "rows": 3, "rejected": 1}
     rechecked = [json.loads(line) for line in out.read_text().splitlines()]
     assert rechecked[1]["response"]["utterance"] == "i am sorry to hear that ." and rechecked[1]["teacher"]["failed"]
@@ -156,8 +140,8 @@ def _set_folder(tmp_path: Path, source: Path, items: list[dict]) -> Path:
 
 def test_the_set_builders_refuse_a_folder_without_its_set_in_one_line(tmp_path, capsys):
     for command, flag in (("valence-set", "--folder"), ("situations-set", "--folder")):
-        _refused(capsys, [command, flag, str(tmp_path)], "holds no set.json")
-    _refused(capsys, ["examples", "--out", str(tmp_path / "missing")], "is not a folder")
+        assert_refused(capsys, [command, flag, str(tmp_path)], "holds no set.json")
+    assert_refused(capsys, ["examples", "--out", str(tmp_path / "missing")], "is not a folder")
 
 
 def test_valence_set_speaks_missing_clips_as_16_bit_flac_and_keeps_the_rest(tmp_path, capsys):
@@ -165,13 +149,13 @@ def test_valence_set_speaks_missing_clips_as_16_bit_flac_and_keeps_the_rest(tmp_
 
     items = [i for i in json.loads((VALENCE_SET / "set.json").read_text())["items"] if i["voice"].startswith("espeak:")]
     folder = _set_folder(tmp_path, VALENCE_SET, items[:2])
-    code, printed, _ = _run(capsys, ["valence-set", "--folder", str(folder)])
+    code, printed, _ = run_cli(capsys, ["valence-set", "--folder", str(folder)])
     assert code == 0 and json.loads(printed)["written"] == 2
     for item in items[:2]:
         info = soundfile.info(str(folder / item["audio"]))
         assert (info.samplerate, info.channels, info.format, info.subtype) == (16_000, 1, "FLAC", "PCM_16")
-    assert json.loads(_run(capsys, ["valence-set", "--folder", str(folder)])[1])["written"] == 0
-    assert json.loads(_run(capsys, ["valence-set", "--folder", str(folder), "--force"])[1])["written"] == 2
+    assert json.loads(run_cli(capsys, ["valence-set", "--folder", str(folder)])[1])["written"] == 0
+    assert json.loads(run_cli(capsys, ["valence-set", "--folder", str(folder), "--force"])[1])["written"] == 2
 
 
 def test_situations_set_writes_each_voice_into_the_set_and_levelled_ogg_clips(tmp_path, capsys):
@@ -181,7 +165,7 @@ def test_situations_set_writes_each_voice_into_the_set_and_levelled_ogg_clips(tm
     first = json.loads((SITUATIONS / "set.json").read_text())["items"][0]
     item = {k: first[k] for k in ("id", "kind", "loss")} | {"turns": first["turns"][:1]}  # no voice, no clips yet
     folder = _set_folder(tmp_path, SITUATIONS, [item])
-    code, printed, _ = _run(capsys, ["situations-set", "--folder", str(folder)])
+    code, printed, _ = run_cli(capsys, ["situations-set", "--folder", str(folder)])
     assert code == 0 and json.loads(printed)["written"] == 1
     _, situations = load_situations(folder)  # the set loads: one clip per turn, its voice named
     assert situations[0].voice == SITUATION_VOICES[0] and len(situations[0].clips) == 1
@@ -197,12 +181,12 @@ def test_the_second_voice_missing_is_one_line_with_its_install_command(tmp_path,
     monkeypatch.setattr("es4r.voice.kokoro_english.DATA_PACKAGE", "es4r_no_such_package")
     example_folder = tmp_path / "examples"
     example_folder.mkdir()
-    _refused(capsys, ["examples", "--out", str(example_folder)], "requirements-situations.txt")
+    assert_refused(capsys, ["examples", "--out", str(example_folder)], "requirements-situations.txt")
     assert not list(example_folder.iterdir())  # both voices load before a file is written
     items = [{"id": f"small_talk_0{n}", "kind": "small_talk", "loss": False, "turns": ["Nice weather today."]}
              for n in (1, 2)]  # the second of a kind is Kokoro's
     folder = _set_folder(tmp_path, SITUATIONS, items)
-    _refused(capsys, ["situations-set", "--folder", str(folder)], "requirements-situations.txt")
+    assert_refused(capsys, ["situations-set", "--folder", str(folder)], "requirements-situations.txt")
 
 
 class _StandInKokoro:
@@ -220,7 +204,7 @@ def test_examples_are_16_bit_wavs_whose_loudness_tells_their_story(tmp_path, cap
     from es4r.data.spoken_sets import EXAMPLE_TURNS
 
     monkeypatch.setattr("es4r.voice.kokoro_english.KokoroEnglish", _StandInKokoro)
-    code, printed, _ = _run(capsys, ["examples", "--out", str(tmp_path)])
+    code, printed, _ = run_cli(capsys, ["examples", "--out", str(tmp_path)])
     assert code == 0 and json.loads(printed)["written"] == len(EXAMPLE_TURNS)
     rms = {}
     for name in EXAMPLE_TURNS:

@@ -10,27 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from es4r.cli import main
+from tests.cli_run import assert_refused, run_cli
 from es4r.evaluation.gates import GateReport
 from tests.conftest import CLIPS
 
 VARIANTS = ("falling", "rising", "flat")
-
-
-def _run(capsys, argv: list[str]) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exit_info:
-        code = exit_info.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _refused(capsys, argv: list[str], expected: str) -> None:
-    code, _, err = _run(capsys, argv)
-    assert code == 2, err
-    assert expected in err and "Traceback" not in err
-    assert len([line for line in err.splitlines() if line.strip()]) == 1, err
 
 
 def _held_out(folder: Path, conversations: int = 1, variants: tuple[str, ...] = VARIANTS) -> Path:
@@ -69,23 +53,23 @@ def no_model_loads(monkeypatch):
 
 def test_bad_input_is_one_line_and_status_2_before_a_model_loads(tmp_path, capsys, no_model_loads):
     manifest = _held_out(tmp_path / "corpus")
-    _refused(capsys, ["gates", str(manifest)], "name a checkpoint, or pass --corpus-checks")
-    _refused(capsys, ["gates", str(manifest), str(tmp_path)], "is not an ES4R checkpoint folder")
-    _refused(capsys, ["gates", str(tmp_path / "none.jsonl"), "--export-references", str(tmp_path / "r.jsonl")],
+    assert_refused(capsys, ["gates", str(manifest)], "name a checkpoint, or pass --corpus-checks")
+    assert_refused(capsys, ["gates", str(manifest), str(tmp_path)], "is not an ES4R checkpoint folder")
+    assert_refused(capsys, ["gates", str(tmp_path / "none.jsonl"), "--export-references", str(tmp_path / "r.jsonl")],
              "does not exist")
-    _refused(capsys, ["gates", str(tmp_path / "none.jsonl"), "--corpus-checks"], "does not exist")
-    _refused(capsys, ["gates", str(manifest), "--corpus-checks", "--references", str(tmp_path / "none.jsonl")],
+    assert_refused(capsys, ["gates", str(tmp_path / "none.jsonl"), "--corpus-checks"], "does not exist")
+    assert_refused(capsys, ["gates", str(manifest), "--corpus-checks", "--references", str(tmp_path / "none.jsonl")],
              "--references")
     partial = _held_out(tmp_path / "partial", variants=("falling", "rising"))
-    _refused(capsys, ["gates", str(partial), "--corpus-checks"], "lack one of the variants")
-    assert _run(capsys, ["gates", str(manifest), "--preset", "huge"])[0] == 2  # argparse's choices
+    assert_refused(capsys, ["gates", str(partial), "--corpus-checks"], "lack one of the variants")
+    assert run_cli(capsys, ["gates", str(manifest), "--preset", "huge"])[0] == 2  # argparse's choices
     assert not (tmp_path / "runs").exists()
 
 
 def test_export_references_then_judge_against_them(tmp_path, capsys, monkeypatch):
     manifest = _held_out(tmp_path / "corpus", conversations=2)
     frozen = tmp_path / "references.jsonl"
-    code, printed, _ = _run(capsys, ["gates", str(manifest), "--export-references", str(frozen)])
+    code, printed, _ = run_cli(capsys, ["gates", str(manifest), "--export-references", str(frozen)])
     assert code == 0 and json.loads(printed) == {"references": str(frozen), "rows": 6}
     seen = {}
     monkeypatch.setattr("es4r.evaluation.gate_run.gate_model", lambda preset, checkpoint: None)
@@ -95,7 +79,7 @@ def test_export_references_then_judge_against_them(tmp_path, capsys, monkeypatch
     assert [r["reply"] for r in rows] == [json.loads(line)["response"]["utterance"]
                                           for line in manifest.read_text().splitlines()]
     frozen.write_text("".join(json.dumps(dict(r, reply="frozen")) + "\n" for r in rows))
-    assert _run(capsys, ["gates", str(manifest), "--corpus-checks", "--references", str(frozen),
+    assert run_cli(capsys, ["gates", str(manifest), "--corpus-checks", "--references", str(frozen),
                          "--out", str(tmp_path / "out")])[0] == 0
     assert seen["responses"] == ["frozen"] * 6  # the frozen text replaced the manifest's replies
 
@@ -114,7 +98,7 @@ def test_exit_status_says_whether_every_gate_passed_and_only_then_ships(tmp_path
     monkeypatch.setattr("es4r.evaluation.gate_run.gate_model", lambda preset, checkpoint: None)
     monkeypatch.setattr("es4r.evaluation.gate_run.evaluate_gates", lambda model, checkpoint, samples: _report(passed))
     out, shipped = tmp_path / "gates", tmp_path / "es4r_embedded"
-    code, printed, _ = _run(capsys, ["gates", str(manifest), str(checkpoint), "--out", str(out), "--ship", str(shipped)])
+    code, printed, _ = run_cli(capsys, ["gates", str(manifest), str(checkpoint), "--out", str(out), "--ship", str(shipped)])
     assert code == (0 if passed else 1)
     assert printed.strip() == (out / "gates.md").read_text().strip()
     assert ("**PASSED**" in printed) == passed
@@ -130,7 +114,7 @@ def test_a_real_gate_run_on_the_tiny_preset_writes_its_report_and_fails_on_one_c
                                                                                           checkpoint):
     manifest = _held_out(tmp_path / "corpus")
     out = tmp_path / "gates"
-    code, printed, _ = _run(capsys, ["gates", str(manifest), str(checkpoint), "--preset", "tiny", "--out", str(out)])
+    code, printed, _ = run_cli(capsys, ["gates", str(manifest), str(checkpoint), "--preset", "tiny", "--out", str(out)])
     assert code == 1  # one conversation gives one distinct reply; the gate asks for 38
     report = json.loads((out / "gates.json").read_text())
     assert not report["gates"]["distinct_replies"]["passed"]
@@ -141,7 +125,7 @@ def test_a_real_gate_run_on_the_tiny_preset_writes_its_report_and_fails_on_one_c
 def test_corpus_checks_before_training_write_their_figures(tmp_path, capsys):
     manifest = _held_out(tmp_path / "corpus", conversations=5)  # five: the probes' grouped five-fold split
     out = tmp_path / "checks"
-    code, printed, _ = _run(capsys, ["gates", str(manifest), "--corpus-checks", "--preset", "tiny", "--out", str(out)])
+    code, printed, _ = run_cli(capsys, ["gates", str(manifest), "--corpus-checks", "--preset", "tiny", "--out", str(out)])
     assert code == 0
     checks = json.loads((out / "corpus_checks.json").read_text())
     assert checks == json.loads(printed)
