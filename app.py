@@ -22,7 +22,7 @@ import numpy as np
 
 from es4r.audio import AudioError, warm_up_audio
 from es4r.config import PRESETS, SettingError
-from es4r.conversation import ASSISTANT, Turn
+from es4r.conversation import ASSISTANT, AttentionMaps, Turn
 from es4r.pipeline import ES4RPipeline, PipelineError
 from es4r.presets import public_settings
 from es4r.startup_errors import EXIT_STATUS, startup_errors, startup_line
@@ -107,22 +107,32 @@ def _turn_choices(session: Session) -> list[tuple[str, int]]:
     return [(f"Turn {n}", n - 1) for n in range(1, len(session.results) + 1)]
 
 
-def _window_choices(session: Session, shown: int) -> list[tuple[str, int]]:
-    result = session.results[shown]
-    return [(plots.window_label(result.attention, i, result.dropped_turns), i) for i in range(len(result.attention.intra))]
+def _window_choices(maps: AttentionMaps, dropped_turns: int) -> list[tuple[str, int]]:
+    return [(plots.window_label(maps, i, dropped_turns), i) for i in range(len(maps.intra))]
 
 
-def _heads(result) -> int:
-    return int(result.attention.intra[0].shape[0]) if result.attention.intra else 1
+def _heads(maps: AttentionMaps) -> int:
+    return int(maps.intra[0].shape[0]) if maps.intra else 1
 
 
-def _attention_plots(session: Session, shown: int, window_turn: int, head: int) -> dict:
-    result = session.results[shown]
-    maps, dropped = result.attention, result.dropped_turns
-    window_turn = min(int(window_turn or 0), len(maps.intra) - 1)
-    head = min(int(head or 1), _heads(result)) - 1
-    return {intra_plot: plots.intra_figure(maps, window_turn, head, dropped),
-            inter_plot: plots.inter_figure(maps, head, dropped), cross_plot: plots.cross_figure(maps)}
+def _attention_plots(maps: AttentionMaps, dropped_turns: int, window_index: int, head_index: int) -> dict:
+    window_index = min(int(window_index or 0), len(maps.intra) - 1)
+    head_index = min(int(head_index or 1), _heads(maps)) - 1
+    return {intra_plot: plots.intra_figure(maps, window_index, head_index, dropped_turns),
+            inter_plot: plots.inter_figure(maps, head_index, dropped_turns), cross_plot: plots.cross_figure(maps)}
+
+
+def _attention_views(session: Session, shown: int, window_index: int | None = None, head_index: int = 1) -> dict:
+    """The Attention tab of answered turn `shown`: its heatmaps and, when it opens
+    (`window_index` None), its selectors. The maps are made now, when the tab asks
+    (ES4RPipeline.attention_maps keeps the last few)."""
+    maps, dropped = get_pipeline().attention_maps(session.answering(shown)), session.results[shown].dropped_turns
+    if window_index is not None:
+        return _attention_plots(maps, dropped, window_index, head_index)
+    window = _window_choices(maps, dropped)
+    return {window_turn: gr.update(choices=window, value=len(window) - 1, interactive=True),
+            head: gr.update(maximum=_heads(maps), value=1, interactive=True),
+            **_attention_plots(maps, dropped, len(window) - 1, 1)}
 
 
 def _strategy_views(pipeline: ES4RPipeline, session: Session, shown: int) -> dict:
@@ -134,20 +144,20 @@ def _strategy_views(pipeline: ES4RPipeline, session: Session, shown: int) -> dic
 def _views(pipeline: ES4RPipeline, session: Session, shown: int, open_tab: str) -> dict:
     """Every per-turn view of answered turn `shown` (0-based), by component. Figures are drawn
     only for the open tab (Gradio encodes each as a PNG: 1.1-1.9 s for all five per turn on
-    two cores); the others are cleared and drawn when their tab is opened."""
+    two cores), and the attention maps made only when their tab is open; the others are
+    cleared and drawn when their tab is opened."""
     result = session.results[shown]
-    window = _window_choices(session, shown)
     headers, rows = latency_table(session.results)
     views = {view_turn: gr.update(choices=_turn_choices(session), value=shown, interactive=True),
              strategy: strategy_markdown(result, shown + 1),
-             window_turn: gr.update(choices=window, value=len(window) - 1, interactive=True),
-             head: gr.update(maximum=_heads(result), value=1, interactive=True),
+             window_turn: gr.update(choices=[], value=None, interactive=False),
+             head: gr.update(value=1, interactive=False),
              latency: gr.update(value=rows, headers=headers),
              energy_plot: None, fusion_plot: None, intra_plot: None, inter_plot: None, cross_plot: None}
     if open_tab == STRATEGY_TAB:
         views.update(_strategy_views(pipeline, session, shown))
     elif open_tab == ATTENTION_TAB:
-        views.update(_attention_plots(session, shown, len(window) - 1, 1))
+        views.update(_attention_views(session, shown))
     return views
 
 
@@ -251,10 +261,16 @@ def show_turn(session: Session, shown: int, open_tab: str) -> dict:
     return _views(get_pipeline(), session, int(shown), open_tab)
 
 
-def show_attention(session: Session, shown: int, window_turn: int, head: int) -> dict:
+def show_attention(session: Session, shown: int, window_index: int, head_index: int) -> dict:
     if shown is None or not session.results:
         return {intra_plot: None, inter_plot: None, cross_plot: None}
-    return _attention_plots(session, int(shown), window_turn, head)
+    return _attention_views(session, int(shown), window_index or 0, head_index)
+
+
+def open_attention(session: Session, shown: int) -> dict:
+    if shown is None or not session.results:
+        return {intra_plot: None, inter_plot: None, cross_plot: None}
+    return _attention_views(session, int(shown))
 
 
 def show_strategy(session: Session, shown: int) -> dict:
@@ -384,7 +400,7 @@ with gr.Blocks(title="ES4R Studio") as demo:
     for tab, name in ((strategy_tab, STRATEGY_TAB), (attention_tab, ATTENTION_TAB), (latency_tab, LATENCY_TAB),
                       (settings_tab, SETTINGS_TAB)):
         tab.select(lambda name=name: name, None, [open_tab], queue=False)
-    attention_tab.select(show_attention, [state, view_turn, window_turn, head], ATTENTION_OUTPUTS)
+    attention_tab.select(open_attention, [state, view_turn], [window_turn, head, *ATTENTION_OUTPUTS])
     strategy_tab.select(show_strategy, [state, view_turn], STRATEGY_OUTPUTS)
 
 demo.queue(default_concurrency_limit=1)

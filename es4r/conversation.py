@@ -17,7 +17,7 @@ USER, ASSISTANT = "user", "assistant"
 WALL = "wall"  # TurnResult.timings key: the turn's measured seconds, stages and the work between them
 # The top-level stages of one turn, in the order the pipeline runs them (the latency table's
 # column order): their seconds plus the time between them add up to WALL.
-STAGE_ORDER = ("asr", "features", "es4r_encoder", "valence", "llm", "cross_modal", "attention_maps", "strategy_fusion", "tts")
+STAGE_ORDER = ("asr", "features", "es4r_encoder", "valence", "llm", "strategy_fusion", "tts")
 ENCODER_PARTS = ("dual_attention", "whisper_encoder", "adapter")  # inside es4r_encoder, shown apart
 RATES = ("llm_tokens_per_s", "tts_rtf")  # not seconds of the turn
 # Moments, in seconds from the start of the turn (ES4RPipeline.turn_events): the first words
@@ -126,7 +126,6 @@ class TurnResult:
     strategy_reason: str
     strategy_params: dict
     fusion_weights: list[float]  # per user turn, sums to 1 (empty when fusion is off)
-    attention: AttentionMaps
     timings: dict[str, float]  # stage -> seconds
     components: dict[str, ComponentStatus]
     path: ReplyPath
@@ -147,7 +146,7 @@ class TurnResult:
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "components": {k: {"status": v.status, "description": v.description} for k, v in self.components.items()},
             "path": self.path, "voice": self.voice, "seed": self.seed,
-            "dropped_turns": self.dropped_turns, "attention_meaningful": self.attention.meaningful,
+            "dropped_turns": self.dropped_turns, "attention_meaningful": self.path == ReplyPath.SPEECH,
             "notes": list(self.notes),
         }
 

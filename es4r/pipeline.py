@@ -11,6 +11,7 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -26,7 +27,6 @@ from es4r.conversation import (ASSISTANT, USER, WALL, AttentionMaps, ComponentSt
 from es4r.modeling.affect_reader import AffectReading
 from es4r.modeling.asr import transcribe
 from es4r.modeling.model import ES4RModel, GenerationOutput
-from es4r.modeling.outputs import SpeechEncoding
 from es4r.presets import TEXT_PATH_NOTE, component_statuses, load_model, resolve_config
 from es4r.reply_text import reply_streamer, trim_reply
 from es4r.timing import timed
@@ -40,6 +40,7 @@ from es4r.voice.strategy import COMFORT, ENCOURAGE, NEUTRAL, StrategyDecision
 logger = logging.getLogger(__name__)
 
 FALLBACK_REPLY = "I'm here with you. Could you tell me a little more?"
+KEPT_MAPS = 4  # the attention maps of the last few turns a view asked for
 ProgressFn = Callable[[float, str], None]
 
 
@@ -56,6 +57,8 @@ class ES4RPipeline:
         self.components = components
         self.speech_path = speech_path
         self.mels = mels or TurnMels(model.whisper.n_mels)  # each turn's log-mel, made once
+        self._maps: OrderedDict[tuple[int, ...], tuple[tuple[Turn, ...], AttentionMaps]] = OrderedDict()
+        self._maps_lock = threading.Lock()
 
     @property
     def path(self) -> ReplyPath:
@@ -204,7 +207,7 @@ class ES4RPipeline:
             if speaker is not None:
                 speaker.offer(text)
 
-        def written(text: str) -> None:  # the final text, before think() draws what it shows beside it
+        def written(text: str) -> None:  # the final text, as soon as it is settled
             if on_written is not None:
                 on_written(text)
             if speaker is not None:
@@ -235,8 +238,8 @@ class ES4RPipeline:
         `on_text`, when given, receives the reply as it grows, word by word (`growing_reply`:
         the sentence being written included; the last call is the final text), so a page can
         show it and a voice can speak it while the LLM is still writing. `on_written` receives
-        the final reply text as soon as it is settled, before the text path encodes the speech
-        it only shows (the heatmaps), so its last sentence is spoken meanwhile."""
+        the final reply text as soon as it is settled. The heatmaps are not made here: a view
+        asks for them (`attention_maps`)."""
         plan = plan or self.plan_voice(conversation)
         started = time.perf_counter()
         timings: dict[str, float] = {"strategy_fusion": plan.seconds}
@@ -252,20 +255,17 @@ class ES4RPipeline:
             # spoken replies (a turn of the paper is a speaker-listener exchange).
             features = [self._features(t) for t in history.turns]
 
-        def listen(fraction: float, need_weights: bool) -> SpeechEncoding:
-            _report(progress, fraction, "listening (dual-level attention, Whisper encoder)")
+        # The speech path reads the encoding; it is made without the attention weights, which
+        # only the heatmaps show (`attention_maps`, when a view asks). The text path encodes nothing.
+        encoding = None
+        if self.speech_path:
+            _report(progress, 0.2, "listening (dual-level attention, Whisper encoder)")
             with timed(timings, "es4r_encoder"), torch.no_grad():  # no autograd graph: ~0.1 s less per turn
-                encoding = self.model.encode_speech([features], timings, need_weights)
-            if dropped := encoding.dropped_turns[0]:
-                notes.append(f"{dropped} oldest turn(s) fell outside the speech window (about "
-                             f"{self.model.max_frames * config.dual.downsample // 100} s) and are read as text")
-            return encoding
-
-        # The speech path reads the encoding; the text path shows it only (the heatmaps), so
-        # there it is made after the reply is written, off the way to the first words.
-        # The speech path encodes without the attention weights (the heatmaps): they are made
-        # after the reply is written.
-        encoding = listen(0.2, need_weights=False) if self.speech_path else None
+                encoding = self.model.encode_speech([features], timings, need_weights=False)
+        dropped = encoding.dropped_turns[0] if encoding is not None else self._outside_window(features)
+        if dropped:
+            notes.append(f"{dropped} oldest turn(s) fell outside the speech window (about "
+                         f"{self.model.max_frames * config.dual.downsample // 100} s) and are read as text")
         silent = [i for i, f in enumerate(features) if f is None]
         if silent and self.speech_path:
             notes.append(f"{len(silent)} turn(s) have no audio and are read as text on the speech path")
@@ -292,40 +292,56 @@ class ES4RPipeline:
             reply_text = FALLBACK_REPLY
         if on_written is not None:
             on_written(reply_text)
-        if encoding is None:
-            encoding = listen(0.7, need_weights=True)
-        spans = self.model.heard_spans(features, encoding)
-        dropped = encoding.dropped_turns[0]
         if not self.speech_path:
             notes.append(TEXT_PATH_NOTE)
-        cross, history_tokens = generated.cross_weights, generated.history_tokens
-        parts = self.model.prompt_parts(history.history(), config.generation)
-        if cross is None:  # text path: still show what the untrained cross-modal block attends to
-            with timed(timings, "cross_modal"), torch.no_grad():
-                shown = self.model([history.history()], [features], generation=config.generation, encoding=encoding,
-                                   prompt_only=True)
-                cross = shown.contexts[0].weights.detach().cpu()
+        timings[WALL] = plan.seconds + time.perf_counter() - started  # the stages plus the work between them
+        return Draft(conversation, reply_text, plan, timings, notes, dropped)
 
-        dual = encoding.dual
-        if config.dual.enabled and not dual.inter_weights:  # encoded without weights: the heatmaps' pass
-            with timed(timings, "attention_maps"), torch.no_grad():
-                dual = self.model.attention_maps(features)
-        boundaries = list(np.cumsum([0] + dual.turn_lengths[0][:-1]).astype(int))
+    def attention_maps(self, conversation: Conversation) -> AttentionMaps:
+        """The heatmaps of the reply to `conversation` (which ends with the user turn it
+        answered): the dual-level attention's weights over the heard turns (paper Sec. 3.1) and
+        the cross-modal weights of each turn's speech over the history's words (Sec. 3.2). Made
+        when a view asks, never on the way to a reply, from the same history, speech window and
+        prompt the reply read, so the same weights. The last few asked for are kept (a view's
+        head or turn selector redraws without recomputing)."""
+        key = tuple(id(turn) for turn in conversation.turns)
+        with self._maps_lock:
+            if key in self._maps:
+                self._maps.move_to_end(key)
+                return self._maps[key][1]
+        started = time.perf_counter()
+        history, _ = self._fit_context(conversation)
+        features = [self._features(t) for t in history.turns]
+        with torch.no_grad():
+            encoding = self.model.encode_speech([features], need_weights=True)
+            shown = self.model([history.history()], [features], generation=self.config.generation,
+                               encoding=encoding, prompt_only=True)
+        parts, dual, dropped = shown.parts[0], encoding.dual, encoding.dropped_turns[0]
+        cross = shown.contexts[0].weights.detach().cpu()
         labels = turn_labels(history.turns)
         heard_labels = [label for label, f in zip(labels, features) if f is not None][dropped:]
-        attention = AttentionMaps(
+        maps = AttentionMaps(
             intra=[w.float().cpu().numpy() for w in dual.intra_weights[0]],
             inter=dual.inter_weights[0].float().cpu().numpy() if dual.inter_weights else None,
-            turn_boundaries=[int(b) for b in boundaries],
-            cross=cross.float().numpy() if cross is not None and cross.numel() else None,
-            history_tokens=history_tokens,
+            turn_boundaries=[int(b) for b in np.cumsum([0] + dual.turn_lengths[0][:-1])],
+            cross=cross.float().numpy() if cross.numel() else None,
+            history_tokens=self.model.token_labels(parts.history_ids),
             meaningful=self.speech_path,
-            cross_blocks=list(zip(parts.turn_spans, spans)),
+            cross_blocks=list(zip(parts.turn_spans, self.model.heard_spans(features, encoding))),
             window_labels=heard_labels[: len(dual.intra_weights[0])],
             cross_labels=labels[len(labels) - len(parts.turn_spans):],
         )
-        timings[WALL] = plan.seconds + time.perf_counter() - started  # the stages plus the work between them
-        return Draft(conversation, reply_text, plan, attention, timings, notes, dropped)
+        logger.info("attention maps made in %.2f s", time.perf_counter() - started)
+        with self._maps_lock:
+            self._maps[key] = (conversation.turns, maps)  # the turns kept: their ids stay theirs
+            while len(self._maps) > KEPT_MAPS:
+                self._maps.popitem(last=False)
+        return maps
+
+    def _outside_window(self, features: list[torch.Tensor | None]) -> int:
+        """How many of the oldest heard turns the speech window leaves out (`fit_window`)."""
+        heard = [f for f in features if f is not None]
+        return self.model.fit_window(heard)[1] if heard else 0
 
     def valence_reader(self):
         """The reader of good / bad news for reply openings (es4r.modeling.openings; loaded on
@@ -374,7 +390,7 @@ class ES4RPipeline:
             energies=plan.energies, strategy=decision.name, strategy_reason=decision.reason,
             strategy_params={**decision.params.__dict__, "engine": synthesis.params},
             fusion_weights=[float(w) for w in plan.fusion_weights] if plan.fusion_weights is not None else [],
-            attention=draft.attention, timings=timings, components=self.components,
+            timings=timings, components=self.components,
             path=self.path, voice=synthesis.engine, seed=synthesis.seed,
             dropped_turns=draft.dropped_turns, notes=tuple(notes),
         )
@@ -447,7 +463,6 @@ class Draft:
     conversation: Conversation
     reply_text: str
     plan: VoicePlan
-    attention: AttentionMaps
     timings: dict[str, float]
     notes: list[str]
     dropped_turns: int

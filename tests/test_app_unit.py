@@ -40,6 +40,12 @@ def session(pipeline, speech_paths) -> Session:
     return current
 
 
+@pytest.fixture(scope="module")
+def maps(pipeline, session):
+    """The latest turn's heatmaps, as its Attention tab asks for them."""
+    return pipeline.attention_maps(session.answering(len(session.results) - 1))
+
+
 @pytest.fixture
 def app_module(pipeline, monkeypatch):
     import app
@@ -76,8 +82,7 @@ def test_fusion_figure_has_one_bar_per_turn(session):
     assert heights == pytest.approx(weights) and sum(heights) == pytest.approx(1.0)
 
 
-def test_heatmaps_say_untrained_and_label_words(session):
-    maps = session.latest.attention
+def test_heatmaps_say_untrained_and_label_words(maps):
     assert not maps.meaningful, "tiny preset has untrained ES4R modules"
     intra = plots.intra_figure(maps, len(maps.intra) - 1, 1)
     inter = plots.inter_figure(maps, 0)
@@ -117,7 +122,7 @@ def test_archive_holds_audio_text_and_settings(session, pipeline, tmp_path):
         assert "synthetic voice" in archive.read("transcript.txt").decode()
 
 
-def test_one_numbering_of_turns_in_the_selectors_and_every_plot(session, app_module):
+def test_one_numbering_of_turns_in_the_selectors_and_every_plot(session, app_module, maps):
     """Turn k is the person's k-th turn and its reply everywhere: the views selector counts the
     person's turns, the heard turns are "You k" / "Reply k" (never a count of spoken turns, which
     would call the person's 2nd turn "turn 3"), and the plots and the export use the same names."""
@@ -125,9 +130,9 @@ def test_one_numbering_of_turns_in_the_selectors_and_every_plot(session, app_mod
     from es4r.ui.archive import conversation_record
 
     assert turn_labels([Turn(USER, "a"), Turn("assistant", "b"), Turn(USER, "c")]) == ["You 1", "Reply 1", "You 2"]
-    maps, turns = session.latest.attention, len(session.results)
+    turns = len(session.results)
     assert [label for label, _ in app_module._turn_choices(session)] == [f"Turn {k}" for k in range(1, turns + 1)]
-    window = [label for label, _ in app_module._window_choices(session, turns - 1)]
+    window = [label for label, _ in app_module._window_choices(maps, session.latest.dropped_turns)]
     expected = [x for k in range(1, turns + 1) for x in (f"You {k}", f"Reply {k}")][:-1]
     assert window == expected[len(expected) - len(maps.intra):] and window[-1] == f"You {turns}"
     assert f"— You {turns}," in plots.intra_figure(maps, len(maps.intra) - 1, 0).axes[0].get_title()
@@ -190,7 +195,7 @@ def test_context_meter_says_when_turns_are_dropped():
     assert roomy.more_turns_that_fit()[0] == 19 and "Warning" not in context_markdown(roomy)
 
 
-def test_context_usage_is_what_the_next_turn_hears(session, pipeline):
+def test_context_usage_is_what_the_next_turn_hears(session, pipeline, maps):
     """The meter counts every spoken turn (the replies too) through the model's own window,
     so it agrees with the inter-turn heatmap: the last turn heard its history's turns, the
     next one will hear those plus the reply just spoken."""
@@ -199,7 +204,7 @@ def test_context_usage_is_what_the_next_turn_hears(session, pipeline):
     assert len(usage.turn_seconds) == len(spoken) == 2 * TURNS
     assert usage.turns_in_window + usage.dropped_turns == len(spoken)
     if not usage.dropped_turns:
-        assert usage.turns_in_window == len(session.latest.attention.intra) + 1
+        assert usage.turns_in_window == len(maps.intra) + 1
     prompt = pipeline.model.prompt_parts(session.conversation.history(), pipeline.config.generation)
     assert usage.history_tokens == len(prompt.history_ids)
 
@@ -265,9 +270,12 @@ def _assert_nothing_of_the_server(archive: Path, pipeline) -> None:
     assert settings["backbones"]["llm"] == f"local folder {Path(backbones.llm).name}"
 
 
-def test_a_turn_draws_only_the_open_tabs_figures(app_module, session, speech_paths):
+def test_a_turn_draws_only_the_open_tabs_figures(app_module, session, speech_paths, pipeline, monkeypatch):
     """Each figure costs a PNG encoding in Gradio: a turn draws the open tab's figures and
-    clears the others, which are drawn when their tab opens."""
+    clears the others, which are drawn when their tab opens. The attention maps are made only
+    for the Attention tab: a turn with another tab open never makes them."""
+    asked, original = [], pipeline.attention_maps
+    monkeypatch.setattr(pipeline, "attention_maps", lambda conversation: asked.append(conversation) or original(conversation))
     figures = {app_module.STRATEGY_TAB: (app_module.energy_plot, app_module.fusion_plot),
                app_module.ATTENTION_TAB: (app_module.intra_plot, app_module.inter_plot, app_module.cross_plot),
                app_module.LATENCY_TAB: ()}
@@ -278,8 +286,16 @@ def test_a_turn_draws_only_the_open_tabs_figures(app_module, session, speech_pat
         assert error is None and all(plot in views for plot in every)
         assert [plot for plot in every if views[plot] is not None] == list(drawn), tab
         assert views[app_module.latency]["value"] and app_module.strategy in views
-    opened = app_module.show_attention(session, 0, 0, 1)
+        assert len(asked) == (tab == app_module.ATTENTION_TAB), tab
+        asked.clear()
+        window = views[app_module.window_turn]
+        assert bool(window["choices"]) == (tab == app_module.ATTENTION_TAB) == window["interactive"]
+    opened = app_module.open_attention(session, 0)
     assert all(opened[plot] is not None for plot in figures[app_module.ATTENTION_TAB])
+    assert [turn.text for turn in asked[0].turns] == [session.conversation.turns[0].text]  # turn 1's own history
+    assert [label for label, _ in opened[app_module.window_turn]["choices"]] == ["You 1"]
+    redrawn = app_module.show_attention(session, 0, 0, 1)
+    assert all(redrawn[plot] is not None for plot in figures[app_module.ATTENTION_TAB])
 
 
 def test_bad_audio_keeps_history(app_module, session, tmp_path):
@@ -337,13 +353,13 @@ def test_new_conversation_and_preset(app_module, monkeypatch):
     assert app_module.current_preset() == app_module.DEFAULT_PRESET
 
 
-def test_figures_stay_readable_on_a_phone_and_count_in_integers(session, pipeline):
+def test_figures_stay_readable_on_a_phone_and_count_in_integers(session, pipeline, maps):
     """Shown scaled to a 390-px screen, no label is smaller than plots.MIN_TEXT_PX and none
     runs past the figure's edge; heatmap axes (frames, segments) tick only on integers."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.text import Text
 
-    result, maps = session.latest, session.latest.attention
+    result = session.latest
     figures = {"energy": plots.energy_figure(result.energies, result.strategy, pipeline.config.strategy.tolerance),
                "fusion": plots.fusion_figure(result.fusion_weights),
                "intra": plots.intra_figure(maps, 0, 0), "inter": plots.inter_figure(maps, 0),
@@ -397,11 +413,10 @@ def test_every_example_clip_is_listed_once_with_what_it_says(app_module):
     assert [[p] for p in listed] == app_module._examples()
 
 
-def test_every_view_tab_opens_with_a_plain_sentence_and_plots_use_plain_words(app_module, session):
+def test_every_view_tab_opens_with_a_plain_sentence_and_plots_use_plain_words(app_module, session, maps):
     assert set(app_module.TAB_INTROS) == {app_module.STRATEGY_TAB, app_module.ATTENTION_TAB,
                                           app_module.LATENCY_TAB, app_module.SETTINGS_TAB}
     assert all(len(text.split()) >= 8 for text in app_module.TAB_INTROS.values())
-    maps = session.latest.attention
     labels = [plots.intra_figure(maps, 0, 0).axes[0].get_xlabel(),
               plots.energy_figure(session.latest.energies, session.latest.strategy, 0.1).axes[0].get_ylabel(),
               plots.cross_figure(maps).axes[0].get_ylabel()]

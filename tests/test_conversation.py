@@ -8,7 +8,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from es4r.conversation import (ASSISTANT, USER, AttentionMaps, ComponentStatus, ContextUsage, Conversation, Turn,
+from es4r.conversation import (ASSISTANT, USER, ComponentStatus, ContextUsage, Conversation, Turn,
                                TurnResult, format_history, history_lines, turn_labels)
 
 texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
@@ -59,7 +59,6 @@ def _result(**changes) -> TurnResult:
         reply_audio=np.zeros(36_013, np.float32), sample_rate=24_000, energies=[0.1234567, 0.0987654321],
         strategy="comfort", strategy_reason="energy fell → comfort", strategy_params={"speed": 0.9},
         fusion_weights=[0.4444444, 0.5555556],
-        attention=AttentionMaps([], None, [], None, [], meaningful=False),
         timings={"llm": 1.234567, "wall": 2.0}, components={"llm": ComponentStatus("trained", "SmolLM2")},
         path="speech", voice="piper", seed=7, dropped_turns=1, notes=("a note",))
     return TurnResult(**{**fields, **changes})
@@ -75,9 +74,9 @@ def test_summary_is_the_turn_in_json_with_rounded_numbers():
         "strategy": "comfort", "strategy_reason": "energy fell → comfort", "strategy_params": {"speed": 0.9},
         "fusion_weights": [0.44444, 0.55556], "timings": {"llm": 1.2346, "wall": 2.0},
         "components": {"llm": {"status": "trained", "description": "SmolLM2"}},
-        "path": "speech", "voice": "piper", "seed": 7, "dropped_turns": 1, "attention_meaningful": False,
+        "path": "speech", "voice": "piper", "seed": 7, "dropped_turns": 1, "attention_meaningful": True,
         "notes": ["a note"]}
-    assert _result(attention=AttentionMaps([], None, [], None, [], meaningful=True)).summary()["attention_meaningful"]
+    assert not _result(path="text").summary()["attention_meaningful"]  # untrained parts: heatmaps not meaningful
 
 
 def test_result_defaults_drop_nothing_and_note_nothing():

@@ -53,7 +53,7 @@ def test_checkpoint_named_by_env_switches_on_the_speech_path(embedded_speech, sp
     assert embedded_speech.components["es4r_modules"].status == TRAINED
     conversation = embedded_speech.add_user_turn(Conversation(), speech_paths[0])
     result = embedded_speech.respond(conversation)
-    assert result.path == "speech" and result.attention.meaningful
+    assert result.path == "speech" and result.summary()["attention_meaningful"]
     assert re.findall(r"[A-Za-z']+", result.reply_text) and result.reply_audio.size > 0
 
 
@@ -68,7 +68,7 @@ def test_answers_real_speech(embedded, speech_paths):
     assert len(words) >= 2, result.reply_text  # a real English reply, not noise or an empty string
     assert result.reply_audio.size > result.sample_rate // 2  # at least half a second of speech
     assert result.path == embedded.path
-    assert result.attention.meaningful == embedded.speech_path
+    assert result.summary()["attention_meaningful"] == embedded.speech_path
 
 
 def test_none_forces_the_text_path():

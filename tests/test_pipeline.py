@@ -7,7 +7,7 @@ import pytest
 
 from es4r.audio import AudioError, log_mel
 from es4r.config import RANDOM, UNTRAINED, Strategy
-from es4r.conversation import Conversation, ReplyPath
+from es4r.conversation import Conversation, ReplyPath, Turn
 from es4r.pipeline import TEXT_PATH_NOTE, ES4RPipeline, PipelineError
 from es4r.reply_text import trim_reply
 from es4r.turn_events import Answered, Heard, Progress, Spoken, Writing, Written
@@ -30,14 +30,16 @@ def test_three_turn_conversation_on_real_speech(pipeline, speech_paths):
     assert result.strategy in {"comfort", "neutral", "encourage"} and result.strategy_reason
     assert sum(result.fusion_weights) == pytest.approx(1.0)
     # every turn is heard: three user recordings and the two spoken replies between them
-    assert len(result.attention.intra) == 5 and result.attention.inter is not None
-    assert result.attention.turn_boundaries[0] == 0 and len(result.attention.turn_boundaries) == 5
-    assert result.attention.cross.shape[1] == len(result.attention.history_tokens)
-    blocks = result.attention.cross_blocks
+    maps = pipeline.attention_maps(Conversation(conversation.turns[:-1]))  # the reply's heatmaps, asked for
+    assert len(maps.intra) == 5 and maps.inter is not None
+    assert maps.turn_boundaries[0] == 0 and len(maps.turn_boundaries) == 5
+    assert maps.cross.shape[1] == len(maps.history_tokens)
+    blocks = maps.cross_blocks
     assert len(blocks) == 5 and all(speech is not None for _, speech in blocks)
-    assert blocks[-1][0][1] == len(result.attention.history_tokens)  # the blocks cover every history word
-    assert not result.attention.meaningful and result.path == "text" and TEXT_PATH_NOTE in result.notes
-    assert {"asr", "features", "es4r_encoder", "llm", "tts", "tts_rtf"} <= set(result.timings)
+    assert blocks[-1][0][1] == len(maps.history_tokens)  # the blocks cover every history word
+    assert not maps.meaningful and result.path == "text" and TEXT_PATH_NOTE in result.notes
+    assert {"asr", "features", "llm", "tts", "tts_rtf"} <= set(result.timings)
+    assert "es4r_encoder" not in result.timings  # the text path reads no speech: nothing encoded for its reply
     assert result.components["llm"].status == RANDOM
     assert result.components["es4r_modules"].status == UNTRAINED
     assert "transcribing" in stages and "done" in stages
@@ -184,18 +186,27 @@ def test_streamed_reply_grows_and_ends_as_the_unstreamed_one(pipeline, speech_pa
     assert all(a == b[: len(a)] for a, b in zip(words, words[1:]) if len(a) <= len(b))  # it grows
 
 
-def test_the_text_path_writes_before_it_encodes_the_speech(pipeline, speech_paths, monkeypatch):
-    """The text path shows the speech encoding only (the heatmaps), so it is made after the
-    reply is written; the speech path reads it, so there it comes first."""
+def test_the_heatmaps_are_made_when_asked_not_on_the_way_to_a_reply(pipeline, speech_paths, monkeypatch):
+    """The text path encodes no speech for its reply; the speech path encodes once, before its
+    first word, without the attention weights. The heatmaps' pass (with weights) runs only when
+    a view asks, once per turn however often it asks, and shows the turns the reply heard."""
     conversation = pipeline.add_user_turn(Conversation(), speech_paths[0], transcript="i feel sad today")
-    for path, expected in ((pipeline.variant(speech_path=False), "text"), (pipeline.variant(speech_path=True), "encoded")):
-        events: list[str] = []
+    conversation = pipeline.add_user_turn(conversation.with_turn(Turn("assistant", "oh no, why?")), speech_paths[1],
+                                          transcript="my exam went badly")
+    for path, encodes in ((pipeline.variant(speech_path=False), []), (pipeline.variant(speech_path=True), [False])):
+        events: list = []
         encode = path.model.encode_speech
-        monkeypatch.setattr(path.model, "encode_speech", lambda *a, **k: events.append("encoded") or encode(*a, **k))
-        draft = path.think(conversation, on_text=lambda text: events.append("text"))
+        monkeypatch.setattr(path.model, "encode_speech",
+                            lambda *a, need_weights=True, **k: events.append(need_weights) or encode(*a, need_weights=need_weights, **k))
+        path.think(conversation, on_text=lambda text: events.append("text"))
+        assert events == encodes + ["text"] * (len(events) - len(encodes)) and "text" in events
+        events.clear()
+        maps = path.attention_maps(conversation)
+        assert path.attention_maps(conversation) is maps and events == [True]  # made once, with weights
         monkeypatch.undo()
-        assert events[0] == expected and events.count("encoded") == 1  # encoded once either way
-        assert draft.attention.intra and draft.attention.cross is not None
+        assert len(maps.intra) == 2 and maps.window_labels == ["You 1", "You 2"]  # the reply between has no audio
+        assert maps.cross is not None and maps.cross.shape[1] == len(maps.history_tokens)
+        assert maps.meaningful == path.speech_path
 
 
 def test_the_warm_up_answers_a_turn_and_keeps_only_the_system_prompt(pipeline, speech_paths):
@@ -270,3 +281,29 @@ def test_the_turns_notes_tell_the_llms_note_and_square_it_with_the_strategy(pipe
         assert draft.plan.decision.name == "encourage"
         assert any(n.startswith("how you sound") and told in n for n in draft.notes)
         assert any(n.startswith("why the voice encourages") for n in draft.notes) == explained
+
+
+def test_a_turn_tokenises_each_text_of_its_history_once(pipeline, speech_paths, monkeypatch):
+    """A turn lays its prompt out several times (fitting the context, the prompt itself, the bans
+    on earlier replies and openings, the context meter): each distinct text reaches the
+    tokenizer once, and the next turn does not tokenise again what it shares with this one.
+    The counterpart: the ids are the tokenizer's own, as if nothing were kept."""
+    from collections import OrderedDict
+
+    from es4r.modeling.model import prompt_parts
+
+    tokenizer, seen = pipeline.model.tokenizer, []
+    call = type(tokenizer).__call__  # every use of the LLM's tokenizer, whoever holds it
+    monkeypatch.setattr(type(tokenizer), "__call__", lambda self, text, **kwargs: seen.append(text if isinstance(text, str) else repr(text)) or call(self, text, **kwargs))
+    monkeypatch.setattr(pipeline.model.token_ids, "_ids", OrderedDict())  # a cold start
+    conversation = Conversation()
+    for path, text in zip(speech_paths[:2], ["i lost my keys today", "and then i missed the bus"]):
+        before = len(seen)
+        conversation, _ = pipeline.converse(conversation, path, transcript=text)
+        pipeline.context_usage(conversation)
+        turn = seen[before:]
+        assert turn and len(turn) == len(set(turn)), sorted(t for t in set(turn) if turn.count(t) > 1)
+    assert len(seen) == len(set(seen)), sorted(t[:80] for t in set(seen) if seen.count(t) > 1)  # turn 2 re-tokenised nothing turn 1 had
+    for layout in (conversation.history(), conversation.history()[:1], conversation.history()[-2:]):
+        assert pipeline.model.prompt_parts(layout) == prompt_parts(tokenizer, layout,
+                                                                   pipeline.config.generation.system_prompt)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from es4r.modeling.repeats import EarlierRepliesBan, earlier_replies_ban
+from es4r.modeling.token_ids import TokenIds
 
 
 def _ngrams(ids: list[int], n: int) -> set[tuple[int, ...]]:
@@ -33,7 +34,7 @@ def test_the_shortest_ban_is_of_pairs():
 def test_the_ban_holds_only_the_replies_words_whatever_the_tokenizer_adds(bos_tokenizer):
     tokenizer, start = bos_tokenizer
     history = [("user", "i lost my keys"), ("assistant", "oh no where did you see them last")]
-    ban = earlier_replies_ban(history, tokenizer, 3)
+    ban = earlier_replies_ban(history, TokenIds(tokenizer), 3)
     reply = tokenizer("oh no where did you see them last", add_special_tokens=False).input_ids
     assert set(ban.follows) == {g[:-1] for g in _ngrams(reply, 3)}
     assert not any(start in key or start in follow for key, follow in ban.follows.items())
@@ -42,12 +43,13 @@ def test_the_ban_holds_only_the_replies_words_whatever_the_tokenizer_adds(bos_to
 def test_earlier_replies_are_the_models_turns_only(tiny_model):
     tokenizer = tiny_model.tokenizer
     history = [("user", "i lost my keys"), ("assistant", "oh no where did you see them last"), ("user", "at home")]
-    ban = earlier_replies_ban(history, tokenizer, 4)
+    ban = earlier_replies_ban(history, tiny_model.token_ids, 4)
     reply = tokenizer("oh no where did you see them last", add_special_tokens=False).input_ids
     user = tokenizer("i lost my keys", add_special_tokens=False).input_ids
     assert set(ban.follows) == {g[:-1] for g in _ngrams(reply, 4)}
     assert not any(g[:-1] in ban.follows and g[-1] in ban.follows[g[:-1]] for g in _ngrams(user, 4))
-    assert earlier_replies_ban(history[:1], tokenizer, 4) is None and earlier_replies_ban(history, tokenizer, 0) is None
+    encode = tiny_model.token_ids
+    assert earlier_replies_ban(history[:1], encode, 4) is None and earlier_replies_ban(history, encode, 0) is None
 
 
 def test_generation_never_repeats_a_run_of_an_earlier_reply(tiny_model):

@@ -4,6 +4,7 @@ import torch
 
 from es4r.modeling.condolences import CondolenceBan, heard_loss
 from es4r.modeling.repeats import EarlierOpeningsBan, earlier_openings_ban
+from es4r.modeling.token_ids import TokenIds
 
 
 def test_mourning_is_banned_everywhere_in_the_reply_and_nothing_else(tiny_model):
@@ -51,16 +52,16 @@ def test_an_earlier_opening_cannot_be_completed_again():
 
 def test_openings_come_from_the_assistants_earlier_replies(tiny_model):
     history = [("user", "hello there friend"), ("assistant", "Oh hello there, how are you?"), ("user", "fine")]
-    ban = earlier_openings_ban(history, tiny_model.tokenizer)
+    ban = earlier_openings_ban(history, tiny_model.token_ids)
     ids = tiny_model.tokenizer("Oh hello there,", add_special_tokens=False).input_ids
     assert ban is not None and ban.follows == {tuple(ids[:-1]): {ids[-1]}}
-    assert earlier_openings_ban([("user", "hi")], tiny_model.tokenizer) is None
+    assert earlier_openings_ban([("user", "hi")], tiny_model.token_ids) is None
 
 
 def test_an_opening_is_the_replys_words_whatever_the_tokenizer_adds(bos_tokenizer):
     """A tokenizer that opens every text with a special token (Llama's BOS does): the banned
     opening is still the reply's first words, which is what a reply starts with."""
     tokenizer, _ = bos_tokenizer
-    ban = earlier_openings_ban([("assistant", "Oh hello there, how are you?")], tokenizer)
+    ban = earlier_openings_ban([("assistant", "Oh hello there, how are you?")], TokenIds(tokenizer))
     ids = tokenizer("Oh hello there,", add_special_tokens=False).input_ids
     assert ban.follows == {tuple(ids[:-1]): {ids[-1]}}

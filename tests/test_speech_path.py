@@ -100,12 +100,12 @@ def test_pipeline_answers_through_the_speech_path_and_encodes_once(spoken, monke
     draft = pipeline.think(conversation)
     assert len(calls) == 1
     assert len(draft.reply_text.split()) >= 4, draft.reply_text
-    assert draft.attention.cross is not None and draft.attention.cross.shape[1] == len(draft.attention.history_tokens)
 
 
-def test_the_speech_path_encodes_without_weights_then_draws_the_maps(spoken, monkeypatch):
+def test_the_speech_path_encodes_without_weights_and_the_maps_come_when_asked(spoken, monkeypatch):
     """On the way to the first word the dual-level attention keeps no weights; the heatmaps'
-    pass with weights comes after the reply is written, over the same turns."""
+    pass with weights comes when a view asks, over the same turns, and its cross-modal weights
+    are the ones the reply read."""
     pipeline, conversation = spoken
     calls = []
     dual = pipeline.model.dual
@@ -114,10 +114,14 @@ def test_the_speech_path_encodes_without_weights_then_draws_the_maps(spoken, mon
                         or original(dialogues, need_weights))
     written = []
     monkeypatch.setattr(pipeline, "speech_path", True)
-    draft = pipeline.think(conversation, on_written=lambda text: written.append(list(calls)))
-    assert calls == [False, True] and written == [[False]]
+    pipeline.think(conversation, on_written=lambda text: written.append(list(calls)))
+    assert calls == [False] and written == [[False]]
+    maps = pipeline.attention_maps(conversation)
+    assert calls == [False, True]
     heard = [t for t in conversation.turns if t.audio is not None]
-    assert len(draft.attention.intra) == len(heard) and draft.attention.inter is not None
-    assert draft.attention.inter.shape[-1] == sum(w.shape[-1] for w in draft.attention.intra)
-    assert "attention_maps" in draft.timings
+    assert len(maps.intra) == len(heard) and maps.inter is not None and maps.meaningful
+    assert maps.inter.shape[-1] == sum(w.shape[-1] for w in maps.intra)
+    history = conversation.history()
+    read = pipeline.model.generate(history, [pipeline._features(t) for t in conversation.turns])[0].cross_weights
+    assert torch.allclose(torch.from_numpy(maps.cross), read.float(), atol=1e-5)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from es4r.conversation import ASSISTANT, USER, AttentionMaps, Conversation, Turn, TurnResult
+from es4r.conversation import ASSISTANT, USER, Conversation, Turn, TurnResult
 from es4r.ui.archive import ARCHIVE_FORMAT_VERSION, conversation_record, write_archive
 
 RATE, VOICE_RATE = 16_000, 24_000
@@ -30,7 +30,7 @@ def _result(k: int, strategy: str) -> TurnResult:
     return TurnResult(transcripts=[f"what I said {k}"], reply_text=f"my reply {k}", reply_audio=np.zeros(4, np.float32),
                       sample_rate=VOICE_RATE, energies=[0.1 * k], strategy=strategy, strategy_reason="because",
                       strategy_params={}, fusion_weights=[1.0],
-                      attention=AttentionMaps([], None, [], None, [], meaningful=False), timings={"llm": 0.5},
+                      timings={"llm": 0.5},
                       components={}, path="text", voice="piper", seed=k)
 
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from es4r.config import FALLBACK, RANDOM, TRAINED, UNTRAINED
-from es4r.conversation import (ASSISTANT, MILESTONES, STAGE_ORDER, USER, WALL, AttentionMaps, ComponentStatus,
+from es4r.conversation import (ASSISTANT, MILESTONES, STAGE_ORDER, USER, WALL, ComponentStatus,
                                ContextUsage, Conversation, Turn, TurnResult)
 from es4r.ui.format import (PENDING_REPLY, chat_messages, context_markdown, latency_table, status_line,
                             status_markdown, strategy_markdown)
@@ -27,7 +27,7 @@ def _result(**changes) -> TurnResult:
         strategy_params={"name": "comfort", "alpha": 0.1, "beta": 0.5, "speed": 0.9, "expressiveness": 0.3,
                          "gain_db": -2.0, "diffusion_steps": 5, "embedding_scale": 1.0,
                          "engine": {"length_scale": 1.1111111, "noise": 0.5}},
-        fusion_weights=[0.333333, 0.666667], attention=AttentionMaps([], None, [], None, [], meaningful=False),
+        fusion_weights=[0.333333, 0.666667],
         timings={}, components=COMPONENTS, path="speech", voice="piper:en_US-joe", seed=11)
     return TurnResult(**{**fields, **changes})
 

@@ -8,7 +8,9 @@ generation. Only the ES4R modules (dual, adapter, cross, PLoRA) are trainable.""
 from __future__ import annotations
 
 import copy
+import functools
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -22,7 +24,7 @@ from es4r.modeling.adapter import ModalityAdapter
 from es4r.modeling.affect_reader import AffectReading, heard_user_turns
 from es4r.modeling.backbones import LLMBackbone, WhisperBackbone
 from es4r.modeling.cross_modal import NO_TURN, CrossModalAttention
-from es4r.modeling.dual_attention import DualAttentionOutput, DualLevelAttention
+from es4r.modeling.dual_attention import DualLevelAttention
 from es4r.modeling.outputs import ES4ROutput, GenerationOutput, PathBatch, PromptParts, SpeechContext, SpeechEncoding
 from es4r.modeling.plora import apply_plora, speech_positions
 from es4r.modeling.prefix_cache import PrefixCache
@@ -30,6 +32,7 @@ from es4r.modeling.prosody import prosody_features, turn_level
 from es4r.modeling.openings import OpeningBan
 from es4r.modeling.condolences import CondolenceBan, heard_loss
 from es4r.modeling.repeats import earlier_openings_ban, earlier_replies_ban
+from es4r.modeling.token_ids import TokenIds
 from es4r.modeling.whisper_window import encode, window_frames
 from es4r.reply_text import sentences_done
 from es4r.timing import timed
@@ -92,6 +95,7 @@ class ES4RModel(nn.Module):
         self.cross = CrossModalAttention(llm.width, config.cross, embedding_rms(llm.model))
         self.llm = apply_plora(llm.model, config.plora)
         self.prefix_cache = PrefixCache()  # shared by every view (with_config) of this model
+        self.token_ids = TokenIds(self.tokenizer)  # each history line tokenised once; shared by every view
         self.condolence_ban = CondolenceBan(self.tokenizer)  # its token ids, found once
         self.decoder = None  # greedy decode steps in ONNX Runtime (use_onnx_decoder), else generate's
         device = next(llm.model.parameters()).device
@@ -146,7 +150,7 @@ class ES4RModel(nn.Module):
         """dialogues: per dialogue, per turn, log-mel (n_mels, frames), None for a turn without
         audio (not heard). Returns S (B, S, W_llm). `timings`, when given, receives seconds per
         sub-stage (for the benchmark). Without `need_weights` the dual-level attention keeps no
-        weights (`attention_maps` makes them)."""
+        weights (the heatmaps ask for them: `ES4RPipeline.attention_maps`)."""
         fitted = [self.fit_window(heard_turns(turns)) for turns in dialogues]
         with timed(timings, "dual_attention"):
             dual = self.dual([turns for turns, _ in fitted], need_weights)
@@ -170,12 +174,6 @@ class ES4RModel(nn.Module):
         spans = [self._turn_spans(turn_lengths, int(n)) for turn_lengths, n in zip(dual.turn_lengths, lengths)]
         levels = [[turn_level(features) for features in turns] for turns, _ in fitted]
         return SpeechEncoding(speech, lengths, dual, [dropped for _, dropped in fitted], spans, levels)
-
-    def attention_maps(self, turn_features: list[torch.Tensor | None]) -> DualAttentionOutput:
-        """The dual-level attention of one dialogue's heard turns with its weights (the
-        heatmaps), for an encoding made without them; the same turns as `encode_speech` keeps."""
-        kept, _ = self.fit_window(heard_turns(turn_features))
-        return self.dual([kept])
 
     @staticmethod
     def _turn_spans(turn_lengths: list[int], positions: int) -> list[tuple[int, int]]:
@@ -217,7 +215,8 @@ class ES4RModel(nn.Module):
     def prompt_parts(self, history: list[tuple[str, str]], generation: GenerationConfig | None = None,
                      hint: str | None = None) -> PromptParts:
         """The prompt layout of both paths (`prompt_parts` below) with this model's tokenizer."""
-        return prompt_parts(self.tokenizer, history, (generation or self.config.generation).system_prompt, hint)
+        return prompt_parts(self.tokenizer, history, (generation or self.config.generation).system_prompt, hint,
+                            encode=self.token_ids)
 
     def read_affect(self, history: list[tuple[str, str]],
                     turn_features: list[torch.Tensor | None]) -> AffectReading | None:
@@ -422,9 +421,9 @@ class ES4RModel(nn.Module):
         kwargs = generation_kwargs(generation, self.tokenizer)
         if streamer is not None:
             kwargs["streamer"] = streamer
-        processors = [earlier_replies_ban(history, self.tokenizer, generation.earlier_reply_ngram),
-                      OpeningBan(self.tokenizer, avoid_in_opening) if avoid_in_opening else None,
-                      earlier_openings_ban(history, self.tokenizer) if generation.fresh_openings else None,
+        processors = [earlier_replies_ban(history, self.token_ids, generation.earlier_reply_ngram),
+                      OpeningBan(self.tokenizer, avoid_in_opening, self.token_ids) if avoid_in_opening else None,
+                      earlier_openings_ban(history, self.token_ids) if generation.fresh_openings else None,
                       self.condolence_ban if generation.condolence_check and not heard_loss(
                           [text for role, text in history if role == USER]) else None]
         if any(processors):
@@ -482,23 +481,32 @@ class ES4RModel(nn.Module):
         return [self.tokenizer.convert_tokens_to_string([w]).strip() or w for w in words]
 
 
-def prompt_parts(tokenizer, history: list[tuple[str, str]], system_prompt: str, hint: str | None = None) -> PromptParts:
+def prompt_parts(tokenizer, history: list[tuple[str, str]], system_prompt: str, hint: str | None = None,
+                 encode: Callable[[str], list[int]] | None = None) -> PromptParts:
     """Chat template with the system prompt and one user message holding the history ((role,
     text) per turn); split around a placeholder so either text or speech can fill it. Each turn
     is tokenised on its own, so its token span is exact. `hint` (the training teacher's note on
     how the user sounds) closes the user message, after the history, where a small LLM heeds it
-    most. The reply tuning (es4r/training/reply_tuning.py) trains on this same layout."""
-    messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": SPEECH_PLACEHOLDER}]
-    rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    if isinstance(rendered, list):
-        rendered = rendered[0]
-    before, after = rendered.split(SPEECH_PLACEHOLDER)
+    most. `encode` tokenises one piece of text (a model passes its `TokenIds`, which tokenises
+    each line once). The reply tuning (es4r/training/reply_tuning.py) trains on this same layout."""
+    before, after = _template_halves(tokenizer, system_prompt)
     if hint:
         after = f"\n\n({hint.strip()})" + after
-    encode = lambda text: tokenizer(text, add_special_tokens=False).input_ids  # noqa: E731
+    encode = encode or (lambda text: tokenizer(text, add_special_tokens=False).input_ids)
     history_ids, spans = [], []
     for line in history_lines(list(history)):
         ids = encode(line)
         spans.append((len(history_ids), len(history_ids) + len(ids)))
         history_ids += ids
     return PromptParts(encode(before), history_ids, encode(after), spans)
+
+
+@functools.lru_cache(maxsize=16)
+def _template_halves(tokenizer, system_prompt: str) -> tuple[str, str]:
+    """The chat template rendered around the history's placeholder (once per tokenizer and prompt)."""
+    messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": SPEECH_PLACEHOLDER}]
+    rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    if isinstance(rendered, list):
+        rendered = rendered[0]
+    before, after = rendered.split(SPEECH_PLACEHOLDER)
+    return before, after

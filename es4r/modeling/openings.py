@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -118,13 +119,15 @@ class OpeningBan(LogitsProcessor):
     splits into several tokens by its first) until the reply holds a sentence end. Works on
     the generated tokens only, as generation from inputs_embeds passes them; a sentence end
     is any token whose text holds one of SENTENCE_END (found once in the vocabulary, so no
-    step decodes the reply)."""
+    step decodes the reply). `encode`: text -> token ids (the model's `TokenIds`, which
+    tokenises each form once per process); by default the tokenizer's own."""
 
-    def __init__(self, tokenizer, words: tuple[str, ...]):
+    def __init__(self, tokenizer, words: tuple[str, ...], encode: Callable[[str], list[int]] | None = None):
+        encode = encode or (lambda text: tokenizer(text, add_special_tokens=False).input_ids)
         ids = set()
         for word in words:
             for form in (word, word.capitalize(), f" {word}", f" {word.capitalize()}"):
-                pieces = tokenizer(form, add_special_tokens=False).input_ids
+                pieces = encode(form)
                 if pieces:
                     ids.add(pieces[0])
         self.banned = sorted(ids)

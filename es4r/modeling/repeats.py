@@ -8,6 +8,8 @@ that followed there is banned. Openings stay free until n-1 tokens are written."
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from transformers import LogitsProcessor
 
@@ -34,9 +36,11 @@ class EarlierRepliesBan(LogitsProcessor):
         return scores
 
 
-def earlier_replies_ban(history: list[tuple[str, str]], tokenizer, n: int) -> EarlierRepliesBan | None:
-    """The ban for a history of (role, text) turns, or None when there is nothing to ban."""
-    earlier = [tokenizer(text.strip(), add_special_tokens=False).input_ids
+def earlier_replies_ban(history: list[tuple[str, str]], encode: Callable[[str], list[int]],
+                        n: int) -> EarlierRepliesBan | None:
+    """The ban for a history of (role, text) turns, or None when there is nothing to ban.
+    `encode`: text -> token ids (the model's `TokenIds`)."""
+    earlier = [encode(text.strip())
                for role, text in history if role == ASSISTANT and text.strip()]
     return EarlierRepliesBan(earlier, n) if n and earlier else None
 
@@ -63,8 +67,10 @@ class EarlierOpeningsBan(LogitsProcessor):
         return scores
 
 
-def earlier_openings_ban(history: list[tuple[str, str]], tokenizer) -> EarlierOpeningsBan | None:
-    """The ban of the openings of the history's assistant replies, or None when there are none."""
-    openings = [tokenizer(" ".join(text.split()[:OPENING_WORDS]), add_special_tokens=False).input_ids
+def earlier_openings_ban(history: list[tuple[str, str]],
+                         encode: Callable[[str], list[int]]) -> EarlierOpeningsBan | None:
+    """The ban of the openings of the history's assistant replies, or None when there are none.
+    `encode`: text -> token ids (the model's `TokenIds`)."""
+    openings = [encode(" ".join(text.split()[:OPENING_WORDS]))
                 for role, text in history if role == ASSISTANT and text.strip()]
     return EarlierOpeningsBan(openings) if openings else None

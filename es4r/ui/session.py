@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from es4r.conversation import Conversation, TurnResult
+from es4r.conversation import USER, Conversation, TurnResult
 
 
 @dataclass(frozen=True)
@@ -20,3 +20,9 @@ class Session:
     @property
     def latest(self) -> TurnResult | None:
         return self.results[-1] if self.results else None
+
+    def answering(self, shown: int) -> Conversation:
+        """The conversation answered turn `shown` (0-based) answered: every turn up to and with
+        the person's turn it replied to (what `ES4RPipeline.attention_maps` reads)."""
+        users = [i for i, turn in enumerate(self.conversation.turns) if turn.role == USER]
+        return Conversation(self.conversation.turns[: users[shown] + 1])
