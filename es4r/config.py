@@ -29,6 +29,20 @@ class AudioConfig:
 
 
 @dataclass(frozen=True)
+class TurnTakingConfig:
+    """Hands-free turns (es4r/turn_detector.py): the microphone streams and a turn ends when the
+    person stops. Silero VAD gives each 32 ms window a speech probability; a pause inside a
+    sentence (a breath, ~0.2-0.4 s) must not end the turn, nor may a click or a cough start one."""
+
+    end_pause_s: float = 0.6  # this much non-speech after speech ends the turn
+    min_speech_s: float = 0.25  # a burst with less speech than this starts no turn (a click, a cough)
+    threshold: float = 0.5  # Silero's speech probability at or above which a window is speech
+    hysteresis: float = 0.15  # below threshold - hysteresis a window is silence; between, it continues what was
+    pad_s: float = 0.1  # audio kept before the first and after the last speech window
+    max_turn_s: float = 30.0  # a turn this long ends here (one Whisper window)
+
+
+@dataclass(frozen=True)
 class DualAttentionConfig:
     """Stage 1 (paper Sec. 3.1): downsampling and intra-/inter-turn self-attention."""
 
@@ -248,6 +262,7 @@ class BackboneConfig:
 class ES4RConfig:
     preset: str = "paper"
     audio: AudioConfig = field(default_factory=AudioConfig)
+    turns: TurnTakingConfig = field(default_factory=TurnTakingConfig)
     dual: DualAttentionConfig = field(default_factory=DualAttentionConfig)
     window: WindowConfig = field(default_factory=WindowConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
@@ -269,7 +284,7 @@ class ES4RConfig:
         """Rebuild from `to_dict` output (e.g. a checkpoint's saved config)."""
         kinds = {f.name: f.type for f in dataclasses.fields(cls)}
         sub = {
-            "audio": AudioConfig, "dual": DualAttentionConfig, "window": WindowConfig, "adapter": AdapterConfig,
+            "audio": AudioConfig, "turns": TurnTakingConfig, "dual": DualAttentionConfig, "window": WindowConfig, "adapter": AdapterConfig,
             "cross": CrossModalConfig, "plora": PLoRAConfig, "generation": GenerationConfig,
             "backbones": BackboneConfig,
         }

@@ -3,7 +3,7 @@
 
 Why: ES4R's premise is that the reply depends on how the person sounds. On this CPU the speech
 path, trained end to end, learnt the affect only at the cost of its content (assets/TRAINING_CPU.md,
-runs 5–7): a 135M LLM does not take a soft, learnt signal as readily as words. The training
+"The affect reader"): a 135M LLM does not take a soft, learnt signal as readily as words. The training
 teacher is the text path told in words how the user sounds (`AFFECT_NOTES`, after the history).
 So the speech path hears the same thing from the audio — the trend of the user's loudness and
 speaking rate over their turns, measured from the log-mel features stage 1 reads — with a small

@@ -25,7 +25,7 @@ projected onto the reply cue (the tokens that close the user's message and open 
 the training teacher reads its hint of how the user sounds): a projection that starts at zero.
 Measured on the CPU corpus: spread over S' the prosody barely steers the reply (its gate stayed
 ~0.03 over a full run); at the cue, 20 steps of training make the speech path prefer the reply
-that matches how the dialogue was spoken (assets/TRAINING_CPU.md, run 6). With
+that matches how the dialogue was spoken (assets/TRAINING_CPU.md, "The reply cue and affect pairs"). With
 `config.affect_note`, the block also holds the affect reader (es4r/modeling/affect_reader.py):
 it hears the trend of the user's loudness and rate and the LLM gets it as a note in words."""
 

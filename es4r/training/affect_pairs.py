@@ -3,10 +3,10 @@ its own affect-aware teacher reply (es4r/data/teacher.py), and the speech path a
 reply that matches what it heard.
 
 Why a pair loss: in the two-path loss the affect is a few tokens of each reply ("I'm so sorry…"
-vs "I'm so glad…") among many that depend on the words alone, and CPU run 5 ended with a speech
-path that did not prefer the matching reply at all (held-out margin −0.06 nats, 11 of 20; see
-assets/TRAINING_CPU.md). Swapping the audio between the two targets isolates exactly what
-hearing must add:
+vs "I'm so glad…") among many that depend on the words alone, and a speech path trained with
+it did not prefer the matching reply at all (held-out margin −0.06 nats, positive in 11 of 20;
+assets/TRAINING_CPU.md, "The reply cue and affect pairs"). Swapping the audio between the two
+targets isolates exactly what hearing must add:
 
     margin = [log p(t_f | a_f) − log p(t_r | a_f)] − [log p(t_f | a_r) − log p(t_r | a_r)]
 

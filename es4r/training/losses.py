@@ -37,8 +37,8 @@ AFFECT_SCALE = (0.5, 0.2)
 class AffectHead(torch.nn.Module):
     """Auxiliary, training only (not saved in checkpoints): predicts each speaker turn's
     energy and pace from the mean of its speech vectors S. A constant S cannot predict
-    them, so the loss keeps the adapter's output tied to how the turn was spoken — the
-    failure of CPU run 3 was an adapter that turned constant (assets/TRAINING_CPU.md)."""
+    them, so the loss keeps the adapter's output tied to how the turn was spoken — without
+    it the adapter's output turned constant (assets/TRAINING_CPU.md, "the adapter still collapses")."""
 
     def __init__(self, width: int):
         super().__init__()
@@ -76,9 +76,9 @@ class SpeechAnchor:
     relational distillation (Park et al., 2019, "Relational Knowledge Distillation") with the
     starting parts as teacher. A collapse to one prompt (cosines -> 1) and a spread (cosines
     fall) both cost; a rotation or rescaling of the whole speech space, and every position's
-    deviation from its dialogue's mean, are free. Why: every CPU run that heard affect also
+    deviation from its dialogue's mean, are free. Why: without it, every CPU run that heard affect
     spread the dialogue means, further than the speech-cosine ship gate allows on fresh
-    conversations (assets/TRAINING_CPU.md, runs 11-14). This trains toward the quantity that
+    conversations (assets/TRAINING_CPU.md, "The speech anchor"). This trains toward the quantity that
     gate measures, so a checkpoint trained with it is judged on conversations it never saw.
     The reference is a frozen copy of the dual-level attention and adapter taken when the
     anchor is made; it is not a module of the trainer, so it is neither trained nor saved."""

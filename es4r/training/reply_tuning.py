@@ -50,8 +50,8 @@ def example_note(example: ReplyExample, config: ReplyTuningConfig, draw: random.
     """The affect note closing an example's prompt. A reply written for how the person sounds
     gets that affect's note, always. The others, drawn with `draw` at `config.note_share` (never
     when `draw` is None, the held-out loss): with `affect_replies`, the calm note (a reply written
-    from the words alone fits a calm voice); without, any of the three notes (run 2's recipe,
-    which taught the note to change nothing; assets/REPLY_TUNING.md)."""
+    from the words alone fits a calm voice); without, any of the three notes (over an unchanged
+    reply this taught the note to change nothing; assets/REPLY_TUNING.md, "The note and the reply")."""
     from es4r.modeling.affect_reader import AFFECT_NOTES
 
     if example.affect is not None:

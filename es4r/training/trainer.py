@@ -129,7 +129,8 @@ def parameter_groups(model, config: TrainConfig, head: list[torch.nn.Parameter])
     pull them shut). The AffectHead (`head`) has a group of its own, `affect_head_lr_scale` x lr
     (at 1, the default, it trains exactly as in the main group). Tried at 25 to let the head,
     not the speech vectors S, do the scaling: S spread sooner instead, since the push the loss
-    gives S is the head's weights times its error (assets/TRAINING_CPU.md, run 13)."""
+    gives S is the head's weights times its error (assets/TRAINING_CPU.md, "A faster AffectHead
+    spreads the vectors sooner")."""
     chosen = {id(p) for p in trainable_parameters(model, config.train_only)}
     gates = [p for n, p in model.cross.named_parameters() if n.endswith("gate") and id(p) in chosen]
     gate_ids = {id(p) for p in gates}

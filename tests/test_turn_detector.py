@@ -1,0 +1,153 @@
+"""Hands-free turns: where a turn starts and ends in a microphone stream (es4r/turn_detector.py),
+on real read speech (tests/data) with silence, noise and pauses around it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from es4r.config import TurnTakingConfig
+from es4r.turn_detector import WINDOW, WINDOW_S, SpeechStarted, TurnDetector, TurnEnded
+from es4r.vad import speech_seconds
+
+RATE = 16_000
+
+
+@pytest.fixture(scope="module")
+def clips(speech_paths) -> list[np.ndarray]:
+    return [sf.read(str(path), dtype="float32")[0] for path in speech_paths]
+
+
+@pytest.fixture(scope="module")
+def detector() -> TurnDetector:
+    return TurnDetector()
+
+
+def _silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(RATE * seconds), np.float32)
+
+
+def _events(detector: TurnDetector, stream: np.ndarray, chunk: int | None = None) -> list:
+    detector.reset()
+    if chunk is None:
+        return detector.feed(stream) + detector.flush()
+    events = []
+    for start in range(0, len(stream), chunk):
+        events += detector.feed(stream[start:start + chunk])
+    return events + detector.flush()
+
+
+def _turns(events: list) -> list[TurnEnded]:
+    return [e for e in events if isinstance(e, TurnEnded)]
+
+
+def test_a_spoken_turn_in_silence_is_one_turn_with_all_its_speech(detector, clips):
+    for clip in clips:
+        stream = np.concatenate([_silence(0.5), clip, _silence(1.0)])
+        events = _events(detector, stream)
+        assert [type(e) for e in events] == [SpeechStarted, TurnEnded]
+        turn = events[1]
+        assert events[0].at == turn.start and 0.5 <= turn.start < turn.end <= 0.5 + len(clip) / RATE + WINDOW_S
+        assert speech_seconds(turn.samples) == pytest.approx(speech_seconds(clip), abs=0.1)  # no speech lost
+        first = round(turn.start / WINDOW_S) - detector.pad_windows  # the stream's own samples, padding included
+        assert np.array_equal(turn.samples, stream[first * WINDOW: first * WINDOW + len(turn.samples)])
+        assert len(turn.samples) == (round((turn.end - turn.start) / WINDOW_S) + 2 * detector.pad_windows) * WINDOW
+        # the pause rule decided the end: end_pause_s after the last speech, to the window
+        assert turn.ended_at - turn.end == pytest.approx(detector.config.end_pause_s, abs=WINDOW_S)
+
+
+def test_a_pause_inside_a_sentence_does_not_end_the_turn_and_a_longer_one_does(detector, clips):
+    first, second = clips[0], clips[2]
+    joined = _turns(_events(detector, np.concatenate([first, _silence(0.2), second, _silence(1.0)])))
+    assert len(joined) == 1 and joined[0].end - joined[0].start > (len(first) + len(second)) / RATE - 1.0
+    apart = _turns(_events(detector, np.concatenate([first, _silence(1.0), second, _silence(1.0)])))
+    assert len(apart) == 2 and apart[0].end < len(first) / RATE + WINDOW_S < apart[1].start
+    longer = TurnDetector(TurnTakingConfig(end_pause_s=1.6))  # configurable: a 1 s pause is then inside the turn
+    assert len(_turns(_events(longer, np.concatenate([first, _silence(1.0), second, _silence(2.0)])))) == 1
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_noise_hum_and_silence_start_no_turn(detector, seed):
+    rng = np.random.default_rng(seed)
+    t = np.arange(RATE * 3) / RATE
+    for stream in (_silence(3.0), 0.5 * rng.standard_normal(RATE * 3), 0.02 * rng.standard_normal(RATE * 3),
+                   0.3 * np.sin(2 * np.pi * (50 + 10 * seed) * t), 0.2 * np.sign(np.sin(2 * np.pi * 440 * t))):
+        assert _events(detector, stream.astype(np.float32)) == []
+
+
+def test_a_burst_shorter_than_min_speech_starts_no_turn_and_a_longer_one_does(detector, clips):
+    clip = clips[1]
+    middle = len(clip) // 2
+    strict = TurnDetector(TurnTakingConfig(min_speech_s=1.0))
+    for seconds, turns, strict_turns in ((0.12, 0, 0), (0.6, 1, 0), (1.5, 1, 1)):
+        burst = np.concatenate([_silence(0.5), clip[middle: middle + int(RATE * seconds)], _silence(1.0)])
+        assert len(_turns(_events(detector, burst))) == turns, seconds
+        assert len(_turns(_events(strict, burst))) == strict_turns, seconds
+
+
+def test_the_turns_do_not_depend_on_how_the_stream_is_chunked(detector, clips):
+    stream = np.concatenate([_silence(0.3), clips[0], _silence(0.9), clips[2], _silence(0.2), clips[1], _silence(1.0)])
+    whole = _events(detector, stream)
+    rng = np.random.default_rng(7)
+    for chunk in (160, WINDOW, 1_000, int(rng.integers(1, 4_000)), 8_000):
+        chunked = _events(detector, stream, chunk)
+        assert [type(e) for e in chunked] == [type(e) for e in whole]
+        for a, b in zip(_turns(chunked), _turns(whole)):
+            assert (a.start, a.end, a.ended_at) == (b.start, b.end, b.ended_at) and np.array_equal(a.samples, b.samples)
+
+
+def test_a_long_turn_ends_at_the_limit_and_a_stopped_stream_ends_an_open_turn(clips):
+    capped = TurnDetector(TurnTakingConfig(max_turn_s=2.0))
+    turns = _turns(_events(capped, np.concatenate([clips[1], _silence(1.0)])))
+    assert turns and len(turns[0].samples) / RATE <= 2.0 + WINDOW_S
+    detector = TurnDetector()
+    events = detector.feed(clips[1][: RATE * 2])  # still speaking when the stream stops
+    assert detector.in_turn and not _turns(events)
+    assert len(_turns(detector.flush())) == 1 and not detector.in_turn and detector.flush() == []
+
+
+def test_a_chunk_with_nans_is_read_as_silence(detector, clips):
+    broken = np.full(RATE // 2, np.nan, np.float32)
+    events = _events(detector, np.concatenate([broken, clips[0], _silence(1.0)]))
+    assert [type(e) for e in events] == [SpeechStarted, TurnEnded]
+
+
+class _Scripted:
+    """A stand-in for Silero that gives each window the next probability of a script: the
+    rules checked to the window, on probabilities a real model gives only by chance."""
+
+    def __init__(self, probabilities):
+        self.probabilities = list(probabilities)
+
+    def reset_states(self):
+        self.read = 0
+
+    def __call__(self, window, rate):
+        self.read += 1
+        return self.probabilities[self.read - 1]
+
+
+def _scripted(probabilities, **settings) -> list:
+    detector = TurnDetector(TurnTakingConfig(**settings), model=_Scripted(probabilities))
+    return detector.feed(np.zeros(len(probabilities) * WINDOW, np.float32)) + detector.flush()
+
+
+def test_speech_must_last_min_speech_s_to_start_a_turn():
+    needed = int(np.ceil(TurnTakingConfig().min_speech_s / WINDOW_S))
+    assert _scripted([0.9] * (needed - 1) + [0.0] * 40) == []
+    started = _scripted([0.9] * needed + [0.0] * 40)
+    assert [type(e) for e in started] == [SpeechStarted, TurnEnded]
+    assert _scripted([0.9] * needed + [0.0] * 40, min_speech_s=needed * WINDOW_S * 2) == []  # configurable
+
+
+def test_windows_between_the_thresholds_continue_what_was_before_them():
+    """Hysteresis: a window between threshold - hysteresis and threshold is speech after speech
+    and quiet after quiet, so a dip to 0.4 inside a word does not start the pause, nor does a
+    lift to 0.4 inside a pause end it."""
+    speech, pause = [0.9] * 15, int(np.ceil(TurnTakingConfig().end_pause_s / WINDOW_S))
+    assert len(_turns(_scripted(speech + [0.4] * 2 * pause + speech + [0.0] * 2 * pause))) == 1
+    assert len(_turns(_scripted(speech + [0.3] * 2 * pause + speech + [0.0] * 2 * pause))) == 2
+    assert len(_turns(_scripted(speech + [0.0] + [0.4] * 2 * pause + speech + [0.0] * 2 * pause))) == 2
+    ended = _turns(_scripted(speech + [0.0] * (pause - 1) + speech + [0.0] * 2 * pause))
+    assert len(ended) == 1  # one window short of the pause: the turn goes on
