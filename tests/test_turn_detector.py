@@ -151,3 +151,27 @@ def test_windows_between_the_thresholds_continue_what_was_before_them():
     assert len(_turns(_scripted(speech + [0.0] + [0.4] * 2 * pause + speech + [0.0] * 2 * pause))) == 2
     ended = _turns(_scripted(speech + [0.0] * (pause - 1) + speech + [0.0] * 2 * pause))
     assert len(ended) == 1  # one window short of the pause: the turn goes on
+
+
+def test_a_browser_stream_at_48_khz_stereo_gives_the_turn_a_recorded_file_would(clips):
+    """Chunks as Gradio streams them (int16, two channels, 48 kHz): the turn is the same
+    samples as the whole stream brought to 16 kHz mono at once (es4r.audio.prepare_waveform,
+    what a recorded file goes through), cut where the detector cut it."""
+    import librosa
+
+    from es4r.audio import prepare_waveform
+    from es4r.hands_free import MicrophoneStream
+
+    mono = np.concatenate([_silence(0.4), clips[0], _silence(1.0)])
+    high = librosa.resample(mono, orig_sr=RATE, target_sr=48_000)
+    stereo = (np.stack([high, 0.8 * high], axis=1) * 32_000).astype(np.int16)
+    stream, events = MicrophoneStream(), []
+    for start in range(0, len(stereo), 4_800):  # 0.1 s chunks
+        events += stream.feed(48_000, stereo[start:start + 4_800])
+    events += stream.close()
+    turns = _turns(events)
+    assert len(turns) == 1 and [type(e) for e in events] == [SpeechStarted, TurnEnded]
+    at_once = prepare_waveform(stereo, 48_000).samples
+    first = round(turns[0].start / WINDOW_S) - stream.detector.pad_windows
+    assert np.array_equal(turns[0].samples, at_once[first * WINDOW: first * WINDOW + len(turns[0].samples)])
+    assert speech_seconds(turns[0].samples) == pytest.approx(speech_seconds(clips[0]), abs=0.15)
