@@ -17,16 +17,17 @@ from matplotlib.ticker import MaxNLocator
 from es4r.config import Strategy
 from es4r.conversation import AttentionMaps
 
-FIGURE_SIZE = (4.8, 3.2)  # inches; narrow, so the labels stay large when a phone scales it down
-FUSION_SIZE = (4.8, 2.4)
-HEATMAP_SIZE = (4.8, 4.0)
-DPI = 150  # sharp on a laptop, where the figure is shown near its full 720 px
+FIGURE_SIZE = (4.0, 3.4)  # inches; narrow, so the labels stay large when a phone scales it down
+FUSION_SIZE = (4.0, 2.6)
+HEATMAP_SIZE = (4.0, 3.6)
+DPI = 180  # 720 px wide: sharp on a laptop, where the figure is shown near its full size
 FONT_PT = 11
 PHONE_WIDTH_PX = 360  # a 390-px screen less the page's margins
-MIN_TEXT_PX = 9  # no label smaller than this on that screen
+MIN_TEXT_PX = 11  # no label smaller than this on that screen
 HEATMAP_CMAP = "magma"
 UNTRAINED_NOTE = "untrained ES4R modules —\nthey illustrate the mechanism only"
-MAX_WORD_TICKS = 24  # beyond this, only every n-th history word gets a tick label
+MAX_WORD_TICKS = 16  # beyond this, only every n-th history word gets a tick label (more would touch)
+LABEL_BOX = {"boxstyle": "round,pad=0.15", "facecolor": "black", "alpha": 0.65, "linewidth": 0}  # names on a map
 STRATEGY_COLOURS = {Strategy.COMFORT: "#3b6fb6", Strategy.ENCOURAGE: "#e07b1a", Strategy.NEUTRAL: "#6b6b6b"}
 
 
@@ -66,9 +67,9 @@ def energy_figure(energies: list[float], strategy: Strategy, tolerance: float) -
         axes.plot(turns, slope * turns + intercept, linestyle="--", color="black", linewidth=1, label="trend")
     axes.set_xticks(turns)
     axes.set_xlabel("your turn")
-    axes.set_ylabel("loudness (mean mel-frame norm)")
+    axes.set_ylabel("loudness (energy)")
     axes.set_title(f"Turn energy → strategy: {strategy}")
-    axes.legend(loc="best", fontsize="small")
+    figure.legend(loc="outside lower center", fontsize="small", ncols=2, frameon=False)  # off the data
     axes.grid(alpha=0.3)
     return figure
 
@@ -97,7 +98,7 @@ def _heatmap(figure: Figure, matrix: np.ndarray, title: str, xlabel: str, ylabel
     axes = figure.add_subplot()
     image = axes.imshow(matrix, aspect="auto", origin="upper", cmap=HEATMAP_CMAP, interpolation="nearest")
     figure.colorbar(image, ax=axes, label="attention weight")
-    axes.set_title(title, fontsize="medium")
+    axes.set_title(title, fontsize="medium", pad=10)  # clear of the top tick label
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     # frames, segments and tokens are counted (no 2.5), and a few ticks inside the map keep
@@ -142,8 +143,11 @@ def inter_figure(maps: AttentionMaps, head: int, dropped_turns: int = 0) -> Figu
         if start > 0:
             axes.axvline(start - 0.5, color="cyan", linewidth=1)
             axes.axhline(start - 0.5, color="cyan", linewidth=1)
-        axes.annotate(window_label(maps, index, dropped_turns), (start, start), xytext=(3, -3), textcoords="offset points",
-                      color="cyan", fontsize="small", va="top")
+        late = start > 0.6 * maps.inter.shape[-1]  # named to the left of its corner, so it stays on the map
+        axes.annotate(window_label(maps, index, dropped_turns), (start, start), xytext=(-3 if late else 3, -3),
+                      textcoords="offset points", color="cyan", fontsize="small", va="top",
+                      ha="right" if late else "left", bbox=LABEL_BOX)
+    _hide_colliding(figure, axes.texts)
     return figure
 
 
@@ -154,21 +158,40 @@ def cross_figure(maps: AttentionMaps) -> Figure:
     figure = _figure(HEATMAP_SIZE)
     if maps.cross is None:
         return _empty(figure, "cross-modal attention is switched off (ablation)")
-    axes = _heatmap(figure, maps.cross, _title("Cross-modal attention — speech → history words", maps.meaningful),
+    axes = _heatmap(figure, maps.cross, _title("Cross-modal attention: speech → words", maps.meaningful),
                     "word of the conversation (LLM token)", "piece of speech (segment)")
     for index, (tokens, speech) in enumerate(maps.cross_blocks):  # the turn blocks the mask allows
         if speech is not None:
             axes.add_patch(Rectangle((tokens[0] - 0.5, speech[0] - 0.5), tokens[1] - tokens[0], speech[1] - speech[0],
                                      fill=False, edgecolor="cyan", linewidth=0.8))
+            late = tokens[0] > 0.6 * maps.cross.shape[1]  # named to the left of its box, so it stays on the map
             axes.annotate(maps.cross_labels[index] if index < len(maps.cross_labels) else f"T{index + 1}",
-                          (tokens[0] - 0.5, speech[0] - 0.5), xytext=(2, -2),
-                          textcoords="offset points", color="cyan", fontsize="small", va="top")
+                          (tokens[1] - 0.5 if late else tokens[0] - 0.5, speech[0] - 0.5), xytext=(-2 if late else 2, -2),
+                          textcoords="offset points", color="cyan", fontsize="small", va="top",
+                          ha="right" if late else "left", bbox=LABEL_BOX)
+    _hide_colliding(figure, axes.texts)
     labels = [token.replace("Ġ", "").replace("▁", "").replace("Ċ", "↵") for token in maps.history_tokens]
     step = max(1, -(-len(labels) // MAX_WORD_TICKS))
     positions = list(range(0, len(labels), step))
     axes.set_xticks(positions)
     axes.set_xticklabels([labels[p] for p in positions], rotation=90, fontsize="small")
     return figure
+
+
+def _hide_colliding(figure: Figure, texts) -> None:
+    """Hide each turn name that would overlap one already shown (short turns side by side in a
+    long conversation): the lines still mark every turn, and the selector names them."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    figure.draw_without_rendering()  # the layout first: the boxes are measured where they will be drawn
+    shown = []
+    for text in texts:
+        box = text.get_window_extent(renderer).padded(2)
+        if any(box.overlaps(other) for other in shown):
+            text.set_visible(False)
+        else:
+            shown.append(box)
 
 
 def _empty(figure: Figure, message: str) -> Figure:
