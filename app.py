@@ -23,9 +23,11 @@ import numpy as np
 from es4r.audio import AudioError, warm_up_audio
 from es4r.config import PRESETS, SettingError
 from es4r.conversation import ASSISTANT, AttentionMaps, Turn
+from es4r.hands_free import MicrophoneStream
 from es4r.pipeline import ES4RPipeline, PipelineError
 from es4r.presets import public_settings
 from es4r.startup_errors import EXIT_STATUS, startup_errors, startup_line
+from es4r.turn_detector import SpeechStarted, TurnEnded
 from es4r.turn_events import Answered, Heard, Progress, Spoken, Writing, Written
 from es4r.ui import plots
 from es4r.ui.archive import write_archive
@@ -45,6 +47,8 @@ INT16_SCALE = 32767
 CHAT_HEIGHT = 250  # the record button and the examples stay in the first screen at 1440 x 900
 ARCHIVES = ServedFolder("es4r_archives_", keep_s=3600)  # an export link stays valid this long
 SENTENCES = ServedFolder("es4r_sentences_", keep_s=600)  # each spoken sentence, as it is sent
+HEARD = ServedFolder("es4r_heard_", keep_s=600)  # each hands-free turn, as the detector cut it
+HANDS_FREE_CHUNK_S = 0.2  # the microphone's stream sends this much audio at a time
 STREAM_INTERVAL_S = 0.1  # at most ten page updates a second while the reply is written
 STRATEGY_TAB, ATTENTION_TAB, LATENCY_TAB, SETTINGS_TAB = "strategy", "attention", "latency", "settings"
 # Each view tab opens with what it shows and how to read it, in plain words.
@@ -279,6 +283,40 @@ def show_strategy(session: Session, shown: int) -> dict:
     return _strategy_views(get_pipeline(), session, int(shown))
 
 
+def listen(chunk, listener: MicrophoneStream | None) -> dict:
+    """One chunk of the hands-free microphone. When the person starts a turn the reply still
+    playing is stopped (barge-in); when a pause ends it, the turn is written to a WAV file and
+    answered as a sent recording is (es4r/turn_detector.py)."""
+    if chunk is None:
+        return {}
+    listener = listener or MicrophoneStream(get_pipeline().config.turns)
+    updates: dict = {listening: listener}
+    for event in listener.feed(*chunk):
+        match event:
+            case SpeechStarted():
+                updates[barge_in] = time.time()  # a new value each time: the page stops the reply's voice
+            case TurnEnded(samples=samples, start=start, end=end):
+                logger.info("hands-free turn heard: %.2f-%.2f s of the stream", start, end)
+                updates[heard_turn] = _heard_file(samples)
+    return updates
+
+
+def stop_listening(listener: MicrophoneStream | None) -> dict:
+    """The hands-free microphone was stopped: a turn still open is answered as it is."""
+    if listener is None:
+        return {}
+    ended = [event for event in listener.close() if isinstance(event, TurnEnded)]
+    return {listening: None, **({heard_turn: _heard_file(ended[-1].samples)} if ended else {})}
+
+
+def _heard_file(samples: np.ndarray) -> str:
+    import soundfile as sf
+
+    path = str(HEARD.new_file("turn-", ".wav"))
+    sf.write(path, _int16(samples), get_pipeline().config.audio.sample_rate, subtype="PCM_16")
+    return path
+
+
 def take_turn(audio_path: str | None):
     """Send pressed: keep this recording for the turn, and clear the input (and Send) at once,
     so the next recording can be made while this turn is answered; a turn that ends later
@@ -311,6 +349,8 @@ with gr.Blocks(title="ES4R Studio") as demo:
     state = gr.State(Session())
     sent_audio = gr.State(None)  # the recording of the turn being answered, taken when Send was pressed
     open_tab = gr.State(STRATEGY_TAB)  # which view tab this visitor is looking at: only its figures are drawn
+    listening = gr.State(None)  # the hands-free microphone's MicrophoneStream
+    heard_turn = gr.State(None)  # a hands-free turn's WAV file (a server path: never sent to the page)
     gr.Markdown("# ES4R Studio\nSpeak a few turns about how you feel; ES4R listens to *how* you say it, "
                 "answers in speech, and shows why it answered that way.")
     status = gr.Markdown("Loading the model…", elem_id="status")
@@ -325,6 +365,9 @@ with gr.Blocks(title="ES4R Studio") as demo:
             # covers only this strip, never a message of the conversation.
             turn_progress = gr.Markdown("", elem_id="turn-progress", min_height=56)
             # What a visitor does next sits right under the conversation, in the first screen.
+            hands_free = gr.Audio(sources=["microphone"], streaming=True, type="numpy", elem_id="hands-free",
+                                  label="Hands-free: press record once, then talk; a pause ends your turn")
+            barge_in = gr.Number(visible="hidden", elem_id="barge-in")  # changes when the person starts speaking
             audio_in = gr.Audio(sources=["microphone", "upload"], type="filepath", format="wav",
                                 label="Your turn: record, then press Send", elem_id="mic")
             turn_error = gr.Markdown("", elem_id="turn-error")
@@ -389,6 +432,17 @@ with gr.Blocks(title="ES4R Studio") as demo:
         # Gradio's default ("once") would drop that click.
         trigger_mode="always_last",
     ).then(submit_state, [audio_in], [send], queue=False)
+    # Hands-free: the microphone streams; its chunks are heard beside a turn being answered.
+    hands_free.stream(listen, [hands_free, listening], [listening, heard_turn, barge_in],
+                      stream_every=HANDS_FREE_CHUNK_S, time_limit=None, concurrency_limit=None,
+                      show_progress="hidden")
+    hands_free.stop_recording(stop_listening, [listening], [listening, heard_turn], queue=False)
+    barge_in.change(None, None, None, js="() => window.es4rReplyVoice.interrupt()")
+    heard_turn.change(
+        converse, [heard_turn, state, open_tab],
+        [state, chatbot, audio_in, turn_error, voice_sentence, reply_audio, context, download, turn_progress,
+         *VIEW_OUTPUTS],
+        show_progress_on=[turn_progress], trigger_mode="multiple")  # every turn heard is answered, in order
     reset.click(new_conversation, None,
                 [state, chatbot, voice_sentence, reply_audio, audio_in, download, context, *VIEW_OUTPUTS], queue=False)
     voice_sentence.change(None, [voice_sentence], None, js="(file) => window.es4rReplyVoice.add(file)")

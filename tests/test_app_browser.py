@@ -426,3 +426,25 @@ def test_one_progress_strip_shows_the_queue_and_covers_no_message(slow_reply_url
             trackers = page.locator("#chat [data-testid='status-tracker']").all()
             assert all(not t.is_visible() or not t.inner_text().strip() for t in trackers)
             playwright_api.expect(page.locator("#chat .message.bot")).to_have_count(1, timeout=TURN_TIMEOUT_MS)
+
+
+def test_hands_free_turns_end_on_a_pause_and_are_answered(app_url, driver, tmp_path):
+    """Hands-free: one press of record, then two spoken turns with a pause after each (the fake
+    microphone plays them once): the pause ends each turn, and each is answered in order,
+    without Send. The pause inside the stream before speech starts no turn."""
+    rate = 16_000
+    turns = [sf.read(str(path), dtype="float32")[0] for path in (SPEECH_CLIP, OTHER_CLIP)]
+    silence = lambda seconds: np.zeros(int(rate * seconds), np.float32)  # noqa: E731
+    talk = tmp_path / "two_turns.wav"
+    sf.write(talk, np.concatenate([silence(1.0), turns[0], silence(2.0), turns[1], silence(6.0)]), rate,
+             subtype="PCM_16")
+    with browser_with_microphone(driver, talk) as context:
+        page = _open_page(context, app_url)
+        page.locator("#hands-free button.record-button").click()
+        bot_messages = page.locator("#chat .message.bot")
+        playwright_api.expect(bot_messages).to_have_count(2, timeout=TURN_TIMEOUT_MS)
+        playwright_api.expect(bot_messages.nth(1)).not_to_have_text("…", timeout=TURN_TIMEOUT_MS)
+        assert len(_messages(page, "user")) == 2 and all(_messages(page, "bot"))
+        page.screenshot(path=str(ARTIFACTS / "app_hands_free.png"), full_page=True)
+        time.sleep(3)  # silence only from here: no third turn
+        assert page.locator("#chat .message.user").count() == 2

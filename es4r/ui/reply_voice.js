@@ -49,6 +49,12 @@
     if (box) box.replaceChildren();
     note("");
   };
+  // A new turn is on its way (Send pressed, or the person started speaking hands-free): the
+  // voice of the reply before stops, and that reply's sentences still to come are dropped.
+  const interrupt = () => {
+    stop();
+    floor = Math.max(newest, document.querySelectorAll("#chat .message.user").length) + 1;
+  };
   window.es4rReplyVoice = {
     add(file) {
       const url = file && file.url;
@@ -61,18 +67,19 @@
       if (!current) playNext();
     },
     stop,
+    interrupt,
     speaking: () => current !== null && !current.paused,
     played,
   };
   document.addEventListener("click", (event) => {
     const button = event.target.closest && event.target.closest("#send, #new-conversation");
     if (!button || button.disabled) return;
-    stop();
     if (button.id === "new-conversation") {  // turns count from 1 again
+      stop();
       newest = 0;
       floor = 1;
     } else {  // the turn being sent is newer than every reply heard of and every turn in the chat
-      floor = Math.max(newest, document.querySelectorAll("#chat .message.user").length) + 1;
+      interrupt();
     }
   }, true);
 })();
