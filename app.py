@@ -35,6 +35,7 @@ from es4r.ui.format import (SYNTHETIC_VOICE_NOTE, chat_messages, context_markdow
                             status_line, status_markdown, strategy_markdown)
 from es4r.ui.served_files import ServedFolder
 from es4r.ui.session import Session
+from es4r.voice.base import heard_text
 
 logger = logging.getLogger(__name__)
 
@@ -301,6 +302,24 @@ def listen(chunk, listener: MicrophoneStream | None) -> dict:
     return updates
 
 
+def cut_reply(report: str | None, session: Session) -> dict:
+    """The person spoke over a reply (hands-free barge-in): the history keeps as said only what
+    was heard of it — the spoken units begun and the seconds played, as the page reports them
+    (a unit begun counts as said; its audio is cut where it stopped)."""
+    cut = json.loads(report) if report else None
+    turns = session.conversation.turns
+    if not cut or cut.get("turn") != len(session.results) or not turns or turns[-1].role != ASSISTANT:
+        return {}
+    reply, seconds = turns[-1], float(cut["seconds"])
+    text = heard_text(reply.text, int(cut["units"]))
+    played_to_the_end = reply.audio is None or seconds >= len(reply.audio) / (reply.sample_rate or 1) - 0.05
+    if text == reply.text and played_to_the_end:
+        return {}
+    conversation = session.conversation.with_reply_cut(text, seconds)
+    logger.info("reply %d cut off after %.1f s: %d unit(s) heard", cut["turn"], cut["seconds"], cut["units"])
+    return {state: Session(conversation, session.results), chatbot: chat_messages(conversation)}
+
+
 def stop_listening(listener: MicrophoneStream | None) -> dict:
     """The hands-free microphone was stopped: a turn still open is answered as it is."""
     if listener is None:
@@ -368,6 +387,7 @@ with gr.Blocks(title="ES4R Studio") as demo:
             hands_free = gr.Audio(sources=["microphone"], streaming=True, type="numpy", elem_id="hands-free",
                                   label="Hands-free: press record once, then talk; a pause ends your turn")
             barge_in = gr.Number(visible="hidden", elem_id="barge-in")  # changes when the person starts speaking
+            played = gr.Textbox(visible="hidden", elem_id="played")  # what the page played of the reply cut off
             audio_in = gr.Audio(sources=["microphone", "upload"], type="filepath", format="wav",
                                 label="Your turn: record, then press Send", elem_id="mic")
             turn_error = gr.Markdown("", elem_id="turn-error")
@@ -437,7 +457,8 @@ with gr.Blocks(title="ES4R Studio") as demo:
                       stream_every=HANDS_FREE_CHUNK_S, time_limit=None, concurrency_limit=None,
                       show_progress="hidden")
     hands_free.stop_recording(stop_listening, [listening], [listening, heard_turn], queue=False)
-    barge_in.change(None, None, None, js="() => window.es4rReplyVoice.interrupt()")
+    barge_in.change(None, None, [played], js="() => JSON.stringify(window.es4rReplyVoice.interrupt())")
+    played.change(cut_reply, [played, state], [state, chatbot])  # queued: after the turn being answered
     heard_turn.change(
         converse, [heard_turn, state, open_tab],
         [state, chatbot, audio_in, turn_error, voice_sentence, reply_audio, context, download, turn_progress,

@@ -14,6 +14,7 @@ import numpy as np
 from es4r.config import Strategy
 
 USER, ASSISTANT = "user", "assistant"
+REPLY_CUT_NOTE = "cut off here: you spoke over it"
 WALL = "wall"  # TurnResult.timings key: the turn's measured seconds, stages and the work between them
 # The top-level stages of one turn, in the order the pipeline runs them (the latency table's
 # column order): their seconds plus the time between them add up to WALL.
@@ -53,6 +54,16 @@ class Conversation:
 
     def with_turn(self, turn: Turn) -> "Conversation":
         return replace(self, turns=self.turns + (turn,))
+
+    def with_reply_cut(self, text: str, seconds: float) -> "Conversation":
+        """The person spoke over the last reply: it keeps as said only `text` and the first
+        `seconds` of its audio, which is what the next turn reads and hears of it."""
+        if not self.turns or self.turns[-1].role != ASSISTANT:
+            raise ValueError("the last turn is not a reply")
+        reply = self.turns[-1]
+        audio = reply.audio[: max(0, int(round(seconds * (reply.sample_rate or 1))))] if reply.audio is not None else None
+        cut = replace(reply, text=text, audio=audio, notes=reply.notes + (REPLY_CUT_NOTE,))
+        return replace(self, turns=self.turns[:-1] + (cut,))
 
     @property
     def user_turns(self) -> list[Turn]:

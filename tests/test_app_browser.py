@@ -448,3 +448,28 @@ def test_hands_free_turns_end_on_a_pause_and_are_answered(app_url, driver, tmp_p
         page.screenshot(path=str(ARTIFACTS / "app_hands_free.png"), full_page=True)
         time.sleep(3)  # silence only from here: no third turn
         assert page.locator("#chat .message.user").count() == 2
+
+
+def test_speaking_over_a_reply_stops_it_and_the_history_keeps_what_was_heard(app_url, driver, tmp_path):
+    """Barge-in, hands-free: the second turn starts while the first reply is still playing (its
+    first sentence slowed down so it surely is): the reply's voice stops at once, the chat marks
+    the reply as cut off where the person spoke, and the second turn is answered."""
+    rate = 16_000
+    first, second = (sf.read(str(path), dtype="float32")[0] for path in (SPEECH_CLIP, OTHER_CLIP))
+    silence = lambda seconds: np.zeros(int(rate * seconds), np.float32)  # noqa: E731
+    talk = tmp_path / "barge_in.wav"
+    sf.write(talk, np.concatenate([silence(1.0), first, silence(9.0), second, silence(6.0)]), rate, subtype="PCM_16")
+    with browser_with_microphone(driver, talk) as context:
+        page = _open_page(context, app_url)
+        page.locator("#hands-free button.record-button").click()
+        voice = page.locator("#reply-voice-slot audio")
+        voice.wait_for(timeout=TURN_TIMEOUT_MS)
+        page.evaluate("() => { document.querySelector('#reply-voice-slot audio').playbackRate = 0.1; }")
+        assert page.evaluate("window.es4rReplyVoice.speaking()")
+        bot_messages = page.locator("#chat .message.bot")
+        playwright_api.expect(bot_messages.first).to_contain_text("cut off here", timeout=TURN_TIMEOUT_MS)
+        assert page.evaluate("() => !window.es4rReplyVoice.speaking() || window.es4rReplyVoice.played.at(-1) === 2")
+        playwright_api.expect(bot_messages).to_have_count(2, timeout=TURN_TIMEOUT_MS)
+        playwright_api.expect(bot_messages.nth(1)).not_to_have_text("…", timeout=TURN_TIMEOUT_MS)
+        assert page.evaluate("window.es4rReplyVoice.played")[0] == 1
+        page.screenshot(path=str(ARTIFACTS / "app_barge_in.png"), full_page=True)

@@ -426,3 +426,36 @@ def test_every_view_tab_opens_with_a_plain_sentence_and_plots_use_plain_words(ap
     for figure in (plots.intra_figure(maps, 0, 0), plots.inter_figure(maps, 0)):
         axes = figure.axes[0]
         assert len(axes.get_xticks()) <= 7 and len(axes.get_yticks()) <= 7  # 4-digit frame numbers never touch
+
+
+def test_speaking_over_a_reply_keeps_only_what_was_heard_of_it(app_module, session):
+    """Barge-in: the page reports the reply it cut off (its turn, the spoken units begun, the
+    seconds played); the history then holds those units and that much audio, and says so. A
+    report of another turn, of a reply heard to its end, or of nothing, changes nothing."""
+    import json
+
+    from es4r.conversation import ASSISTANT, REPLY_CUT_NOTE
+    from es4r.voice.base import sentences
+
+    reply = session.conversation.turns[-1]
+    assert reply.role == ASSISTANT
+    units = sentences(reply.text)
+    turn = len(session.results)
+    if len(units) < 2:  # the tiny LLM's reply is random: make one of three units to cut
+        reply = type(reply)(ASSISTANT, "That sounds hard, I know. What happened? Tell me more about it.",
+                            reply.audio, reply.sample_rate)
+        session = Session(type(session.conversation)(session.conversation.turns[:-1] + (reply,)), session.results)
+        units = sentences(reply.text)
+    out = app_module.cut_reply(json.dumps({"turn": turn, "units": 1, "seconds": 0.25}), session)
+    cut = out[app_module.state].conversation.turns[-1]
+    assert cut.text == units[0] and len(cut.audio) == round(0.25 * reply.sample_rate)
+    assert REPLY_CUT_NOTE in cut.notes and REPLY_CUT_NOTE in out[app_module.chatbot][-1]["content"]
+    assert out[app_module.state].conversation.turns[:-1] == session.conversation.turns[:-1]  # nothing else changed
+    assert out[app_module.state].results == session.results
+    whole = len(reply.audio) / reply.sample_rate
+    for report in (json.dumps({"turn": turn - 1, "units": 1, "seconds": 0.25}),
+                   json.dumps({"turn": turn, "units": len(units), "seconds": whole}), "null", "", None):
+        assert app_module.cut_reply(report, session) == {}, report
+    last_unit = app_module.cut_reply(json.dumps({"turn": turn, "units": len(units), "seconds": whole / 2}), session)
+    cut = last_unit[app_module.state].conversation.turns[-1]  # its last sentence begun, then cut: said, but shorter
+    assert cut.text == reply.text and len(cut.audio) == round(whole / 2 * reply.sample_rate) and REPLY_CUT_NOTE in cut.notes

@@ -126,3 +126,16 @@ def test_the_meter_never_promises_more_than_is_left(seconds, tokens):
 def test_usage_with_one_short_silent_turn_fits_by_its_length():
     usage = _usage([0.0], 1)
     assert usage.more_turns_that_fit()[0] == pytest.approx(30.0 / 1e-6, rel=1e-6)
+
+
+def test_a_reply_cut_keeps_its_start_and_nothing_else_changes():
+    from es4r.conversation import REPLY_CUT_NOTE
+
+    audio = np.arange(24_000, dtype=np.float32)
+    talk = Conversation((Turn(USER, "hi", np.zeros(8_000, np.float32), 16_000), Turn(ASSISTANT, "Hello there. How are you?", audio, 24_000)))
+    cut = talk.with_reply_cut("Hello there.", 0.5)
+    assert cut.turns[0] is talk.turns[0] and cut.turns[1].text == "Hello there."
+    assert np.array_equal(cut.turns[1].audio, audio[:12_000]) and cut.turns[1].notes == (REPLY_CUT_NOTE,)
+    assert talk.turns[1].text == "Hello there. How are you?" and len(talk.turns[1].audio) == 24_000  # immutable
+    with pytest.raises(ValueError):
+        cut.with_turn(Turn(USER, "fine", None)).with_reply_cut("x", 1.0)  # the last turn is the person's

@@ -21,6 +21,7 @@
     if (box) box.textContent = text;
   };
   const played = [];  // the reply turn of each sentence played, in order (read by the browser test)
+  const heard = {};  // reply turn -> seconds of its sentences played to their end
   const playNext = () => {
     const [url, turn] = queue.shift() || [];
     if (!url) {  // the reply is spoken; its last sentence stays in the player, for replay
@@ -33,6 +34,7 @@
     audio.preload = "auto";
     audio.src = url;
     const next = () => { if (current === audio) playNext(); };
+    audio.addEventListener("ended", () => { heard[turn] = (heard[turn] || 0) + (audio.duration || 0); });
     audio.addEventListener("ended", next);
     audio.addEventListener("error", next);
     const box = slot();
@@ -51,9 +53,18 @@
   };
   // A new turn is on its way (Send pressed, or the person started speaking hands-free): the
   // voice of the reply before stops, and that reply's sentences still to come are dropped.
+  // Returns what was heard of the reply cut off — its turn, the sentences begun, the seconds
+  // played — or null when none was playing: the page's history keeps only that part as said.
   const interrupt = () => {
+    let cut = null;
+    if (current !== null && !current.ended) {
+      const turn = played[played.length - 1];
+      cut = { turn, units: played.filter((t) => t === turn).length,
+              seconds: (heard[turn] || 0) + (current.currentTime || 0) };
+    }
     stop();
     floor = Math.max(newest, document.querySelectorAll("#chat .message.user").length) + 1;
+    return cut;
   };
   window.es4rReplyVoice = {
     add(file) {

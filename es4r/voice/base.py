@@ -51,6 +51,14 @@ def sentences(text: str) -> list[str]:
     return split_sentences(speakable(text))
 
 
+def heard_text(text: str, units_heard: int) -> str:
+    """What was said of a reply whose first `units_heard` spoken units (`sentences`: the files
+    the page plays, one by one) were heard: those units, as the voice said them; the reply
+    itself when every unit was heard."""
+    units = sentences(text)
+    return text if units_heard >= len(units) else " ".join(units[: max(units_heard, 0)])
+
+
 def speak_whole(engine: "TTSEngine", text: str, style: np.ndarray | None, params: StrategyParams,
                 seed: int = 0) -> SynthesisResult:
     """`text` through one utterance, sentence by sentence: every engine's `synthesize`."""
