@@ -45,7 +45,7 @@ EXAMPLES_DIR = Path(__file__).resolve().parent / "assets" / "examples"
 GENERIC_ERROR = ("Something went wrong on our side while answering this turn. "
                  "Your conversation so far is kept; please try again.")
 INT16_SCALE = 32767
-CHAT_HEIGHT = 250  # the record button and the examples stay in the first screen at 1440 x 900
+CHAT_HEIGHT = 230  # the record button and the examples stay in the first screen at 1440 x 900
 ARCHIVES = ServedFolder("es4r_archives_", keep_s=3600)  # an export link stays valid this long
 SENTENCES = ServedFolder("es4r_sentences_", keep_s=600)  # each spoken sentence, as it is sent
 HEARD = ServedFolder("es4r_heard_", keep_s=600)  # each hands-free turn, as the detector cut it
@@ -384,12 +384,14 @@ with gr.Blocks(title="ES4R Studio") as demo:
             # covers only this strip, never a message of the conversation.
             turn_progress = gr.Markdown("", elem_id="turn-progress", min_height=56)
             # What a visitor does next sits right under the conversation, in the first screen.
-            hands_free = gr.Audio(sources=["microphone"], streaming=True, type="numpy", elem_id="hands-free",
-                                  label="Hands-free: press record once, then talk; a pause ends your turn")
             barge_in = gr.Number(visible="hidden", elem_id="barge-in")  # changes when the person starts speaking
             played = gr.Textbox(visible="hidden", elem_id="played")  # what the page played of the reply cut off
-            audio_in = gr.Audio(sources=["microphone", "upload"], type="filepath", format="wav",
-                                label="Your turn: record, then press Send", elem_id="mic")
+            with gr.Row(equal_height=True):  # one row: the examples stay in the first screen
+                audio_in = gr.Audio(sources=["microphone", "upload"], type="filepath", format="wav",
+                                    label="Your turn: record, then press Send", elem_id="mic", min_width=200)
+                hands_free = gr.Audio(sources=["microphone"], streaming=True, type="numpy", elem_id="hands-free",
+                                      label="Or hands-free: record once, then talk (a pause ends a turn)",
+                                      min_width=200)
             turn_error = gr.Markdown("", elem_id="turn-error")
             with gr.Row():
                 send = gr.Button("Send turn", variant="primary", interactive=False, elem_id="send")

@@ -219,14 +219,16 @@ def test_the_first_sentence_plays_before_the_last_is_written(tiny_pipeline, spee
     np.testing.assert_array_equal(np.concatenate(heard.pieces), streamed.reply_audio)
 
 
-def test_the_last_sentence_is_spoken_while_the_speech_is_encoded(tiny_pipeline, speech_paths, monkeypatch):
-    """The text path encodes the speech it only shows (the heatmaps) once the reply is written;
-    the last sentence, which waits for the final text, is spoken meanwhile, not after it."""
+def test_the_text_path_speaks_every_sentence_and_encodes_no_speech(tiny_pipeline, speech_paths, monkeypatch):
+    """The text path reads no speech: nothing is encoded on the way to its reply or after it (the
+    heatmaps are made when a view asks). The last sentence is queued for the voice as soon as the
+    final text is known (`offer_final`), so it is spoken before the turn's closing step begins,
+    and the pieces played make the reply's file."""
     pipeline = tiny_pipeline
     assert not pipeline.speech_path
     conversation = pipeline.add_user_turn(Conversation(), speech_paths[0], transcript="it was a rough week")
     reply = " ".join(sentences(REPLY)[:2])
-    heard, seen = _Recorder(), []
+    heard, encoded = _Recorder(), []
 
     def llm(history, features, encoding, on_text, avoid=()):
         words = reply.split()
@@ -234,19 +236,20 @@ def test_the_last_sentence_is_spoken_while_the_speech_is_encoded(tiny_pipeline, 
             on_text(" ".join(words[:n]))
         return GenerationOutput(reply, list(range(len(words))), None, [], False)
 
-    encode = pipeline.model.encode_speech
+    monkeypatch.setattr(pipeline, "_generate", llm)
+    monkeypatch.setattr(pipeline.model, "encode_speech", lambda *args, **kwargs: encoded.append(1))
+    speak, before_speak = pipeline.speak, []
 
-    def encode_once_spoken(*args, **kwargs):
+    def speak_once_spoken(*args, **kwargs):
         deadline = time.perf_counter() + WAIT_FOR_VOICE_S
         while len(heard.pieces) < len(sentences(reply)) and time.perf_counter() < deadline:
             time.sleep(0.01)
-        seen.append(len(heard.pieces))
-        return encode(*args, **kwargs)
+        before_speak.append(len(heard.pieces))
+        return speak(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "_generate", llm)
-    monkeypatch.setattr(pipeline.model, "encode_speech", encode_once_spoken)
+    monkeypatch.setattr(pipeline, "speak", speak_once_spoken)
     streamed = pipeline.respond(conversation, on_audio=heard)
-    assert seen == [len(sentences(reply))], "every sentence was spoken before the encoding ended"
+    assert encoded == [] and before_speak == [len(sentences(reply))] == [len(heard.pieces)]
     np.testing.assert_array_equal(np.concatenate(heard.pieces), streamed.reply_audio)
 
 
