@@ -248,9 +248,14 @@ def _sentence_file(turn: int, rate: int, samples: np.ndarray) -> str:
     """One spoken sentence of reply `turn` as a WAV file for the page's player
     (es4r/ui/reply_voice.js), which plays the sentences in order as they arrive and, by the
     "turnN-" its name begins with, drops a reply's late sentences once the next turn is sent."""
+    return _wav_file(SENTENCES, f"turn{turn}-", rate, samples)
+
+
+def _wav_file(folder: ServedFolder, prefix: str, rate: int, samples: np.ndarray) -> str:
+    """`samples` as a 16-bit WAV file in `folder` (a sentence of a reply, a hands-free turn)."""
     import soundfile as sf
 
-    path = str(SENTENCES.new_file(f"turn{turn}-", ".wav"))
+    path = str(folder.new_file(prefix, ".wav"))
     sf.write(path, _int16(samples), rate, subtype="PCM_16")
     return path
 
@@ -329,11 +334,7 @@ def stop_listening(listener: MicrophoneStream | None) -> dict:
 
 
 def _heard_file(samples: np.ndarray) -> str:
-    import soundfile as sf
-
-    path = str(HEARD.new_file("turn-", ".wav"))
-    sf.write(path, _int16(samples), get_pipeline().config.audio.sample_rate, subtype="PCM_16")
-    return path
+    return _wav_file(HEARD, "turn-", get_pipeline().config.audio.sample_rate, samples)
 
 
 def take_turn(audio_path: str | None):
@@ -438,6 +439,8 @@ with gr.Blocks(title="ES4R Studio") as demo:
     VIEW_OUTPUTS = [view_turn, energy_plot, strategy, fusion_plot, window_turn, head,
                     intra_plot, inter_plot, cross_plot, latency]
     ATTENTION_OUTPUTS = [intra_plot, inter_plot, cross_plot]
+    TURN_OUTPUTS = [state, chatbot, audio_in, turn_error, voice_sentence, reply_audio, context, download, turn_progress,
+                    *VIEW_OUTPUTS]  # what `converse` draws, for a sent recording and a hands-free turn alike
     STRATEGY_OUTPUTS = [energy_plot, strategy, fusion_plot]
 
     demo.load(load_page, [state], [status, status_details, settings, context])
@@ -447,8 +450,7 @@ with gr.Blocks(title="ES4R Studio") as demo:
     # streaming its voice) must not read the input later, when it may have been cleared.
     send.click(take_turn, [audio_in], [sent_audio, send, audio_in], queue=False).then(
         converse, [sent_audio, state, open_tab],
-        [state, chatbot, audio_in, turn_error, voice_sentence, reply_audio, context, download, turn_progress,
-         *VIEW_OUTPUTS],
+        TURN_OUTPUTS,
         show_progress_on=[turn_progress],  # one progress bar, on its own strip, not over the chat or the views
         # A next turn sent while this one still draws its figures (after its voice) runs next;
         # Gradio's default ("once") would drop that click.
@@ -463,8 +465,7 @@ with gr.Blocks(title="ES4R Studio") as demo:
     played.change(cut_reply, [played, state], [state, chatbot])  # queued: after the turn being answered
     heard_turn.change(
         converse, [heard_turn, state, open_tab],
-        [state, chatbot, audio_in, turn_error, voice_sentence, reply_audio, context, download, turn_progress,
-         *VIEW_OUTPUTS],
+        TURN_OUTPUTS,
         show_progress_on=[turn_progress], trigger_mode="multiple")  # every turn heard is answered, in order
     reset.click(new_conversation, None,
                 [state, chatbot, voice_sentence, reply_audio, audio_in, download, context, *VIEW_OUTPUTS], queue=False)
