@@ -50,6 +50,9 @@ ARCHIVES = ServedFolder("es4r_archives_", keep_s=3600)  # an export link stays v
 SENTENCES = ServedFolder("es4r_sentences_", keep_s=600)  # each spoken sentence, as it is sent
 HEARD = ServedFolder("es4r_heard_", keep_s=600)  # each hands-free turn, as the detector cut it
 HANDS_FREE_CHUNK_S = 0.2  # the microphone's stream sends this much audio at a time
+# Every queued event that writes the conversation (a sent turn, a hands-free turn, a reply cut
+# off by the next turn) runs in this one queue, one at a time, in the order it was sent.
+TURN_QUEUE = "turn"
 STREAM_INTERVAL_S = 0.1  # at most ten page updates a second while the reply is written
 STRATEGY_TAB, ATTENTION_TAB, LATENCY_TAB, SETTINGS_TAB = "strategy", "attention", "latency", "settings"
 # Each view tab opens with what it shows and how to read it, in plain words.
@@ -454,7 +457,7 @@ with gr.Blocks(title="ES4R Studio") as demo:
         show_progress_on=[turn_progress],  # one progress bar, on its own strip, not over the chat or the views
         # A next turn sent while this one still draws its figures (after its voice) runs next;
         # Gradio's default ("once") would drop that click.
-        trigger_mode="always_last",
+        trigger_mode="always_last", concurrency_id=TURN_QUEUE,
     ).then(submit_state, [audio_in], [send], queue=False)
     # Hands-free: the microphone streams; its chunks are heard beside a turn being answered.
     hands_free.stream(listen, [hands_free, listening], [listening, heard_turn, barge_in],
@@ -462,11 +465,15 @@ with gr.Blocks(title="ES4R Studio") as demo:
                       show_progress="hidden")
     hands_free.stop_recording(stop_listening, [listening], [listening, heard_turn], queue=False)
     barge_in.change(None, None, [played], js="() => JSON.stringify(window.es4rReplyVoice.interrupt())")
-    played.change(cut_reply, [played, state], [state, chatbot])  # queued: after the turn being answered
+    # The cut is reported as the next turn starts (SpeechStarted), before that turn ends: in the
+    # turns' queue it is applied after the reply it cuts is written and before the next turn reads
+    # the history.
+    played.change(cut_reply, [played, state], [state, chatbot], concurrency_id=TURN_QUEUE)
     heard_turn.change(
         converse, [heard_turn, state, open_tab],
         TURN_OUTPUTS,
-        show_progress_on=[turn_progress], trigger_mode="multiple")  # every turn heard is answered, in order
+        show_progress_on=[turn_progress], trigger_mode="multiple",  # every turn heard is answered, in order
+        concurrency_id=TURN_QUEUE)
     reset.click(new_conversation, None,
                 [state, chatbot, voice_sentence, reply_audio, audio_in, download, context, *VIEW_OUTPUTS], queue=False)
     voice_sentence.change(None, [voice_sentence], None, js="(file) => window.es4rReplyVoice.add(file)")

@@ -444,8 +444,9 @@ def test_hands_free_turns_end_on_a_pause_and_are_answered(app_url, driver, tmp_p
         bot_messages = page.locator("#chat .message.bot")
         playwright_api.expect(bot_messages).to_have_count(2, timeout=TURN_TIMEOUT_MS)
         playwright_api.expect(bot_messages.nth(1)).not_to_have_text("…", timeout=TURN_TIMEOUT_MS)
-        assert len(_messages(page, "user")) == 2 and all(_messages(page, "bot"))
+        chat = (_messages(page, "user"), _messages(page, "bot"))
         page.screenshot(path=str(ARTIFACTS / "app_hands_free.png"), full_page=True)
+        assert len(chat[0]) == 2 and all(chat[1]), chat
         time.sleep(3)  # silence only from here: no third turn
         assert page.locator("#chat .message.user").count() == 2
 

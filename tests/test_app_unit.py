@@ -459,3 +459,25 @@ def test_speaking_over_a_reply_keeps_only_what_was_heard_of_it(app_module, sessi
     last_unit = app_module.cut_reply(json.dumps({"turn": turn, "units": len(units), "seconds": whole / 2}), session)
     cut = last_unit[app_module.state].conversation.turns[-1]  # its last sentence begun, then cut: said, but shorter
     assert cut.text == reply.text and len(cut.audio) == round(whole / 2 * reply.sample_rate) and REPLY_CUT_NOTE in cut.notes
+
+
+def test_every_queued_event_that_writes_the_conversation_waits_its_turn_in_one_queue(app_module):
+    """A sent turn, a hands-free turn and a reply cut off by the next turn all write the session:
+    run side by side, the later writer overwrites the other's history (a cut applied while the
+    next turn is answered vanished, and the chat showed the two turns merged). They share one
+    queue of one, so each runs in the order it was sent; events that only read the session (the
+    views) and the microphone's stream stay out of it, so they never wait behind a turn."""
+    writers, others = set(), set()
+    for fn in app_module.demo.fns.values():
+        if not fn.queue:
+            continue
+        writes = any(output is app_module.state for output in fn.outputs)
+        (writers if writes else others).add((fn.name, fn.concurrency_id))
+    assert {name for name, _ in writers} == {"converse", "cut_reply"}
+    assert len([w for w in writers if w[0] == "converse"]) == 1  # Send and hands-free: one entry, the same queue
+    assert {queue for _, queue in writers} == {app_module.TURN_QUEUE}
+    assert app_module.demo._queue.default_concurrency_limit == 1
+    assert all(fn.concurrency_limit in (1, "default") for fn in app_module.demo.fns.values()
+               if fn.concurrency_id == app_module.TURN_QUEUE)
+    assert others and not any(queue == app_module.TURN_QUEUE for _, queue in others)
+    assert "listen" in {name for name, _ in others}
