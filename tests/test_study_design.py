@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from es4r.study.demo import write_tone_pairs
 from es4r.study.design import (DEFAULT_CRITERIA, ItemLoad, annotator_seed, balanced_coins,
                                criteria_by_name, pick_samples, plan_annotator, to_systems)
+from es4r.study.build import LEVEL_FLOOR_LU
 from es4r.study.stimuli import (StudyInputError, integrated_loudness, load_pairs,
                                 normalise_clip)
 
@@ -202,14 +203,42 @@ def test_a_peaky_clip_lowers_the_whole_study_instead_of_being_limited_alone(tmp_
     assert even.spec.target_lufs == TARGET_LUFS  # the counterpart: nothing to lower, nothing lowered
     assert all(abs(lufs - TARGET_LUFS) < 0.1 for lufs, _ in _levels(even))
     write_tone_pairs(tmp_path / "peaky", 3, SYSTEMS)
-    clip = tmp_path / "peaky" / SYSTEMS[1] / "1.wav"
-    samples, rate = soundfile.read(clip)
-    samples = 0.02 * samples / np.max(np.abs(samples))
-    samples[len(samples) // 2] = 0.9  # a click: quiet overall, a high peak
-    soundfile.write(clip, samples, rate, subtype="PCM_16")
+    _add_click(tmp_path / "peaky" / SYSTEMS[1] / "1.wav", amplitude=0.05)  # about -29 LUFS, a peak of 0.9
     peaky = build_study(tmp_path / "peaky", tmp_path / "peaky.db", SYSTEMS, DEFAULT_CRITERIA, 3, 1)
-    assert peaky.spec.target_lufs < TARGET_LUFS - 1
+    assert TARGET_LUFS - LEVEL_FLOOR_LU < peaky.spec.target_lufs < TARGET_LUFS - 1
     levels = _levels(peaky)
     assert max(lufs for lufs, _ in levels) - min(lufs for lufs, _ in levels) < 0.1  # all equally loud
     assert all(abs(lufs - peaky.spec.target_lufs) < 0.1 for lufs, _ in levels)
     assert max(peak for _, peak in levels) <= PEAK_CEILING + 1e-3  # and nothing clipped
+
+
+def _add_click(clip, amplitude: float) -> None:
+    """The tone at `amplitude` with one sample at 0.9: quiet overall, a high peak."""
+    samples, rate = soundfile.read(clip)
+    samples = amplitude * samples / np.max(np.abs(samples))
+    samples[len(samples) // 2] = 0.9
+    soundfile.write(clip, samples, rate, subtype="PCM_16")
+
+
+def test_a_clip_that_would_hold_the_whole_study_far_under_its_target_is_named_and_refused(tmp_path):
+    """A click in a very quiet clip would level every clip of the study more than 8 LU under
+    the target (about -35 LUFS for -23): refused, naming the clip and the flag that accepts the lower
+    level; with that flag the study is built, every clip equally loud at it."""
+    from es4r.study.build import build_study
+    from es4r.study.stimuli import TARGET_LUFS
+    from es4r.study.store import StudyError
+
+    write_tone_pairs(tmp_path / "pairs", 3, SYSTEMS)
+    clip = tmp_path / "pairs" / SYSTEMS[0] / "2.wav"
+    _add_click(clip, amplitude=0.02)  # about -37 LUFS
+    with pytest.raises(StudyError, match=r"--target-lufs -\d+$") as refused:
+        build_study(tmp_path / "pairs", tmp_path / "refused.db", SYSTEMS, DEFAULT_CRITERIA, 3, 1)
+    assert str(clip) in str(refused.value) and str(tmp_path / "pairs" / SYSTEMS[1]) not in str(refused.value)
+    assert not (tmp_path / "refused.db").exists()
+    offered = float(str(refused.value).rsplit(" ", 1)[1])
+    assert TARGET_LUFS - 2 * LEVEL_FLOOR_LU < offered < TARGET_LUFS - LEVEL_FLOOR_LU
+    accepted = build_study(tmp_path / "pairs", tmp_path / "accepted.db", SYSTEMS, DEFAULT_CRITERIA, 3, 1,
+                           target_lufs=offered)
+    levels = _levels(accepted)
+    assert all(abs(lufs - accepted.spec.target_lufs) < 0.1 for lufs, _ in levels)
+    assert offered - 1 < accepted.spec.target_lufs <= offered

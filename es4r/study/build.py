@@ -10,10 +10,26 @@ import secrets
 from pathlib import Path
 
 from es4r.study.design import Criterion, balanced_coins, pick_samples
-from es4r.study.stimuli import TARGET_LUFS, common_target, load_pairs, measure_clip, normalise_clip
+from es4r.study.stimuli import (TARGET_LUFS, common_target, load_pairs, measure_clip, normalise_clip,
+                                reachable_lufs)
 from es4r.study.store import ORGANISER_CODE_BYTES, NewItem, StudyError, StudySpec, StudyStore, stimuli_dir_for
 
 logger = logging.getLogger(__name__)
+
+
+LEVEL_FLOOR_LU = 8.0  # a study levelled this far under its target is refused: the clip holding it down is at fault
+
+
+def _too_quiet(levels: dict, target_lufs: float, levelled: float) -> str:
+    """Why a study would play too quietly: the clips whose peaks hold every clip more than
+    LEVEL_FLOOR_LU under the target (a click, a clipped burst), and the two ways out."""
+    worst = sorted(levels.items(), key=lambda item: reachable_lufs(item[1]))
+    named = [f"{path} (peak {20 * math.log10(level.peak):.1f} dBFS at {level.lufs:.1f} LUFS)"
+             for path, level in worst if reachable_lufs(level) < target_lufs - LEVEL_FLOOR_LU][:3]
+    accept = math.floor(levelled)
+    return (f"every clip would play at {levelled:.1f} LUFS, more than {LEVEL_FLOOR_LU:.0f} LU under the "
+            f"{target_lufs:.1f} LUFS target, because of a peak far above its speech in: {'; '.join(named)}. "
+            f"Fix or replace that clip, or accept the lower level for all clips with --target-lufs {accept}")
 
 
 def build_study(pairs_dir: str | Path, db_path: str | Path, systems: tuple[str, str],
@@ -49,7 +65,10 @@ def build_study(pairs_dir: str | Path, db_path: str | Path, systems: tuple[str, 
     coins = balanced_coins(len(kept), seed)
     sources = {turn.audio_path for pair in kept for turn in pair.context if turn.audio_path} | \
         {pair.replies[name].audio_path for pair in kept for name in systems}
-    levelled = common_target([measure_clip(path) for path in sorted(sources)], target_lufs)
+    levels = {path: measure_clip(path) for path in sorted(sources)}
+    levelled = common_target(list(levels.values()), target_lufs)
+    if levelled < target_lufs - LEVEL_FLOOR_LU:
+        raise StudyError(_too_quiet(levels, target_lufs, levelled))
     if levelled < target_lufs - 0.05:
         logger.warning("a clip would pass the -1 dBFS peak ceiling at %.1f LUFS; every clip is levelled "
                        "to %.1f LUFS instead, so all stay equally loud and none is limited", target_lufs, levelled)

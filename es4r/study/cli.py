@@ -107,7 +107,8 @@ def _add_commands(commands: argparse._SubParsersAction) -> None:
     create.add_argument("--seed", type=int, default=0, help="study seed (logged in exports)")
     create.add_argument("--title", default="Listening study",
                         help="the study's name as participants see it (never a system's name)")
-    create.add_argument("--target-lufs", type=float, default=TARGET_LUFS)
+    create.add_argument("--target-lufs", type=float, default=TARGET_LUFS,
+                        help="loudness of every clip (lowered to what all reach under a -1 dBFS peak; a study that would fall more than 8 LU under it is refused, naming the clip)")
     create.add_argument("--out", required=True, help="study database to create (e.g. study.db)")
     create.set_defaults(func=handle_create)
 

@@ -230,9 +230,15 @@ def common_target(levels: list[ClipLevel], target_lufs: float = TARGET_LUFS) -> 
     """The loudest level every clip can reach without passing the -1 dBFS peak ceiling, capped
     at `target_lufs`: all clips are then equally loud and none is limited (limiting one
     system's clips would let level track the system)."""
-    reachable = [level.lufs + 20 * math.log10(PEAK_CEILING / level.peak) for level in levels
-                 if math.isfinite(level.lufs) and level.peak > 0]
+    reachable = [reachable_lufs(level) for level in levels if math.isfinite(level.lufs) and level.peak > 0]
     return min([target_lufs, *reachable])
+
+
+def reachable_lufs(level: ClipLevel) -> float:
+    """The loudest level a clip reaches with its peak at the -1 dBFS ceiling."""
+    if not (math.isfinite(level.lufs) and level.peak > 0):
+        return math.inf  # silent: refused on its own (normalise_clip), never the one that sets the level
+    return level.lufs + 20 * math.log10(PEAK_CEILING / level.peak)
 
 
 def normalise_clip(source: Path, cache_dir: Path, target_lufs: float = TARGET_LUFS) -> NormalisedClip:
