@@ -39,6 +39,9 @@ class TurnTakingConfig:
     threshold: float = 0.5  # Silero's speech probability at or above which a window is speech
     hysteresis: float = 0.15  # below threshold - hysteresis a window is silence; between, it continues what was
     pad_s: float = 0.1  # audio kept before the first and after the last speech window
+    # this much quiet in a turn announces the turn as it would end (SpeechPaused), so its transcript
+    # and log-mel are made during the rest of the pause; at least pad_s, below end_pause_s
+    early_work_s: float = 0.2
     max_turn_s: float = 30.0  # a turn this long ends here (one Whisper window)
 
 

@@ -6,7 +6,12 @@ candidate; once it holds `min_speech_s` of speech the person has started a turn 
 a reply still playing can stop — barge-in); `end_pause_s` of non-speech after it ends the turn
 (`TurnEnded`, with its audio). A pause shorter than that, such as a breath inside a sentence,
 continues the turn; a burst with less speech than `min_speech_s` (a click, a cough, a door) is
-dropped without a word. Settings: `TurnTakingConfig` (es4r/config.py)."""
+dropped without a word. Settings: `TurnTakingConfig` (es4r/config.py).
+
+Once a started turn has been quiet for `early_work_s` (at least its padding), `SpeechPaused` carries the audio the
+turn would have if it ended now — sample for sample what `TurnEnded` will carry unless the person
+speaks again — so the work on the turn (its transcript, its log-mel) can start during the rest of
+the pause instead of after it."""
 
 from __future__ import annotations
 
@@ -43,7 +48,18 @@ class TurnEnded:
     ended_at: float
 
 
-TurnEvent = SpeechStarted | TurnEnded
+@dataclass(frozen=True)
+class SpeechPaused:
+    """The open turn has been quiet for `early_work_s`: `samples` is the whole turn if it ends in this
+    pause (`TurnEnded.samples` then equals it); more speech makes it void."""
+
+    samples: np.ndarray
+    start: float
+    end: float
+    at: float  # when the pause was announced (`end + early_work_s`, to the window)
+
+
+TurnEvent = SpeechStarted | SpeechPaused | TurnEnded
 
 
 class TurnDetector:
@@ -55,6 +71,7 @@ class TurnDetector:
         self.config = config
         self.model = model if model is not None else _silero().load_silero_vad(onnx=True)
         self.pad_windows = max(1, round(config.pad_s / WINDOW_S))
+        self.early_windows = max(self.pad_windows, round(config.early_work_s / WINDOW_S))
         self.reset()
 
     def reset(self) -> None:
@@ -114,7 +131,7 @@ class TurnDetector:
             events = self._maybe_started()
         else:
             self._quiet += 1
-            events = []
+            events = [SpeechPaused(*self._whole())] if self._started and self._quiet == self.early_windows else []
         if self._quiet * WINDOW_S >= config.end_pause_s:
             if self._started:
                 events.append(self._end())
@@ -131,9 +148,13 @@ class TurnDetector:
         return [SpeechStarted(self._first * WINDOW_S)]
 
     def _end(self) -> TurnEnded:
+        return TurnEnded(*self._whole())
+
+    def _whole(self) -> tuple[np.ndarray, float, float, float]:
+        """The open turn as it would end now: its samples, speech start and end, and now."""
         kept = len(self._turn) - self._quiet + min(self._quiet, self.pad_windows)  # speech, then its padding
-        return TurnEnded(np.concatenate(self._turn[:kept]), self._first * WINDOW_S, (self._last + 1) * WINDOW_S,
-                         self._windows * WINDOW_S)
+        return (np.concatenate(self._turn[:kept]), self._first * WINDOW_S, (self._last + 1) * WINDOW_S,
+                self._windows * WINDOW_S)
 
     def _drop(self) -> None:
         """Close the open turn (ended or dropped); its last quiet windows are the next one's before."""

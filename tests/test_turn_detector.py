@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 from es4r.config import TurnTakingConfig
-from es4r.turn_detector import WINDOW, WINDOW_S, SpeechStarted, TurnDetector, TurnEnded
+from es4r.turn_detector import WINDOW, WINDOW_S, SpeechPaused, SpeechStarted, TurnDetector, TurnEnded
 from es4r.vad import speech_seconds
 
 RATE = 16_000
@@ -38,6 +38,20 @@ def _events(detector: TurnDetector, stream: np.ndarray, chunk: int | None = None
     return events + detector.flush()
 
 
+def _kinds(events: list) -> list[type]:
+    """The events' kinds, a pause inside the turn (SpeechPaused, voided by more speech) left out
+    unless it is the one the turn ended in: that one must carry the turn's own samples."""
+    kinds = []
+    for index, event in enumerate(events):
+        if isinstance(event, SpeechPaused):
+            following = events[index + 1] if index + 1 < len(events) else None
+            if not isinstance(following, TurnEnded):
+                continue
+            assert np.array_equal(event.samples, following.samples) and event.end == following.end
+        kinds.append(type(event))
+    return kinds
+
+
 def _turns(events: list) -> list[TurnEnded]:
     return [e for e in events if isinstance(e, TurnEnded)]
 
@@ -46,8 +60,8 @@ def test_a_spoken_turn_in_silence_is_one_turn_with_all_its_speech(detector, clip
     for clip in clips:
         stream = np.concatenate([_silence(0.5), clip, _silence(1.0)])
         events = _events(detector, stream)
-        assert [type(e) for e in events] == [SpeechStarted, TurnEnded]
-        turn = events[1]
+        assert _kinds(events) == [SpeechStarted, SpeechPaused, TurnEnded]  # the pause's turn is the turn
+        turn = events[-1]
         assert events[0].at == turn.start and 0.5 <= turn.start < turn.end <= 0.5 + len(clip) / RATE + WINDOW_S
         assert speech_seconds(turn.samples) == pytest.approx(speech_seconds(clip), abs=0.1)  # no speech lost
         first = round(turn.start / WINDOW_S) - detector.pad_windows  # the stream's own samples, padding included
@@ -110,7 +124,7 @@ def test_a_long_turn_ends_at_the_limit_and_a_stopped_stream_ends_an_open_turn(cl
 def test_a_chunk_with_nans_is_read_as_silence(detector, clips):
     broken = np.full(RATE // 2, np.nan, np.float32)
     events = _events(detector, np.concatenate([broken, clips[0], _silence(1.0)]))
-    assert [type(e) for e in events] == [SpeechStarted, TurnEnded]
+    assert _kinds(events) == [SpeechStarted, SpeechPaused, TurnEnded]
 
 
 class _Scripted:
@@ -137,7 +151,7 @@ def test_speech_must_last_min_speech_s_to_start_a_turn():
     needed = int(np.ceil(TurnTakingConfig().min_speech_s / WINDOW_S))
     assert _scripted([0.9] * (needed - 1) + [0.0] * 40) == []
     started = _scripted([0.9] * needed + [0.0] * 40)
-    assert [type(e) for e in started] == [SpeechStarted, TurnEnded]
+    assert _kinds(started) == [SpeechStarted, SpeechPaused, TurnEnded]
     assert _scripted([0.9] * needed + [0.0] * 40, min_speech_s=needed * WINDOW_S * 2) == []  # configurable
 
 
@@ -170,8 +184,34 @@ def test_a_browser_stream_at_48_khz_stereo_gives_the_turn_a_recorded_file_would(
         events += stream.feed(48_000, stereo[start:start + 4_800])
     events += stream.close()
     turns = _turns(events)
-    assert len(turns) == 1 and [type(e) for e in events] == [SpeechStarted, TurnEnded]
+    assert len(turns) == 1 and _kinds(events) == [SpeechStarted, SpeechPaused, TurnEnded]
     at_once = prepare_waveform(stereo, 48_000).samples
     first = round(turns[0].start / WINDOW_S) - stream.detector.pad_windows
     assert np.array_equal(turns[0].samples, at_once[first * WINDOW: first * WINDOW + len(turns[0].samples)])
     assert speech_seconds(turns[0].samples) == pytest.approx(speech_seconds(clips[0]), abs=0.15)
+
+
+def test_a_pause_announces_the_turn_it_would_end_and_more_speech_makes_it_void():
+    """SpeechPaused comes once the quiet reaches early_work_s (after the turn's padding), before the turn ends, with the
+    samples TurnEnded will carry; a pause the person speaks through announces a shorter turn than
+    the one that ends, and a later pause announces the whole. No pause is announced before a turn
+    has started, nor for a burst too short to start one."""
+    config = TurnTakingConfig()
+    early = round(config.early_work_s / WINDOW_S)
+    speech, end = [0.9] * 15, int(np.ceil(config.end_pause_s / WINDOW_S))
+    assert [type(e) for e in _scripted(speech + [0.0] * (early - 1) + speech + [0.0] * 2 * end)] == \
+        [SpeechStarted, SpeechPaused, TurnEnded]  # a breath shorter than early_work_s announces nothing
+    events = _scripted(speech + [0.0] * (end - 2) + speech + [0.0] * 2 * end)
+    kinds = [type(e) for e in events]
+    assert kinds == [SpeechStarted, SpeechPaused, SpeechPaused, TurnEnded]
+    first, second, turn = events[1], events[2], events[3]
+    assert len(first.samples) < len(turn.samples) and np.array_equal(second.samples, turn.samples)
+    assert (second.start, second.end) == (turn.start, turn.end)
+    assert turn.ended_at - second.end == pytest.approx(end * WINDOW_S) and second.end < turn.ended_at
+    needed = int(np.ceil(config.min_speech_s / WINDOW_S))
+    assert _scripted([0.9] * (needed - 1) + [0.0] * 40) == []  # too short: nothing, no pause either
+    assert [type(e) for e in _scripted([0.0] * 40)] == []
+    assert second.at - second.end == pytest.approx(early * WINDOW_S)  # announced early_work_s after the speech
+    later = _scripted(speech + [0.0] * 2 * end, early_work_s=0.5)  # configurable
+    assert later[1].at - later[1].end == pytest.approx(round(0.5 / WINDOW_S) * WINDOW_S)
+    assert np.array_equal(later[1].samples, later[2].samples)
