@@ -23,11 +23,11 @@ import numpy as np
 from es4r.audio import AudioError, warm_up_audio
 from es4r.config import PRESETS, SettingError
 from es4r.conversation import ASSISTANT, AttentionMaps, Turn
-from es4r.hands_free import MicrophoneStream
+from es4r.hands_free import EarlyTranscripts, MicrophoneStream
 from es4r.pipeline import ES4RPipeline, PipelineError
 from es4r.presets import public_settings
 from es4r.startup_errors import EXIT_STATUS, startup_errors, startup_line
-from es4r.turn_detector import SpeechStarted, TurnEnded
+from es4r.turn_detector import SpeechPaused, SpeechStarted, TurnEnded
 from es4r.turn_events import Answered, Heard, Progress, Spoken, Writing, Written
 from es4r.ui import plots
 from es4r.ui.archive import write_archive
@@ -210,7 +210,8 @@ def converse(audio_path: str | None, session: Session, open_tab: str = STRATEGY_
 
     heard, answered, shown_at = session.conversation, None, 0.0
     try:
-        for event in pipeline.turn_events(session.conversation, audio_path):
+        transcript = early_transcripts().take(audio_path) if _early is not None else None  # hands-free
+        for event in pipeline.turn_events(session.conversation, audio_path, transcript):
             match event:
                 case Progress(fraction, message):
                     progress(fraction, desc=message)
@@ -304,10 +305,32 @@ def listen(chunk, listener: MicrophoneStream | None) -> dict:
         match event:
             case SpeechStarted():
                 updates[barge_in] = time.time()  # a new value each time: the page stops the reply's voice
+            case SpeechPaused(samples=samples):  # the turn as it ends if this pause ends it: hear it now
+                listener.announced = (samples, _heard_file(samples))
+                early_transcripts().begin(listener.announced[1])
             case TurnEnded(samples=samples, start=start, end=end):
                 logger.info("hands-free turn heard: %.2f-%.2f s of the stream", start, end)
-                updates[heard_turn] = _heard_file(samples)
+                updates[heard_turn] = _turn_file(listener, samples)
     return updates
+
+
+def _turn_file(listener: MicrophoneStream, samples: np.ndarray) -> str:
+    """The ended turn's file: the one its pause announced (its transcript begun) when the
+    samples are the same, else a new one."""
+    announced, listener.announced = listener.announced, None
+    if announced is not None and np.array_equal(announced[0], samples):
+        return announced[1]
+    return _heard_file(samples)
+
+
+_early: EarlyTranscripts | None = None
+
+
+def early_transcripts() -> EarlyTranscripts:
+    global _early
+    if _early is None:
+        _early = EarlyTranscripts(lambda path: get_pipeline().transcribe_early(path))
+    return _early
 
 
 def cut_reply(report: str | None, session: Session) -> dict:
@@ -333,7 +356,7 @@ def stop_listening(listener: MicrophoneStream | None) -> dict:
     if listener is None:
         return {}
     ended = [event for event in listener.close() if isinstance(event, TurnEnded)]
-    return {listening: None, **({heard_turn: _heard_file(ended[-1].samples)} if ended else {})}
+    return {listening: None, **({heard_turn: _turn_file(listener, ended[-1].samples)} if ended else {})}
 
 
 def _heard_file(samples: np.ndarray) -> str:

@@ -8,12 +8,20 @@ the stream resampled at once. `TurnDetector` then finds where each turn starts a
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable
+
 import numpy as np
 
 from es4r.audio import _to_float
 from es4r.config import TurnTakingConfig
 from es4r.turn_detector import TurnDetector, TurnEvent
 from es4r.vad import VAD_RATE
+
+logger = logging.getLogger(__name__)
 
 MAX_CHANNELS = 8  # a chunk's second axis up to this is its channels (Gradio streams (samples, channels))
 
@@ -25,6 +33,7 @@ class MicrophoneStream:
 
     def __init__(self, config: TurnTakingConfig = TurnTakingConfig(), detector: TurnDetector | None = None):
         self.detector = detector or TurnDetector(config)
+        self.announced: tuple[np.ndarray, str] | None = None  # the last pause's turn and its file (EarlyTranscripts)
         self._resampler = None
         self._rate = None
 
@@ -51,3 +60,40 @@ class MicrophoneStream:
 
             self._resampler, self._rate = soxr.ResampleStream(rate, VAD_RATE, 1, dtype="float32", quality="HQ"), rate
         return self._resampler.resample_chunk(audio.astype(np.float32), last=False)
+
+
+class EarlyTranscripts:
+    """Transcripts begun in a turn's pause, by the turn's file. The detector announces the turn
+    `early_work_s` into a pause (SpeechPaused) with the samples it will have if the pause ends
+    it; the file is written then and `begin` transcribes it in one worker thread while the pause
+    runs on. When the turn ends with those samples, the same file is answered and `take` gives its
+    transcript (waiting for the rest, if any) — the transcript the turn would get without it, made
+    earlier. A pause the person speaks through leaves an unused entry; the oldest are forgotten."""
+
+    def __init__(self, transcribe: Callable[[str], str], keep: int = 8):
+        self._transcribe = transcribe
+        self._keep = keep
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="es4r-early-asr")
+        self._begun: OrderedDict[str, Future] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def begin(self, path: str) -> None:
+        with self._lock:
+            for stale in list(self._begun.values()):
+                stale.cancel()  # an earlier pause not yet started is void: the person spoke on
+            self._begun[path] = self._worker.submit(self._transcribe, path)
+            while len(self._begun) > self._keep:
+                self._begun.popitem(last=False)
+
+    def take(self, path: str) -> str | None:
+        """The transcript begun for `path`, once; None when none was begun, it was cancelled,
+        or it failed (the turn is then transcribed as a sent one is, and reports its own error)."""
+        with self._lock:
+            future = self._begun.pop(path, None)
+        if future is None or future.cancelled():
+            return None
+        try:
+            return future.result()
+        except Exception:
+            logger.warning("the early transcript of %s failed; transcribing the turn again", path, exc_info=True)
+            return None

@@ -130,6 +130,14 @@ class ES4RPipeline:
         return conversation.with_turn(Turn(USER, text.strip(), waveform.samples, self.config.audio.sample_rate,
                                            energy, waveform.notes, waveform.conversions))
 
+    def transcribe_early(self, audio: str | Path) -> str:
+        """A hands-free turn's transcript made in its pause, before the turn is sure to end
+        (es4r/turn_detector.py, SpeechPaused): the recording read, its log-mel made and kept,
+        and its transcript, exactly as `add_user_turn` would make them from the same file."""
+        waveform = load_audio(audio, self.config.audio)
+        self.mels(waveform.samples, self.config.audio.sample_rate)
+        return self.transcribe(waveform.samples)
+
     def transcribe(self, samples: np.ndarray) -> str:
         """Whisper's greedy transcript of one recording (es4r/modeling/asr.py)."""
         return transcribe(self.model.whisper, samples, self.config.audio.sample_rate)

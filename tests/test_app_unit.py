@@ -481,3 +481,49 @@ def test_every_queued_event_that_writes_the_conversation_waits_its_turn_in_one_q
                if fn.concurrency_id == app_module.TURN_QUEUE)
     assert others and not any(queue == app_module.TURN_QUEUE for _, queue in others)
     assert "listen" in {name for name, _ in others}
+
+
+def test_a_hands_free_turn_is_transcribed_in_its_pause_and_answered_with_that_transcript(app_module, speech_paths,
+                                                                                        monkeypatch):
+    """The pause announces the turn (SpeechPaused) before the pause ends it: its file is written
+    and transcribed then, the ended turn is that same file, and the turn is answered without a
+    second transcription, with the transcript a sent recording of that file gets. A pause the
+    person speaks through announces a file the ended turn does not use."""
+    import soundfile as sf
+
+    pipeline = app_module.get_pipeline()
+    clip, rate = sf.read(str(speech_paths[0]), dtype="float32")
+    assert rate == 16_000
+    silence = lambda seconds: np.zeros(int(rate * seconds), np.float32)  # noqa: E731
+    calls = []
+    real_transcribe = type(pipeline).transcribe
+    monkeypatch.setattr(type(pipeline), "transcribe", lambda self, samples: calls.append(len(samples)) or
+                        real_transcribe(self, samples))
+
+    def stream(samples: np.ndarray) -> tuple[object, list[str], str | None]:
+        listener, announced, heard = None, [], None
+        for start in range(0, len(samples), 3200):  # 0.2 s chunks, as the page streams them
+            out = app_module.listen((rate, samples[start:start + 3200]), listener)
+            listener = out[app_module.listening]
+            if listener.announced and listener.announced[1] not in announced:
+                announced.append(listener.announced[1])
+            heard = out.get(app_module.heard_turn, heard)
+        return listener, announced, heard
+
+    listener, announced, heard = stream(np.concatenate([silence(0.5), clip, silence(1.5)]))
+    assert heard is not None and heard == announced[-1] and listener.announced is None
+    transcript = app_module.early_transcripts().take(heard)
+    assert transcript == pipeline.add_user_turn(app_module.Session().conversation, heard).turns[-1].text
+    calls.clear()
+    app_module.early_transcripts().begin(heard)  # as the pause did, for the turn answered below
+    out = [update for update in app_module.converse(heard, app_module.Session())]
+    assert len(calls) == 1  # the early one only: the turn itself was not transcribed again
+    assert out[-3][app_module.state].conversation.turns[0].text == transcript
+    # the counterpart: speech after a pause longer than early_work_s but shorter than end_pause_s
+    turns = pipeline.config.turns
+    gap = (turns.early_work_s + turns.end_pause_s) / 2
+    loud = np.flatnonzero(np.abs(clip) > 0.05 * np.abs(clip).max())
+    spoken = clip[loud[0]: loud[-1] + 1]  # the clip without its own quiet ends, so the gap is the pause
+    _, announced, heard = stream(np.concatenate([silence(0.5), spoken, silence(gap), spoken, silence(1.5)]))
+    assert len(announced) >= 2 and heard == announced[-1] and announced[0] != heard
+    assert len(sf.read(heard)[0]) > len(sf.read(announced[0])[0])
