@@ -98,7 +98,8 @@ def measure(url: str, clips: list[Path], workdir: Path) -> list[dict]:
         timings = saved["result"]["timings"]
         turn.update(pipeline_first_words_s=timings.get("first_words"), pipeline_reply_text_s=timings.get("reply_text"),
                     pipeline_first_audio_s=timings.get("first_audio"), pipeline_total_s=timings.get("wall"),
-                    tts_s=timings.get("tts"), reply=saved["result"].get("reply_text"), pipeline_timings=timings)
+                    tts_s=timings.get("tts"), reply=saved["result"].get("reply_text"), pipeline_timings=timings,
+                    transcript=saved.get("transcript"))
         turn["around_pipeline_s"] = round(turn["page_first_words_s"] - turn["pipeline_first_words_s"], 2)
         turn["voice_around_pipeline_s"] = round(turn["page_voice_s"] - (turn["pipeline_first_audio_s"] or 0.0), 2)
     return turns
