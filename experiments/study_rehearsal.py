@@ -22,13 +22,23 @@ import sys
 import time
 from pathlib import Path
 
+from es4r.study.design import DEFAULT_CRITERIA
+from es4r.study.store import StudyStore
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 
-import test_study_browser as pages  # noqa: E402  (the page helpers)
 
-from es4r.study.design import DEFAULT_CRITERIA  # noqa: E402
-from es4r.study.store import StudyStore  # noqa: E402
+def _page_helpers():
+    """The browser test's page helpers (tests/test_study_browser.py), loaded from their file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("study_page_helpers", REPO / "tests" / "test_study_browser.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+pages = _page_helpers()
 
 SYSTEMS = ("es4r", "cascade")
 ANNOTATORS = ("ann-mouse", "ann-keys")

@@ -453,7 +453,7 @@ def test_hands_free_turns_end_on_a_pause_and_are_answered(app_url, driver, tmp_p
 
 def test_speaking_over_a_reply_stops_it_and_the_history_keeps_what_was_heard(app_url, driver, tmp_path):
     """Barge-in, hands-free: the second turn starts while the first reply is still playing (its
-    first sentence slowed down so it surely is): the reply's voice stops at once, the chat marks
+    first sentence slowed down and looped so it surely is): the reply's voice stops at once, the chat marks
     the reply as cut off where the person spoke, and the second turn is answered."""
     rate = 16_000
     first, second = (sf.read(str(path), dtype="float32")[0] for path in (SPEECH_CLIP, OTHER_CLIP))
@@ -465,7 +465,10 @@ def test_speaking_over_a_reply_stops_it_and_the_history_keeps_what_was_heard(app
         page.locator("#hands-free button.record-button").click()
         voice = page.locator("#reply-voice-slot audio")
         voice.wait_for(timeout=TURN_TIMEOUT_MS)
-        page.evaluate("() => { document.querySelector('#reply-voice-slot audio').playbackRate = 0.1; }")
+        # slowed and looped: still playing when the second turn starts, however short the tiny
+        # preset's reply and however late this line runs on a loaded machine
+        page.evaluate("() => { const a = document.querySelector('#reply-voice-slot audio');"
+                      " a.playbackRate = 0.1; a.loop = true; }")
         assert page.evaluate("window.es4rReplyVoice.speaking()")
         bot_messages = page.locator("#chat .message.bot")
         playwright_api.expect(bot_messages.first).to_contain_text("cut off here", timeout=TURN_TIMEOUT_MS)

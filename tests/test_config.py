@@ -45,6 +45,8 @@ def test_shipped_training_configs_parse(path):
     assert config.manifest and config.kl_temperature == 2.0
     if config.init_from and not config.history_layout:  # a later stage: starts from a checkpoint, names what it trains
         assert config.train_only and isinstance(config.train_only, tuple)
+    elif config.init_from and config.train_only:  # a later stage in the words-then-S' layout: names what it trains
+        assert isinstance(config.train_only, tuple) and config.history_layout == "text_and_speech"
     elif config.init_from:  # a stage in another prompt layout: every part again, the full run's settings
         assert not config.train_only and config.weight_decay == 0.05 and config.two_path_weight == 1.0
     else:  # a full run: the paper's AdamW weight decay, the two-path loss on
