@@ -49,6 +49,8 @@ CHAT_HEIGHT = 230  # the record button and the examples stay in the first screen
 ARCHIVES = ServedFolder("es4r_archives_", keep_s=3600)  # an export link stays valid this long
 SENTENCES = ServedFolder("es4r_sentences_", keep_s=600)  # each spoken sentence, as it is sent
 HEARD = ServedFolder("es4r_heard_", keep_s=600)  # each hands-free turn, as the detector cut it
+# hands-free turns transcribed in their pause (its worker thread starts with the first one)
+EARLY_TRANSCRIPTS = EarlyTranscripts(lambda path: get_pipeline().transcribe_early(path))
 HANDS_FREE_CHUNK_S = 0.2  # the microphone's stream sends this much audio at a time
 # Every queued event that writes the conversation (a sent turn, a hands-free turn, a reply cut
 # off by the next turn) runs in this one queue, one at a time, in the order it was sent.
@@ -210,7 +212,7 @@ def converse(audio_path: str | None, session: Session, open_tab: str = STRATEGY_
 
     heard, answered, shown_at = session.conversation, None, 0.0
     try:
-        transcript = early_transcripts().take(audio_path) if _early is not None else None  # hands-free
+        transcript = EARLY_TRANSCRIPTS.take(audio_path)  # a hands-free turn's, made in its pause; None for Send
         for event in pipeline.turn_events(session.conversation, audio_path, transcript):
             match event:
                 case Progress(fraction, message):
@@ -307,7 +309,7 @@ def listen(chunk, listener: MicrophoneStream | None) -> dict:
                 updates[barge_in] = time.time()  # a new value each time: the page stops the reply's voice
             case SpeechPaused(samples=samples):  # the turn as it ends if this pause ends it: hear it now
                 listener.announced = (samples, _heard_file(samples))
-                early_transcripts().begin(listener.announced[1])
+                EARLY_TRANSCRIPTS.begin(listener.announced[1])
             case TurnEnded(samples=samples, start=start, end=end):
                 logger.info("hands-free turn heard: %.2f-%.2f s of the stream", start, end)
                 updates[heard_turn] = _turn_file(listener, samples)
@@ -322,15 +324,6 @@ def _turn_file(listener: MicrophoneStream, samples: np.ndarray) -> str:
         return announced[1]
     return _heard_file(samples)
 
-
-_early: EarlyTranscripts | None = None
-
-
-def early_transcripts() -> EarlyTranscripts:
-    global _early
-    if _early is None:
-        _early = EarlyTranscripts(lambda path: get_pipeline().transcribe_early(path))
-    return _early
 
 
 def cut_reply(report: str | None, session: Session) -> dict:

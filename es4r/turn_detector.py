@@ -8,10 +8,10 @@ a reply still playing can stop — barge-in); `end_pause_s` of non-speech after 
 continues the turn; a burst with less speech than `min_speech_s` (a click, a cough, a door) is
 dropped without a word. Settings: `TurnTakingConfig` (es4r/config.py).
 
-Once a started turn has been quiet for `early_work_s` (at least its padding), `SpeechPaused` carries the audio the
-turn would have if it ended now — sample for sample what `TurnEnded` will carry unless the person
-speaks again — so the work on the turn (its transcript, its log-mel) can start during the rest of
-the pause instead of after it."""
+Once a started turn has been quiet for `early_work_s` (at least its padding), `SpeechPaused`
+carries the audio the turn would have if it ended now — sample for sample what `TurnEnded` will
+carry unless the person speaks again — so the work on the turn (its transcript, its log-mel) can
+start during the rest of the pause instead of after it."""
 
 from __future__ import annotations
 
@@ -50,8 +50,8 @@ class TurnEnded:
 
 @dataclass(frozen=True)
 class SpeechPaused:
-    """The open turn has been quiet for `early_work_s`: `samples` is the whole turn if it ends in this
-    pause (`TurnEnded.samples` then equals it); more speech makes it void."""
+    """The open turn has been quiet for `early_work_s`: `samples` is the whole turn if it ends
+    in this pause (`TurnEnded.samples` then equals it); more speech makes it void."""
 
     samples: np.ndarray
     start: float

@@ -24,7 +24,9 @@ import tempfile
 import time
 import urllib.request
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 from es4r.config import PRESETS
@@ -60,6 +62,21 @@ def _start_app(preset: str, port: int, log_path: Path) -> subprocess.Popen:
                 server.kill()
                 raise SystemExit(f"app.py did not answer within {START_SECONDS} s; see {log_path}")
             time.sleep(0.5)
+
+
+@contextmanager
+def served_app(preset: str, folder: Path, keep_log: Path | None = None) -> Iterator[str]:
+    """app.py on `preset` on a free local port, its log in `folder`; yields its address and
+    stops it afterwards (copying the log to `keep_log` when given)."""
+    port = _free_port()
+    server = _start_app(preset, port, folder / "app.log")
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        if keep_log:
+            keep_log.write_text((folder / "app.log").read_text())
 
 
 def measure(url: str, clips: list[Path], workdir: Path) -> list[dict]:
@@ -131,16 +148,9 @@ def main() -> int:
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"needs Debian's chromium at {CHROMIUM} (bash scripts/setup.sh --test)")
     clips = [ROOT / "assets" / "examples" / f"{name}.wav" for name in CLIPS]
-    with tempfile.TemporaryDirectory(prefix="es4r_timing_") as folder:
-        port = _free_port()
-        server = _start_app(args.preset, port, Path(folder) / "app.log")
-        try:
-            turns = measure(f"http://127.0.0.1:{port}/", clips, Path(folder))
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-            if args.app_log:
-                args.app_log.write_text((Path(folder) / "app.log").read_text())
+    with tempfile.TemporaryDirectory(prefix="es4r_timing_") as folder, \
+            served_app(args.preset, Path(folder), args.app_log) as url:
+        turns = measure(url, clips, Path(folder))
     header = ("turn", "page: transcript s", "page: first words s", "pipeline: first words s", "around the pipeline s", "page: voice s",
               "pipeline: first audio s", "voice around the pipeline s", "pipeline: reply text s", "pipeline: total s")
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))

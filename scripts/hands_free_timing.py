@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from scripts.browser_timing import (CHROMIUM, CLIPS, ROOT, TURN_TIMEOUT_MS, _exported, _free_port, _start_app,
-                                    measure)
+from scripts.browser_timing import CHROMIUM, CLIPS, ROOT, TURN_TIMEOUT_MS, _exported, measure, served_app
 from es4r.config import PRESETS
 
 RATE = 16_000
@@ -71,7 +70,7 @@ def conversation_stream(clips: list[Path], path: Path) -> list[float]:
     return ends
 
 
-def measure_hands_free(url: str, clips: list[Path], workdir: Path) -> tuple[list[dict], dict]:
+def measure_hands_free(url: str, clips: list[Path], workdir: Path) -> list[dict]:
     from playwright.sync_api import expect, sync_playwright
 
     stream = workdir / "conversation.wav"
@@ -101,7 +100,7 @@ def measure_hands_free(url: str, clips: list[Path], workdir: Path) -> tuple[list
                       "pipeline_first_audio_s": timings.get("first_audio"), "asr_s": timings.get("asr"),
                       "transcript": saved.get("transcript"),
                       "reply": saved["result"].get("reply_text")})
-    return turns, record
+    return turns
 
 
 def main() -> int:
@@ -113,15 +112,9 @@ def main() -> int:
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"needs Debian's chromium at {CHROMIUM} (bash scripts/setup.sh --test)")
     clips = [ROOT / "assets" / "examples" / f"{name}.wav" for name in CLIPS]
-    with tempfile.TemporaryDirectory(prefix="es4r_hands_free_") as folder:
-        port = _free_port()
-        server = _start_app(args.preset, port, Path(folder) / "app.log")
-        try:
-            hands_free, record = measure_hands_free(f"http://127.0.0.1:{port}/", clips, Path(folder))
-            sent = measure(f"http://127.0.0.1:{port}/", clips, Path(folder))
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+    with tempfile.TemporaryDirectory(prefix="es4r_hands_free_") as folder, served_app(args.preset, Path(folder)) as url:
+        hands_free = measure_hands_free(url, clips, Path(folder))
+        sent = measure(url, clips, Path(folder))
     print("| turn | speech end in the stream s | voice after the end of speech s | pipeline first audio s | ASR s |\n"
           "|---|---|---|---|---|")
     for t in hands_free:

@@ -512,10 +512,10 @@ def test_a_hands_free_turn_is_transcribed_in_its_pause_and_answered_with_that_tr
 
     listener, announced, heard = stream(np.concatenate([silence(0.5), clip, silence(1.5)]))
     assert heard is not None and heard == announced[-1] and listener.announced is None
-    transcript = app_module.early_transcripts().take(heard)
+    transcript = app_module.EARLY_TRANSCRIPTS.take(heard)
     assert transcript == pipeline.add_user_turn(app_module.Session().conversation, heard).turns[-1].text
     calls.clear()
-    app_module.early_transcripts().begin(heard)  # as the pause did, for the turn answered below
+    app_module.EARLY_TRANSCRIPTS.begin(heard)  # as the pause did, for the turn answered below
     out = [update for update in app_module.converse(heard, app_module.Session())]
     assert len(calls) == 1  # the early one only: the turn itself was not transcribed again
     assert out[-3][app_module.state].conversation.turns[0].text == transcript

@@ -230,8 +230,7 @@ def common_target(levels: list[ClipLevel], target_lufs: float = TARGET_LUFS) -> 
     """The loudest level every clip can reach without passing the -1 dBFS peak ceiling, capped
     at `target_lufs`: all clips are then equally loud and none is limited (limiting one
     system's clips would let level track the system)."""
-    reachable = [reachable_lufs(level) for level in levels if math.isfinite(level.lufs) and level.peak > 0]
-    return min([target_lufs, *reachable])
+    return min([target_lufs, *map(reachable_lufs, levels)])
 
 
 def reachable_lufs(level: ClipLevel) -> float:
