@@ -97,3 +97,12 @@ class EarlyTranscripts:
         except Exception:
             logger.warning("the early transcript of %s failed; transcribing the turn again", path, exc_info=True)
             return None
+
+    def settle(self) -> None:
+        """Cancel the transcripts not yet started, wait for the one running, forget them all: nothing
+        runs in the worker after this (a pipeline swapped out — a test's — is not called afterwards)."""
+        with self._lock:
+            begun, self._begun = list(self._begun.values()), OrderedDict()
+        running = [future for future in begun if not future.cancel()]  # all cancelled before any wait
+        for future in running:
+            future.exception()  # waits; a failure was the turn's to report, and it is gone

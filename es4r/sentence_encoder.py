@@ -44,8 +44,11 @@ class SentenceEncoder:
     def __init__(self, model: str = AUTO_MODEL):
         from transformers import AutoModel, AutoTokenizer
 
+        from es4r.build_lock import BUILD_LOCK
+
         path = str(local_model_path()) if model == AUTO_MODEL else model
-        self.tokenizer, self.encoder = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+        with BUILD_LOCK:
+            self.tokenizer, self.encoder = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
 
     def __call__(self, texts: Sequence[str], batch_size: int = 32) -> "torch.Tensor":
         import torch

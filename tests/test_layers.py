@@ -8,7 +8,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # Bottom to top. A module belongs to the longest prefix listed.
 LAYERS = (
-    ("es4r.config", "es4r.startup_errors", "es4r.timing", "es4r.sentence_encoder", "es4r.system_names"),
+    ("es4r.config", "es4r.startup_errors", "es4r.timing", "es4r.sentence_encoder", "es4r.system_names",
+     "es4r.build_lock"),
     ("es4r.conversation", "es4r.turn_events", "es4r.audio", "es4r.vad", "es4r.turn_detector", "es4r.hands_free",
      "es4r.reply_text", "es4r.embedded"),
     ("es4r.modeling", "es4r.voice"),

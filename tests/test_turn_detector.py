@@ -215,3 +215,39 @@ def test_a_pause_announces_the_turn_it_would_end_and_more_speech_makes_it_void()
     later = _scripted(speech + [0.0] * 2 * end, early_work_s=0.5)  # configurable
     assert later[1].at - later[1].end == pytest.approx(round(0.5 / WINDOW_S) * WINDOW_S)
     assert np.array_equal(later[1].samples, later[2].samples)
+
+
+def test_early_transcripts_give_each_file_its_own_once_and_settle_leaves_nothing_running():
+    """`take` gives the transcript begun for that file, once; a pause spoken through voids the
+    one not yet started; after `settle` the worker is idle and nothing begun is left to take."""
+    import threading
+
+    from es4r.hands_free import EarlyTranscripts
+
+    release, started, calls = threading.Event(), threading.Event(), []
+
+    def transcribe(path: str) -> str:
+        calls.append(path)
+        started.set()
+        release.wait(5)
+        return f"words of {path}"
+
+    early = EarlyTranscripts(transcribe)
+    early.begin("a.wav")
+    assert started.wait(5)
+    early.begin("b.wav")  # queued behind a.wav, which runs
+    early.begin("c.wav")  # b.wav, not started, is void
+    release.set()
+    assert early.take("a.wav") == "words of a.wav" and early.take("a.wav") is None
+    assert early.take("b.wav") is None and early.take("c.wav") == "words of c.wav"
+    assert calls == ["a.wav", "c.wav"]
+    release.clear(), started.clear()
+    early.begin("d.wav")
+    assert started.wait(5)
+    early.begin("e.wav")  # d.wav runs, e.wav waits: cancelled by settle
+    threading.Timer(0.3, release.set).start()
+    early.settle()  # waits for d.wav's transcript, then forgets it
+    assert release.is_set() and early.take("d.wav") is None and early.take("e.wav") is None
+    early._worker.submit(lambda: None).result(5)  # the worker is free again, and e.wav never ran
+    assert calls[-1] == "d.wav"
+    early.settle()  # nothing begun: returns at once

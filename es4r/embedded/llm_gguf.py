@@ -18,6 +18,7 @@ import torch
 
 from es4r.embedded.locate import GEMMA3_PARTS, SMOLLM2, Carrier, package_dir
 from es4r.embedded.weights import copy_checked
+from es4r.build_lock import BUILD_LOCK
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +91,9 @@ def load_gguf(gguf_file: Path, dtype: torch.dtype = torch.float32):
     """(model, tokenizer) read from a GGUF file by transformers (dequantised)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=dtype)
+    with BUILD_LOCK:
+        tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=dtype)
     return model.eval(), tokenizer
 
 
@@ -102,7 +104,7 @@ def plain_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
 
     config = model.config.__class__.from_dict(
         {k: v for k, v in model.config.to_dict().items() if k not in GGUF_ONLY_CONFIG})
-    with torch.device("meta"):
+    with BUILD_LOCK, torch.device("meta"):
         plain = AutoModelForCausalLM.from_config(config, dtype=dtype)
     plain = plain.to_empty(device="cpu")
     source, target = model.state_dict(), plain.state_dict()

@@ -22,6 +22,7 @@ import torch
 
 from es4r.embedded.locate import WHISPER_BASE_PARTS, WHISPER_TINY_EN, Carrier, package_dir
 from es4r.embedded.weights import copy_checked
+from es4r.build_lock import BUILD_LOCK
 
 logger = logging.getLogger(__name__)
 
@@ -378,7 +379,7 @@ def convert_ct2_whisper(source: CT2WhisperSource, out_dir: Path, dtype: torch.dt
         begin_suppress_tokens=None,
         tie_word_embeddings=True,
     )
-    with torch.device("meta"):
+    with BUILD_LOCK, torch.device("meta"):
         model = WhisperForConditionalGeneration(config)
     model = model.to_empty(device="cpu").to(dtype)
     model.tie_weights()

@@ -296,6 +296,8 @@ class TransformersJudge:
                  ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from es4r.build_lock import BUILD_LOCK
+
         folder = Path(model_path)
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(
@@ -308,7 +310,8 @@ class TransformersJudge:
                 f"the tokenizer in {folder} has no chat template; use an instruct model "
                 "or set tokenizer.chat_template before saving it"
             )
-        self.model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
+        with BUILD_LOCK:
+            self.model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
         self.model.to(device).eval()
         self.device = device
         self.max_new_tokens = max_new_tokens

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from es4r.build_lock import BUILD_LOCK
+
 logger = logging.getLogger(__name__)
 
 # A chat template in the ChatML layout (Qwen's, SmolLM2's), used by the tiny tokenizer.
@@ -48,7 +50,8 @@ class BackboneError(RuntimeError):
 def _load(what: str, path_or_id: str, loader, *args, **kwargs):
     """`loader.from_pretrained` with one clear message instead of a hub traceback."""
     try:
-        return loader.from_pretrained(path_or_id, *args, **kwargs)
+        with BUILD_LOCK:
+            return loader.from_pretrained(path_or_id, *args, **kwargs)
     except (OSError, ValueError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise BackboneError(
@@ -190,7 +193,8 @@ def make_tiny_llm(folder: str | Path, seed: int = 0) -> Path:
         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=1024,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
     )
-    model = Qwen3ForCausalLM(config)
+    with BUILD_LOCK:
+        model = Qwen3ForCausalLM(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(folder)
@@ -226,7 +230,8 @@ def make_tiny_whisper(folder: str | Path, seed: int = 0, n_mels: int = 80) -> Pa
         pad_token_id=ids["<|endoftext|>"], bos_token_id=ids["<|endoftext|>"],
         begin_suppress_tokens=None, suppress_tokens=None,
     )
-    model = WhisperForConditionalGeneration(config)
+    with BUILD_LOCK:
+        model = WhisperForConditionalGeneration(config)
     generation = model.generation_config
     generation.decoder_start_token_id = ids["<|startoftranscript|>"]
     generation.eos_token_id = ids["<|endoftext|>"]
