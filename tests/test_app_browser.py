@@ -61,6 +61,9 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+SERVER_LOGS: dict[str, Path] = {}  # url -> the server's log, for a test's failure message
+
+
 def _serve(script: Path, tmp_path_factory, **extra_env: str):
     """`script` (app.py or a variant of it) on the tiny preset, on a free local port."""
     port = _free_port()
@@ -73,6 +76,7 @@ def _serve(script: Path, tmp_path_factory, **extra_env: str):
         server = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, env=env, stdout=log,
                                   stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
+    SERVER_LOGS[url] = log_path
     deadline = time.monotonic() + STARTUP_SECONDS
     try:
         while True:
@@ -446,7 +450,7 @@ def test_hands_free_turns_end_on_a_pause_and_are_answered(app_url, driver, tmp_p
         playwright_api.expect(bot_messages.nth(1)).not_to_have_text("…", timeout=TURN_TIMEOUT_MS)
         chat = (_messages(page, "user"), _messages(page, "bot"))
         page.screenshot(path=str(ARTIFACTS / "app_hands_free.png"), full_page=True)
-        assert len(chat[0]) == 2 and all(chat[1]), chat
+        assert len(chat[0]) == 2 and all(chat[1]), (chat, SERVER_LOGS[app_url].read_text()[-4000:])
         time.sleep(3)  # silence only from here: no third turn
         assert page.locator("#chat .message.user").count() == 2
 

@@ -1,11 +1,13 @@
 """The ship-gate measures on constructed inputs: each can fail."""
 
+import numpy as np
 import pytest
 import torch
 
 from es4r.data.manifest import HistoryTurn, Sample
 from es4r.evaluation.gates import (
-    affect_test, between_dialogue_cosine, centred_spread, group_by_conversation, metric_rows,
+    affect_test, along_teacher_axis, between_dialogue_cosine, binomial_p, centred_spread, direction_test,
+    group_by_conversation, metric_rows,
 )
 
 
@@ -50,6 +52,53 @@ def test_affect_test_counts_differences_and_which_teacher_each_reply_is_closer_t
                          recited, teacher_rising, prompt)
     assert judged["differ"] == 2 and judged["broken_references"] == 1  # a recited prompt is no reference
     assert judged["closer"] == 1 and judged["closer_share"] == 1.0
+    # the gate: with two conversations each one's axis is the other's teacher difference
+    assert matched["direction"]["ordered"] == 2 and swapped["direction"]["ordered"] == 0
+    assert same["direction"]["ordered"] == 0 and same["direction"]["mean_gap"] == 0.0
+    assert matched["teacher_direction"]["ordered"] == 2
+    assert judged["direction"]["judged"] == 1  # the recited reference is set aside here too
+
+
+def test_binomial_p_is_the_chance_a_coin_orders_as_many():
+    assert binomial_p(0, 10) == 1.0 and binomial_p(10, 10) == 2 ** -10 and binomial_p(0, 0) == 1.0
+    assert abs(binomial_p(27, 38) - 0.0073) < 0.0005  # assets/REPLY_TUNING.md's held-out figure
+    assert all(binomial_p(k, 40) > binomial_p(k + 1, 40) for k in range(40))
+
+
+def _unit(x: torch.Tensor) -> np.ndarray:
+    return torch.nn.functional.normalize(x, dim=-1).numpy()
+
+
+def test_the_axis_is_the_other_conversations_teacher_difference_and_identical_replies_never_order():
+    torch.manual_seed(0)
+    n, d = 12, 32
+    shift = torch.zeros(d)
+    shift[0] = 2.0  # "rising" replies lean along the first dimension
+    base = torch.randn(n, d)
+    teacher = np.stack([_unit(base - shift + 0.3 * torch.randn(n, d)), _unit(base + shift + 0.3 * torch.randn(n, d))], 1)
+    student_base = torch.randn(n, d)
+    hearing = np.stack([_unit(student_base - shift), _unit(student_base + shift)], 1)
+    deaf = np.stack([_unit(student_base), _unit(student_base)], 1)
+    assert direction_test(hearing, teacher)["ordered"] == n and direction_test(hearing, teacher)["p"] < 0.05
+    assert direction_test(deaf, teacher)["ordered"] == 0 and direction_test(deaf, teacher)["p"] == 1.0
+    assert direction_test(hearing[:, ::-1], teacher)["ordered"] == 0  # falling and rising swapped
+    # a conversation's own references never set its axis: changing them leaves its own value alone
+    other = teacher.copy()
+    other[3] = other[3, ::-1]
+    assert np.allclose(along_teacher_axis(hearing, teacher)[3], along_teacher_axis(hearing, other)[3])
+    assert not np.allclose(along_teacher_axis(hearing, teacher)[4], along_teacher_axis(hearing, other)[4])
+
+
+def test_replies_that_ignore_the_affect_order_about_half_the_time():
+    torch.manual_seed(1)
+    n, d = 400, 32
+    shift = torch.zeros(d)
+    shift[0] = 2.0
+    base = torch.randn(n, d)
+    teacher = np.stack([_unit(base - shift), _unit(base + shift)], 1)
+    noise = np.stack([_unit(torch.randn(n, d)), _unit(torch.randn(n, d))], 1)  # different, unrelated to the affect
+    share = direction_test(noise, teacher)["share"]
+    assert 0.42 < share < 0.58 and direction_test(noise[:40], teacher[:40])["p"] > 0.01
 
 
 def test_teacher_replies_that_recite_the_prompt_are_rejected():

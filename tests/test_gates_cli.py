@@ -120,6 +120,14 @@ def test_a_real_gate_run_on_the_tiny_preset_writes_its_report_and_fails_on_one_c
     assert not report["gates"]["distinct_replies"]["passed"]
     assert set(report["replies"]) == {"untrained", "text", "cascade", "trained", "no_dual", "no_cross", "no_note"}
     assert printed.strip() == (out / "gates.md").read_text().strip() and "distinct_replies" in printed
+    # gate 4's direction test, with the systems that should not pass it measured beside it
+    assert set(report["gates"]) == {"distinct_replies", "bleu1_vs_text", "rougeL_vs_text", "bertscore_vs_text",
+                                    "speech_cosine", "affect_differ", "affect_direction"}
+    direction = report["affect"]["direction"]
+    assert report["gates"]["affect_direction"]["value"] == round(direction["share"], 3)
+    assert set(report["affect"]["counterparts"]) == {"untrained", "no_note"}
+    for row in ("| trained |", "| the teacher's own |", "| untrained |", "| no_note |"):
+        assert row in printed
 
 
 def test_corpus_checks_before_training_write_their_figures(tmp_path, capsys):

@@ -10,8 +10,16 @@ see assets/DATA_CARD.md):
    adapter's mean vectors stays within 0.05 of the untrained modules' (a constant soft
    prompt shows as ~1.0; see `between_dialogue_cosine`);
 4. it hears affect: each conversation rendered falling vs rising (same words) gets different
-   replies in >= 30 of 40, and in >= 60 % of those each reply is closer (MiniLM cosine) to
-   the teacher reply of its own variant than to the other variant's.
+   replies in >= 30 of 40, and its replies move the way the teacher's do: along the axis from
+   the teacher's falling to its rising replies (MiniLM, made from the *other* conversations'
+   references), the rising reply lies further than the falling one in >= 60 % of the
+   conversations, with a one-sided binomial p < 0.05 against a coin (`direction_test`). A deaf
+   system fails it: identical replies never order, replies that ignore the affect order half
+   the time. The untrained and `no_note` systems are measured the same way beside it.
+   (Until 2026-12-07 the second half asked each reply to be nearer its own variant's teacher
+   reply than the other's — `closer_share`, still reported: a test of replication that the
+   teacher passes by writing the same words again and a student writing other content fails
+   whatever its affect does; see assets/REPLY_TUNING.md.)
 
 Replies are generated from the manifest transcripts (ASR errors are not what is measured)
 with the app's decoding. Before training, `corpus_checks` reports whether the corpus holds
@@ -42,7 +50,8 @@ class Thresholds:
     metric_margin: float = 0.01
     cosine_margin: float = 0.05
     affect_differ_min: int = 30
-    affect_closer_share: float = 0.6
+    affect_direction_share: float = 0.6
+    affect_direction_p: float = 0.05
 
 
 @dataclass
@@ -108,12 +117,48 @@ def centred_spread(vectors: list[torch.Tensor]) -> float:
     return float((means - means.mean(0)).norm(dim=-1).mean() / means.norm(dim=-1).mean())
 
 
+def binomial_p(hits: int, n: int) -> float:
+    """One-sided P(X >= hits) for X ~ Binomial(n, 1/2): how often a coin orders as many."""
+    from math import comb
+
+    return sum(comb(n, k) for k in range(hits, n + 1)) / 2 ** n if n else 1.0
+
+
+def along_teacher_axis(pairs: np.ndarray, teacher: np.ndarray) -> np.ndarray:
+    """Per conversation, how much further the rising reply of `pairs` lies than its falling one
+    along the teacher's falling -> rising axis: the mean of the *other* conversations' teacher
+    (rising - falling) differences, so a conversation's own references never set its axis.
+    `pairs`, `teacher`: (n, 2, d) unit sentence vectors, falling then rising. 0 for identical replies."""
+    differences = teacher[:, 1] - teacher[:, 0]
+    axes = (differences.sum(0, keepdims=True) - differences) / max(len(teacher) - 1, 1)
+    return ((pairs[:, 1] - pairs[:, 0]) * axes).sum(-1)
+
+
+def direction_test(pairs: np.ndarray, teacher: np.ndarray) -> dict:
+    """Gate 4's second half on (n, 2, d) reply vectors: in how many conversations the rising
+    reply lies further along the teacher's axis (`along_teacher_axis`) than the falling one, the
+    share and its binomial p."""
+    along = along_teacher_axis(pairs, teacher)
+    ordered = int((along > 0).sum())
+    return {"ordered": ordered, "judged": len(along), "share": ordered / len(along) if len(along) else 0.0,
+            "p": binomial_p(ordered, len(along)), "mean_gap": float(along.mean()) if len(along) else 0.0}
+
+
+def affect_vectors(falling: list[str], rising: list[str]) -> np.ndarray:
+    """(n, 2, d) unit MiniLM vectors of each conversation's falling and rising reply."""
+    from es4r.evaluation.metrics import sentence_embeddings
+
+    return sentence_embeddings([t for pair in zip(falling, rising) for t in pair]).reshape(len(falling), 2, -1)
+
+
 def affect_test(falling: list[str], rising: list[str], teacher_falling: list[str], teacher_rising: list[str],
                 system_prompt: str | None = None) -> dict:
     """Gate 4 on replies to the same conversations rendered falling vs rising. With the
     `system_prompt`, a pair whose teacher reply recites it (es4r.data.teacher.echoes_prompt: the
-    small LLM's failure, not a reply) has no reference to be closer to: it is counted in
-    `differ` but set aside from `closer_share` and reported as `broken_references`."""
+    small LLM's failure, not a reply) has no reference: it is counted in `differ` but set aside
+    from `direction` and `closer_share` and reported as `broken_references`. `direction`: the
+    gate (`direction_test`), and `teacher_direction` the teacher's own pairs measured the same
+    way — what a student can reach."""
     from es4r.data.teacher import echoes_prompt
     from es4r.evaluation.metrics import sentence_embeddings
 
@@ -131,7 +176,12 @@ def affect_test(falling: list[str], rising: list[str], teacher_falling: list[str
                           "teacher_rising": teacher_rising[i], "closer": closer[-1],
                           "falling_to_own": float(f @ tf), "falling_to_other": float(f @ tr),
                           "rising_to_own": float(r @ tr), "rising_to_other": float(r @ tf)})
+    usable = [i for i in range(len(falling)) if not (system_prompt and (
+        echoes_prompt(teacher_falling[i], system_prompt) or echoes_prompt(teacher_rising[i], system_prompt)))]
+    own = affect_vectors([falling[i] for i in usable], [rising[i] for i in usable])
+    teacher = affect_vectors([teacher_falling[i] for i in usable], [teacher_rising[i] for i in usable])
     return {"conversations": len(falling), "differ": len(differ), "broken_references": len(broken),
+            "direction": direction_test(own, teacher), "teacher_direction": direction_test(teacher, teacher),
             "closer": int(sum(closer)),
             "closer_share": (sum(closer) / len(closer)) if closer else 0.0,
             "teacher_differ": sum(a.strip() != b.strip() for a, b in zip(teacher_falling, teacher_rising)),
@@ -204,14 +254,34 @@ def evaluate_gates(model: ES4RModel, checkpoint: str, samples: list[Sample],
         report.replies[name], vectors[name] = list(replies), list(vecs)
         logger.info("%s: %d replies", name, len(replies))
 
+    def variant_replies(name: str, system: ES4RModel) -> tuple[list[str], list[str]]:
+        """Falling and rising replies of every conversation (the metric rows' reused)."""
+        known = dict(zip((id(s) for s in rows), report.replies[name]))
+        falling, rising = [], []
+        for variants in groups.values():
+            for variant, out in (("falling", falling), ("rising", rising)):
+                sample = variants[variant]
+                out.append(known.get(id(sample)) or speech_reply(system, prepare_sample(sample, model.whisper.n_mels))[0])
+        return falling, rising
+
+    teacher = ([v["falling"].response for v in groups.values()], [v["rising"].response for v in groups.values()])
+    prompt = model.config.generation.system_prompt
+
+    def counterpart(name: str, system: ES4RModel) -> dict:
+        """The affect test of a system that should not pass it (the gate's counterpart)."""
+        result = affect_test(*variant_replies(name, system), *teacher, prompt)
+        return {"differ": result["differ"], "direction": result["direction"]}
+
     model.eval()
     speech_system("untrained")
+    counterparts = {"untrained": counterpart("untrained", model)}  # before the checkpoint is loaded into it
     report.replies["text"] = [text_reply(model, s) for s in rows]
     report.replies["cascade"] = [cascade_reply(model, model.config.generation, s.history_turns())[0] for s in rows]
     load_es4r_parts(model, checkpoint)
     speech_system("trained")
     for name in ("no_dual", "no_cross", "no_note"):
         speech_system(name, model.with_config(variant_config(model.config, name)))
+    counterparts["no_note"] = counterpart("no_note", model.with_config(variant_config(model.config, "no_note")))
 
     for name, replies in report.replies.items():
         metrics = corpus_metrics(replies, report.references, bertscore_model=bertscore_model).as_dict()
@@ -224,14 +294,9 @@ def evaluate_gates(model: ES4RModel, checkpoint: str, samples: list[Sample],
     report.diversity = {f"{name}_{kind}": fn(vecs) for name, vecs in vectors.items()
                         for kind, fn in (("cos_between", between_dialogue_cosine), ("spread", centred_spread))}
 
-    trained_by_row = dict(zip((id(s) for s in rows), report.replies["trained"]))
-    falling, rising = [], []
-    for variants in groups.values():
-        for variant, out in (("falling", falling), ("rising", rising)):
-            sample = variants[variant]
-            out.append(trained_by_row.get(id(sample)) or speech_reply(model, prepare_sample(sample, model.whisper.n_mels))[0])
-    report.affect = affect_test(falling, rising, [v["falling"].response for v in groups.values()],
-                                [v["rising"].response for v in groups.values()], model.config.generation.system_prompt)
+    falling, rising = variant_replies("trained", model)
+    report.affect = affect_test(falling, rising, *teacher, prompt)
+    report.affect["counterparts"] = counterparts
     report.affect["examples"] = [{"falling": f, "rising": r} for f, r in list(zip(falling, rising))[:5]]
     report.affect.update(reader_accuracy(model, samples))
     report.affect["one_way"] = {  # each direction alone, for the report (the gate needs both)
@@ -239,6 +304,7 @@ def evaluate_gates(model: ES4RModel, checkpoint: str, samples: list[Sample],
         "rising_closer_to_own": sum(p["rising_to_own"] > p["rising_to_other"] for p in report.affect["pairs"])}
 
     t, text = report.systems["trained"], report.systems["text"]
+    direction = report.affect["direction"]
     report.gates = {
         "distinct_replies": _gate(t["distinct"], thresholds.distinct_min, t["distinct"] >= thresholds.distinct_min),
         **{f"{m}_vs_text": _gate(t[m], text[m] - thresholds.metric_margin, t[m] >= text[m] - thresholds.metric_margin)
@@ -249,8 +315,10 @@ def evaluate_gates(model: ES4RModel, checkpoint: str, samples: list[Sample],
                                <= thresholds.cosine_margin),
         "affect_differ": _gate(report.affect["differ"], thresholds.affect_differ_min,
                                report.affect["differ"] >= thresholds.affect_differ_min),
-        "affect_closer": _gate(round(report.affect["closer_share"], 3), thresholds.affect_closer_share,
-                               report.affect["closer_share"] >= thresholds.affect_closer_share),
+        "affect_direction": {**_gate(round(direction["share"], 3), thresholds.affect_direction_share,
+                                     direction["share"] >= thresholds.affect_direction_share
+                                     and direction["p"] < thresholds.affect_direction_p),
+                             "p": round(direction["p"], 4), "p_threshold": thresholds.affect_direction_p},
     }
     return report
 
@@ -307,11 +375,26 @@ def report_markdown(report: GateReport, checkpoint: str) -> str:
         lines.append(f"| {name} | {fmt(m['bleu1'])} | {fmt(m['rougeL'])} | {fmt(m['bertscore'])} | "
                      f"{fmt(m['dist2'])} | {m['distinct']}/{len(report.references)} | {opening} |")
     lines += ["", "| gate | value | threshold | passed |", "|---|---|---|---|"]
-    lines += [f"| {name} | {fmt(g['value'])} | {fmt(g['threshold'])} | {'yes' if g['passed'] else 'NO'} |"
-              for name, g in report.gates.items()]
-    lines += ["", "Speech-vector diversity: " + ", ".join(f"{k} {v:.3f}" for k, v in report.diversity.items()),
-              "", "Affect test: " + ", ".join(f"{k} {v}" for k, v in report.affect.items()
-                                                if k not in ("pairs", "examples"))]
+    with_p = lambda g, key: f" (p < {g[key]})" if key == "p_threshold" else f" (p {g[key]:.4f})"  # noqa: E731
+    lines += [f"| {name} | {fmt(g['value'])}{with_p(g, 'p') if 'p' in g else ''} | "
+              f"{fmt(g['threshold'])}{with_p(g, 'p_threshold') if 'p_threshold' in g else ''} | "
+              f"{'yes' if g['passed'] else 'NO'} |" for name, g in report.gates.items()]
+    lines += ["", "Speech-vector diversity: " + ", ".join(f"{k} {v:.3f}" for k, v in report.diversity.items())]
+    affect = report.affect
+    if "direction" in affect:
+        lines += ["", "## Affect: does the reply move the way the teacher's does? (gate 4)", "",
+                  "Rising reply further than the falling one along the teacher's falling -> rising axis "
+                  "(MiniLM; the axis from the other conversations' teacher replies).", "",
+                  "| replies | falling and rising differ | rising further along | share | p (one-sided, vs a coin) |",
+                  "|---|---|---|---|---|"]
+        rows = [("trained", affect["differ"], affect["direction"]),
+                ("the teacher's own", affect["teacher_differ"], affect["teacher_direction"]),
+                *((name, c["differ"], c["direction"]) for name, c in affect.get("counterparts", {}).items())]
+        lines += [f"| {name} | {differ}/{affect['conversations']} | {d['ordered']}/{d['judged']} | {d['share']:.0%} | "
+                  f"{d['p']:.4f} |" for name, differ, d in rows]
+    lines += ["", "Affect test, the rest: " + ", ".join(
+        f"{k} {v}" for k, v in affect.items()
+        if k not in ("pairs", "examples", "direction", "teacher_direction", "counterparts"))]
     pairs = report.affect.get("pairs", [])
     if pairs:
         lines += ["", "## Falling vs rising (same words), first five pairs that differ",
