@@ -300,7 +300,7 @@ def listen(chunk, listener: MicrophoneStream | None) -> dict:
     playing is stopped (barge-in); when a pause ends it, the turn is written to a WAV file and
     answered as a sent recording is (es4r/turn_detector.py)."""
     if chunk is None:
-        return {}
+        return gr.skip()  # every output as it is ({} would be read as one value, and refused)
     listener = listener or MicrophoneStream(get_pipeline().config.turns)
     updates: dict = {listening: listener}
     for event in listener.feed(*chunk):
@@ -333,12 +333,12 @@ def cut_reply(report: str | None, session: Session) -> dict:
     cut = json.loads(report) if report else None
     turns = session.conversation.turns
     if not cut or cut.get("turn") != len(session.results) or not turns or turns[-1].role != ASSISTANT:
-        return {}
+        return gr.skip()  # every output as it is ({} would be read as one value, and refused)
     reply, seconds = turns[-1], float(cut["seconds"])
     text = heard_text(reply.text, int(cut["units"]))
     played_to_the_end = reply.audio is None or seconds >= len(reply.audio) / (reply.sample_rate or 1) - 0.05
     if text == reply.text and played_to_the_end:
-        return {}
+        return gr.skip()  # every output as it is ({} would be read as one value, and refused)
     conversation = session.conversation.with_reply_cut(text, seconds)
     logger.info("reply %d cut off after %.1f s: %d unit(s) heard", cut["turn"], cut["seconds"], cut["units"])
     return {state: Session(conversation, session.results), chatbot: chat_messages(conversation)}
@@ -347,7 +347,7 @@ def cut_reply(report: str | None, session: Session) -> dict:
 def stop_listening(listener: MicrophoneStream | None) -> dict:
     """The hands-free microphone was stopped: a turn still open is answered as it is."""
     if listener is None:
-        return {}
+        return gr.skip()  # every output as it is ({} would be read as one value, and refused)
     ended = [event for event in listener.close() if isinstance(event, TurnEnded)]
     return {listening: None, **({heard_turn: _turn_file(listener, ended[-1].samples)} if ended else {})}
 
@@ -484,7 +484,8 @@ with gr.Blocks(title="ES4R Studio") as demo:
     # The cut is reported as the next turn starts (SpeechStarted), before that turn ends: in the
     # turns' queue it is applied after the reply it cuts is written and before the next turn reads
     # the history.
-    played.change(cut_reply, [played, state], [state, chatbot], concurrency_id=TURN_QUEUE)
+    # It may wait there for the reply's views: nothing of that wait is drawn over the conversation.
+    played.change(cut_reply, [played, state], [state, chatbot], concurrency_id=TURN_QUEUE, show_progress="hidden")
     heard_turn.change(
         converse, [heard_turn, state, open_tab],
         TURN_OUTPUTS,

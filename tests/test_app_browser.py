@@ -445,7 +445,8 @@ def test_hands_free_turns_end_on_a_pause_and_are_answered(app_url, driver, tmp_p
     with browser_with_microphone(driver, talk) as context:
         page = _open_page(context, app_url)
         page.locator("#hands-free button.record-button").click()
-        bot_messages = page.locator("#chat .message.bot")
+        user_messages, bot_messages = page.locator("#chat .message.user"), page.locator("#chat .message.bot")
+        playwright_api.expect(user_messages).to_have_count(2, timeout=TURN_TIMEOUT_MS)
         playwright_api.expect(bot_messages).to_have_count(2, timeout=TURN_TIMEOUT_MS)
         playwright_api.expect(bot_messages.nth(1)).not_to_have_text("…", timeout=TURN_TIMEOUT_MS)
         chat = (_messages(page, "user"), _messages(page, "bot"))

@@ -458,10 +458,31 @@ def test_speaking_over_a_reply_keeps_only_what_was_heard_of_it(app_module, sessi
     whole = len(reply.audio) / reply.sample_rate
     for report in (json.dumps({"turn": turn - 1, "units": 1, "seconds": 0.25}),
                    json.dumps({"turn": turn, "units": len(units), "seconds": whole}), "null", "", None):
-        assert app_module.cut_reply(report, session) == {}, report
+        unchanged = app_module.cut_reply(report, session)
+        assert _as_gradio_sends(app_module, "cut_reply", unchanged) == [None, None], report
+    assert units[0] in str(_as_gradio_sends(app_module, "cut_reply", out)[1][-1])  # Gradio takes the cut
     last_unit = app_module.cut_reply(json.dumps({"turn": turn, "units": len(units), "seconds": whole / 2}), session)
     cut = last_unit[app_module.state].conversation.turns[-1]  # its last sentence begun, then cut: said, but shorter
     assert cut.text == reply.text and len(cut.audio) == round(whole / 2 * reply.sample_rate) and REPLY_CUT_NOTE in cut.notes
+
+
+def _as_gradio_sends(app_module, name: str, returned) -> list:
+    """What Gradio makes of handler `name`'s return value for the page: its outputs' values in
+    order, None where one is left as it is. Raises as the server would on a value it refuses."""
+    import asyncio
+
+    fn = next(fn for fn in app_module.demo.fns.values() if fn.name == name)
+    sent = asyncio.run(app_module.demo.postprocess_data(fn, returned, None))
+    return [None if isinstance(v, dict) and v.get("__type__") == "update" and len(v) == 1 else v for v in sent]
+
+
+def test_the_microphone_handlers_that_change_nothing_say_so_in_a_form_gradio_takes(app_module):
+    """The stream's empty chunk, a stopped microphone with no turn open: every output is left as
+    it is, without an error on the server (an empty dict was read as one value and refused)."""
+    assert _as_gradio_sends(app_module, "listen", app_module.listen(None, None)) == [None, None, None]
+    assert _as_gradio_sends(app_module, "stop_listening", app_module.stop_listening(None)) == [None, None]
+    listener = app_module.MicrophoneStream(app_module.get_pipeline().config.turns)
+    assert _as_gradio_sends(app_module, "stop_listening", app_module.stop_listening(listener))[1] is None  # nothing said
 
 
 def test_every_queued_event_that_writes_the_conversation_waits_its_turn_in_one_queue(app_module):
@@ -484,6 +505,21 @@ def test_every_queued_event_that_writes_the_conversation_waits_its_turn_in_one_q
                if fn.concurrency_id == app_module.TURN_QUEUE)
     assert others and not any(queue == app_module.TURN_QUEUE for _, queue in others)
     assert "listen" in {name for name, _ in others}
+
+
+def test_no_queued_event_draws_its_wait_over_the_conversation(app_module):
+    """A queued event that writes the chat shows its place in the queue and its progress on the
+    progress strip, or nowhere: never as Gradio's pending bubble in the chat (a reply cut off by
+    the next hands-free turn waits there for the reply's views, and showed "queue: 1/1" and a
+    bubble of dots, which read as a reply). Unqueued ones draw no progress at all."""
+    chat_writers = [fn for fn in app_module.demo.fns.values() if any(o is app_module.chatbot for o in fn.outputs)]
+    assert {fn.name for fn in chat_writers} >= {"converse", "cut_reply", "new_conversation"}
+    for fn in chat_writers:
+        if not fn.queue:
+            continue
+        elsewhere = fn.show_progress_on and all(target is not app_module.chatbot for target in fn.show_progress_on)
+        assert fn.show_progress == "hidden" or elsewhere, fn.name
+    assert any(fn.show_progress_on == [app_module.turn_progress] for fn in chat_writers)  # converse: on the strip
 
 
 def test_a_hands_free_turn_is_transcribed_in_its_pause_and_answered_with_that_transcript(app_module, speech_paths,
