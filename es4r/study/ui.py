@@ -203,11 +203,19 @@ def build_study_tab(db_path: str | Path, page: gr.Blocks) -> None:
                     gr.update(visible=True)] + _updates(8) + [finished] + _updates(len(radios))
         status = (f"**Item {done.done + 1} of {done.total}** · annotator `{who}`"
                   + (f" · {message}" if message else ""))
-        return ([AnnotatorPlace(who, item.item_id), _place("resume", who), gr.update(visible=False),
+        # What was heard of it before (a reload, a restart, reports taken before this page had
+        # its place) counts: the lock is read from the store, not started over.
+        place = AnnotatorPlace(who, item.item_id)
+        hearing = store.hearing(who, item.item_id)
+        note, unlocked = _lock_note(store, place)
+        note = note if any(part.heard for part in hearing.values()) else LOCKED_NOTE  # nothing played yet: the short line
+        heard = frozenset(side for side, part in hearing.items() if part.complete)
+        return ([replace(place, heard=heard), _place("resume", who), gr.update(visible=False),
                  gr.update(visible=True), gr.update(visible=False), status, _conversation(item),
                  _literal(item.text_a), _player(item.clip_a, "A"), _literal(item.text_b), _player(item.clip_b, "B"),
-                 LOCKED_NOTE, gr.update(interactive=False), ""]
-                + _updates(len(radios), choices=CHOICE_LABELS, value=None, interactive=False))
+                 note,
+                 gr.update(interactive=unlocked), ""]
+                + _updates(len(radios), choices=CHOICE_LABELS, value=None, interactive=unlocked))
 
     def on_start(who: str, agreed: bool) -> list:
         who = normalise_annotator_id(who)
@@ -222,7 +230,9 @@ def build_study_tab(db_path: str | Path, page: gr.Blocks) -> None:
     def on_report(state: AnnotatorPlace, raw: str) -> list:
         """A player's log for one clip (player.js): kept once per event; the lock's line and
         the questions follow what has now been heard of the open item."""
-        unchanged = [state, gr.update(), gr.update()] + _updates(len(radios))
+        # Nothing changes, the place included: this call may have begun before the page's place
+        # was set (a report racing the resume), and writing its old place back would strand the page.
+        unchanged = [gr.skip() for _ in range(3 + len(radios))]
         try:
             report = json.loads(raw)
             owner = store.clip(str(report["clip"]))
