@@ -9,6 +9,11 @@ whether the rising reply lies further along it than the falling one — for the 
 for the teacher's own pair — with a one-sided binomial p against 50 %.
 
     python -m experiments.affect_direction corpus/train_teacher3.jsonl runs/g4_h40/gates.json runs/g4_f40/gates.json
+
+Since 2026-12-08 gate 4 itself measures the direction (`direction_test` in
+es4r/evaluation/gates.py), with the axis made leave-one-out from the evaluation set's own teacher
+replies, so a gate run needs no training manifest; this script keeps the training-target axis
+the decision was first measured on (assets/REPLY_TUNING.md).
 """
 
 from __future__ import annotations

@@ -476,7 +476,12 @@ def test_speaking_over_a_reply_stops_it_and_the_history_keeps_what_was_heard(app
                       " a.playbackRate = 0.1; a.loop = true; }")
         assert page.evaluate("window.es4rReplyVoice.speaking()")
         bot_messages = page.locator("#chat .message.bot")
-        playwright_api.expect(bot_messages.first).to_contain_text("cut off here", timeout=TURN_TIMEOUT_MS)
+        try:
+            playwright_api.expect(bot_messages.first).to_contain_text("cut off here", timeout=TURN_TIMEOUT_MS)
+        except AssertionError as error:  # what the page reported and what the server did, for the next reader
+            state = page.evaluate("() => ({played: window.es4rReplyVoice.played, speaking: window.es4rReplyVoice.speaking(),"
+                                  " reported: document.querySelector('#played textarea')?.value})")
+            raise AssertionError(f"{error}\npage: {state}\nserver: {SERVER_LOGS[app_url].read_text()[-3000:]}") from None
         assert page.evaluate("() => !window.es4rReplyVoice.speaking() || window.es4rReplyVoice.played.at(-1) === 2")
         playwright_api.expect(bot_messages).to_have_count(2, timeout=TURN_TIMEOUT_MS)
         playwright_api.expect(bot_messages.nth(1)).not_to_have_text("…", timeout=TURN_TIMEOUT_MS)

@@ -53,17 +53,31 @@ def test_shipped_training_configs_parse(path):
         assert config.weight_decay == 0.05 and config.two_path_weight == 1.0
 
 
-def test_embedded_training_config_is_the_recipe_of_the_shipped_checkpoint():
-    """`python -m es4r train --config configs/embedded.yaml` reproduces what ships: every setting
-    the shipped checkpoint recorded, save the run folder's name, is the config file's."""
+def test_the_shipped_checkpoint_is_reproduced_by_a_chain_of_config_files():
+    """What ships was trained in stages: its recorded settings are one file in configs/ (every
+    setting), that file's `init_from` is the final snapshot of another file's run, and so on back
+    to a stage trained from the untrained parts. Running those files in order reproduces it."""
     import json
     from dataclasses import asdict
 
+    def settings(path: Path) -> dict:
+        recipe = asdict(TrainConfig.from_file(str(path)))
+        recipe["train_only"] = list(recipe["train_only"])
+        return recipe
+
+    configs = {path.name: settings(path) for path in sorted((ROOT / "configs").glob("*.yaml"))}
+    configs = {name: c for name, c in configs.items() if c.get("preset") == "embedded"}
     shipped = json.loads((ROOT / "assets" / "es4r_embedded" / "es4r_config.json").read_text())["train_config"]
-    recipe = asdict(TrainConfig.from_file(str(ROOT / "configs" / "embedded.yaml")))
-    recipe["train_only"] = list(recipe["train_only"])
-    differ = {k for k in recipe.keys() | shipped.keys() if recipe.get(k) != shipped.get(k)}
-    assert differ == {"output_dir"}
+    last = [name for name, recipe in configs.items() if recipe == shipped]
+    assert len(last) == 1, "no config file (or several) holds every setting the shipped checkpoint recorded"
+    chain, recipe = last, configs[last[0]]
+    while recipe["init_from"]:
+        before = [name for name, c in configs.items() if f"{c['output_dir']}/final" == recipe["init_from"]]
+        assert len(before) == 1, f"{chain[-1]} starts from {recipe['init_from']}, which no one config file makes"
+        chain.append(before[0])
+        recipe = configs[before[0]]
+        assert len(chain) < len(configs), chain  # no loop
+    assert len(chain) == len(set(chain)), chain
 
 
 def test_training_config_rejects_unknown_keys(tmp_path):
