@@ -213,7 +213,15 @@ async def answer_item(page, who: str, texts: dict[str, str], clicks: list, use_k
         for side in ("a", "b"):  # from the start: the stretches played so far were partial
             await page.locator(f"#study-audio-{side} audio").evaluate("m => { m.currentTime = 0; }")
     await press_play(page, "a", use_keys)
-    await page.wait_for_selector("#study-lock-note:has-text('Reply A: heard in full')", timeout=UNLOCK_TIMEOUT_MS)
+    try:  # "Unlocked" when B was heard to its end already: a 1-s clip can end before the pause above lands
+        await page.wait_for_selector("#study-lock-note:has-text('Reply A: heard in full'), "
+                                     "#study-lock-note:has-text('Unlocked')", timeout=UNLOCK_TIMEOUT_MS)
+    except playwright_api.TimeoutError as error:  # what the page shows and what the server stored, for the next reader
+        note = await page.inner_text("#study-lock-note")
+        rows = [tuple(r) for r in store.rows(
+            "SELECT item_id, side, event, from_s, to_s, played_at, page, seq FROM play_events WHERE annotator_id = ? "
+            "ORDER BY event_id", (who,))] if store is not None else "(no store for this annotator)"
+        raise AssertionError(f"{error}\n{who}: lock note {note!r}\nstored plays: {rows}") from None
     await press_play(page, "b", use_keys)
     await page.wait_for_selector("#study-crit-0 input[value='win']:not([disabled])",
                                  timeout=UNLOCK_TIMEOUT_MS)
