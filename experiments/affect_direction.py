@@ -20,14 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from math import comb
-
 import torch
 
-
-def binomial_p(hits: int, n: int) -> float:
-    """P(X >= hits) for X ~ Binomial(n, 1/2)."""
-    return sum(comb(n, k) for k in range(hits, n + 1)) / 2 ** n
+from es4r.evaluation.gates import binomial_p
 
 
 def main() -> None:

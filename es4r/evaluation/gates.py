@@ -163,8 +163,9 @@ def affect_test(falling: list[str], rising: list[str], teacher_falling: list[str
     from es4r.evaluation.metrics import sentence_embeddings
 
     differ = [i for i, (a, b) in enumerate(zip(falling, rising)) if a.strip() != b.strip()]
-    broken = [i for i in differ if system_prompt and (echoes_prompt(teacher_falling[i], system_prompt)
-                                                      or echoes_prompt(teacher_rising[i], system_prompt))]
+    recited = {i for i in range(len(falling)) if system_prompt and (
+        echoes_prompt(teacher_falling[i], system_prompt) or echoes_prompt(teacher_rising[i], system_prompt))}
+    broken = [i for i in differ if i in recited]
     judged = [i for i in differ if i not in broken]
     closer, pairs = [], []
     if judged:
@@ -176,8 +177,7 @@ def affect_test(falling: list[str], rising: list[str], teacher_falling: list[str
                           "teacher_rising": teacher_rising[i], "closer": closer[-1],
                           "falling_to_own": float(f @ tf), "falling_to_other": float(f @ tr),
                           "rising_to_own": float(r @ tr), "rising_to_other": float(r @ tf)})
-    usable = [i for i in range(len(falling)) if not (system_prompt and (
-        echoes_prompt(teacher_falling[i], system_prompt) or echoes_prompt(teacher_rising[i], system_prompt)))]
+    usable = [i for i in range(len(falling)) if i not in recited]
     own = affect_vectors([falling[i] for i in usable], [rising[i] for i in usable])
     teacher = affect_vectors([teacher_falling[i] for i in usable], [teacher_rising[i] for i in usable])
     return {"conversations": len(falling), "differ": len(differ), "broken_references": len(broken),
@@ -279,9 +279,10 @@ def evaluate_gates(model: ES4RModel, checkpoint: str, samples: list[Sample],
     report.replies["cascade"] = [cascade_reply(model, model.config.generation, s.history_turns())[0] for s in rows]
     load_es4r_parts(model, checkpoint)
     speech_system("trained")
-    for name in ("no_dual", "no_cross", "no_note"):
-        speech_system(name, model.with_config(variant_config(model.config, name)))
-    counterparts["no_note"] = counterpart("no_note", model.with_config(variant_config(model.config, "no_note")))
+    ablations = {name: model.with_config(variant_config(model.config, name)) for name in ("no_dual", "no_cross", "no_note")}
+    for name, system in ablations.items():
+        speech_system(name, system)
+    counterparts["no_note"] = counterpart("no_note", ablations["no_note"])
 
     for name, replies in report.replies.items():
         metrics = corpus_metrics(replies, report.references, bertscore_model=bertscore_model).as_dict()
